@@ -514,37 +514,42 @@ save_picklebuffer(fj_pk *p, PyObject *obj)
 static int
 save_str_proto0(fj_pk *p, PyObject *obj)
 {
-    PyObject *enc = PyUnicode_AsRawUnicodeEscapeString(obj);
-    if (enc == NULL) {
-        return -1;
-    }
-    const char *s = PyBytes_AS_STRING(enc);
-    Py_ssize_t n = PyBytes_GET_SIZE(enc);
+    /* like stdlib: escape \\ \0 \n \r \x1a as \\uXXXX first, then raw-unicode-escape */
+    static const Py_UCS4 special[] = {'\\', '\0', '\n', '\r', '\x1a'};
+    static const char *repl[] = {"\\u005c", "\\u0000", "\\u000a", "\\u000d", "\\u001a"};
+    PyObject *u = Py_NewRef(obj);
+    PyObject *enc = NULL;
     int r = -1;
-    if (write_op(p, OP_UNICODE) < 0) {
-        goto done;
-    }
-    Py_ssize_t start = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c == '\\' || c == '\0' || c == '\n' || c == '\r' || c == '\x1a') {
-            char esc[8];
-            if (fj_sink_write(p->sink, s + start, i - start) < 0) {
+    for (int i = 0; i < 5; i++) {
+        Py_ssize_t at = PyUnicode_FindChar(u, special[i], 0, PyUnicode_GET_LENGTH(u), 1);
+        if (at == -2) {
+            goto done;
+        }
+        if (at >= 0) {
+            PyObject *from = PyUnicode_FromOrdinal((int)special[i]);
+            PyObject *to = from ? PyUnicode_FromString(repl[i]) : NULL;
+            PyObject *nu = to ? PyUnicode_Replace(u, from, to, -1) : NULL;
+            Py_XDECREF(from);
+            Py_XDECREF(to);
+            if (nu == NULL) {
                 goto done;
             }
-            PyOS_snprintf(esc, sizeof(esc), "\\u%04x", (unsigned char)c);
-            if (write_text(p, esc) < 0) {
-                goto done;
-            }
-            start = i + 1;
+            Py_SETREF(u, nu);
         }
     }
-    if (fj_sink_write(p->sink, s + start, n - start) < 0 || write_op(p, '\n') < 0) {
+    enc = PyUnicode_AsRawUnicodeEscapeString(u);
+    if (enc == NULL) {
+        goto done;
+    }
+    if (write_op(p, OP_UNICODE) < 0 ||
+        fj_sink_write(p->sink, PyBytes_AS_STRING(enc), PyBytes_GET_SIZE(enc)) < 0 ||
+        write_op(p, '\n') < 0) {
         goto done;
     }
     r = 0;
 done:
-    Py_DECREF(enc);
+    Py_DECREF(u);
+    Py_XDECREF(enc);
     return r;
 }
 
@@ -1161,6 +1166,13 @@ save_global(fj_pk *p, PyObject *obj, PyObject *name_arg)
         }
     }
     if (module == NULL || get_deep_attribute(module, name, &obj2, &parent) < 0) {
+        if (module != NULL && PyErr_ExceptionMatches(PyExc_AttributeError) &&
+            PyUnicode_Find(name, p->st->pk.s_locals, 0, PyUnicode_GET_LENGTH(name), 1) >= 0) {
+            /* stdlib's C pickler raises AttributeError for local objects */
+            PyErr_Clear();
+            PyErr_Format(PyExc_AttributeError, "Can't pickle local object %R", name);
+            goto error;
+        }
         if (PyErr_ExceptionMatches(PyExc_ImportError) || PyErr_ExceptionMatches(PyExc_KeyError) ||
             PyErr_ExceptionMatches(PyExc_AttributeError)) {
             PyErr_Clear();
@@ -1724,7 +1736,7 @@ fj_pk_save(fj_pk *p, PyObject *obj, int flags)
         Py_LeaveRecursiveCall();
         return r;
     }
-    if (p->memo->used) {
+    if (p->memo->used && !p->fast) {
         Py_ssize_t *idx = fj_memo_get(p->memo, obj);
         if (idx != NULL) {
             return memo_get(p, *idx);
@@ -2259,6 +2271,7 @@ fj_pickler_exec(PyObject *module, fj_state *st)
     INTERN(s_persistent_id, "persistent_id");
     INTERN(s_reducer_override, "reducer_override");
     INTERN(s_dispatch_table, "dispatch_table");
+    INTERN(s_locals, "<locals>");
     INTERN(k_subclass, "subclass");
     INTERN(k_shape, "shape");
     INTERN(k_order, "order");
@@ -2284,7 +2297,7 @@ fj_pickler_exec(PyObject *module, fj_state *st)
     X(empty_tuple) X(s_reduce_ex) X(s_reduce) X(s_module) X(s_qualname) X(s_name) X(s_new)  \
     X(s_class) X(s_latin1) X(s_persistent_id) X(s_reducer_override) X(s_dispatch_table)     \
     X(k_subclass) X(k_shape) X(k_order) X(k_dtype) X(k_allow_mmap) X(k_alignment) X(s_C)    \
-    X(s_F)
+    X(s_F) X(s_locals)
 
 int
 fj_pickler_traverse(fj_state *st, visitproc visit, void *arg)

@@ -17,7 +17,7 @@ typedef struct fj_pickler_state {
     PyObject *empty_tuple;
     /* interned names */
     PyObject *s_reduce_ex, *s_reduce, *s_module, *s_qualname, *s_name, *s_new, *s_class,
-        *s_latin1, *s_persistent_id, *s_reducer_override, *s_dispatch_table;
+        *s_latin1, *s_persistent_id, *s_reducer_override, *s_dispatch_table, *s_locals;
     /* joblib NumpyArrayWrapper state keys */
     PyObject *k_subclass, *k_shape, *k_order, *k_dtype, *k_allow_mmap, *k_alignment;
     PyObject *s_C, *s_F;
