@@ -324,19 +324,24 @@ py_write(fj_writer *self, const char *data, Py_ssize_t len)
         }
         PyObject *res = PyObject_CallOneArg(w->write, arg);
         if (!w->as_bytes) {
+            /* release the view so a file object that kept it cannot read freed memory */
+            PyObject *et, *ev, *etb;
+            PyErr_Fetch(&et, &ev, &etb);
             PyObject *r2 = PyObject_CallMethod(arg, "release", NULL);
             if (r2 == NULL) {
-                /* a still-exported view: keep the first error if any */
-                if (res == NULL) {
-                    PyErr_Clear();
+                if (et != NULL) {
+                    PyErr_Clear(); /* keep the write error */
                 }
                 else {
-                    Py_DECREF(res);
+                    Py_XDECREF(res);
                     Py_DECREF(arg);
                     return -1;
                 }
             }
             Py_XDECREF(r2);
+            if (et != NULL) {
+                PyErr_Restore(et, ev, etb);
+            }
         }
         Py_DECREF(arg);
         if (res == NULL) {
