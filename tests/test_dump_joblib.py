@@ -261,3 +261,28 @@ def test_codec_argument_propagates():
     except NotImplementedError:
         return  # codec part not merged yet
     assert r is None
+
+
+def test_memmap_and_matrix_records(tmp_path):
+    mm = np.memmap(tmp_path / "src.dat", dtype="<i4", mode="w+", shape=(100,))
+    mm[:] = np.arange(100)
+    m = np.matrix([[1.0, 2.0], [3.0, 4.0]])
+    bio = io.BytesIO()
+    _core.dump([mm, m], bio, 4)
+    data = bio.getvalue()
+    assert b"memmap" in data and b"matrix" in data
+    got = joblib.load(io.BytesIO(data))
+    np.testing.assert_array_equal(got[0], np.arange(100))
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(m))
+
+
+def test_stringdtype_array_takes_the_object_path():
+    sd = getattr(np.dtypes, "StringDType", None)
+    if sd is None:
+        pytest.skip("no StringDType")
+    a = np.array(["a", "bcd", "é"], dtype=sd())
+    bio = io.BytesIO()
+    _core.dump(a, bio, 5)
+    assert b"allow_mmap\x94\x89" in bio.getvalue()
+    got = joblib.load(io.BytesIO(bio.getvalue()))
+    assert got.tolist() == a.tolist()
