@@ -8,6 +8,7 @@
 #define SINK_INITIAL 4096
 #define FJ_OP_FRAME '\x95'
 #define FD_WRITE_MAX ((Py_ssize_t)0x7ffff000)
+#define PYWRITE_BYTES_MAX ((Py_ssize_t)256 * 1024)
 
 static void
 update_limit(fj_sink *s)
@@ -311,9 +312,13 @@ static int
 py_write(fj_writer *self, const char *data, Py_ssize_t len)
 {
     py_writer *w = (py_writer *)self;
+    /* pickle-compatible API: small chunks (buffer flushes) go as bytes objects the callee may
+     * keep; large payloads as a memoryview over the caller's memory, released after the call
+     * (no copy, like stdlib handing over the original object). */
+    int as_bytes = w->as_bytes && len < PYWRITE_BYTES_MAX;
     while (len > 0) {
         PyObject *arg;
-        if (w->as_bytes) {
+        if (as_bytes) {
             arg = PyBytes_FromStringAndSize(data, len);
         }
         else {
@@ -323,7 +328,7 @@ py_write(fj_writer *self, const char *data, Py_ssize_t len)
             return -1;
         }
         PyObject *res = PyObject_CallOneArg(w->write, arg);
-        if (!w->as_bytes) {
+        if (!as_bytes) {
             /* release the view so a file object that kept it cannot read freed memory */
             PyObject *et, *ev, *etb;
             PyErr_Fetch(&et, &ev, &etb);

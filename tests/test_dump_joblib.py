@@ -286,3 +286,19 @@ def test_stringdtype_array_takes_the_object_path():
     assert b"allow_mmap\x94\x89" in bio.getvalue()
     got = joblib.load(io.BytesIO(bio.getvalue()))
     assert got.tolist() == a.tolist()
+
+
+def test_dump_streams_with_bounded_buffers():
+    sizes = []
+
+    class W:
+        def write(self, b):
+            sizes.append(len(b))
+            return len(b)
+
+        def tell(self):
+            return 0
+
+    obj = [{"i": i, "s": f"v{i}", "a": np.arange(3)} for i in range(20_000)]
+    _core.dump(obj, W(), 4)
+    assert len(sizes) > 20 and max(sizes) < 200_000

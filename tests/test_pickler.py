@@ -499,3 +499,18 @@ def test_random_graphs_match_stdlib():
         obj = _random_graph(rng)
         for proto in PROTOCOLS:
             assert pickle.loads(_core.dumps(obj, proto)) == pickle.loads(pickle.dumps(obj, proto))
+
+
+def test_pickle_api_write_argument_types():
+    got = []
+
+    class W:
+        def write(self, b):
+            got.append((type(b), bytes(b)))
+            return len(b)
+
+    big = b"q" * 1_000_000
+    _core.dump_pickle(["small", big], W(), 5)
+    kinds = [t for t, _ in got]
+    assert bytes in kinds and memoryview in kinds  # big payload handed over without a copy
+    assert pickle.loads(b"".join(b for _, b in got)) == ["small", big]
