@@ -10,18 +10,19 @@
 #define FD_WRITE_MAX ((Py_ssize_t)0x7ffff000)
 #define PYWRITE_BYTES_MAX ((Py_ssize_t)256 * 1024)
 
+/* fj_sink_boundary's threshold: a frame reaching the target size, or, with a writer, a buffer
+ * holding the target size (frames may be cut short by array records: flush anyway). */
 static void
 update_limit(fj_sink *s)
 {
+    Py_ssize_t lim = PY_SSIZE_T_MAX;
     if (s->frame_start >= 0) {
-        s->limit = s->frame_start + FJ_FRAME_TARGET;
+        lim = s->frame_start + FJ_FRAME_TARGET;
     }
-    else if (!s->framing && s->w != NULL) {
-        s->limit = FJ_FRAME_TARGET;
+    if (s->w != NULL && lim > FJ_FRAME_TARGET) {
+        lim = FJ_FRAME_TARGET;
     }
-    else {
-        s->limit = PY_SSIZE_T_MAX;
-    }
+    s->limit = lim;
 }
 
 int
@@ -138,18 +139,16 @@ fj_sink_flush(fj_sink *s)
 int
 fj_sink_boundary_slow(fj_sink *s)
 {
-    if (s->frame_start >= 0) {
-        if (s->len - s->frame_start >= FJ_FRAME_TARGET) {
+    if (s->w != NULL) {
+        if (s->len >= FJ_FRAME_TARGET) {
             fj_sink_commit_frame(s);
-            if (s->w != NULL && fj_sink_flush(s) < 0) {
+            if (fj_sink_flush(s) < 0) {
                 return -1;
             }
         }
     }
-    else if (!s->framing && s->w != NULL && s->len >= FJ_FRAME_TARGET) {
-        if (fj_sink_flush(s) < 0) {
-            return -1;
-        }
+    else if (s->frame_start >= 0 && s->len - s->frame_start >= FJ_FRAME_TARGET) {
+        fj_sink_commit_frame(s);
     }
     update_limit(s);
     return 0;
