@@ -514,3 +514,22 @@ def test_pickle_api_write_argument_types():
     kinds = [t for t, _ in got]
     assert bytes in kinds and memoryview in kinds  # big payload handed over without a copy
     assert pickle.loads(b"".join(b for _, b in got)) == ["small", big]
+
+
+def test_fast_mode_cycle_is_an_error_like_stdlib():
+    lst = []
+    cur = lst
+    for _ in range(60):
+        nxt = []
+        cur.append(nxt)
+        cur = nxt
+    cur.append(lst)  # a cycle 60 deep
+    for P in (pickle.Pickler, _core.Pickler):
+        p = P(io.BytesIO(), 4)
+        p.fast = 1
+        with pytest.raises(ValueError, match="fast mode"):
+            p.dump(lst)
+    p = _core.Pickler(io.BytesIO(), 4)
+    p.fast = 1
+    deep = [[[[["x"]]]]] * 3
+    p.dump(deep)  # shared but acyclic: fine, written three times
