@@ -24,7 +24,7 @@ del data
 
 # 2. big array
 arr = np.random.default_rng(0).random(512 * 1024 * 1024 // 8)
-path = "os.path.join(tempfile.gettempdir(), "fj_bench_a.pkl")"
+path = os.path.join(tempfile.gettempdir(), "fj_bench_a.pkl")
 def core():
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try: _core.dump(arr, fd, 4)
