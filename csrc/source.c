@@ -534,6 +534,40 @@ fj_source_getc_slow(fj_source *s)
     return (unsigned char)s->buf[s->pos++];
 }
 
+/* Python file: append file.readline() (exact: stops after the newline) to the window. 1 if a
+ * line was appended, 0 at end of file, -1 on error. */
+static int
+pyfile_append_line(fj_source *s)
+{
+    if (pyfile_sync(s) < 0) {
+        return -1;
+    }
+    PyObject *line = PyObject_CallMethod(s->file, "readline", NULL);
+    if (line == NULL) {
+        return -1;
+    }
+    if (!PyBytes_Check(line)) {
+        Py_DECREF(line);
+        PyErr_SetString(PyExc_TypeError, "file.readline() must return bytes");
+        return -1;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(line);
+    if (n == 0) {
+        Py_DECREF(line);
+        s->eof = 1;
+        return 0;
+    }
+    if (ensure_cap(s, s->end + n) < 0) {
+        Py_DECREF(line);
+        return -1;
+    }
+    memcpy(s->own + s->end, PyBytes_AS_STRING(line), (size_t)n);
+    s->end += n;
+    s->real_end = s->end;
+    Py_DECREF(line);
+    return 1;
+}
+
 const char *
 fj_source_readline(fj_source *s, Py_ssize_t *len)
 {
@@ -548,11 +582,20 @@ fj_source_readline(fj_source *s, Py_ssize_t *len)
             return start;
         }
         scanned = avail;
-        if (s->kind == FJ_SRC_MEM || avail >= FJ_SOURCE_TAKE_MAX) {
+        if (s->kind == FJ_SRC_MEM || s->eof) {
             break;
         }
-        /* PYFILE without peek: read one byte at a time past the frame (exactness) */
-        int r = source_fill(s, avail + 1);
+        int r;
+        if (s->kind == FJ_SRC_PYFILE) {
+            r = pyfile_append_line(s);
+            scanned = 0; /* the window moved: rescan */
+        }
+        else {
+            r = source_fill(s, avail + (avail < CHUNK ? CHUNK : avail));
+            if (r == 0 && s->end - s->pos > avail) {
+                r = 1; /* partial progress: scan it */
+            }
+        }
         if (r < 0) {
             return NULL;
         }
