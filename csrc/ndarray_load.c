@@ -38,17 +38,23 @@ dtype_is_foreign(PyArray_Descr *d)
         return -1;
     }
     int res = 0;
-    if (PyDict_Check(fields) && PyDict_GET_SIZE(fields) > 0) {
-        res = 1;
-        Py_ssize_t i = 0;
-        PyObject *k, *v;
-        while (PyDict_Next(fields, &i, &k, &v)) {
+    if (fields != Py_None) {
+        PyObject *vals = PyMapping_Values(fields);
+        if (vals == NULL) {
+            Py_DECREF(fields);
+            return -1;
+        }
+        Py_ssize_t n = PyList_GET_SIZE(vals);
+        res = n > 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *v = PyList_GET_ITEM(vals, i); /* borrowed */
             if (!PyTuple_Check(v) || PyTuple_GET_SIZE(v) < 1 || !PyArray_DescrCheck(PyTuple_GET_ITEM(v, 0)) ||
                 ((PyArray_Descr *)PyTuple_GET_ITEM(v, 0))->byteorder != foreign) {
                 res = 0;
                 break;
             }
         }
+        Py_DECREF(vals);
     }
     Py_DECREF(fields);
     return res;
