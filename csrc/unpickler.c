@@ -179,6 +179,24 @@ pop_mark(fj_up *u)
     return k;
 }
 
+/* CPython's own rule (_PyTuple_MaybeUntrack, applied lazily by the collector): a tuple holding
+ * only objects that cannot be part of a cycle need not be tracked. Applying it at creation keeps
+ * the dicts and lists that hold such tuples untracked as well, which makes the collections that
+ * run while a big object graph is built much cheaper. */
+static inline void
+maybe_untrack_tuple(PyObject *t)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        PyObject *e = PyTuple_GET_ITEM(t, i);
+        if (PyObject_IS_GC(e) && !(PyTuple_CheckExact(e) && !PyObject_GC_IsTracked(e))) {
+            return;
+        }
+    }
+    if (PyObject_GC_IsTracked(t)) {
+        PyObject_GC_UnTrack(t);
+    }
+}
+
 /* stack[k:sp] -> new tuple (references moved). */
 static PyObject *
 take_tuple(fj_up *u, Py_ssize_t k)
@@ -192,6 +210,7 @@ take_tuple(fj_up *u, Py_ssize_t k)
         PyTuple_SET_ITEM(t, i, u->stack[k + i]);
     }
     u->sp = k;
+    maybe_untrack_tuple(t);
     return t;
 }
 
