@@ -29,7 +29,6 @@ enum {
     OP_BYTEARRAY8 = 0x96, OP_NEXT_BUFFER = 0x97, OP_READONLY_BUFFER = 0x98,
 };
 
-#define MAX_DEPTH 64 /* nested object-array streams */
 
 /* ---------------------------------------------------------------------------------------------
  * Small readers */
@@ -665,13 +664,24 @@ static int
 do_appends(fj_up *u, PyObject *lst, Py_ssize_t k)
 {
     if (PyList_CheckExact(lst)) {
-        for (Py_ssize_t i = k; i < u->sp; i++) {
-            if (PyList_Append(lst, u->stack[i]) < 0) {
-                return -1;
+        if (u->sp - k <= 4) {
+            for (Py_ssize_t i = k; i < u->sp; i++) {
+                if (PyList_Append(lst, u->stack[i]) < 0) {
+                    return -1;
+                }
             }
+            drop_to(u, k);
+            return 0;
         }
-        drop_to(u, k);
-        return 0;
+        /* one resize for the whole batch */
+        PyObject *batch = take_list(u, k);
+        if (batch == NULL) {
+            return -1;
+        }
+        Py_ssize_t len = PyList_GET_SIZE(lst);
+        int r = PyList_SetSlice(lst, len, len, batch);
+        Py_DECREF(batch);
+        return r;
     }
     PyObject *items = take_list(u, k);
     if (items == NULL) {
