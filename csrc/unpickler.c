@@ -1755,6 +1755,11 @@ unpickler_init(UnpicklerObject *self, PyObject *args, PyObject *kwds)
                                      &errors, &buffers)) {
         return -1;
     }
+    if (self->loading) {
+        /* the running load borrows encoding/errors from this object */
+        PyErr_SetString(PyExc_RuntimeError, "Unpickler.__init__() called during load()");
+        return -1;
+    }
     if (!PyObject_HasAttrString(file, "read") || !PyObject_HasAttrString(file, "readline")) {
         PyErr_SetString(PyExc_TypeError, "file must have 'read' and 'readline' attributes");
         return -1;
@@ -1768,10 +1773,6 @@ unpickler_init(UnpicklerObject *self, PyObject *args, PyObject *kwds)
     }
     self->fix_imports = fix_imports;
     self->proto = 0;
-    if (self->loading) {
-        PyErr_SetString(PyExc_RuntimeError, "Unpickler.__init__() called during load()");
-        return -1;
-    }
     unpickler_clear_memo(self);
     return 0;
 }
