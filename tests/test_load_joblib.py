@@ -407,3 +407,32 @@ def test_fd_pipe_source_joblib(tmp_path):
     finally:
         th.join()
         os.close(r)
+
+
+def test_alignment_none_stream(tmp_path):
+    """joblib.dump to a target whose tell() is unsupported writes alignment None and no padding."""
+    class NoTell(io.RawIOBase):
+        def __init__(self):
+            self.buf = io.BytesIO()
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            return self.buf.write(b)
+
+        def tell(self):
+            raise io.UnsupportedOperation("tell")
+
+    t = NoTell()
+    obj = [np.arange(7, dtype=np.int16), np.arange(5.0), "s"]
+    joblib.dump(obj, t)
+    data = t.buf.getvalue()
+    assert b"numpy_array_alignment_bytes" in data
+    assert_deep_equal(obj, _core.load(data))
+    p = tmp_path / "none.pkl"
+    p.write_bytes(data)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        got = _core.load(open(p, "rb"), mmap_mode="r", filename=str(p))
+    assert_deep_equal(obj, got, check_type=False)
