@@ -247,6 +247,24 @@ def test_vendored_sklearn_joblib(tmp_path, module, proto):
         _check_old(_load(str(p), source))
 
 
+@pytest.mark.parametrize("aligned", (True, False))
+@pytest.mark.parametrize("module", ["sklearn.externals.joblib.numpy_pickle",
+                                    "sklearn.externals._joblib.numpy_pickle"])
+@pytest.mark.parametrize("proto", (2, 3, 4, 5))
+def test_vendored_sklearn_joblib_any_protocol(tmp_path, module, proto, aligned):
+    p = tmp_path / "vendored.pkl"
+    oldformats.dump_vendored_any(OLD_OBJ(), p, module=module, protocol=proto, aligned=aligned)
+    raw = p.read_bytes()
+    assert module.encode() in raw and b"joblib.numpy_pickle\x94" not in raw.replace(module.encode(), b"")
+    assert (b"numpy_array_alignment_bytes" in raw) == aligned
+    for source in SOURCES:
+        _check_old(_load(str(p), source))
+    got = _load(str(p), "fd", mmap_mode="r", filename=str(p))
+    assert isinstance(got[0], np.memmap)
+    if aligned:
+        assert got[0].ctypes.data % 16 == 0
+
+
 @pytest.mark.parametrize("proto", (2, 3))
 def test_joblib_09_multifile(tmp_path, proto):
     p = tmp_path / "old09.pkl"
