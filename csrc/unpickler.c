@@ -947,6 +947,15 @@ check_size(fj_up *u, uint64_t n, const char *what)
         if (push(u, (o)) < 0)                                                                        \
             goto error;                                                                              \
     } while (0)
+/* Push an owned reference held in a local variable: the variable is cleared first, since push()
+ * consumes the reference even when it fails. */
+#define PUSHV(v)                                                                                     \
+    do {                                                                                             \
+        PyObject *pushed_ = (v);                                                                     \
+        (v) = NULL;                                                                                  \
+        if (push(u, pushed_) < 0)                                                                    \
+            goto error;                                                                              \
+    } while (0)
 
 PyObject *
 fj_up_load(fj_up *u)
@@ -1006,7 +1015,7 @@ fj_up_load(fj_up *u)
                 }
                 a = _PyLong_FromByteArray((const unsigned char *)PyBytes_AS_STRING(bb), (size_t)n, 1, 1);
                 Py_DECREF(bb);
-                PUSH(a);
+                PUSHV(a);
                 a = NULL;
             }
             else {
@@ -1097,7 +1106,7 @@ fj_up_load(fj_up *u)
                 a = b;
                 b = NULL;
             }
-            PUSH(a);
+            PUSHV(a);
             a = NULL;
             break;
         }
@@ -1152,7 +1161,7 @@ fj_up_load(fj_up *u)
             if (do_setitems(u, a, k) < 0) {
                 goto error;
             }
-            PUSH(a);
+            PUSHV(a);
             a = NULL;
             break;
         }
@@ -1166,7 +1175,7 @@ fj_up_load(fj_up *u)
             }
             b = PyFrozenSet_New(a);
             Py_CLEAR(a);
-            PUSH(b);
+            PUSHV(b);
             b = NULL;
             break;
         case OP_APPEND:
@@ -1175,6 +1184,7 @@ fj_up_load(fj_up *u)
             }
             if (PyList_CheckExact(b)) {
                 if (PyList_Append(b, a) < 0) {
+                    b = NULL; /* borrowed */
                     goto error;
                 }
             }
@@ -1304,7 +1314,7 @@ fj_up_load(fj_up *u)
             Py_INCREF(b);
             c = b;
             b = NULL;
-            PUSH(c);
+            PUSHV(c);
             c = NULL;
             break;
         case OP_LONG_BINGET:
@@ -1315,7 +1325,7 @@ fj_up_load(fj_up *u)
             Py_INCREF(b);
             c = b;
             b = NULL;
-            PUSH(c);
+            PUSHV(c);
             c = NULL;
             break;
         case OP_GET: {
@@ -1349,7 +1359,7 @@ fj_up_load(fj_up *u)
             Py_INCREF(b);
             c = b;
             b = NULL;
-            PUSH(c);
+            PUSHV(c);
             c = NULL;
             break;
         }
@@ -1367,7 +1377,7 @@ fj_up_load(fj_up *u)
             c = fj_up_find_class(u, a, b);
             Py_CLEAR(a);
             Py_CLEAR(b);
-            PUSH(c);
+            PUSHV(c);
             c = NULL;
             break;
         case OP_GLOBAL:
@@ -1408,7 +1418,7 @@ fj_up_load(fj_up *u)
             Py_CLEAR(a);
             Py_CLEAR(b);
             Py_CLEAR(c);
-            PUSH(res);
+            PUSHV(res);
             res = NULL;
             break;
         }
@@ -1474,7 +1484,7 @@ fj_up_load(fj_up *u)
             res = instantiate(u, cls, a);
             Py_DECREF(cls);
             Py_CLEAR(a);
-            PUSH(res);
+            PUSHV(res);
             res = NULL;
             break;
         }
@@ -1497,7 +1507,7 @@ fj_up_load(fj_up *u)
             res = instantiate(u, PyTuple_GET_ITEM(c, 0), a);
             Py_CLEAR(c);
             Py_CLEAR(a);
-            PUSH(res);
+            PUSHV(res);
             res = NULL;
             break;
         }
@@ -1526,7 +1536,7 @@ fj_up_load(fj_up *u)
             Py_INCREF(b);
             c = b;
             b = NULL;
-            PUSH(c);
+            PUSHV(c);
             c = NULL;
             break;
         case OP_INT:
@@ -1578,7 +1588,7 @@ fj_up_load(fj_up *u)
             }
             res = call_persistent_load(u, a);
             a = NULL;
-            PUSH(res);
+            PUSHV(res);
             res = NULL;
             break;
         }
@@ -1588,7 +1598,7 @@ fj_up_load(fj_up *u)
             }
             res = call_persistent_load(u, a);
             a = NULL;
-            PUSH(res);
+            PUSHV(res);
             res = NULL;
             break;
         case OP_NEXT_BUFFER:
@@ -1603,7 +1613,7 @@ fj_up_load(fj_up *u)
                 }
                 goto error;
             }
-            PUSH(a);
+            PUSHV(a);
             a = NULL;
             break;
         case OP_READONLY_BUFFER: {
