@@ -46,6 +46,18 @@ rd_u64(const char *p)
     return (uint64_t)rd_u32(p) | ((uint64_t)rd_u32(p + 4) << 32);
 }
 
+/* getattr without raising AttributeError when missing: 1 found (*res new ref), 0 missing, -1 error.
+ * Creating and clearing an exception per BUILD would be slow (and feeds the cyclic GC). */
+static inline int
+lookup_attr(PyObject *obj, PyObject *name, PyObject **res)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyObject_GetOptionalAttr(obj, name, res);
+#else
+    return _PyObject_LookupAttr(obj, name, res);
+#endif
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Engine: stack and marks */
 
@@ -750,8 +762,12 @@ do_additems(fj_up *u, PyObject *set, Py_ssize_t k)
 static int
 do_build(fj_up *u, PyObject *inst, PyObject *state)
 {
-    PyObject *setstate = PyObject_GetAttr(inst, u->st->up.str_setstate);
-    if (setstate != NULL) {
+    PyObject *setstate;
+    int found = lookup_attr(inst, u->st->up.str_setstate, &setstate);
+    if (found < 0) {
+        return -1;
+    }
+    if (found) {
         PyObject *r = PyObject_CallOneArg(setstate, state);
         Py_DECREF(setstate);
         if (r == NULL) {
@@ -760,10 +776,6 @@ do_build(fj_up *u, PyObject *inst, PyObject *state)
         Py_DECREF(r);
         return 0;
     }
-    if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-        return -1;
-    }
-    PyErr_Clear();
     PyObject *slotstate = NULL;
     if (PyTuple_Check(state) && PyTuple_GET_SIZE(state) == 2) {
         slotstate = PyTuple_GET_ITEM(state, 1);
@@ -1805,13 +1817,14 @@ unpickler_hooks(PyObject *self, fj_state *st, PyObject **find_class, PyObject **
     else {
         *find_class = fc;
     }
-    PyObject *pl = PyObject_GetAttr(self, st->up.str_persistent_load);
-    if (pl == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            Py_CLEAR(*find_class);
-            return -1;
-        }
-        PyErr_Clear();
+    PyObject *pl;
+    int found = lookup_attr(self, st->up.str_persistent_load, &pl);
+    if (found < 0) {
+        Py_CLEAR(*find_class);
+        return -1;
+    }
+    if (!found) {
+        /* none */
     }
     else if (pl == Py_None) {
         Py_DECREF(pl);
