@@ -454,3 +454,32 @@ def test_alignment_none_stream(tmp_path):
         warnings.simplefilter("always")
         got = _core.load(open(p, "rb"), mmap_mode="r", filename=str(p))
     assert_deep_equal(obj, got, check_type=False)
+
+
+def test_parallel_loads_from_threads(tmp_path):
+    import threading
+    p = tmp_path / "thr.pkl"
+    obj = {"a": np.arange(500_000.0), "o": np.array([1, "x", None], dtype=object), "l": list(range(1000))}
+    joblib.dump(obj, p)
+    errors = []
+
+    def work():
+        for _ in range(5):
+            try:
+                fd = os.open(p, os.O_RDONLY)
+                try:
+                    assert_deep_equal(obj, _core.load(fd))
+                finally:
+                    os.close(fd)
+                with open(p, "rb") as f:
+                    r = _core.load(f, mmap_mode="r", filename=str(p))
+                np.testing.assert_array_equal(r["a"], obj["a"])
+            except Exception as exc:  # collected, re-raised below
+                errors.append(exc)
+
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors[:3]
