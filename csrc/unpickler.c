@@ -1787,7 +1787,16 @@ unpickler_init(UnpicklerObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     Py_XSETREF(self->file, Py_NewRef(file));
-    Py_XSETREF(self->buffers, buffers == Py_None ? NULL : Py_NewRef(buffers));
+    if (buffers == Py_None) {
+        Py_CLEAR(self->buffers);
+    }
+    else {
+        PyObject *it = PyObject_GetIter(buffers); /* one iterator for all load() calls, as stdlib */
+        if (it == NULL) {
+            return -1;
+        }
+        Py_XSETREF(self->buffers, it);
+    }
     Py_XSETREF(self->encoding, PyUnicode_FromString(encoding));
     Py_XSETREF(self->errors, PyUnicode_FromString(errors));
     if (self->encoding == NULL || self->errors == NULL) {
@@ -1858,9 +1867,7 @@ unpickler_load(UnpicklerObject *self, PyObject *Py_UNUSED(ignored))
     if (unpickler_hooks((PyObject *)self, st, &fc, &pl) < 0) {
         return NULL;
     }
-    if (self->buffers != NULL && (it = PyObject_GetIter(self->buffers)) == NULL) {
-        goto done;
-    }
+    it = Py_XNewRef(self->buffers);
     if (fj_source_init_pyfile(&src, self->file) < 0) {
         fj_source_release(&src);
         goto done;
@@ -2081,6 +2088,10 @@ core_load_pickle(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyOb
         r = fj_source_init_fd(&src, fd);
     }
     else {
+        if (!PyObject_HasAttrString(file, "read") || !PyObject_HasAttrString(file, "readline")) {
+            PyErr_SetString(PyExc_TypeError, "file must have 'read' and 'readline' attributes");
+            return NULL;
+        }
         r = fj_source_init_pyfile(&src, file);
     }
     if (r < 0) {
