@@ -8,5 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -f python/fastjoblib/_core*.so
-python setup.py -q build_ext --inplace --force --build-temp "build/tmp-${FASTJOBLIB_SANITIZE:+asan}" 2>&1 | grep -v "^$" || true
+python setup.py -q build_ext --force --inplace --build-temp "build/tmp-${FASTJOBLIB_SANITIZE:+asan}" 2>&1 | grep -v "^$" || true
 ls python/fastjoblib/_core*.so >/dev/null
