@@ -403,7 +403,7 @@ def test_non_raw_file_mmap_warning_like_joblib(tmp_path):
         r_jl, w_jl = _warnings_of(lambda: joblib.load(f, mmap_mode="r"))
         f.seek(0)
         r_fj, w_fj = _warnings_of(lambda: fastjoblib.load(f, mmap_mode="r"))
-    assert len(w_jl) == 1 and w_fj == w_jl and repr(f) in w_fj[0][1]
+        assert len(w_jl) == 1 and w_fj == w_jl and repr(f) in w_fj[0][1]
     np.testing.assert_array_equal(r_fj["c"], VALUE["c"])
 
 
