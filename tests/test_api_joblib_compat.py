@@ -143,19 +143,27 @@ def _assert_payload(expected, loaded):
     assert expected["text"] == loaded["text"]
 
 
-def _joblib_knows(codec):
-    return codec in joblib.numpy_pickle._COMPRESSORS
+@pytest.fixture
+def joblib_codec():
+    """Returns a function making sure stock joblib knows a codec (zstd: registered with
+    fastjoblib's recipe); joblib's registry is restored afterwards so no other test sees it."""
+    from joblib.compressor import _COMPRESSORS
 
+    saved = dict(_COMPRESSORS)
 
-def _register_zstd_if_possible():
-    if _joblib_knows("zstd"):
-        return True
-    try:
-        register = fastjoblib.register_zstd_with_joblib
-    except AttributeError:
-        return False
-    register()
-    return _joblib_knows("zstd")
+    def ensure(codec):
+        if codec in _COMPRESSORS:
+            return
+        try:
+            register = fastjoblib.register_zstd_with_joblib
+        except AttributeError:
+            pytest.skip("fastjoblib.register_zstd_with_joblib (branch part-codec) not in this build")
+        register()
+        assert codec in _COMPRESSORS
+
+    yield ensure
+    _COMPRESSORS.clear()
+    _COMPRESSORS.update(saved)
 
 
 CODECS = ["zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"]
@@ -164,9 +172,8 @@ CODECS = ["zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"]
 @needs_dump
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("codec", CODECS)
-def test_codec_fastjoblib_dump_joblib_load(codec, threads, objects, tmp_path):
-    if codec == "zstd" and not _register_zstd_if_possible():
-        pytest.skip("fastjoblib.register_zstd_with_joblib (branch part-codec) not in this build")
+def test_codec_fastjoblib_dump_joblib_load(codec, threads, objects, tmp_path, joblib_codec):
+    joblib_codec(codec)
     payload = _codec_payload(objects)
     for level in (None, 1):
         path = str(tmp_path / ("a%s.pkl" % level))
@@ -178,9 +185,8 @@ def test_codec_fastjoblib_dump_joblib_load(codec, threads, objects, tmp_path):
 
 @needs_load
 @pytest.mark.parametrize("codec", CODECS)
-def test_codec_joblib_dump_fastjoblib_load(codec, objects, tmp_path):
-    if codec == "zstd" and not _register_zstd_if_possible():
-        pytest.skip("fastjoblib.register_zstd_with_joblib (branch part-codec) not in this build")
+def test_codec_joblib_dump_fastjoblib_load(codec, objects, tmp_path, joblib_codec):
+    joblib_codec(codec)
     payload = _codec_payload(objects)
     path = str(tmp_path / "a.pkl")
     joblib.dump(payload, path, compress=(codec, 3))

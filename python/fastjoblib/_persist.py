@@ -284,6 +284,16 @@ class _PrefixedReader:
             return data
         return self._file.read(n)
 
+    def readline(self):
+        if self._prefix:
+            i = self._prefix.find(b"\n")
+            if i >= 0:
+                line, self._prefix = self._prefix[: i + 1], self._prefix[i + 1:]
+                return line
+            line, self._prefix = self._prefix, b""
+            return line + self._file.readline()
+        return self._file.readline()
+
     def readinto(self, buf):
         view = memoryview(buf).cast("B")
         data = self.read(len(view))
@@ -316,17 +326,12 @@ def _detect_fileobj(fobj):
     return _compressors.detect(head), fobj
 
 
-def _legacy_load(filename):
+def _legacy_loader():
     try:
         from . import _legacy
     except ImportError:
         _legacy = None
-    loader = getattr(_legacy, "load_compatibility", None)
-    if loader is None:
-        raise NotImplementedError(
-            "%r is a joblib < 0.10 z-file; this fastjoblib build has no loader for it "
-            "(fastjoblib._legacy.load_compatibility is missing)" % (filename,))
-    return loader(filename)
+    return getattr(_legacy, "load_compatibility", None)
 
 
 def _warn_compat(filename):
@@ -425,8 +430,14 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto"):
                 return _load_prefixed(head, f, ensure_native)
         kind = _compressors.detect(head)
         if kind == "compat":
-            _warn_compat(filename)
-            return _legacy_load(filename)
+            loader = _legacy_loader()
+            if loader is None:
+                _warn_compat(filename)
+                raise NotImplementedError(
+                    "%r is a joblib < 0.10 z-file; this fastjoblib build has no loader for it "
+                    "(fastjoblib._legacy.load_compatibility is missing)" % (filename,))
+            # (warns like joblib itself, pointing at our caller)
+            return loader(filename)
         core_mmap = None
         if mmap_mode is not None:
             if kind != "not-compressed":
