@@ -61,6 +61,19 @@ ERROR_ROWS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def stock_joblib_registry():
+    """Compare against joblib's stock registry even if another test module registered zstd
+    with joblib (fastjoblib.register_zstd_with_joblib) and left it there."""
+    from joblib.compressor import _COMPRESSORS
+
+    saved = dict(_COMPRESSORS)
+    _COMPRESSORS.pop("zstd", None)
+    yield
+    _COMPRESSORS.clear()
+    _COMPRESSORS.update(saved)
+
+
 def _joblib_outcome(call):
     try:
         return "ok", call()
