@@ -593,3 +593,19 @@ def test_default_levels_match_joblib_streams(tmp_path):
         joblib.dump(1, ref, compress=(name, _compressors.COMPRESSORS[name].default_level))
         assert container(p) == container(ref)
 
+
+
+@needs_load
+def test_matrix_restored_as_matrix(tmp_path):
+    # README claim: np.matrix loads back as np.matrix (joblib on NumPy 2 returns an ndarray)
+    import warnings as _w
+
+    with _w.catch_warnings():
+        _w.simplefilter("ignore", PendingDeprecationWarning)
+        m = np.matrix([[1, 2], [3, 4]])
+    p = tmp_path / "m.pkl"
+    joblib.dump({"m": m}, p)
+    r = fastjoblib.load(p)["m"]
+    assert type(r) is np.matrix
+    np.testing.assert_array_equal(r, m)
+    assert type(joblib.load(p)["m"]) is np.ndarray  # the documented difference
