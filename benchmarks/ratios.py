@@ -270,6 +270,14 @@ def _ratio(a, b):
     return "%.2fx" % (a / b)
 
 
+def _mem_ratio(a, b):
+    if a is None or b is None:
+        return "n/a"
+    if a < 1 or b < 1:  # a ratio of near-zero peaks means nothing: show both
+        return "%.1f vs %.1f MiB" % (a, b)
+    return "%.2fx" % (a / b)
+
+
 def report(results, notes, args):
     lines = []
     lines.append("## fastjoblib benchmark (%s, %d runs, median)" %
@@ -278,34 +286,41 @@ def report(results, notes, args):
     lines.append("Python %s, %s, %d CPUs. Times in seconds; memory = peak extra RSS in MiB." %
                  (sys.version.split()[0], sys.platform, os.cpu_count() or 0))
     lines.append("")
-    lines.append("### Ratios (how many times faster / leaner fastjoblib is; >1 = fastjoblib wins)")
+    lines.append("### Ratios: other time (or peak memory) / fastjoblib's; >1 = fastjoblib wins")
     lines.append("")
-    lines.append("| workload | op | vs joblib | vs pickle-4 | vs pickle-5 | "
+    lines.append("| workload | op | vs joblib | vs pickle-4 | vs pickle-5 | vs raw floor | "
                  "mem vs joblib | mem vs pickle-5 |")
-    lines.append("|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    raw = "raw os.write / np.empty+readinto"
     for wl, (times, mem) in results.items():
-        fj = times.get("fastjoblib")
-        if fj is None:
+        def t(name, op):
+            return times[name][op] if name in times else None
+
+        def m(name, op):
+            return mem[name][op] if mem and name in mem else None
+
+        def row(op_label, ours, op, joblib_name="joblib", pickles=True, floor=True):
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                wl, op_label, _ratio(t(joblib_name, op), t(ours, op)),
+                _ratio(t("pickle-4", op), t(ours, op)) if pickles else "",
+                _ratio(t("pickle-5", op), t(ours, op)) if pickles else "",
+                _ratio(t(raw, op), t(ours, op)) if floor and raw in times else "",
+                _mem_ratio(m(joblib_name, op), m(ours, op)),
+                _mem_ratio(m("pickle-5", op), m(ours, op)) if pickles else ""))
+
+        if "fastjoblib" not in times:
             continue
-        for op in ("dump", "load"):
-            def t(name):
-                return times[name][op] if name in times else None
-
-            def m(name):
-                return mem[name][op] if mem and name in mem else None
-
-            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-                wl, op, _ratio(t("joblib"), fj[op]), _ratio(t("pickle-4"), fj[op]),
-                _ratio(t("pickle-5"), fj[op]),
-                _ratio(m("joblib"), m("fastjoblib")), _ratio(m("pickle-5"), m("fastjoblib"))))
+        row("dump", "fastjoblib", "dump")
+        row("load", "fastjoblib", "load")
+        if "fastjoblib mmap_mode=r" in times:
+            row("load mmap_mode=r", "fastjoblib mmap_mode=r", "load",
+                joblib_name="joblib mmap_mode=r", pickles=False, floor=False)
         for codec in args.codec_list:
-            a, b = times.get("joblib %s" % codec), times.get("fastjoblib %s" % codec)
-            if a and b:
+            ours = "fastjoblib %s" % codec
+            if ours in times:
                 for op in ("dump", "load"):
-                    lines.append("| %s | %s %s | %s | | | %s | |" % (
-                        wl, op, codec, _ratio(a[op], b[op]),
-                        _ratio(mem["joblib %s" % codec][op] if mem else None,
-                               mem["fastjoblib %s" % codec][op] if mem else None)))
+                    row("%s %s" % (op, codec), ours, op, joblib_name="joblib %s" % codec,
+                        pickles=False, floor=False)
     lines.append("")
     lines.append("### Raw numbers")
     lines.append("")
