@@ -79,10 +79,12 @@ def joblib_decompress(name, comp, nbytes):
 
 
 def timed(fn):
+    """(wall seconds, cpu seconds of the whole process: worker threads included, value)"""
     gc.collect()
+    c0 = time.process_time()
     t0 = time.perf_counter()
     value = fn()
-    return time.perf_counter() - t0, value
+    return time.perf_counter() - t0, time.process_time() - c0, value
 
 
 def main():
@@ -103,36 +105,48 @@ def main():
             data = memoryview(arr).cast("B")
             nbytes = data.nbytes
             times = {k: [] for k in ("c1", "c2", "cj", "d1", "d2", "dj")}
+            cpu = {k: [] for k in times}
             sizes = {}
             for _ in range(args.repeat):
                 for key, fn in (("c1", lambda: _core._compress(name, data, level, 1)),
                                 ("c2", lambda: _core._compress(name, data, level, 2)),
                                 ("cj", lambda: joblib_compress(name, data, level))):
-                    t, comp = timed(fn)
+                    t, c, comp = timed(fn)
                     times[key].append(t)
+                    cpu[key].append(c)
                     sizes[key] = comp
                 for key, fn in (("d1", lambda: _core._decompress(name, sizes["c2"])),
                                 ("dj", lambda: joblib_decompress(name, sizes["cj"], nbytes))):
-                    t, out = timed(fn)
+                    t, c, out = timed(fn)
                     times[key].append(t)
+                    cpu[key].append(c)
                     assert bytes(out[:64]) == bytes(data[:64]) and len(out) == nbytes
                     del out
             mbs = {k: nbytes / 1e6 / statistics.median(v) for k, v in times.items() if v}
+            cmbs = {k: nbytes / 1e6 / max(statistics.median(v), 1e-9) for k, v in cpu.items() if v}
             row = (name, kind, nbytes >> 20, len(sizes["c2"]) / nbytes, len(sizes["cj"]) / nbytes,
-                   mbs["c1"], mbs["c2"], mbs["cj"], mbs["d1"], mbs["dj"])
+                   mbs["c1"], mbs["c2"], mbs["cj"], mbs["d1"], mbs["dj"],
+                   cmbs["c1"], cmbs["c2"], cmbs["cj"], cmbs["d1"], cmbs["dj"])
             rows.append(row)
             print("  done %-5s %-6s" % (name, kind), flush=True)
             del sizes
 
     print()
-    print("compress / decompress throughput, uncompressed MB/s, median of %d, default levels"
+    print("throughput in uncompressed MB/s, median of %d, default levels. wall = elapsed time;"
           % args.repeat)
+    print("cpu = per CPU-second of the whole process (worker threads included): the work done,")
+    print("insensitive to other load on the machine. ratio = compressed/original size.")
     hdr = ("codec", "data", "MiB", "ratio", "ratio_jl", "ours t1", "ours t2", "joblib",
            "t1/jl", "t2/jl", "dec ours", "dec jl", "dec x")
-    print("%-5s %-6s %4s %6s %8s %8s %8s %8s %6s %6s %8s %8s %6s" % hdr)
-    for (name, kind, mib, r, rj, c1, c2, cj, d1, dj) in rows:
-        print("%-5s %-6s %4d %6.3f %8.3f %8.1f %8.1f %8.1f %6.2f %6.2f %8.1f %8.1f %6.2f"
-              % (name, kind, mib, r, rj, c1, c2, cj, c1 / cj, c2 / cj, d1, dj, d1 / dj))
+    for label, off in (("wall", 5), ("cpu", 10)):
+        print()
+        print("[%s]" % label)
+        print("%-5s %-6s %4s %6s %8s %8s %8s %8s %6s %6s %8s %8s %6s" % hdr)
+        for row in rows:
+            name, kind, mib, r, rj = row[:5]
+            c1, c2, cj, d1, dj = row[off:off + 5]
+            print("%-5s %-6s %4d %6.3f %8.3f %8.1f %8.1f %8.1f %6.2f %6.2f %8.1f %8.1f %6.2f"
+                  % (name, kind, mib, r, rj, c1, c2, cj, c1 / cj, c2 / cj, d1, dj, d1 / dj))
 
 
 if __name__ == "__main__":
