@@ -1,10 +1,11 @@
 /* codec_lz4.c: LZ4 frames through the `lz4` package (no system headers needed).
  *
- * Writer: the input is cut into 1 MiB blocks compressed independently by lz4.block.compress in
- * worker threads (each call takes the GIL; the package releases it while compressing), and framed
- * here as ONE standard LZ4 frame (LZ4 frame format 1.6.x): magic, FLG = version 01 | independent
- * blocks | block checksums, BD = 1 MiB max block, header checksum (xxh32 >> 8); per block a 4-byte
- * size (high bit = stored uncompressed), the data and its xxh32; end mark 0. lz4.frame /
+ * Writer: the input is cut into 1 MiB jobs for the worker threads; a job is 8 frame blocks of
+ * 128 KiB, each compressed independently by lz4.block.compress (the job takes the GIL for its calls;
+ * the package releases it while compressing), framed here as ONE standard LZ4 frame (LZ4 frame
+ * format 1.6.x): magic, FLG = version 01 | independent blocks | block checksums, BD = 256 KB max
+ * block, header checksum (xxh32 >> 8); per block a 4-byte size (high bit = stored uncompressed),
+ * the data and its xxh32 (computed without the GIL); end mark 0. lz4.frame /
  * LZ4FrameFile (joblib's reader) read it.
  * Reader: lz4.frame's low-level decompression context, bounded output per call, input from our
  * bounded buffer; concatenated frames are read, anything else after the end is ignored.
@@ -14,8 +15,9 @@
 
 #include <string.h>
 
-#define LZ4_BLOCK (1u << 20)
-#define LZ4_BD_1MB 0x60
+#define LZ4_JOB (1u << 20)        /* input per worker job */
+#define LZ4_SUB (128u * 1024)     /* input per frame block (fast on incompressible data) */
+#define LZ4_BD_256KB 0x50
 #define LZ4_FLG (0x40 | 0x20 | 0x10) /* version 01, block independence, block checksum */
 #define LZ4_INPUT (256 * 1024)
 #define LZ4_MAX_OUT (4u << 20)
@@ -130,60 +132,74 @@ typedef struct {
 static size_t
 lz4_bound(void *ctx, size_t len)
 {
-    return len + 16; /* blocks that do not shrink are stored */
+    /* blocks that do not shrink are stored: 8 bytes of framing per block at most */
+    return len + 8 * (len / LZ4_SUB + 1) + 16;
 }
 
 static int
 lz4_block(void *vctx, fj_bjob *job)
 {
     lz4_ctx *ctx = vctx;
-    int ok = 0;
+    int ok = 1;
+    size_t pos = 0;
     PyGILState_STATE g = PyGILState_Ensure();
-    PyObject *mv = PyMemoryView_FromMemory((char *)job->in, (Py_ssize_t)job->in_len, PyBUF_READ);
-    PyObject *res = NULL;
-    if (mv != NULL) {
-        PyObject *args = PyTuple_Pack(1, mv);
-        if (args != NULL) {
-            res = PyObject_Call(ctx->compress, args, ctx->kwargs);
-            Py_DECREF(args);
+    for (size_t off = 0; off < job->in_len; off += LZ4_SUB) {
+        size_t n = job->in_len - off < LZ4_SUB ? job->in_len - off : LZ4_SUB;
+        const char *src = job->in + off;
+        unsigned char *hdr = (unsigned char *)job->out + pos;
+        PyObject *res = NULL;
+        PyObject *mv = PyMemoryView_FromMemory((char *)src, (Py_ssize_t)n, PyBUF_READ);
+        if (mv != NULL) {
+            PyObject *args = PyTuple_Pack(1, mv);
+            if (args != NULL) {
+                res = PyObject_Call(ctx->compress, args, ctx->kwargs);
+                Py_DECREF(args);
+            }
+            Py_DECREF(mv);
         }
-    }
-    if (res != NULL && !PyBytes_Check(res)) {
-        PyErr_SetString(PyExc_TypeError, "lz4.block.compress did not return bytes");
-        Py_CLEAR(res);
-    }
-    if (res != NULL) {
-        size_t n = (size_t)PyBytes_GET_SIZE(res);
-        if (n > 0 && n < job->in_len) {
-            memcpy(job->out, PyBytes_AS_STRING(res), n);
-            job->out_len = n;
-            job->flags = 0;
+        if (res != NULL && !PyBytes_Check(res)) {
+            PyErr_SetString(PyExc_TypeError, "lz4.block.compress did not return bytes");
+            Py_CLEAR(res);
+        }
+        if (res == NULL) {
+            ok = 0;
+            break;
+        }
+        size_t m = (size_t)PyBytes_GET_SIZE(res);
+        if (m > 0 && m < n) {
+            memcpy(hdr + 4, PyBytes_AS_STRING(res), m);
+            store_le32(hdr, (uint32_t)m);
         }
         else {
-            memcpy(job->out, job->in, job->in_len);
-            job->out_len = job->in_len;
-            job->flags = 1; /* stored */
+            memcpy(hdr + 4, src, n);
+            store_le32(hdr, (uint32_t)n | 0x80000000u); /* stored */
+            m = n;
         }
-        ok = 1;
+        Py_DECREF(res);
+        pos += 4 + m + 4; /* the checksum is filled in below, without the GIL */
     }
-    else {
+    if (!ok) {
         PyErr_Fetch(&job->exc_type, &job->exc_value, &job->exc_tb);
         job->failed = 1;
     }
-    Py_XDECREF(res);
-    Py_XDECREF(mv);
     PyGILState_Release(g);
     if (!ok) {
         return -1;
     }
-    job->check = xxh32(job->out, job->out_len, 0);
+    job->out_len = pos;
+    for (size_t p = 0; p < pos;) {
+        const unsigned char *hdr = (const unsigned char *)job->out + p;
+        size_t m = load_le32(hdr) & 0x7fffffffu;
+        store_le32((unsigned char *)job->out + p + 4 + m, xxh32(hdr + 4, m, 0));
+        p += 4 + m + 4;
+    }
     return 0;
 }
 
 static int
 lz4_header(fj_writer *inner)
 {
-    unsigned char h[7] = {0x04, 0x22, 0x4d, 0x18, LZ4_FLG, LZ4_BD_1MB, 0};
+    unsigned char h[7] = {0x04, 0x22, 0x4d, 0x18, LZ4_FLG, LZ4_BD_256KB, 0};
     h[6] = (unsigned char)((xxh32(h + 4, 2, 0) >> 8) & 0xff);
     return fj_codec_put(inner, h, sizeof(h));
 }
@@ -191,16 +207,10 @@ lz4_header(fj_writer *inner)
 static int
 lz4_emit(void *ctx, fj_bjob *job, fj_writer *inner, int first)
 {
-    unsigned char b[4];
     if (first && lz4_header(inner) < 0) {
         return -1;
     }
-    store_le32(b, (uint32_t)job->out_len | (job->flags ? 0x80000000u : 0));
-    if (fj_codec_put(inner, b, 4) < 0 || fj_codec_put(inner, job->out, job->out_len) < 0) {
-        return -1;
-    }
-    store_le32(b, job->check);
-    return fj_codec_put(inner, b, 4);
+    return fj_codec_put(inner, job->out, job->out_len);
 }
 
 static int
@@ -223,7 +233,7 @@ lz4_free_ctx(void *vctx)
 }
 
 static const fj_bcodec lz4_codec = {
-    "lz4", LZ4_BLOCK, 0, 0, lz4_bound, lz4_block, lz4_emit, lz4_finish, lz4_free_ctx,
+    "lz4", LZ4_JOB, 0, 0, lz4_bound, lz4_block, lz4_emit, lz4_finish, lz4_free_ctx,
 };
 
 fj_writer *

@@ -94,8 +94,8 @@ def run_with_timeout(fn, timeout=60):
 
 
 def level_for(name, size):
-    # lzma/xz at preset 6 take seconds on 5 MiB; preset 1 still gives several xz blocks
-    return 1 if name in ("lzma", "xz") and size >= MIB else -1
+    # lzma/xz at preset 6 take seconds per MiB; preset 0 still gives several xz blocks (MT)
+    return 0 if name in ("lzma", "xz") and size >= MIB else -1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,6 +186,21 @@ def test_deflate_ratio_matches_single_threaded_zlib(name, threads):
     assert ours <= ref * 1.01, (ours, ref)
 
 
+def test_bz2_is_multi_stream_and_joblib_reads_it(tmp_path):
+    import joblib
+
+    data = make_data(4 * MIB, seed=12)
+    comp = _core._compress("bz2", data, threads=2)
+    d = bz2.BZ2Decompressor()
+    first = d.decompress(comp)
+    assert d.eof and d.unused_data and len(first) < len(data)  # several streams
+    assert bz2.BZ2File(io.BytesIO(comp)).read() == data
+    arr = np.frombuffer(data, dtype=np.uint8)
+    joblib.dump(arr, tmp_path / "plain.pkl")
+    (tmp_path / "x.bz2").write_bytes(_core._compress("bz2", (tmp_path / "plain.pkl").read_bytes()))
+    np.testing.assert_array_equal(joblib.load(tmp_path / "x.bz2"), arr)
+
+
 def test_gzip_isize_wraps_and_crc_combines():
     # many blocks of distinct content: a wrong combine or ISIZE would fail gzip.decompress
     data = b"".join(make_data(512 * KIB + i, seed=i) for i in range(7))
@@ -249,7 +264,7 @@ def test_joblib_load_reads_our_streams(tmp_path):
     from fastjoblib._zstd_joblib import register_zstd_with_joblib
 
     register_zstd_with_joblib()
-    obj = {"a": np.arange(700_000, dtype=np.float64), "b": [1, "two", 3.0],
+    obj = {"a": np.arange(300_000, dtype=np.float64), "b": [1, "two", 3.0],
            "c": np.ones((40, 30), dtype=np.float32, order="F")}
     joblib.dump(obj, tmp_path / "plain.pkl")
     raw = (tmp_path / "plain.pkl").read_bytes()
@@ -258,7 +273,7 @@ def test_joblib_load_reads_our_streams(tmp_path):
     for name, ext in exts.items():
         for threads in (1, 4):
             path = tmp_path / f"f{threads}.{ext}"
-            path.write_bytes(_core._compress(name, raw, threads=threads))
+            path.write_bytes(_core._compress(name, raw, level=level_for(name, MIB), threads=threads))
             got = run_with_timeout(lambda: joblib.load(path), timeout=60)
             assert "error" not in got, (name, got.get("error"))
             got = got["value"]
@@ -266,7 +281,7 @@ def test_joblib_load_reads_our_streams(tmp_path):
             np.testing.assert_array_equal(got["a"], obj["a"])
             np.testing.assert_array_equal(got["c"], obj["c"])
         # joblib-written compressed files decompress (with us) to the plain stream
-        joblib.dump(obj, tmp_path / f"j.{ext}", compress=name)
+        joblib.dump(obj, tmp_path / f"j.{ext}", compress=(name, 1))
         assert _core._decompress(name, (tmp_path / f"j.{ext}").read_bytes()) == raw, name
 
 
