@@ -411,11 +411,15 @@ _NON_INSTANCE_TYPES = (type, types.ModuleType, types.FunctionType, types.Builtin
 def check_build_target(inst, globals_seen):
     """Raise UntrustedGlobalError if BUILD may not apply state to `inst`.
 
-    Refused: a type, module, function, builtin, method or descriptor, and any object that a
-    find_class call returned during this load (`globals_seen`: ids of those objects). State may be
-    applied only to objects that NEWOBJ/REDUCE/OBJ/INST created during this load.
+    Refused: a type, module, function, builtin, method or descriptor, any function-like object
+    (its type defines ``__get__``: Python functions, numpy's array-function dispatchers such as
+    ``numpy.prod``, method descriptors, properties), and any object that a find_class call
+    returned during this load (`globals_seen`: ids of those objects). State may be applied only to
+    objects that NEWOBJ/REDUCE/OBJ/INST created during this load (or that a trusted constructor
+    returned, e.g. numpy's builtin dtype singletons, whose own __setstate__ is trusted).
     """
-    if isinstance(inst, _NON_INSTANCE_TYPES) or id(inst) in globals_seen:
+    if (isinstance(inst, _NON_INSTANCE_TYPES) or hasattr(type(inst), "__get__")
+            or id(inst) in globals_seen):
         what = getattr(inst, "__qualname__", None) or type(inst).__name__
         mod = getattr(inst, "__module__", None)
         name = f"{mod}.{what}" if isinstance(mod, str) else str(what)
