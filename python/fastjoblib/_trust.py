@@ -250,6 +250,14 @@ def _module_denied(module):
     return False
 
 
+# Module names that may not appear as an inner component of a dotted name either (only names that
+# no data module would use as a submodule: "io", "code", "signal" ... are left out on purpose).
+_GADGET_COMPONENTS = frozenset({
+    "os", "posix", "nt", "subprocess", "sys", "builtins", "__builtin__", "importlib", "marshal",
+    "pickle", "cPickle", "ctypes", "shutil", "socket", "runpy", "pty", "webbrowser",
+    "cloudpickle", "dill",
+})
+
 # Trusted names that live in an otherwise denied module.
 _DENY_EXEMPT = frozenset({"joblib.numpy_pickle.NumpyArrayWrapper", "types.SimpleNamespace"})
 
@@ -269,6 +277,13 @@ def is_denied(fullname):
         if prefix in DENIED_NAMES:
             return True
     if parts[0] == "types":
+        return True
+    # walking through a dunder (numpy.ndarray.__init__.__globals__) or through a module attribute
+    # named like a gadget module (pathlib.os.system): refused whatever the prefix
+    if fullname not in _DUNDER_OK and any(p.startswith("__") and p.endswith("__")
+                                          for p in parts[1:]):
+        return True
+    if any(p in _GADGET_COMPONENTS for p in parts[1:]):
         return True
     return False
 
