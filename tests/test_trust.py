@@ -332,3 +332,30 @@ def test_check_build_target_rule():
 def test_module_docstring_states_limits():
     doc = _trust.__doc__
     assert "__setstate__" in doc and "BUILD" in doc and "denylist" in doc.lower()
+
+
+# ------------------------------------------------------------------------------------------------
+# A fitted scikit-learn model: trusted=True plus exactly what inspect() says it needs.
+
+@pytest.mark.parametrize("engine", [e for e in ENGINES if e != "reference"])
+@pytest.mark.parametrize("model", ["pipeline", "random_forest"])
+def test_sklearn_model_loads_with_inspect_names(objs, model, engine):
+    pytest.importorskip("sklearn")
+    from fastjoblib._inspect import inspect
+    est = objs[model]
+    buf = io.BytesIO()
+    joblib.dump(est, buf)
+    data = buf.getvalue()
+    needs = inspect(data)["needs_trusted"]
+    assert needs and all(n.startswith("sklearn.") for n in needs), needs
+    with pytest.raises(UntrustedGlobalError) as info:
+        load_with(engine, data, trusted=True)
+    assert info.value.name in needs
+    for missing in needs:  # every listed name is really needed
+        with pytest.raises(UntrustedGlobalError) as info:
+            load_with(engine, data, trusted=[n for n in needs if n != missing])
+        assert info.value.name == missing
+    got = load_with(engine, data, trusted=needs)
+    assert_deep_equal(est, got, native_ok=True)
+    X = np.random.default_rng(5).random((7, 4))
+    np.testing.assert_array_equal(est.predict(X), got.predict(X))
