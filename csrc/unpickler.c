@@ -1,6 +1,2319 @@
-/* unpickler.c: skeleton hooks so the module builds; the part's owner replaces this file. */
-#include "fj.h"
+/* unpickler.c: pickle opcodes (protocols 0-5) -> objects. The engine (stack with marks, memo as a
+ * flat array indexed by memo id, find_class policy) and the entry points: the Unpickler heap type,
+ * loads(), load_pickle() and load() (joblib's format: array hook in ndarray_load.c).
+ *
+ * The engine (fj_up) lives on the C stack of each call: no shared mutable state, thread safe.
+ */
+#include "unpickler_impl.h"
 
-int fj_unpickler_exec(PyObject *module, fj_state *st) { return 0; }
-int fj_unpickler_traverse(fj_state *st, visitproc visit, void *arg) { return 0; }
-void fj_unpickler_clear(fj_state *st) { }
+#include <string.h>
+#include <structmember.h>
+
+/* Opcodes (pickle.py names). */
+enum {
+    OP_MARK = '(', OP_STOP = '.', OP_POP = '0', OP_POP_MARK = '1', OP_DUP = '2', OP_FLOAT = 'F',
+    OP_INT = 'I', OP_BININT = 'J', OP_BININT1 = 'K', OP_LONG = 'L', OP_BININT2 = 'M', OP_NONE = 'N',
+    OP_PERSID = 'P', OP_BINPERSID = 'Q', OP_REDUCE = 'R', OP_STRING = 'S', OP_BINSTRING = 'T',
+    OP_SHORT_BINSTRING = 'U', OP_UNICODE = 'V', OP_BINUNICODE = 'X', OP_APPEND = 'a', OP_BUILD = 'b',
+    OP_GLOBAL = 'c', OP_DICT = 'd', OP_EMPTY_DICT = '}', OP_APPENDS = 'e', OP_GET = 'g', OP_BINGET = 'h',
+    OP_INST = 'i', OP_LONG_BINGET = 'j', OP_LIST = 'l', OP_EMPTY_LIST = ']', OP_OBJ = 'o', OP_PUT = 'p',
+    OP_BINPUT = 'q', OP_LONG_BINPUT = 'r', OP_SETITEM = 's', OP_TUPLE = 't', OP_EMPTY_TUPLE = ')',
+    OP_SETITEMS = 'u', OP_BINFLOAT = 'G',
+    OP_PROTO = 0x80, OP_NEWOBJ = 0x81, OP_EXT1 = 0x82, OP_EXT2 = 0x83, OP_EXT4 = 0x84, OP_TUPLE1 = 0x85,
+    OP_TUPLE2 = 0x86, OP_TUPLE3 = 0x87, OP_NEWTRUE = 0x88, OP_NEWFALSE = 0x89, OP_LONG1 = 0x8a,
+    OP_LONG4 = 0x8b,
+    OP_BINBYTES = 'B', OP_SHORT_BINBYTES = 'C',
+    OP_SHORT_BINUNICODE = 0x8c, OP_BINUNICODE8 = 0x8d, OP_BINBYTES8 = 0x8e, OP_EMPTY_SET = 0x8f,
+    OP_ADDITEMS = 0x90, OP_FROZENSET = 0x91, OP_NEWOBJ_EX = 0x92, OP_STACK_GLOBAL = 0x93,
+    OP_MEMOIZE = 0x94, OP_FRAME = 0x95,
+    OP_BYTEARRAY8 = 0x96, OP_NEXT_BUFFER = 0x97, OP_READONLY_BUFFER = 0x98,
+};
+
+#define MAX_DEPTH 64 /* nested object-array streams */
+
+/* ---------------------------------------------------------------------------------------------
+ * Small readers */
+
+static inline uint32_t
+rd_u32(const char *p)
+{
+    const unsigned char *q = (const unsigned char *)p;
+    return (uint32_t)q[0] | ((uint32_t)q[1] << 8) | ((uint32_t)q[2] << 16) | ((uint32_t)q[3] << 24);
+}
+
+static inline uint64_t
+rd_u64(const char *p)
+{
+    return (uint64_t)rd_u32(p) | ((uint64_t)rd_u32(p + 4) << 32);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Engine: stack and marks */
+
+void
+fj_up_init(fj_up *u, fj_state *st, fj_source *src)
+{
+    memset(u, 0, sizeof(*u));
+    u->st = st;
+    u->src = src;
+    u->fix_imports = 1;
+    u->encoding = "ASCII";
+    u->errors = "strict";
+    src->trunc_exc = st->UnpicklingError;
+}
+
+void
+fj_up_clear(fj_up *u)
+{
+    for (Py_ssize_t i = 0; i < u->sp; i++) {
+        Py_DECREF(u->stack[i]);
+    }
+    PyMem_Free(u->stack);
+    u->stack = NULL;
+    u->sp = u->scap = 0;
+    PyMem_Free(u->marks);
+    u->marks = NULL;
+    for (Py_ssize_t i = 0; i < u->memo_cap; i++) {
+        Py_XDECREF(u->memo[i]);
+    }
+    PyMem_Free(u->memo);
+    u->memo = NULL;
+    u->memo_cap = 0;
+    Py_CLEAR(u->memo_dict);
+}
+
+static int
+raise_up(fj_up *u, const char *fmt, ...)
+{
+    va_list va;
+    va_start(va, fmt);
+    PyObject *msg = PyUnicode_FromFormatV(fmt, va);
+    va_end(va);
+    if (msg != NULL) {
+        PyErr_SetObject(u->st->UnpicklingError, msg);
+        Py_DECREF(msg);
+    }
+    return -1;
+}
+
+static int
+stack_grow(fj_up *u)
+{
+    Py_ssize_t ncap = u->scap ? u->scap * 2 : 64;
+    PyObject **p = PyMem_Realloc(u->stack, (size_t)ncap * sizeof(PyObject *));
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    u->stack = p;
+    u->scap = ncap;
+    return 0;
+}
+
+/* Push, stealing `o` (NULL: error already set). */
+static inline int
+push(fj_up *u, PyObject *o)
+{
+    if (o == NULL) {
+        return -1;
+    }
+    if (u->sp == u->scap && stack_grow(u) < 0) {
+        Py_DECREF(o);
+        return -1;
+    }
+    u->stack[u->sp++] = o;
+    return 0;
+}
+
+/* Pop: new (transferred) reference, or NULL on underflow. */
+static inline PyObject *
+pop(fj_up *u)
+{
+    if (u->sp <= u->fence) {
+        raise_up(u, "unpickling stack underflow at offset %lld", (long long)fj_source_tell(u->src) - 1);
+        return NULL;
+    }
+    return u->stack[--u->sp];
+}
+
+/* Top of stack, borrowed. */
+static inline PyObject *
+top(fj_up *u)
+{
+    if (u->sp <= u->fence) {
+        raise_up(u, "unpickling stack underflow at offset %lld", (long long)fj_source_tell(u->src) - 1);
+        return NULL;
+    }
+    return u->stack[u->sp - 1];
+}
+
+static int
+push_mark(fj_up *u)
+{
+    if (u->nmarks == u->mcap) {
+        Py_ssize_t ncap = u->mcap ? u->mcap * 2 : 16;
+        Py_ssize_t *p = PyMem_Realloc(u->marks, (size_t)ncap * sizeof(Py_ssize_t));
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        u->marks = p;
+        u->mcap = ncap;
+    }
+    u->marks[u->nmarks++] = u->fence;
+    u->fence = u->sp;
+    return 0;
+}
+
+/* Pop the innermost mark: returns the index of the first marked item (items are
+ * stack[k:sp]), -1 if there is no mark. */
+static Py_ssize_t
+pop_mark(fj_up *u)
+{
+    if (u->nmarks == 0) {
+        raise_up(u, "could not find MARK at offset %lld", (long long)fj_source_tell(u->src) - 1);
+        return -1;
+    }
+    Py_ssize_t k = u->fence;
+    u->fence = u->marks[--u->nmarks];
+    return k;
+}
+
+/* stack[k:sp] -> new tuple (references moved). */
+static PyObject *
+take_tuple(fj_up *u, Py_ssize_t k)
+{
+    Py_ssize_t n = u->sp - k;
+    PyObject *t = PyTuple_New(n);
+    if (t == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(t, i, u->stack[k + i]);
+    }
+    u->sp = k;
+    return t;
+}
+
+static PyObject *
+take_list(fj_up *u, Py_ssize_t k)
+{
+    Py_ssize_t n = u->sp - k;
+    PyObject *l = PyList_New(n);
+    if (l == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyList_SET_ITEM(l, i, u->stack[k + i]);
+    }
+    u->sp = k;
+    return l;
+}
+
+/* Drop stack[k:sp]. */
+static void
+drop_to(fj_up *u, Py_ssize_t k)
+{
+    while (u->sp > k) {
+        PyObject *o = u->stack[--u->sp];
+        Py_DECREF(o);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Memo */
+
+static int
+memo_put(fj_up *u, uint64_t idx, PyObject *obj /* borrowed */)
+{
+    if (idx < (uint64_t)u->memo_cap) {
+        PyObject *old = u->memo[idx];
+        u->memo[idx] = Py_NewRef(obj);
+        if (old == NULL) {
+            u->memo_count++;
+        }
+        else {
+            Py_DECREF(old);
+        }
+        return 0;
+    }
+    /* Grow the flat array while it stays proportional to the entries actually stored. */
+    if (idx < (uint64_t)(u->memo_count * 2 + 4096) && idx < ((uint64_t)1 << 40)) {
+        Py_ssize_t ncap = u->memo_cap ? u->memo_cap : 64;
+        while ((uint64_t)ncap <= idx) {
+            ncap *= 2;
+        }
+        PyObject **p = PyMem_Realloc(u->memo, (size_t)ncap * sizeof(PyObject *));
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memset(p + u->memo_cap, 0, (size_t)(ncap - u->memo_cap) * sizeof(PyObject *));
+        u->memo = p;
+        u->memo_cap = ncap;
+        u->memo[idx] = Py_NewRef(obj);
+        u->memo_count++;
+        return 0;
+    }
+    /* sparse high index: dict */
+    if (u->memo_dict == NULL && (u->memo_dict = PyDict_New()) == NULL) {
+        return -1;
+    }
+    PyObject *key = PyLong_FromUnsignedLongLong(idx);
+    if (key == NULL) {
+        return -1;
+    }
+    int had = PyDict_Contains(u->memo_dict, key);
+    int r = had < 0 ? -1 : PyDict_SetItem(u->memo_dict, key, obj);
+    Py_DECREF(key);
+    if (r == 0 && had == 0) {
+        u->memo_count++;
+    }
+    return r;
+}
+
+/* Borrowed, NULL + UnpicklingError when missing. */
+static PyObject *
+memo_get(fj_up *u, uint64_t idx)
+{
+    if (idx < (uint64_t)u->memo_cap) {
+        if (u->memo[idx] != NULL) {
+            return u->memo[idx];
+        }
+    }
+    else if (u->memo_dict != NULL) {
+        PyObject *key = PyLong_FromUnsignedLongLong(idx);
+        if (key == NULL) {
+            return NULL;
+        }
+        PyObject *v = PyDict_GetItemWithError(u->memo_dict, key);
+        Py_DECREF(key);
+        if (v != NULL || PyErr_Occurred()) {
+            return v;
+        }
+    }
+    raise_up(u, "Memo value not found at index %llu (offset %lld)", (unsigned long long)idx,
+             (long long)fj_source_tell(u->src));
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * find_class */
+
+/* getattr along a dotted path (protocol >= 4), refusing <locals>. New reference. */
+static PyObject *
+get_dotted(PyObject *mod, PyObject *name)
+{
+    PyObject *parts = NULL, *obj = NULL;
+    if (PyUnicode_FindChar(name, '.', 0, PyUnicode_GET_LENGTH(name), 1) < 0) {
+        obj = PyObject_GetAttr(mod, name);
+        if (obj == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_AttributeError, "Can't get attribute %R on %R", name, mod);
+        }
+        return obj;
+    }
+    PyObject *sep = PyUnicode_FromString(".");
+    if (sep == NULL) {
+        return NULL;
+    }
+    parts = PyUnicode_Split(name, sep, -1);
+    Py_DECREF(sep);
+    if (parts == NULL) {
+        return NULL;
+    }
+    obj = Py_NewRef(mod);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts); i++) {
+        PyObject *sub = PyList_GET_ITEM(parts, i); /* borrowed */
+        if (PyUnicode_CompareWithASCIIString(sub, "<locals>") == 0) {
+            PyErr_Format(PyExc_AttributeError, "Can't get local attribute %R on %R", name, mod);
+            Py_CLEAR(obj);
+            break;
+        }
+        PyObject *next = PyObject_GetAttr(obj, sub);
+        if (next == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_AttributeError, "Can't get attribute %R on %R", name, obj);
+            }
+            Py_CLEAR(obj);
+            break;
+        }
+        Py_SETREF(obj, next);
+    }
+    Py_DECREF(parts);
+    return obj;
+}
+
+PyObject *
+fj_default_find_class(fj_state *st, int proto, int fix_imports, PyObject *module, PyObject *name)
+{
+    PyObject *mod = NULL, *res = NULL;
+    if (PySys_Audit("pickle.find_class", "OO", module, name) < 0) {
+        return NULL;
+    }
+    Py_INCREF(module);
+    Py_INCREF(name);
+    if (proto < 3 && fix_imports) {
+        PyObject *key = PyTuple_Pack(2, module, name);
+        if (key == NULL) {
+            goto done;
+        }
+        PyObject *item = PyDict_GetItemWithError(st->up.name_mapping, key); /* borrowed */
+        Py_DECREF(key);
+        if (item != NULL) {
+            if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 ||
+                !PyUnicode_Check(PyTuple_GET_ITEM(item, 0)) || !PyUnicode_Check(PyTuple_GET_ITEM(item, 1))) {
+                PyErr_SetString(PyExc_RuntimeError, "_compat_pickle.NAME_MAPPING values should be 2-tuples of str");
+                goto done;
+            }
+            Py_SETREF(module, Py_NewRef(PyTuple_GET_ITEM(item, 0)));
+            Py_SETREF(name, Py_NewRef(PyTuple_GET_ITEM(item, 1)));
+        }
+        else if (PyErr_Occurred()) {
+            goto done;
+        }
+        else {
+            item = PyDict_GetItemWithError(st->up.import_mapping, module);
+            if (item != NULL) {
+                if (!PyUnicode_Check(item)) {
+                    PyErr_SetString(PyExc_RuntimeError, "_compat_pickle.IMPORT_MAPPING values should be str");
+                    goto done;
+                }
+                Py_SETREF(module, Py_NewRef(item));
+            }
+            else if (PyErr_Occurred()) {
+                goto done;
+            }
+        }
+    }
+    mod = PyImport_GetModule(module);
+    if (mod == NULL) {
+        if (PyErr_Occurred()) {
+            goto done;
+        }
+        PyObject *top = PyImport_ImportModuleLevelObject(module, NULL, NULL, NULL, 0);
+        if (top == NULL) {
+            goto done;
+        }
+        Py_DECREF(top);
+        mod = PyImport_GetModule(module);
+        if (mod == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_Format(PyExc_KeyError, "%R", module);
+            }
+            goto done;
+        }
+    }
+    if (proto >= 4) {
+        res = get_dotted(mod, name);
+    }
+    else {
+        res = PyObject_GetAttr(mod, name);
+    }
+done:
+    Py_XDECREF(mod);
+    Py_DECREF(module);
+    Py_DECREF(name);
+    return res;
+}
+
+static const char *const wrapper_modules[] = {
+    "joblib.numpy_pickle", "sklearn.externals.joblib.numpy_pickle", "sklearn.externals._joblib.numpy_pickle",
+    "joblib.numpy_pickle_compat", NULL,
+};
+
+/* In joblib mode: the placeholder for one of joblib's wrapper globals, else NULL (no error). */
+static PyObject *
+joblib_placeholder(fj_up *u, PyObject *module, PyObject *name)
+{
+    const char *m = PyUnicode_AsUTF8(module);
+    const char *n = PyUnicode_AsUTF8(name);
+    if (m == NULL || n == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    int known = 0;
+    for (int i = 0; wrapper_modules[i] != NULL; i++) {
+        if (strcmp(m, wrapper_modules[i]) == 0) {
+            known = 1;
+        }
+    }
+    if (!known) {
+        return NULL;
+    }
+    if (strcmp(n, "NumpyArrayWrapper") == 0) {
+        return u->st->up.NumpyArrayWrapper;
+    }
+    if (strcmp(n, "NDArrayWrapper") == 0) {
+        return u->st->up.NDArrayWrapper;
+    }
+    if (strcmp(n, "ZNDArrayWrapper") == 0) {
+        return u->st->up.ZNDArrayWrapper;
+    }
+    return NULL;
+}
+
+PyObject *
+fj_up_find_class(fj_up *u, PyObject *module, PyObject *name)
+{
+    if (u->joblib) {
+        PyObject *ph = joblib_placeholder(u, module, name); /* borrowed */
+        if (ph != NULL) {
+            /* The policy still sees the global (it may refuse it by raising); the wrapper itself
+             * is always our placeholder, so joblib need not be importable. */
+            if (u->find_class != NULL) {
+                PyObject *r = PyObject_CallFunctionObjArgs(u->find_class, module, name, NULL);
+                if (r == NULL) {
+                    return NULL;
+                }
+                Py_DECREF(r);
+            }
+            else if (PySys_Audit("pickle.find_class", "OO", module, name) < 0) {
+                return NULL;
+            }
+            return Py_NewRef(ph);
+        }
+    }
+    if (u->find_class != NULL) {
+        return PyObject_CallFunctionObjArgs(u->find_class, module, name, NULL);
+    }
+    return fj_default_find_class(u->st, u->proto, u->fix_imports, module, name);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Opcode helpers */
+
+static PyObject *
+decode_string(fj_up *u, const char *p, Py_ssize_t n)
+{
+    if (strcmp(u->encoding, "bytes") == 0) {
+        return PyBytes_FromStringAndSize(p, n);
+    }
+    return PyUnicode_Decode(p, n, u->encoding, u->errors);
+}
+
+/* readline without the trailing newline (and optional \r? no: pickle keeps it). */
+static const char *
+read_line(fj_up *u, Py_ssize_t *len)
+{
+    const char *p = fj_source_readline(u->src, len);
+    if (p != NULL) {
+        *len -= 1;
+    }
+    return p;
+}
+
+/* A NUL-terminated copy of a line for the C number parsers. */
+static char *
+line_copy(const char *p, Py_ssize_t n)
+{
+    char *s = PyMem_Malloc((size_t)n + 1);
+    if (s == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(s, p, (size_t)n);
+    s[n] = '\0';
+    return s;
+}
+
+static PyObject *
+load_int_text(fj_up *u, int is_long)
+{
+    Py_ssize_t n;
+    const char *p = read_line(u, &n);
+    if (p == NULL) {
+        return NULL;
+    }
+    if (!is_long && n == 2 && p[0] == '0' && (p[1] == '0' || p[1] == '1')) {
+        return Py_NewRef(p[1] == '1' ? Py_True : Py_False);
+    }
+    if (is_long && n > 0 && p[n - 1] == 'L') {
+        n--;
+    }
+    char *s = line_copy(p, n);
+    if (s == NULL) {
+        return NULL;
+    }
+    char *end;
+    PyObject *v = PyLong_FromString(s, &end, 0);
+    if (v != NULL && *end != '\0' && *end != '\r' && *end != ' ') {
+        Py_CLEAR(v);
+        PyErr_Format(u->st->UnpicklingError, "invalid integer literal in pickle: %.40s", s);
+    }
+    PyMem_Free(s);
+    return v;
+}
+
+static PyObject *
+load_float_text(fj_up *u)
+{
+    Py_ssize_t n;
+    const char *p = read_line(u, &n);
+    if (p == NULL) {
+        return NULL;
+    }
+    PyObject *b = PyBytes_FromStringAndSize(p, n);
+    if (b == NULL) {
+        return NULL;
+    }
+    PyObject *v = PyFloat_FromString(b);
+    Py_DECREF(b);
+    return v;
+}
+
+static PyObject *
+load_string_text(fj_up *u)
+{
+    Py_ssize_t n;
+    const char *p = read_line(u, &n);
+    if (p == NULL) {
+        return NULL;
+    }
+    if (n < 2 || p[0] != p[n - 1] || (p[0] != '"' && p[0] != '\'')) {
+        raise_up(u, "the STRING opcode argument must be quoted");
+        return NULL;
+    }
+    PyObject *b = PyBytes_DecodeEscape(p + 1, n - 2, NULL, 0, NULL);
+    if (b == NULL) {
+        return NULL;
+    }
+    if (strcmp(u->encoding, "bytes") == 0) {
+        return b;
+    }
+    PyObject *s = PyUnicode_Decode(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), u->encoding, u->errors);
+    Py_DECREF(b);
+    return s;
+}
+
+/* Global from two text lines (GLOBAL, INST). New reference. */
+static PyObject *
+load_global_lines(fj_up *u)
+{
+    Py_ssize_t n;
+    PyObject *module = NULL, *name = NULL, *res = NULL;
+    const char *p = read_line(u, &n);
+    if (p == NULL || (module = PyUnicode_DecodeUTF8(p, n, "strict")) == NULL) {
+        goto done;
+    }
+    p = read_line(u, &n);
+    if (p == NULL || (name = PyUnicode_DecodeUTF8(p, n, "strict")) == NULL) {
+        goto done;
+    }
+    res = fj_up_find_class(u, module, name);
+done:
+    Py_XDECREF(module);
+    Py_XDECREF(name);
+    return res;
+}
+
+/* pickle's _instantiate for INST / OBJ. */
+static PyObject *
+instantiate(fj_up *u, PyObject *cls, PyObject *args)
+{
+    int use_call = PyTuple_GET_SIZE(args) > 0 || !PyType_Check(cls);
+    if (!use_call) {
+        int has = PyObject_HasAttrString(cls, "__getinitargs__");
+        use_call = has;
+    }
+    if (use_call) {
+        return PyObject_Call(cls, args, NULL);
+    }
+    return PyObject_CallMethodOneArg(cls, u->st->up.str_new, cls);
+}
+
+static int
+do_setitems(fj_up *u, PyObject *d, Py_ssize_t k)
+{
+    Py_ssize_t n = u->sp - k;
+    if (n % 2 != 0) {
+        return raise_up(u, "odd number of items for SETITEMS");
+    }
+    int exact = PyDict_CheckExact(d);
+    for (Py_ssize_t i = k; i < u->sp; i += 2) {
+        int r = exact ? PyDict_SetItem(d, u->stack[i], u->stack[i + 1])
+                      : PyObject_SetItem(d, u->stack[i], u->stack[i + 1]);
+        if (r < 0) {
+            return -1;
+        }
+    }
+    drop_to(u, k);
+    return 0;
+}
+
+static int
+do_appends(fj_up *u, PyObject *lst, Py_ssize_t k)
+{
+    if (PyList_CheckExact(lst)) {
+        for (Py_ssize_t i = k; i < u->sp; i++) {
+            if (PyList_Append(lst, u->stack[i]) < 0) {
+                return -1;
+            }
+        }
+        drop_to(u, k);
+        return 0;
+    }
+    PyObject *items = take_list(u, k);
+    if (items == NULL) {
+        return -1;
+    }
+    PyObject *ext = PyObject_GetAttr(lst, u->st->up.str_extend);
+    int r = 0;
+    if (ext != NULL) {
+        PyObject *res = PyObject_CallOneArg(ext, items);
+        Py_DECREF(ext);
+        r = res == NULL ? -1 : 0;
+        Py_XDECREF(res);
+    }
+    else if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        PyObject *app = PyObject_GetAttr(lst, u->st->up.str_append);
+        if (app == NULL) {
+            r = -1;
+        }
+        for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(items); i++) {
+            PyObject *res = PyObject_CallOneArg(app, PyList_GET_ITEM(items, i));
+            if (res == NULL) {
+                r = -1;
+            }
+            Py_XDECREF(res);
+        }
+        Py_XDECREF(app);
+    }
+    else {
+        r = -1;
+    }
+    Py_DECREF(items);
+    return r;
+}
+
+static int
+do_additems(fj_up *u, PyObject *set, Py_ssize_t k)
+{
+    if (PySet_Check(set)) {
+        for (Py_ssize_t i = k; i < u->sp; i++) {
+            if (PySet_Add(set, u->stack[i]) < 0) {
+                return -1;
+            }
+        }
+        drop_to(u, k);
+        return 0;
+    }
+    PyObject *add = PyObject_GetAttr(set, u->st->up.str_add);
+    if (add == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = k; i < u->sp; i++) {
+        PyObject *res = PyObject_CallOneArg(add, u->stack[i]);
+        if (res == NULL) {
+            Py_DECREF(add);
+            return -1;
+        }
+        Py_DECREF(res);
+    }
+    Py_DECREF(add);
+    drop_to(u, k);
+    return 0;
+}
+
+/* BUILD with stdlib semantics; `state` borrowed, `inst` borrowed. */
+static int
+do_build(fj_up *u, PyObject *inst, PyObject *state)
+{
+    PyObject *setstate = PyObject_GetAttr(inst, u->st->up.str_setstate);
+    if (setstate != NULL) {
+        PyObject *r = PyObject_CallOneArg(setstate, state);
+        Py_DECREF(setstate);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+        return 0;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        return -1;
+    }
+    PyErr_Clear();
+    PyObject *slotstate = NULL;
+    if (PyTuple_Check(state) && PyTuple_GET_SIZE(state) == 2) {
+        slotstate = PyTuple_GET_ITEM(state, 1);
+        state = PyTuple_GET_ITEM(state, 0);
+    }
+    if (state != Py_None) {
+        if (!PyDict_Check(state)) {
+            return raise_up(u, "state is not a dictionary");
+        }
+        if (PyDict_GET_SIZE(state) > 0) {
+            PyObject *dict = PyObject_GetAttr(inst, u->st->up.str_dict);
+            if (dict == NULL) {
+                return -1;
+            }
+            Py_ssize_t i = 0;
+            PyObject *k, *v;
+            while (PyDict_Next(state, &i, &k, &v)) {
+                int r;
+                if (PyUnicode_CheckExact(k)) {
+                    Py_INCREF(k);
+                    PyUnicode_InternInPlace(&k);
+                    r = PyObject_SetItem(dict, k, v);
+                    Py_DECREF(k);
+                }
+                else {
+                    r = PyObject_SetItem(dict, k, v);
+                }
+                if (r < 0) {
+                    Py_DECREF(dict);
+                    return -1;
+                }
+            }
+            Py_DECREF(dict);
+        }
+    }
+    if (slotstate != NULL && slotstate != Py_None) {
+        if (!PyDict_Check(slotstate)) {
+            return raise_up(u, "slot state is not a dictionary");
+        }
+        Py_ssize_t i = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(slotstate, &i, &k, &v)) {
+            if (PyObject_SetAttr(inst, k, v) < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+load_ext(fj_up *u, int32_t code)
+{
+    PyObject *key = PyLong_FromLong(code);
+    PyObject *obj = NULL;
+    if (key == NULL) {
+        return NULL;
+    }
+    obj = PyDict_GetItemWithError(u->st->up.ext_cache, key);
+    if (obj != NULL) {
+        Py_INCREF(obj);
+        goto done;
+    }
+    if (PyErr_Occurred()) {
+        goto done;
+    }
+    PyObject *pair = PyDict_GetItemWithError(u->st->up.ext_registry, key); /* borrowed */
+    if (pair == NULL) {
+        if (!PyErr_Occurred()) {
+            if (code <= 0) {
+                raise_up(u, "EXT specifies code <= 0");
+            }
+            else {
+                PyErr_Format(PyExc_ValueError, "unregistered extension code %d", (int)code);
+            }
+        }
+        goto done;
+    }
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+        PyErr_Format(PyExc_ValueError, "_inverted_registry[%d] isn't a 2-tuple of strings", (int)code);
+        goto done;
+    }
+    obj = fj_up_find_class(u, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
+    if (obj != NULL && PyDict_SetItem(u->st->up.ext_cache, key, obj) < 0) {
+        Py_CLEAR(obj);
+    }
+done:
+    Py_DECREF(key);
+    return obj;
+}
+
+static PyObject *
+call_persistent_load(fj_up *u, PyObject *pid /* stolen */)
+{
+    if (pid == NULL) {
+        return NULL;
+    }
+    if (u->persistent_load == NULL) {
+        Py_DECREF(pid);
+        raise_up(u, "A load persistent id instruction was encountered, but no persistent_load function was specified.");
+        return NULL;
+    }
+    PyObject *r = PyObject_CallOneArg(u->persistent_load, pid);
+    Py_DECREF(pid);
+    return r;
+}
+
+static PyObject *
+long_from_bytes(const char *p, Py_ssize_t n)
+{
+    if (n == 0) {
+        return PyLong_FromLong(0);
+    }
+    if (n <= 8) {
+        uint64_t v = 0;
+        for (Py_ssize_t i = n - 1; i >= 0; i--) {
+            v = (v << 8) | (unsigned char)p[i];
+        }
+        if (n < 8 && ((unsigned char)p[n - 1] & 0x80)) {
+            v |= ~(uint64_t)0 << (8 * n); /* sign-extend */
+        }
+        if (n < 8 || !(v >> 63) || ((unsigned char)p[7] & 0x80)) {
+            return PyLong_FromLongLong((long long)v);
+        }
+    }
+    return _PyLong_FromByteArray((const unsigned char *)p, (size_t)n, 1, 1);
+}
+
+/* Bytes object of length n from the source (small: from the window). */
+static inline PyObject *
+read_bytes(fj_up *u, Py_ssize_t n)
+{
+    if (u->src->end - u->src->pos >= n) {
+        PyObject *b = PyBytes_FromStringAndSize(u->src->buf + u->src->pos, n);
+        u->src->pos += n;
+        return b;
+    }
+    return fj_source_read_bytes(u->src, n);
+}
+
+static PyObject *
+read_unicode(fj_up *u, Py_ssize_t n)
+{
+    if (u->src->end - u->src->pos >= n) {
+        PyObject *s = PyUnicode_DecodeUTF8(u->src->buf + u->src->pos, n, "surrogatepass");
+        u->src->pos += n;
+        return s;
+    }
+    if (n <= FJ_SOURCE_TAKE_MAX || u->src->kind == FJ_SRC_MEM) {
+        const char *p = fj_source_take(u->src, n);
+        return p == NULL ? NULL : PyUnicode_DecodeUTF8(p, n, "surrogatepass");
+    }
+    PyObject *b = fj_source_read_bytes(u->src, n);
+    if (b == NULL) {
+        return NULL;
+    }
+    PyObject *s = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(b), n, "surrogatepass");
+    Py_DECREF(b);
+    return s;
+}
+
+static int
+check_size(fj_up *u, uint64_t n, const char *what)
+{
+    if (n > (uint64_t)PY_SSIZE_T_MAX) {
+        return raise_up(u, "%s exceeds system's maximum size of %zd bytes", what, PY_SSIZE_T_MAX);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The opcode loop */
+
+#define TAKE(p, n)                                                                                   \
+    do {                                                                                             \
+        if (((p) = fj_source_take(s, (n))) == NULL)                                                  \
+            goto error;                                                                              \
+    } while (0)
+#define PUSH(o)                                                                                      \
+    do {                                                                                             \
+        if (push(u, (o)) < 0)                                                                        \
+            goto error;                                                                              \
+    } while (0)
+
+PyObject *
+fj_up_load(fj_up *u)
+{
+    fj_source *s = u->src;
+    const char *p;
+    PyObject *a = NULL, *b = NULL, *c = NULL, *res = NULL;
+    Py_ssize_t k;
+    int64_t start = fj_source_tell(s);
+    /* the load's own stack base: nested loads share nothing but the source */
+
+    for (;;) {
+        int op = fj_source_getc(s);
+        if (op < 0) {
+            if (op == -2) {
+                goto error;
+            }
+            if (fj_source_tell(s) == start) {
+                PyErr_SetString(PyExc_EOFError, "Ran out of input");
+            }
+            else {
+                raise_up(u, "pickle data was truncated: no STOP opcode before the end at offset %lld",
+                         (long long)fj_source_tell(s));
+            }
+            goto error;
+        }
+        switch (op) {
+        case OP_BININT1:
+            TAKE(p, 1);
+            PUSH(PyLong_FromLong((unsigned char)p[0]));
+            break;
+        case OP_BININT2:
+            TAKE(p, 2);
+            PUSH(PyLong_FromLong((unsigned char)p[0] | ((unsigned char)p[1] << 8)));
+            break;
+        case OP_BININT:
+            TAKE(p, 4);
+            PUSH(PyLong_FromLong((int32_t)rd_u32(p)));
+            break;
+        case OP_LONG1:
+            TAKE(p, 1);
+            k = (unsigned char)p[0];
+            TAKE(p, k);
+            PUSH(long_from_bytes(p, k));
+            break;
+        case OP_LONG4: {
+            TAKE(p, 4);
+            int32_t n = (int32_t)rd_u32(p);
+            if (n < 0) {
+                raise_up(u, "LONG pickle has negative byte count");
+                goto error;
+            }
+            if (n > FJ_SOURCE_TAKE_MAX && s->kind != FJ_SRC_MEM) {
+                PyObject *bb = fj_source_read_bytes(s, n);
+                if (bb == NULL) {
+                    goto error;
+                }
+                a = _PyLong_FromByteArray((const unsigned char *)PyBytes_AS_STRING(bb), (size_t)n, 1, 1);
+                Py_DECREF(bb);
+                PUSH(a);
+                a = NULL;
+            }
+            else {
+                TAKE(p, n);
+                PUSH(long_from_bytes(p, n));
+            }
+            break;
+        }
+        case OP_NONE:
+            PUSH(Py_NewRef(Py_None));
+            break;
+        case OP_NEWTRUE:
+            PUSH(Py_NewRef(Py_True));
+            break;
+        case OP_NEWFALSE:
+            PUSH(Py_NewRef(Py_False));
+            break;
+        case OP_BINFLOAT:
+            TAKE(p, 8);
+            PUSH(PyFloat_FromDouble(PyFloat_Unpack8(p, 0)));
+            break;
+        case OP_SHORT_BINUNICODE:
+            TAKE(p, 1);
+            PUSH(read_unicode(u, (unsigned char)p[0]));
+            break;
+        case OP_BINUNICODE:
+            TAKE(p, 4);
+            PUSH(read_unicode(u, (Py_ssize_t)rd_u32(p)));
+            break;
+        case OP_BINUNICODE8: {
+            TAKE(p, 8);
+            uint64_t n = rd_u64(p);
+            if (check_size(u, n, "BINUNICODE8") < 0) {
+                goto error;
+            }
+            PUSH(read_unicode(u, (Py_ssize_t)n));
+            break;
+        }
+        case OP_SHORT_BINBYTES:
+            TAKE(p, 1);
+            PUSH(read_bytes(u, (unsigned char)p[0]));
+            break;
+        case OP_BINBYTES:
+            TAKE(p, 4);
+            PUSH(read_bytes(u, (Py_ssize_t)rd_u32(p)));
+            break;
+        case OP_BINBYTES8: {
+            TAKE(p, 8);
+            uint64_t n = rd_u64(p);
+            if (check_size(u, n, "BINBYTES8") < 0) {
+                goto error;
+            }
+            PUSH(read_bytes(u, (Py_ssize_t)n));
+            break;
+        }
+        case OP_BYTEARRAY8: {
+            TAKE(p, 8);
+            uint64_t n = rd_u64(p);
+            if (check_size(u, n, "BYTEARRAY8") < 0) {
+                goto error;
+            }
+            PUSH(fj_source_read_bytearray(s, (Py_ssize_t)n));
+            break;
+        }
+        case OP_SHORT_BINSTRING:
+            TAKE(p, 1);
+            k = (unsigned char)p[0];
+            TAKE(p, k);
+            PUSH(decode_string(u, p, k));
+            break;
+        case OP_BINSTRING: {
+            TAKE(p, 4);
+            int32_t n = (int32_t)rd_u32(p);
+            if (n < 0) {
+                raise_up(u, "BINSTRING pickle has negative byte count");
+                goto error;
+            }
+            a = read_bytes(u, n);
+            if (a == NULL) {
+                goto error;
+            }
+            if (strcmp(u->encoding, "bytes") != 0) {
+                b = PyUnicode_Decode(PyBytes_AS_STRING(a), n, u->encoding, u->errors);
+                Py_CLEAR(a);
+                if (b == NULL) {
+                    goto error;
+                }
+                a = b;
+                b = NULL;
+            }
+            PUSH(a);
+            a = NULL;
+            break;
+        }
+        case OP_EMPTY_DICT:
+            PUSH(PyDict_New());
+            break;
+        case OP_EMPTY_LIST:
+            PUSH(PyList_New(0));
+            break;
+        case OP_EMPTY_TUPLE:
+            PUSH(PyTuple_New(0));
+            break;
+        case OP_EMPTY_SET:
+            PUSH(PySet_New(NULL));
+            break;
+        case OP_MARK:
+            if (push_mark(u) < 0) {
+                goto error;
+            }
+            break;
+        case OP_TUPLE1:
+        case OP_TUPLE2:
+        case OP_TUPLE3: {
+            Py_ssize_t n = op - OP_TUPLE1 + 1;
+            if (u->sp - u->fence < n) {
+                raise_up(u, "unpickling stack underflow at offset %lld", (long long)fj_source_tell(s) - 1);
+                goto error;
+            }
+            PUSH(take_tuple(u, u->sp - n));
+            break;
+        }
+        case OP_TUPLE:
+            if ((k = pop_mark(u)) < 0) {
+                goto error;
+            }
+            PUSH(take_tuple(u, k));
+            break;
+        case OP_LIST:
+            if ((k = pop_mark(u)) < 0) {
+                goto error;
+            }
+            PUSH(take_list(u, k));
+            break;
+        case OP_DICT: {
+            if ((k = pop_mark(u)) < 0) {
+                goto error;
+            }
+            a = PyDict_New();
+            if (a == NULL) {
+                goto error;
+            }
+            if (do_setitems(u, a, k) < 0) {
+                goto error;
+            }
+            PUSH(a);
+            a = NULL;
+            break;
+        }
+        case OP_FROZENSET:
+            if ((k = pop_mark(u)) < 0) {
+                goto error;
+            }
+            a = take_tuple(u, k);
+            if (a == NULL) {
+                goto error;
+            }
+            b = PyFrozenSet_New(a);
+            Py_CLEAR(a);
+            PUSH(b);
+            b = NULL;
+            break;
+        case OP_APPEND:
+            if ((a = pop(u)) == NULL || (b = top(u)) == NULL) {
+                goto error;
+            }
+            if (PyList_CheckExact(b)) {
+                if (PyList_Append(b, a) < 0) {
+                    goto error;
+                }
+            }
+            else {
+                /* like APPENDS with one item */
+                if (push(u, a) < 0) {
+                    a = NULL;
+                    goto error;
+                }
+                a = NULL;
+                if (do_appends(u, b, u->sp - 1) < 0) {
+                    b = NULL;
+                    goto error;
+                }
+            }
+            Py_CLEAR(a);
+            b = NULL;
+            break;
+        case OP_APPENDS:
+            if ((k = pop_mark(u)) < 0) {
+                goto error;
+            }
+            if (k <= u->fence) { /* the list itself must be below the mark */
+                raise_up(u, "unpickling stack underflow at offset %lld", (long long)fj_source_tell(s) - 1);
+                goto error;
+            }
+            b = u->stack[k - 1]; /* borrowed */
+            if (do_appends(u, b, k) < 0) {
+                b = NULL;
+                goto error;
+            }
+            b = NULL;
+            break;
+        case OP_SETITEM:
+            if (u->sp - u->fence < 3) {
+                raise_up(u, "unpickling stack underflow at offset %lld", (long long)fj_source_tell(s) - 1);
+                goto error;
+            }
+            if (do_setitems(u, u->stack[u->sp - 3], u->sp - 2) < 0) {
+                goto error;
+            }
+            break;
+        case OP_SETITEMS:
+            if ((k = pop_mark(u)) < 0) {
+                goto error;
+            }
+            if (k <= u->fence) {
+                raise_up(u, "unpickling stack underflow at offset %lld", (long long)fj_source_tell(s) - 1);
+                goto error;
+            }
+            if (do_setitems(u, u->stack[k - 1], k) < 0) {
+                goto error;
+            }
+            break;
+        case OP_ADDITEMS:
+            if ((k = pop_mark(u)) < 0) {
+                goto error;
+            }
+            if (k <= u->fence) {
+                raise_up(u, "unpickling stack underflow at offset %lld", (long long)fj_source_tell(s) - 1);
+                goto error;
+            }
+            if (do_additems(u, u->stack[k - 1], k) < 0) {
+                goto error;
+            }
+            break;
+        case OP_MEMOIZE:
+            if ((b = top(u)) == NULL || memo_put(u, (uint64_t)u->memo_count, b) < 0) {
+                b = NULL;
+                goto error;
+            }
+            b = NULL;
+            break;
+        case OP_BINPUT:
+            TAKE(p, 1);
+            if ((b = top(u)) == NULL || memo_put(u, (unsigned char)p[0], b) < 0) {
+                b = NULL;
+                goto error;
+            }
+            b = NULL;
+            break;
+        case OP_LONG_BINPUT:
+            TAKE(p, 4);
+            if ((b = top(u)) == NULL || memo_put(u, rd_u32(p), b) < 0) {
+                b = NULL;
+                goto error;
+            }
+            b = NULL;
+            break;
+        case OP_PUT: {
+            Py_ssize_t n;
+            const char *l = read_line(u, &n);
+            if (l == NULL) {
+                goto error;
+            }
+            char *cs = line_copy(l, n);
+            if (cs == NULL) {
+                goto error;
+            }
+            char *endp;
+            PyObject *iv = PyLong_FromString(cs, &endp, 10);
+            PyMem_Free(cs);
+            if (iv == NULL) {
+                goto error;
+            }
+            long long idx = PyLong_AsLongLong(iv);
+            Py_DECREF(iv);
+            if (idx == -1 && PyErr_Occurred()) {
+                goto error;
+            }
+            if (idx < 0) {
+                PyErr_SetString(PyExc_ValueError, "negative PUT argument");
+                goto error;
+            }
+            if ((b = top(u)) == NULL || memo_put(u, (uint64_t)idx, b) < 0) {
+                b = NULL;
+                goto error;
+            }
+            b = NULL;
+            break;
+        }
+        case OP_BINGET:
+            TAKE(p, 1);
+            if ((b = memo_get(u, (unsigned char)p[0])) == NULL) {
+                goto error;
+            }
+            Py_INCREF(b);
+            c = b;
+            b = NULL;
+            PUSH(c);
+            c = NULL;
+            break;
+        case OP_LONG_BINGET:
+            TAKE(p, 4);
+            if ((b = memo_get(u, rd_u32(p))) == NULL) {
+                goto error;
+            }
+            Py_INCREF(b);
+            c = b;
+            b = NULL;
+            PUSH(c);
+            c = NULL;
+            break;
+        case OP_GET: {
+            Py_ssize_t n;
+            const char *l = read_line(u, &n);
+            if (l == NULL) {
+                goto error;
+            }
+            char *cs = line_copy(l, n);
+            if (cs == NULL) {
+                goto error;
+            }
+            char *endp;
+            PyObject *iv = PyLong_FromString(cs, &endp, 10);
+            PyMem_Free(cs);
+            if (iv == NULL) {
+                goto error;
+            }
+            long long idx = PyLong_AsLongLong(iv);
+            Py_DECREF(iv);
+            if (idx == -1 && PyErr_Occurred()) {
+                goto error;
+            }
+            if (idx < 0) {
+                raise_up(u, "Memo value not found at index %lld", idx);
+                goto error;
+            }
+            if ((b = memo_get(u, (uint64_t)idx)) == NULL) {
+                goto error;
+            }
+            Py_INCREF(b);
+            c = b;
+            b = NULL;
+            PUSH(c);
+            c = NULL;
+            break;
+        }
+        case OP_STACK_GLOBAL:
+            if ((b = pop(u)) == NULL) {
+                goto error;
+            }
+            if ((a = pop(u)) == NULL) {
+                goto error;
+            }
+            if (!PyUnicode_CheckExact(a) || !PyUnicode_CheckExact(b)) {
+                raise_up(u, "STACK_GLOBAL requires str");
+                goto error;
+            }
+            c = fj_up_find_class(u, a, b);
+            Py_CLEAR(a);
+            Py_CLEAR(b);
+            PUSH(c);
+            c = NULL;
+            break;
+        case OP_GLOBAL:
+            PUSH(load_global_lines(u));
+            break;
+        case OP_NEWOBJ:
+        case OP_NEWOBJ_EX: {
+            PyObject *kw = NULL;
+            if (op == OP_NEWOBJ_EX) {
+                if ((c = pop(u)) == NULL) {
+                    goto error;
+                }
+                if (!PyDict_Check(c)) {
+                    raise_up(u, "NEWOBJ_EX kwargs argument must be a dict, not %.200s", Py_TYPE(c)->tp_name);
+                    goto error;
+                }
+                kw = c;
+            }
+            if ((b = pop(u)) == NULL || (a = pop(u)) == NULL) {
+                goto error;
+            }
+            if (!PyType_Check(a)) {
+                raise_up(u, "%s class argument must be a type, not %.200s",
+                         op == OP_NEWOBJ ? "NEWOBJ" : "NEWOBJ_EX", Py_TYPE(a)->tp_name);
+                goto error;
+            }
+            if (!PyTuple_Check(b)) {
+                raise_up(u, "%s args argument must be a tuple, not %.200s",
+                         op == OP_NEWOBJ ? "NEWOBJ" : "NEWOBJ_EX", Py_TYPE(b)->tp_name);
+                goto error;
+            }
+            PyTypeObject *tp = (PyTypeObject *)a;
+            if (tp->tp_new == NULL) {
+                raise_up(u, "NEWOBJ: %.200s has no __new__", tp->tp_name);
+                goto error;
+            }
+            res = tp->tp_new(tp, b, kw);
+            Py_CLEAR(a);
+            Py_CLEAR(b);
+            Py_CLEAR(c);
+            PUSH(res);
+            res = NULL;
+            break;
+        }
+        case OP_REDUCE:
+            if ((b = pop(u)) == NULL || (a = top(u)) == NULL) {
+                a = NULL;
+                goto error;
+            }
+            if (!PyTuple_Check(b)) {
+                a = NULL;
+                raise_up(u, "REDUCE argument must be a tuple, not %.200s", Py_TYPE(b)->tp_name);
+                goto error;
+            }
+            res = PyObject_Call(a, b, NULL);
+            a = NULL;
+            Py_CLEAR(b);
+            if (res == NULL) {
+                goto error;
+            }
+            Py_SETREF(u->stack[u->sp - 1], res);
+            res = NULL;
+            break;
+        case OP_BUILD: {
+            if ((b = pop(u)) == NULL || (a = top(u)) == NULL) {
+                a = NULL;
+                goto error;
+            }
+            PyObject *tp = (PyObject *)Py_TYPE(a);
+            if (tp == u->st->up.NumpyArrayWrapper || tp == u->st->up.NDArrayWrapper ||
+                tp == u->st->up.ZNDArrayWrapper) {
+                res = fj_ndarray_build(u, a, b);
+                a = NULL;
+                Py_CLEAR(b);
+                if (res == NULL) {
+                    goto error;
+                }
+                Py_SETREF(u->stack[u->sp - 1], res);
+                res = NULL;
+                break;
+            }
+            int r = do_build(u, a, b);
+            a = NULL;
+            Py_CLEAR(b);
+            if (r < 0) {
+                goto error;
+            }
+            break;
+        }
+        case OP_INST: {
+            PyObject *cls = load_global_lines(u);
+            if (cls == NULL) {
+                goto error;
+            }
+            if ((k = pop_mark(u)) < 0) {
+                Py_DECREF(cls);
+                goto error;
+            }
+            a = take_tuple(u, k);
+            if (a == NULL) {
+                Py_DECREF(cls);
+                goto error;
+            }
+            res = instantiate(u, cls, a);
+            Py_DECREF(cls);
+            Py_CLEAR(a);
+            PUSH(res);
+            res = NULL;
+            break;
+        }
+        case OP_OBJ: {
+            if ((k = pop_mark(u)) < 0) {
+                goto error;
+            }
+            if (u->sp == k) {
+                raise_up(u, "unpickling stack underflow at offset %lld", (long long)fj_source_tell(s) - 1);
+                goto error;
+            }
+            c = take_tuple(u, k); /* (cls, *args) */
+            if (c == NULL) {
+                goto error;
+            }
+            a = PyTuple_GetSlice(c, 1, PyTuple_GET_SIZE(c));
+            if (a == NULL) {
+                goto error;
+            }
+            res = instantiate(u, PyTuple_GET_ITEM(c, 0), a);
+            Py_CLEAR(c);
+            Py_CLEAR(a);
+            PUSH(res);
+            res = NULL;
+            break;
+        }
+        case OP_POP:
+            if (u->sp > u->fence) {
+                a = u->stack[--u->sp];
+                Py_CLEAR(a);
+            }
+            else if ((k = pop_mark(u)) < 0) {
+                goto error;
+            }
+            else {
+                drop_to(u, k);
+            }
+            break;
+        case OP_POP_MARK:
+            if ((k = pop_mark(u)) < 0) {
+                goto error;
+            }
+            drop_to(u, k);
+            break;
+        case OP_DUP:
+            if ((b = top(u)) == NULL) {
+                goto error;
+            }
+            Py_INCREF(b);
+            c = b;
+            b = NULL;
+            PUSH(c);
+            c = NULL;
+            break;
+        case OP_INT:
+            PUSH(load_int_text(u, 0));
+            break;
+        case OP_LONG:
+            PUSH(load_int_text(u, 1));
+            break;
+        case OP_FLOAT:
+            PUSH(load_float_text(u));
+            break;
+        case OP_STRING:
+            PUSH(load_string_text(u));
+            break;
+        case OP_UNICODE: {
+            Py_ssize_t n;
+            const char *l = read_line(u, &n);
+            if (l == NULL) {
+                goto error;
+            }
+            PUSH(PyUnicode_DecodeRawUnicodeEscape(l, n, NULL));
+            break;
+        }
+        case OP_EXT1:
+            TAKE(p, 1);
+            PUSH(load_ext(u, (unsigned char)p[0]));
+            break;
+        case OP_EXT2:
+            TAKE(p, 2);
+            PUSH(load_ext(u, (unsigned char)p[0] | ((unsigned char)p[1] << 8)));
+            break;
+        case OP_EXT4:
+            TAKE(p, 4);
+            PUSH(load_ext(u, (int32_t)rd_u32(p)));
+            break;
+        case OP_PERSID: {
+            Py_ssize_t n;
+            const char *l = read_line(u, &n);
+            if (l == NULL) {
+                goto error;
+            }
+            a = PyUnicode_DecodeASCII(l, n, "strict");
+            if (a == NULL) {
+                if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                    PyErr_Clear();
+                    raise_up(u, "persistent IDs in protocol 0 must be ASCII strings");
+                }
+                goto error;
+            }
+            res = call_persistent_load(u, a);
+            a = NULL;
+            PUSH(res);
+            res = NULL;
+            break;
+        }
+        case OP_BINPERSID:
+            if ((a = pop(u)) == NULL) {
+                goto error;
+            }
+            res = call_persistent_load(u, a);
+            a = NULL;
+            PUSH(res);
+            res = NULL;
+            break;
+        case OP_NEXT_BUFFER:
+            if (u->buffers == NULL) {
+                raise_up(u, "pickle stream refers to out-of-band data but no *buffers* argument was given");
+                goto error;
+            }
+            a = PyIter_Next(u->buffers);
+            if (a == NULL) {
+                if (!PyErr_Occurred()) {
+                    raise_up(u, "not enough out-of-band buffers");
+                }
+                goto error;
+            }
+            PUSH(a);
+            a = NULL;
+            break;
+        case OP_READONLY_BUFFER: {
+            if ((b = top(u)) == NULL) {
+                goto error;
+            }
+            PyObject *mv = PyMemoryView_FromObject(b);
+            b = NULL;
+            if (mv == NULL) {
+                goto error;
+            }
+            if (!PyMemoryView_GET_BUFFER(mv)->readonly) {
+                PyObject *ro = PyObject_CallMethod(mv, "toreadonly", NULL);
+                Py_DECREF(mv);
+                if (ro == NULL) {
+                    goto error;
+                }
+                Py_SETREF(u->stack[u->sp - 1], ro);
+            }
+            else {
+                Py_DECREF(mv);
+            }
+            break;
+        }
+        case OP_PROTO:
+            TAKE(p, 1);
+            if ((unsigned char)p[0] > 5) {
+                PyErr_Format(PyExc_ValueError, "unsupported pickle protocol: %d", (unsigned char)p[0]);
+                goto error;
+            }
+            u->proto = (unsigned char)p[0];
+            break;
+        case OP_FRAME: {
+            TAKE(p, 8);
+            uint64_t n = rd_u64(p);
+            if (n > (uint64_t)PY_SSIZE_T_MAX) {
+                raise_up(u, "frame size > sys.maxsize: %llu", (unsigned long long)n);
+                goto error;
+            }
+            fj_source_frame(s, (int64_t)n);
+            break;
+        }
+        case OP_STOP:
+            if ((res = pop(u)) == NULL) {
+                goto error;
+            }
+            goto done;
+        default: {
+            int64_t off = fj_source_tell(s) - 1;
+            if (op >= 0x20 && op < 0x7f) {
+                raise_up(u, "invalid load key, '%c' (at offset %lld).", op, (long long)off);
+            }
+            else {
+                raise_up(u, "invalid load key, '\\x%02x' (at offset %lld).", op, (long long)off);
+            }
+            goto error;
+        }
+        }
+    }
+error:
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(c);
+    res = NULL;
+done:
+    return res;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Unpickler type */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *file;
+    PyObject *buffers;
+    PyObject *encoding; /* str */
+    PyObject *errors;   /* str */
+    PyObject *dict;     /* instance __dict__ (u.persistent_load = f, u.find_class = f) */
+    int fix_imports;
+    int proto;
+    int loading;
+} UnpicklerObject;
+
+static PyObject *unpickler_find_class(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+
+static int
+unpickler_traverse(UnpicklerObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->file);
+    Py_VISIT(self->buffers);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int
+unpickler_clear(UnpicklerObject *self)
+{
+    Py_CLEAR(self->file);
+    Py_CLEAR(self->buffers);
+    Py_CLEAR(self->encoding);
+    Py_CLEAR(self->errors);
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void
+unpickler_dealloc(UnpicklerObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    unpickler_clear(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int
+unpickler_init(UnpicklerObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"file", "fix_imports", "encoding", "errors", "buffers", NULL};
+    PyObject *file, *buffers = Py_None;
+    int fix_imports = 1;
+    const char *encoding = "ASCII", *errors = "strict";
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$pssO:Unpickler", kwlist, &file, &fix_imports, &encoding,
+                                     &errors, &buffers)) {
+        return -1;
+    }
+    if (!PyObject_HasAttrString(file, "read") || !PyObject_HasAttrString(file, "readline")) {
+        PyErr_SetString(PyExc_TypeError, "file must have 'read' and 'readline' attributes");
+        return -1;
+    }
+    Py_XSETREF(self->file, Py_NewRef(file));
+    Py_XSETREF(self->buffers, buffers == Py_None ? NULL : Py_NewRef(buffers));
+    Py_XSETREF(self->encoding, PyUnicode_FromString(encoding));
+    Py_XSETREF(self->errors, PyUnicode_FromString(errors));
+    if (self->encoding == NULL || self->errors == NULL) {
+        return -1;
+    }
+    self->fix_imports = fix_imports;
+    self->proto = 0;
+    return 0;
+}
+
+/* The overridable hooks of an Unpickler instance: find_class (NULL when it is the built-in one)
+ * and persistent_load (NULL when absent). New references. */
+static int
+unpickler_hooks(PyObject *self, fj_state *st, PyObject **find_class, PyObject **pers)
+{
+    *find_class = NULL;
+    *pers = NULL;
+    PyObject *fc = PyObject_GetAttr(self, st->up.str_find_class);
+    if (fc == NULL) {
+        return -1;
+    }
+    if (PyCFunction_Check(fc) && PyCFunction_GET_SELF(fc) == self &&
+        PyCFunction_GET_FUNCTION(fc) == (PyCFunction)(void (*)(void))unpickler_find_class) {
+        Py_DECREF(fc);
+    }
+    else {
+        *find_class = fc;
+    }
+    PyObject *pl = PyObject_GetAttr(self, st->up.str_persistent_load);
+    if (pl == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            Py_CLEAR(*find_class);
+            return -1;
+        }
+        PyErr_Clear();
+    }
+    else if (pl == Py_None) {
+        Py_DECREF(pl);
+    }
+    else {
+        *pers = pl;
+    }
+    return 0;
+}
+
+static PyObject *
+unpickler_load(UnpicklerObject *self, PyObject *Py_UNUSED(ignored))
+{
+    fj_state *st = fj_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return NULL;
+    }
+    if (self->file == NULL) {
+        PyErr_Format(st->UnpicklingError, "Unpickler.__init__() was not called by %s.__init__()",
+                     Py_TYPE(self)->tp_name);
+        return NULL;
+    }
+    if (self->loading) {
+        PyErr_SetString(PyExc_RuntimeError, "Unpickler.load() is already running on this object");
+        return NULL;
+    }
+    PyObject *fc = NULL, *pl = NULL, *it = NULL, *res = NULL;
+    fj_source src;
+    fj_up u;
+    int src_ok = 0;
+    if (unpickler_hooks((PyObject *)self, st, &fc, &pl) < 0) {
+        return NULL;
+    }
+    if (self->buffers != NULL && (it = PyObject_GetIter(self->buffers)) == NULL) {
+        goto done;
+    }
+    if (fj_source_init_pyfile(&src, self->file) < 0) {
+        fj_source_release(&src);
+        goto done;
+    }
+    src_ok = 1;
+    fj_up_init(&u, st, &src);
+    u.fix_imports = self->fix_imports;
+    if ((u.encoding = PyUnicode_AsUTF8(self->encoding)) == NULL || (u.errors = PyUnicode_AsUTF8(self->errors)) == NULL) {
+        fj_up_clear(&u);
+        goto done;
+    }
+    u.find_class = fc;
+    u.persistent_load = pl;
+    u.buffers = it;
+    self->loading = 1;
+    self->proto = 0;
+    /* keep the Python-visible proto in step for subclasses calling super().find_class() */
+    res = fj_up_load(&u);
+    self->proto = u.proto;
+    self->loading = 0;
+    fj_up_clear(&u);
+    if (fj_source_finish(&src) < 0) {
+        Py_CLEAR(res);
+    }
+done:
+    if (src_ok) {
+        fj_source_release(&src);
+    }
+    Py_XDECREF(fc);
+    Py_XDECREF(pl);
+    Py_XDECREF(it);
+    return res;
+}
+
+static PyObject *
+unpickler_find_class(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "find_class expected 2 arguments, got %zd", nargs);
+        return NULL;
+    }
+    fj_state *st = fj_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return NULL;
+    }
+    UnpicklerObject *u = (UnpicklerObject *)self;
+    return fj_default_find_class(st, u->proto, u->fix_imports, args[0], args[1]);
+}
+
+static PyMethodDef unpickler_methods[] = {
+    {"load", (PyCFunction)unpickler_load, METH_NOARGS,
+     "load()\n--\n\nRead a pickled object representation from the open file and return it."},
+    {"find_class", (PyCFunction)(void (*)(void))unpickler_find_class, METH_FASTCALL,
+     "find_class($self, module_name, global_name, /)\n--\n\nReturn an object from a specified module."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef unpickler_members[] = {
+    {"__dictoffset__", T_PYSSIZET, offsetof(UnpicklerObject, dict), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot unpickler_slots[] = {
+    {Py_tp_dealloc, unpickler_dealloc},
+    {Py_tp_traverse, unpickler_traverse},
+    {Py_tp_clear, unpickler_clear},
+    {Py_tp_init, unpickler_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_methods, unpickler_methods},
+    {Py_tp_members, unpickler_members},
+    {Py_tp_doc, "Unpickler(file, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=None)\n--\n\n"
+                "Pickle-compatible unpickler (C engine of fastjoblib)."},
+    {0, NULL},
+};
+
+static PyType_Spec unpickler_spec = {
+    .name = "fastjoblib._core.Unpickler",
+    .basicsize = sizeof(UnpicklerObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = unpickler_slots,
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Module functions */
+
+/* Common keyword parsing of loads / load_pickle. */
+static int
+parse_pickle_kw(PyObject *kwnames, PyObject *const *kwv, int *fix_imports, const char **encoding,
+                const char **errors, PyObject **buffers)
+{
+    Py_ssize_t nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nk; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        PyObject *v = kwv[i];
+        if (PyUnicode_CompareWithASCIIString(key, "fix_imports") == 0) {
+            int t = PyObject_IsTrue(v);
+            if (t < 0) {
+                return -1;
+            }
+            *fix_imports = t;
+        }
+        else if (PyUnicode_CompareWithASCIIString(key, "encoding") == 0 ||
+                 PyUnicode_CompareWithASCIIString(key, "errors") == 0) {
+            if (!PyUnicode_Check(v)) {
+                PyErr_Format(PyExc_TypeError, "%U must be str, not %.200s", key, Py_TYPE(v)->tp_name);
+                return -1;
+            }
+            const char *c = PyUnicode_AsUTF8(v);
+            if (c == NULL) {
+                return -1;
+            }
+            if (PyUnicode_CompareWithASCIIString(key, "encoding") == 0) {
+                *encoding = c;
+            }
+            else {
+                *errors = c;
+            }
+        }
+        else if (PyUnicode_CompareWithASCIIString(key, "buffers") == 0) {
+            *buffers = v == Py_None ? NULL : v;
+        }
+        else {
+            PyErr_Format(PyExc_TypeError, "unexpected keyword argument %R", key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+run_pickle_load(fj_state *st, fj_source *src, int fix_imports, const char *encoding, const char *errors,
+                PyObject *buffers)
+{
+    PyObject *it = NULL, *res = NULL;
+    fj_up u;
+    if (buffers != NULL && (it = PyObject_GetIter(buffers)) == NULL) {
+        return NULL;
+    }
+    fj_up_init(&u, st, src);
+    u.fix_imports = fix_imports;
+    u.encoding = encoding;
+    u.errors = errors;
+    u.buffers = it;
+    res = fj_up_load(&u);
+    fj_up_clear(&u);
+    if (fj_source_finish(src) < 0) {
+        Py_CLEAR(res);
+    }
+    Py_XDECREF(it);
+    return res;
+}
+
+static PyObject *
+core_loads(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    fj_state *st = fj_state_from_module(module);
+    int fix_imports = 1;
+    const char *encoding = "ASCII", *errors = "strict";
+    PyObject *buffers = NULL;
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError, "loads() takes exactly 1 positional argument (%zd given)", nargs);
+        return NULL;
+    }
+    if (parse_pickle_kw(kwnames, args + nargs, &fix_imports, &encoding, &errors, &buffers) < 0) {
+        return NULL;
+    }
+    PyObject *data = args[0];
+    if (PyUnicode_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "Can't load pickle from unicode string");
+        return NULL;
+    }
+    fj_source src;
+    if (fj_source_init_mem(&src, data) < 0) {
+        fj_source_release(&src);
+        return NULL;
+    }
+    PyObject *res = run_pickle_load(st, &src, fix_imports, encoding, errors, buffers);
+    fj_source_release(&src);
+    return res;
+}
+
+static PyObject *
+core_load_pickle(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    fj_state *st = fj_state_from_module(module);
+    int fix_imports = 1;
+    const char *encoding = "ASCII", *errors = "strict";
+    PyObject *buffers = NULL;
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError, "load_pickle() takes exactly 1 positional argument (%zd given)", nargs);
+        return NULL;
+    }
+    if (parse_pickle_kw(kwnames, args + nargs, &fix_imports, &encoding, &errors, &buffers) < 0) {
+        return NULL;
+    }
+    PyObject *file = args[0];
+    fj_source src;
+    int r;
+    if (PyLong_Check(file)) {
+        int fd = PyLong_AsLong(file);
+        if (fd == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        r = fj_source_init_fd(&src, fd);
+    }
+    else {
+        r = fj_source_init_pyfile(&src, file);
+    }
+    if (r < 0) {
+        fj_source_release(&src);
+        return NULL;
+    }
+    PyObject *res = run_pickle_load(st, &src, fix_imports, encoding, errors, buffers);
+    fj_source_release(&src);
+    return res;
+}
+
+/* In-memory fj_reader (only used under a codec). */
+typedef struct {
+    fj_reader base;
+    Py_buffer view;
+    Py_ssize_t pos;
+} mem_reader;
+
+static Py_ssize_t
+mem_reader_read(fj_reader *self, char *buf, Py_ssize_t len)
+{
+    mem_reader *m = (mem_reader *)self;
+    Py_ssize_t n = m->view.len - m->pos;
+    if (n > len) {
+        n = len;
+    }
+    memcpy(buf, (char *)m->view.buf + m->pos, (size_t)n);
+    m->pos += n;
+    return n;
+}
+
+static void
+mem_reader_free(fj_reader *self)
+{
+    mem_reader *m = (mem_reader *)self;
+    PyBuffer_Release(&m->view);
+    PyMem_Free(m);
+}
+
+static fj_reader *
+mem_reader_new(PyObject *obj)
+{
+    mem_reader *m = PyMem_Calloc(1, sizeof(mem_reader));
+    if (m == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (PyObject_GetBuffer(obj, &m->view, PyBUF_SIMPLE) < 0) {
+        PyMem_Free(m);
+        return NULL;
+    }
+    m->base.read = mem_reader_read;
+    m->base.free = mem_reader_free;
+    return &m->base;
+}
+
+static PyObject *
+core_load(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"file", "mmap_mode", "filename", "ensure_native", "codec", "find_class", NULL};
+    fj_state *st = fj_state_from_module(module);
+    PyObject *file, *mmap_obj = Py_None, *filename = Py_None, *codec = Py_None, *find_class = Py_None;
+    int ensure_native = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OOpOO:load", kwlist, &file, &mmap_obj, &filename,
+                                     &ensure_native, &codec, &find_class)) {
+        return NULL;
+    }
+    const char *mmap_mode = NULL;
+    if (mmap_obj != Py_None) {
+        if (!PyUnicode_Check(mmap_obj)) {
+            PyErr_SetString(PyExc_TypeError, "mmap_mode must be None or a str");
+            return NULL;
+        }
+        const char *m = PyUnicode_AsUTF8(mmap_obj);
+        if (m == NULL) {
+            return NULL;
+        }
+        if (strcmp(m, "r") == 0 || strcmp(m, "readonly") == 0) {
+            mmap_mode = "r";
+        }
+        else if (strcmp(m, "r+") == 0 || strcmp(m, "readwrite") == 0 || strcmp(m, "w+") == 0 ||
+                 strcmp(m, "write") == 0) {
+            mmap_mode = "r+"; /* never truncate the file being read */
+        }
+        else if (strcmp(m, "c") == 0 || strcmp(m, "copyonwrite") == 0) {
+            mmap_mode = "c";
+        }
+        else {
+            PyErr_Format(PyExc_ValueError, "mode must be one of ['r', 'c', 'r+', 'w+', 'readonly', "
+                                           "'copyonwrite', 'readwrite', 'write'] (got %R)", mmap_obj);
+            return NULL;
+        }
+    }
+    if (filename != Py_None) {
+        if (PyBytes_Check(filename)) {
+            filename = PyUnicode_DecodeFSDefaultAndSize(PyBytes_AS_STRING(filename), PyBytes_GET_SIZE(filename));
+        }
+        else {
+            filename = PyOS_FSPath(filename);
+        }
+        if (filename == NULL) {
+            return NULL;
+        }
+        if (!PyUnicode_Check(filename)) {
+            Py_DECREF(filename);
+            PyErr_SetString(PyExc_TypeError, "filename must be a str or os.PathLike");
+            return NULL;
+        }
+    }
+    else {
+        filename = NULL;
+    }
+    PyObject *res = NULL;
+    fj_source src;
+    int r = -1;
+    int src_made = 0;
+    const char *codec_name = NULL;
+    if (codec != Py_None) {
+        if (!PyUnicode_Check(codec) || (codec_name = PyUnicode_AsUTF8(codec)) == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "codec must be None or a str");
+            }
+            goto done;
+        }
+        fj_reader *inner;
+        if (PyLong_Check(file)) {
+            int fd = PyLong_AsLong(file);
+            if (fd == -1 && PyErr_Occurred()) {
+                goto done;
+            }
+            inner = fj_reader_fd(fd);
+        }
+        else if (PyObject_HasAttrString(file, "read")) {
+            inner = fj_reader_pyfile(file);
+        }
+        else {
+            inner = mem_reader_new(file);
+        }
+        if (inner == NULL) {
+            goto done;
+        }
+        fj_reader *outer = fj_codec_reader(codec_name, inner); /* owns inner */
+        if (outer == NULL) {
+            goto done;
+        }
+        r = fj_source_init_reader(&src, outer);
+        src.total = -1;
+    }
+    else if (PyLong_Check(file)) {
+        int fd = PyLong_AsLong(file);
+        if (fd == -1 && PyErr_Occurred()) {
+            goto done;
+        }
+        r = fj_source_init_fd(&src, fd);
+    }
+    else if (PyObject_HasAttrString(file, "read")) {
+        r = fj_source_init_pyfile(&src, file);
+    }
+    else if (PyObject_CheckBuffer(file)) {
+        r = fj_source_init_mem(&src, file);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "load() file must be an int fd, a file object or a bytes-like object, not %.200s",
+                     Py_TYPE(file)->tp_name);
+        goto done;
+    }
+    src_made = 1;
+    if (r < 0) {
+        goto done;
+    }
+    fj_up u;
+    fj_up_init(&u, st, &src);
+    u.joblib = 1;
+    u.mmap_mode = codec_name == NULL ? mmap_mode : NULL; /* compressed streams cannot be mapped */
+    u.filename = filename;
+    u.ensure_native = ensure_native;
+    u.find_class = find_class == Py_None ? NULL : find_class;
+    res = fj_up_load(&u);
+    int compat = u.compat_mode;
+    fj_up_clear(&u);
+    if (res != NULL && fj_source_finish(&src) < 0) {
+        Py_CLEAR(res);
+    }
+    if (res != NULL && compat) {
+        if (PyErr_WarnFormat(PyExc_DeprecationWarning, 1,
+                             "The file '%U' has been generated with a joblib version less than 0.10. "
+                             "Please regenerate this pickle file.",
+                             filename ? filename : Py_None) < 0) {
+            Py_CLEAR(res);
+        }
+    }
+done:
+    if (src_made) {
+        fj_source_release(&src);
+    }
+    Py_XDECREF(filename);
+    return res;
+}
+
+static PyMethodDef core_methods[] = {
+    {"loads", (PyCFunction)(void (*)(void))core_loads, METH_FASTCALL | METH_KEYWORDS,
+     "loads(data, /, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=None)\n--\n\n"
+     "Read a pickled object from a bytes-like object (pickle.loads compatible)."},
+    {"load_pickle", (PyCFunction)(void (*)(void))core_load_pickle, METH_FASTCALL | METH_KEYWORDS,
+     "load_pickle(file, /, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=None)\n--\n\n"
+     "Read a pickled object from a file object or fd (pickle.load compatible)."},
+    {"load", (PyCFunction)(void (*)(void))core_load, METH_VARARGS | METH_KEYWORDS,
+     "load(file, *, mmap_mode=None, filename=None, ensure_native=False, codec=None, find_class=None)\n--\n\n"
+     "Read one joblib (or plain pickle) stream."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Part hooks */
+
+static PyObject *
+make_placeholder(const char *name)
+{
+    return PyObject_CallFunction((PyObject *)&PyType_Type, "s(O){ss}", name, (PyObject *)&PyBaseObject_Type,
+                                 "__module__", "fastjoblib._core");
+}
+
+static PyObject *
+attr_of(const char *mod_name, const char *attr)
+{
+    PyObject *mod = PyImport_ImportModule(mod_name);
+    if (mod == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_GetAttrString(mod, attr);
+    Py_DECREF(mod);
+    return r;
+}
+
+#define INTERN(field, text)                                                                          \
+    do {                                                                                             \
+        if ((up->field = PyUnicode_InternFromString(text)) == NULL)                                  \
+            return -1;                                                                               \
+    } while (0)
+
+int
+fj_unpickler_exec(PyObject *module, fj_state *st)
+{
+    fj_unpickler_state *up = &st->up;
+    INTERN(str_find_class, "find_class");
+    INTERN(str_persistent_load, "persistent_load");
+    INTERN(str_append, "append");
+    INTERN(str_extend, "extend");
+    INTERN(str_add, "add");
+    INTERN(str_setstate, "__setstate__");
+    INTERN(str_dict, "__dict__");
+    INTERN(str_new, "__new__");
+    INTERN(str_getinitargs, "__getinitargs__");
+    INTERN(str_subclass, "subclass");
+    INTERN(str_shape, "shape");
+    INTERN(str_order, "order");
+    INTERN(str_dtype, "dtype");
+    INTERN(str_allow_mmap, "allow_mmap");
+    INTERN(str_alignment, "numpy_array_alignment_bytes");
+    INTERN(str_filename, "filename");
+    INTERN(str_init_args, "init_args");
+    INTERN(str_state, "state");
+    if ((up->name_mapping = attr_of("_compat_pickle", "NAME_MAPPING")) == NULL ||
+        (up->import_mapping = attr_of("_compat_pickle", "IMPORT_MAPPING")) == NULL ||
+        (up->ext_registry = attr_of("copyreg", "_inverted_registry")) == NULL ||
+        (up->ext_cache = attr_of("copyreg", "_extension_cache")) == NULL) {
+        return -1;
+    }
+    if ((up->NumpyArrayWrapper = make_placeholder("NumpyArrayWrapper")) == NULL ||
+        (up->NDArrayWrapper = make_placeholder("NDArrayWrapper")) == NULL ||
+        (up->ZNDArrayWrapper = make_placeholder("ZNDArrayWrapper")) == NULL) {
+        return -1;
+    }
+    up->Unpickler_type = PyType_FromModuleAndSpec(module, &unpickler_spec, NULL);
+    if (up->Unpickler_type == NULL) {
+        return -1;
+    }
+    if (PyModule_AddObjectRef(module, "Unpickler", up->Unpickler_type) < 0) {
+        return -1;
+    }
+    if (PyModule_AddFunctions(module, core_methods) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+int
+fj_unpickler_traverse(fj_state *st, visitproc visit, void *arg)
+{
+    fj_unpickler_state *up = &st->up;
+    Py_VISIT(up->Unpickler_type);
+    Py_VISIT(up->NumpyArrayWrapper);
+    Py_VISIT(up->NDArrayWrapper);
+    Py_VISIT(up->ZNDArrayWrapper);
+    Py_VISIT(up->name_mapping);
+    Py_VISIT(up->import_mapping);
+    Py_VISIT(up->ext_registry);
+    Py_VISIT(up->ext_cache);
+    return 0;
+}
+
+void
+fj_unpickler_clear(fj_state *st)
+{
+    fj_unpickler_state *up = &st->up;
+    Py_CLEAR(up->Unpickler_type);
+    Py_CLEAR(up->NumpyArrayWrapper);
+    Py_CLEAR(up->NDArrayWrapper);
+    Py_CLEAR(up->ZNDArrayWrapper);
+    Py_CLEAR(up->name_mapping);
+    Py_CLEAR(up->import_mapping);
+    Py_CLEAR(up->ext_registry);
+    Py_CLEAR(up->ext_cache);
+    Py_CLEAR(up->str_find_class);
+    Py_CLEAR(up->str_persistent_load);
+    Py_CLEAR(up->str_append);
+    Py_CLEAR(up->str_extend);
+    Py_CLEAR(up->str_add);
+    Py_CLEAR(up->str_setstate);
+    Py_CLEAR(up->str_dict);
+    Py_CLEAR(up->str_new);
+    Py_CLEAR(up->str_getinitargs);
+    Py_CLEAR(up->str_subclass);
+    Py_CLEAR(up->str_shape);
+    Py_CLEAR(up->str_order);
+    Py_CLEAR(up->str_dtype);
+    Py_CLEAR(up->str_allow_mmap);
+    Py_CLEAR(up->str_alignment);
+    Py_CLEAR(up->str_filename);
+    Py_CLEAR(up->str_init_args);
+    Py_CLEAR(up->str_state);
+}

@@ -1,0 +1,412 @@
+/* ndarray_load.c: joblib array records, load side. At the BUILD of a NumpyArrayWrapper
+ * placeholder: skip the padding, read the payload straight into np.empty memory (or map the file
+ * at that offset for mmap_mode), or read the nested pickle of an object array with the same engine
+ * and find_class policy. The pre-0.10 NDArrayWrapper / ZNDArrayWrapper records are handed to
+ * fastjoblib._legacy (rare; Python is fine there). */
+#include "unpickler_impl.h"
+
+#include <string.h>
+
+/* Streams of unknown length: the array memory grows as the bytes arrive, starting here. */
+#define GROW_START ((int64_t)64 << 20)
+
+static int
+raise_eof(int64_t expected, int64_t got)
+{
+    PyErr_Format(PyExc_ValueError, "EOF: reading array data, expected %lld bytes got %lld", (long long)expected,
+                 (long long)got);
+    return -1;
+}
+
+/* joblib's _is_numpy_array_byte_order_mismatch on a dtype. 1 / 0 / -1. */
+static int
+dtype_is_foreign(PyArray_Descr *d)
+{
+#if NPY_BYTE_ORDER == NPY_LITTLE_ENDIAN
+    const char foreign = '>';
+#else
+    const char foreign = '<';
+#endif
+    if (d->byteorder == foreign) {
+        return 1;
+    }
+    if (d->byteorder != '|') {
+        return 0;
+    }
+    PyObject *fields = PyObject_GetAttrString((PyObject *)d, "fields");
+    if (fields == NULL) {
+        return -1;
+    }
+    int res = 0;
+    if (PyDict_Check(fields) && PyDict_GET_SIZE(fields) > 0) {
+        res = 1;
+        Py_ssize_t i = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(fields, &i, &k, &v)) {
+            if (!PyTuple_Check(v) || PyTuple_GET_SIZE(v) < 1 || !PyArray_DescrCheck(PyTuple_GET_ITEM(v, 0)) ||
+                ((PyArray_Descr *)PyTuple_GET_ITEM(v, 0))->byteorder != foreign) {
+                res = 0;
+                break;
+            }
+        }
+    }
+    Py_DECREF(fields);
+    return res;
+}
+
+/* array.byteswap().view(array.dtype.newbyteorder('=')) when the byte order is foreign. Steals arr. */
+static PyObject *
+ensure_native(PyObject *arr)
+{
+    if (!PyArray_Check(arr)) {
+        return arr;
+    }
+    int f = dtype_is_foreign(PyArray_DESCR((PyArrayObject *)arr));
+    if (f < 0) {
+        Py_DECREF(arr);
+        return NULL;
+    }
+    if (f == 0) {
+        return arr;
+    }
+    PyObject *swapped = PyObject_CallMethod(arr, "byteswap", NULL);
+    PyObject *dt = PyObject_CallMethod((PyObject *)PyArray_DESCR((PyArrayObject *)arr), "newbyteorder", "s", "=");
+    Py_DECREF(arr);
+    PyObject *res = NULL;
+    if (swapped != NULL && dt != NULL) {
+        res = PyObject_CallMethod(swapped, "view", "O", dt);
+    }
+    Py_XDECREF(swapped);
+    Py_XDECREF(dt);
+    return res;
+}
+
+static void
+free_capsule_mem(PyObject *cap)
+{
+    PyMem_RawFree(PyCapsule_GetPointer(cap, "fastjoblib.array_memory"));
+}
+
+/* A new array filled with the next nbytes of the source. */
+static PyObject *
+read_in_memory(fj_up *u, PyArray_Descr *descr, int nd, npy_intp *dims, int fortran, int64_t nbytes)
+{
+    fj_source *s = u->src;
+    int64_t rem = fj_source_remaining(s);
+    if (rem >= 0 && nbytes > rem) {
+        return raise_eof(nbytes, rem), NULL;
+    }
+    if (rem >= 0 || nbytes <= GROW_START) {
+        Py_INCREF(descr);
+        PyObject *arr = PyArray_Empty(nd, dims, descr, fortran); /* steals descr */
+        if (arr == NULL) {
+            return NULL;
+        }
+        Py_ssize_t got = fj_source_readinto(s, PyArray_DATA((PyArrayObject *)arr), (Py_ssize_t)nbytes);
+        if (got < 0) {
+            Py_DECREF(arr);
+            return NULL;
+        }
+        if (got < nbytes) {
+            Py_DECREF(arr);
+            return raise_eof(nbytes, got), NULL;
+        }
+        return arr;
+    }
+    /* Unknown length (a pipe, a compressed stream) and a big claim: grow while the bytes come. */
+    char *mem = NULL;
+    int64_t cap = 0, got = 0;
+    while (got < nbytes) {
+        int64_t ncap = cap == 0 ? GROW_START : cap * 2;
+        if (ncap > nbytes) {
+            ncap = nbytes;
+        }
+        char *p = PyMem_RawRealloc(mem, (size_t)ncap);
+        if (p == NULL) {
+            PyMem_RawFree(mem);
+            return PyErr_NoMemory();
+        }
+        mem = p;
+        cap = ncap;
+        Py_ssize_t r = fj_source_readinto(s, mem + got, (Py_ssize_t)(cap - got));
+        if (r < 0) {
+            PyMem_RawFree(mem);
+            return NULL;
+        }
+        got += r;
+        if (got < cap) {
+            PyMem_RawFree(mem);
+            return raise_eof(nbytes, got), NULL;
+        }
+    }
+    PyObject *capsule = PyCapsule_New(mem, "fastjoblib.array_memory", free_capsule_mem);
+    if (capsule == NULL) {
+        PyMem_RawFree(mem);
+        return NULL;
+    }
+    Py_INCREF(descr);
+    PyObject *arr = PyArray_NewFromDescr(&PyArray_Type, descr, nd, dims, NULL, mem,
+                                         (fortran ? NPY_ARRAY_FARRAY : NPY_ARRAY_CARRAY), NULL);
+    if (arr == NULL) {
+        Py_DECREF(capsule);
+        return NULL;
+    }
+    if (PyArray_SetBaseObject((PyArrayObject *)arr, capsule) < 0) { /* steals capsule */
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+static PyObject *
+read_memmap(fj_up *u, PyArray_Descr *descr, PyObject *shape, const char *order, int64_t nbytes, int aligned_layout)
+{
+    fj_source *s = u->src;
+    int64_t offset = fj_source_tell(s);
+    PyObject *kw = Py_BuildValue("{s:O,s:s,s:L,s:O,s:s}", "dtype", (PyObject *)descr, "mode", u->mmap_mode, "offset",
+                                 (long long)offset, "shape", shape, "order", order);
+    if (kw == NULL) {
+        return NULL;
+    }
+    PyObject *args = PyTuple_Pack(1, u->filename);
+    if (args == NULL) {
+        Py_DECREF(kw);
+        return NULL;
+    }
+    PyObject *arr = PyObject_Call(u->st->np_memmap, args, kw);
+    Py_DECREF(args);
+    Py_DECREF(kw);
+    if (arr == NULL) {
+        return NULL;
+    }
+    int64_t skipped = fj_source_skip(s, nbytes);
+    if (skipped < 0) {
+        Py_DECREF(arr);
+        return NULL;
+    }
+    if (skipped < nbytes) {
+        Py_DECREF(arr);
+        return raise_eof(nbytes, skipped), NULL;
+    }
+    if (!aligned_layout && offset % 16 != 0) {
+        if (PyErr_WarnFormat(PyExc_UserWarning, 1,
+                             "The memmapped array %R loaded from the file %U is not byte aligned. This may cause "
+                             "segmentation faults if this memmapped array is used in some libraries like BLAS or "
+                             "PyTorch. To get rid of this warning, regenerate your pickle file with joblib >= 1.2.0. "
+                             "See https://github.com/joblib/joblib/issues/563 for more details",
+                             arr, u->filename) < 0) {
+            Py_DECREF(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
+static PyObject *
+read_object_array(fj_up *u)
+{
+    if (u->depth >= 16) {
+        PyErr_Format(u->st->UnpicklingError, "object arrays nested too deeply");
+        return NULL;
+    }
+    fj_up sub;
+    fj_up_init(&sub, u->st, u->src);
+    sub.fix_imports = u->fix_imports;
+    sub.encoding = u->encoding;
+    sub.errors = u->errors;
+    sub.find_class = u->find_class;
+    sub.depth = u->depth + 1;
+    /* joblib reads the nested stream with a fresh plain unpickler: no array hook. */
+    sub.joblib = 0;
+    PyObject *res = fj_up_load(&sub);
+    fj_up_clear(&sub);
+    return res;
+}
+
+static PyObject *
+numpy_wrapper_build(fj_up *u, PyObject *state)
+{
+    fj_unpickler_state *up = &u->st->up;
+    PyObject *res = NULL, *shape_t = NULL;
+    if (!PyDict_Check(state)) {
+        PyErr_Format(u->st->UnpicklingError, "NumpyArrayWrapper state must be a dict, not %.200s",
+                     Py_TYPE(state)->tp_name);
+        return NULL;
+    }
+    /* borrowed */
+    PyObject *dtype = PyDict_GetItemWithError(state, up->str_dtype);
+    PyObject *shape = dtype ? PyDict_GetItemWithError(state, up->str_shape) : NULL;
+    if (dtype == NULL || shape == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(u->st->UnpicklingError, "NumpyArrayWrapper state lacks %s", dtype ? "shape" : "dtype");
+        }
+        return NULL;
+    }
+    if (!PyArray_DescrCheck(dtype)) {
+        PyErr_Format(u->st->UnpicklingError, "NumpyArrayWrapper dtype is a %.200s", Py_TYPE(dtype)->tp_name);
+        return NULL;
+    }
+    PyArray_Descr *descr = (PyArray_Descr *)dtype;
+    PyObject *order_o = PyDict_GetItemWithError(state, up->str_order);
+    if (order_o == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    int fortran = 0;
+    if (order_o != NULL) {
+        if (PyUnicode_Check(order_o) && PyUnicode_CompareWithASCIIString(order_o, "F") == 0) {
+            fortran = 1;
+        }
+        else if (!PyUnicode_Check(order_o) || PyUnicode_CompareWithASCIIString(order_o, "C") != 0) {
+            PyErr_Format(u->st->UnpicklingError, "NumpyArrayWrapper order must be 'C' or 'F', not %R", order_o);
+            return NULL;
+        }
+    }
+    PyObject *allow_o = PyDict_GetItemWithError(state, up->str_allow_mmap);
+    if (allow_o == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    int allow_mmap = allow_o != NULL ? PyObject_IsTrue(allow_o) : 0;
+    if (allow_mmap < 0) {
+        return NULL;
+    }
+    PyObject *align_o = PyDict_GetItemWithError(state, up->str_alignment);
+    if (align_o == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    int has_key = align_o != NULL;
+    int padded = has_key && align_o != Py_None;
+    PyObject *subclass = PyDict_GetItemWithError(state, up->str_subclass);
+    if (subclass == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+
+    /* shape -> dims, element count and byte size, all overflow-checked */
+    shape_t = PySequence_Tuple(shape);
+    if (shape_t == NULL) {
+        return NULL;
+    }
+    int nd = (int)PyTuple_GET_SIZE(shape_t);
+    if (PyTuple_GET_SIZE(shape_t) > NPY_MAXDIMS) {
+        PyErr_Format(u->st->UnpicklingError, "NumpyArrayWrapper shape has %zd dimensions", PyTuple_GET_SIZE(shape_t));
+        goto done;
+    }
+    npy_intp dims[NPY_MAXDIMS];
+    int64_t count = 1;
+    int overflow = 0;
+    for (int i = 0; i < nd; i++) {
+        PyObject *d = PyTuple_GET_ITEM(shape_t, i);
+        long long v = PyLong_Check(d) ? PyLong_AsLongLong(d) : -1;
+        if (v == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            overflow = 1;
+        }
+        if (v < 0) {
+            PyErr_Format(u->st->UnpicklingError, "NumpyArrayWrapper shape is invalid: %R", shape);
+            goto done;
+        }
+        dims[i] = (npy_intp)v;
+        if (v != 0 && count > INT64_MAX / v) {
+            overflow = 1;
+        }
+        else {
+            count *= v;
+        }
+    }
+    for (int i = 0; i < nd; i++) {
+        if (dims[i] == 0) {
+            count = 0;
+            overflow = 0;
+        }
+    }
+    int64_t itemsize = (int64_t)PyDataType_ELSIZE(descr);
+    if (overflow || (itemsize > 0 && count > PY_SSIZE_T_MAX / itemsize)) {
+        PyErr_Format(PyExc_ValueError, "NumpyArrayWrapper shape %R with itemsize %lld exceeds the address space",
+                     shape, (long long)itemsize);
+        goto done;
+    }
+    int64_t nbytes = count * itemsize;
+
+    if (PyDataType_REFCHK(descr)) {
+        res = read_object_array(u);
+        if (res != NULL && u->ensure_native) {
+            res = ensure_native(res);
+        }
+        goto done;
+    }
+    if (padded) {
+        int c = fj_source_getc(u->src);
+        if (c == -2) {
+            goto done;
+        }
+        if (c == -1) {
+            raise_eof(nbytes, 0);
+            goto done;
+        }
+        if (c > 0) {
+            int64_t sk = fj_source_skip(u->src, c);
+            if (sk < 0) {
+                goto done;
+            }
+            if (sk < c) {
+                raise_eof(nbytes, 0);
+                goto done;
+            }
+        }
+    }
+    int mapped = 0;
+    if (u->mmap_mode != NULL && allow_mmap && u->filename != NULL) {
+        res = read_memmap(u, descr, shape_t, fortran ? "F" : "C", nbytes, has_key);
+        mapped = 1;
+    }
+    else {
+        res = read_in_memory(u, descr, nd, dims, fortran, nbytes);
+    }
+    if (res == NULL) {
+        goto done;
+    }
+    /* np.matrix: joblib restores it through __array_prepare__, which NumPy 2 removed, so joblib on
+     * NumPy 2 returns a plain ndarray. We restore the matrix (a view) on every NumPy: the type
+     * recorded in the file is what the user dumped. */
+    if (subclass != NULL && subclass == u->st->np_matrix) {
+        PyObject *m = PyArray_View((PyArrayObject *)res, NULL, (PyTypeObject *)u->st->np_matrix);
+        Py_SETREF(res, m);
+        if (res == NULL) {
+            goto done;
+        }
+    }
+    if (!mapped && u->ensure_native) {
+        res = ensure_native(res); /* memmaps are never swapped */
+    }
+done:
+    Py_XDECREF(shape_t);
+    return res;
+}
+
+static PyObject *
+legacy_build(fj_up *u, PyObject *inst, PyObject *state)
+{
+    int z = (PyObject *)Py_TYPE(inst) == u->st->up.ZNDArrayWrapper;
+    u->compat_mode = 1;
+    if (!PyDict_Check(state)) {
+        PyErr_Format(u->st->UnpicklingError, "%s state must be a dict", z ? "ZNDArrayWrapper" : "NDArrayWrapper");
+        return NULL;
+    }
+    PyObject *mod = PyImport_ImportModule("fastjoblib._legacy");
+    if (mod == NULL) {
+        return NULL;
+    }
+    PyObject *res = PyObject_CallMethod(mod, z ? "read_zndarray_wrapper" : "read_ndarray_wrapper", "OOsO", state,
+                                        u->filename ? u->filename : Py_None, u->mmap_mode ? u->mmap_mode : "",
+                                        u->find_class ? u->find_class : Py_None);
+    Py_DECREF(mod);
+    return res;
+}
+
+PyObject *
+fj_ndarray_build(fj_up *u, PyObject *inst, PyObject *state)
+{
+    if ((PyObject *)Py_TYPE(inst) == u->st->up.NumpyArrayWrapper) {
+        return numpy_wrapper_build(u, state);
+    }
+    return legacy_build(u, inst, state);
+}

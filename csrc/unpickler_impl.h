@@ -1,0 +1,50 @@
+/* unpickler_impl.h: the unpickler engine shared by unpickler.c and ndarray_load.c. */
+#ifndef FJ_UNPICKLER_IMPL_H
+#define FJ_UNPICKLER_IMPL_H
+
+#include "fj.h"
+#include "source.h"
+
+struct fj_up {
+    fj_state *st;
+    fj_source *src;
+    PyObject **stack;        /* owned references [0, sp) */
+    Py_ssize_t sp, scap;
+    Py_ssize_t fence;        /* stack index of the innermost MARK (0 when none) */
+    Py_ssize_t *marks;       /* saved outer fences */
+    Py_ssize_t nmarks, mcap;
+    PyObject **memo;         /* flat memo, owned references or NULL */
+    Py_ssize_t memo_cap;
+    Py_ssize_t memo_count;   /* number of distinct memo keys (MEMOIZE uses it) */
+    PyObject *memo_dict;     /* sparse high indices (rare), or NULL */
+    int proto;
+    int fix_imports;
+    const char *encoding;    /* for py2 STRING; "bytes" keeps bytes */
+    const char *errors;
+    PyObject *buffers;       /* iterator or NULL (borrowed for the load) */
+    PyObject *find_class;    /* callable or NULL for the built-in policy (borrowed) */
+    PyObject *persistent_load; /* callable or NULL (borrowed) */
+    /* joblib array hook */
+    int joblib;
+    const char *mmap_mode;   /* NULL, "r", "r+", "c" */
+    PyObject *filename;      /* str or NULL (borrowed) */
+    int ensure_native;
+    int compat_mode;         /* an NDArrayWrapper was seen */
+    int depth;               /* nesting of object-array streams */
+};
+
+/* Initialise / clear an engine over `src` (borrowed). */
+void fj_up_init(fj_up *u, fj_state *st, fj_source *src);
+void fj_up_clear(fj_up *u);
+/* Run the opcode loop until STOP. New reference or NULL. */
+PyObject *fj_up_load(fj_up *u);
+/* The global (module, name) through the engine's policy (find_class hook or the built-in one). */
+PyObject *fj_up_find_class(fj_up *u, PyObject *module, PyObject *name);
+/* The built-in find_class policy of stdlib pickle. */
+PyObject *fj_default_find_class(fj_state *st, int proto, int fix_imports, PyObject *module, PyObject *name);
+
+/* ndarray_load.c: the BUILD of a joblib wrapper `inst` (type is one of the placeholders) with
+ * `state`. Returns the array (new reference) or NULL. */
+PyObject *fj_ndarray_build(fj_up *u, PyObject *inst, PyObject *state);
+
+#endif
