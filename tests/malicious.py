@@ -6,7 +6,8 @@ and that a restricted load refuses it before anything runs (the marker does not 
 
 `HOSTILE` maps a case name to (generator(marker) -> bytes, the global the policy must name when it
 refuses, kind), kind being "plain" (a plain pickle stream) or "joblib" (needs joblib's array
-records) or "build" (refused by the BUILD rule, not by find_class).
+records) or "build" (refused by the BUILD rule, not by find_class) or "shim" (the name is trusted
+but resolves to a stand-in that refuses to be called).
 """
 import io
 import pickle
@@ -117,6 +118,14 @@ def operator_attrgetter(marker):
     return _frame(body)
 
 
+def memmap_write(marker):
+    """numpy.memmap(path, 'uint8', 'w+', 0, (1,)): a trusted-looking numpy name that creates or
+    truncates any file."""
+    body = (_sbu("numpy") + _sbu("memmap") + b"\x93(" + _sbu(str(marker)) + _sbu("uint8")
+            + _sbu("w+") + b"K\x00K\x01\x85tR.")
+    return _frame(body)
+
+
 # ------------------------------------------------------------------------------------------------
 # Memo confusion (picklescan#14 style): MEMOIZE stores at index len(memo), not at max index + 1.
 # A scanner that numbers MEMOIZE entries by its own counter believes memo[1] holds "collections"
@@ -198,6 +207,7 @@ HOSTILE = {
     "runstring": (runstring, "numpy.testing._private.utils.runstring", "plain"),
     "operator_attrgetter": (operator_attrgetter, "operator.attrgetter", "plain"),
     "memo_confusion": (memo_confusion, "os.system", "plain"),
+    "memmap_write": (memmap_write, "numpy.memmap", "shim"),
     "build_on_class": (build_on_class, "collections.UserDict", "build"),
     "build_on_function": (build_on_function, "pandas.core.indexes.base._new_Index", "build"),
     "joblib_nested_object_array": (joblib_nested_object_array, "os.system", "joblib"),
@@ -206,7 +216,7 @@ HOSTILE = {
 
 # Cases that execute `touch marker` under an unrestricted load (used to prove they are hostile).
 EXECUTES = {"global_reduce", "stack_global", "posix_system", "builtins_eval", "py2_alias",
-            "pickle_loads_inner", "memo_confusion", "runstring", "joblib_nested_object_array",
+            "pickle_loads_inner", "memo_confusion", "memmap_write", "runstring", "joblib_nested_object_array",
             "joblib_hostile_after_array"}
 
 

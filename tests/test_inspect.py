@@ -286,8 +286,8 @@ def test_hostile_reported_not_executed(case, tmp_path):
     rep = inspect(gen(marker))
     assert not marker.exists()
     assert refused in rep["globals"]
-    if kind == "build":
-        assert refused in DEFAULT_TRUSTED  # the gadget is the BUILD, not the name
+    if kind in ("build", "shim"):
+        assert refused in DEFAULT_TRUSTED  # the gadget is the BUILD / the call, not the name
     else:
         assert refused in rep["dangerous"]
         assert refused not in rep["needs_trusted"]

@@ -218,6 +218,18 @@ def test_benign_joblib_file_loads_trusted(objs, name, engine):
     assert_deep_equal(obj, got, check_type=name not in ("array_matrix",), native_ok=True)
 
 
+@pytest.mark.parametrize("engine", [e for e in ENGINES if e != "reference"])
+def test_joblib_memmap_subclass_loads_without_real_memmap(engine, tmp_path):
+    mm = np.memmap(tmp_path / "m.dat", dtype="<f4", mode="w+", shape=(6,))
+    mm[:] = np.arange(6)
+    buf = io.BytesIO()
+    joblib.dump({"mm": mm}, buf)
+    assert b"memmap" in buf.getvalue()
+    got = load_with(engine, buf.getvalue(), trusted=True)["mm"]
+    assert type(got) is np.ndarray
+    np.testing.assert_array_equal(got, np.arange(6, dtype="<f4"))
+
+
 def test_protocol0_bytes_go_through_latin1_shim():
     data = pickle.dumps([b"\x00\xffabc", np.arange(4, dtype="<i2")], protocol=0)
     assert b"_codecs\nencode" in data
@@ -272,7 +284,9 @@ def test_defaults_are_not_denied_and_resolve():
     "shutil.rmtree", "socket.socket", "ctypes.CDLL", "types.FunctionType", "types.CodeType",
     "webbrowser.open", "pty.spawn", "timeit.timeit", "profile.run", "cProfile.run", "pdb.run",
     "torch.load", "dill.loads", "cloudpickle.loads", "fastjoblib.load",
-    "joblib.numpy_pickle_compat.NDArrayWrapper", "os.path.join",
+    "joblib.numpy_pickle_compat.NDArrayWrapper", "os.path.join", "numpy.ndarray.__init__",
+    "pathlib.os.system", "sklearn.externals.joblib.load", "pandas.eval", "logging.config.listen",
+    "pydoc.locate", "zipfile.ZipFile", "mypkg.helpers.system",
 ])
 def test_denylist_even_when_user_lists_it(name):
     assert is_denied(name)
@@ -304,11 +318,11 @@ def test_refused_names_are_not_imported(tmp_path, monkeypatch):
 def test_user_listed_alias_of_gadget_is_refused(tmp_path, monkeypatch):
     (tmp_path / "fj_alias_mod.py").write_text(
         "from os import system as run\nfrom builtins import eval as ev\n"
-        "import subprocess as sp\nfrom numpy import load\n")
+        "import subprocess as sp\nfrom numpy import load as npl\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     fc = make_find_class(["fj_alias_mod.run", "fj_alias_mod.ev", "fj_alias_mod.sp",
-                          "fj_alias_mod.load"])
-    for attr in ("run", "ev", "sp", "load"):
+                          "fj_alias_mod.npl"])
+    for attr in ("run", "ev", "sp", "npl"):
         with pytest.raises(UntrustedGlobalError) as info:
             fc("fj_alias_mod", attr)
         assert info.value.name == f"fj_alias_mod.{attr}"

@@ -128,7 +128,9 @@ _STDLIB = [
 ]
 
 _NUMPY = [
-    "numpy.ndarray", "numpy.dtype", "numpy.matrix", "numpy.memmap",
+    "numpy.ndarray", "numpy.dtype", "numpy.matrix",
+    # numpy.memmap: only as joblib's `subclass` marker; resolves to _RestrictedMemmap (no files)
+    "numpy.memmap",
     "numpy.matrixlib.defmatrix.matrix",           # files from 2015-2016
     # array / scalar reconstructors, NumPy 2 names then NumPy 1 names
     "numpy._core.multiarray._reconstruct", "numpy._core.multiarray.scalar",
@@ -239,7 +241,17 @@ DENIED_NAMES = frozenset({
 _DENIED_MODULE_PREFIX_NAMES = frozenset({
     "numpy.lib.npyio", "numpy.lib._npyio_impl", "numpy.testing", "numpy.f2py",
     "numpy.distutils", "numpy.ctypeslib", "torch.serialization", "torch.hub",
-    "pandas.io", "keras.models", "tensorflow.io", "dill._dill",
+    "pandas.io", "keras.models", "tensorflow.io", "dill._dill", "logging.config", "pydoc",
+    "doctest", "zipfile", "tarfile", "sqlite3", "gzip", "bz2", "lzma", "zlib", "cgi", "urllib3",
+    "requests", "torch.storage", "torch.hub", "numpy.lib._datasource", "numpy.lib.format",
+})
+# A last component with one of these names is refused wherever it lives (loaders and executors
+# re-exported under other modules: sklearn.externals.joblib.load, pandas.eval, mypkg.system ...).
+_GADGET_LEAVES = frozenset({
+    "load", "loads", "load_pickle", "read_pickle", "unpickle", "eval", "exec", "execfile",
+    "system", "popen", "spawn", "spawnv", "spawnl", "run_path", "run_module", "import_module",
+    "__import__", "compile", "getattr", "setattr", "delattr", "attrgetter", "methodcaller",
+    "open_memmap", "fromfile", "loadtxt", "genfromtxt", "runstring", "call_subprocess",
 })
 
 
@@ -292,6 +304,8 @@ def is_denied(fullname):
         return True
     if any(p in _GADGET_COMPONENTS for p in parts[1:]):
         return True
+    if parts[-1] in _GADGET_LEAVES:
+        return True
     return False
 
 
@@ -332,7 +346,25 @@ def _restricted_encode(obj, encoding="utf-8", errors="strict"):
     return obj.encode("latin-1")
 
 
-_SHIMS = {"_codecs.encode": _restricted_encode, "codecs.encode": _restricted_encode}
+class _RestrictedMemmap:
+    """Stand-in for numpy.memmap in restricted loads.
+
+    joblib files name ``numpy.memmap`` as the ``subclass`` of an array dumped from a memmap, and
+    fastjoblib's loader only compares that value with ``numpy.matrix``; but calling the real class
+    (REDUCE/NEWOBJ) opens, creates or truncates any file the stream names (mode 'w+'), so it is
+    never handed out.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        raise UntrustedGlobalError("numpy.memmap", "constructing a memmap opens files")
+
+    def __repr__(self):
+        return "<restricted numpy.memmap>"
+
+
+_SHIMS = {"_codecs.encode": _restricted_encode, "codecs.encode": _restricted_encode,
+          "numpy.memmap": _RestrictedMemmap, "numpy.core.memmap.memmap": _RestrictedMemmap,
+          "numpy._core.memmap.memmap": _RestrictedMemmap}
 
 # Objects refused by identity after resolution (looked up lazily, only in already-imported
 # modules, so checking never imports anything).
