@@ -222,6 +222,49 @@ def test_joblib_0_10_to_1_1_layout(monkeypatch):
             assert data[rec["offset"]:rec["offset"] + rec["nbytes"]] == a.tobytes()
 
 
+def test_fixture_formats_from_oldformats(tmp_path):
+    import oldformats
+    arrays = [np.arange(6.0), np.array([None, "x"], dtype=object), np.arange(4, dtype=">i2")]
+    p = tmp_path / "old010.pkl"
+    oldformats.dump_joblib_010(arrays, p)
+    rep = inspect(p)
+    assert rep["format"] == "joblib 0.10-1.1" and len(rep["arrays"]) == 3
+    raw = p.read_bytes()
+    for a, rec in zip(arrays, rep["arrays"]):
+        if not a.dtype.hasobject:
+            assert raw[rec["offset"]:rec["offset"] + rec["nbytes"]] == a.tobytes()
+    p = tmp_path / "vendored.pkl"
+    oldformats.dump_vendored(arrays, p, aligned=False)
+    rep = inspect(p)
+    assert "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper" in rep["globals"]
+    assert rep["needs_trusted"] == [] and len(rep["arrays"]) == 3
+    p = tmp_path / "old09.pkl"
+    oldformats.dump_joblib_09(arrays, p)
+    rep = inspect(p)
+    assert rep["format"] == "joblib<0.10" and rep["arrays"] == []
+    assert rep["companion_files"] == ["old09.pkl_01.npy", "old09.pkl_02.npy", "old09.pkl_03.npy"]
+    assert "joblib.numpy_pickle.NDArrayWrapper" in rep["dangerous"]
+    p = tmp_path / "old09z.pkl"
+    oldformats.dump_joblib_09_compressed(arrays, p)
+    rep = inspect(p)
+    assert rep["container"] == "zfile" and rep["format"] == "joblib<0.10 (zfile)"
+    assert "joblib.numpy_pickle.ZNDArrayWrapper" in rep["dangerous"]
+
+
+def test_compressed_payload_is_streamed_in_bounded_memory():
+    import tracemalloc
+    data = _dump([np.zeros(8 * 2**20 // 8 * 8)], "zlib", 4)  # 64 MiB of float64 zeros
+    assert len(data) < 2**20
+    tracemalloc.start()
+    try:
+        rep = inspect(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rep["arrays"][0]["nbytes"] == 64 * 2**20
+    assert peak < 16 * 2**20, peak
+
+
 def test_pre_0_10_formats():
     from joblib.numpy_pickle_compat import NDArrayWrapper
     data = pickle.dumps({"w": NDArrayWrapper("model.pkl_01.npy", np.ndarray, allow_mmap=True)},

@@ -245,8 +245,14 @@ def _open_source(source):
     """-> (read callable, size or None, closer)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         mv = memoryview(source).cast("B")
-        bio = io.BytesIO(mv)
-        return bio.read, len(mv), bio.close
+        pos = 0
+
+        def read_view(n):  # slices of the caller's buffer: no copy of the whole input
+            nonlocal pos
+            out = mv[pos:pos + n]
+            pos += len(out)
+            return out
+        return read_view, len(mv), (lambda: None)
     if isinstance(source, (str, os.PathLike)):
         f = open(source, "rb")
         return f.read, os.fstat(f.fileno()).st_size, f.close
