@@ -82,6 +82,7 @@ def core_restricted_load(data, trusted=True):
 
 
 ENGINES = ["reference", "joblib"] + (["core"] if HAVE_CORE else [])
+PLAIN_ENGINES = ["reference"] + (["core_unpickler"] if HAVE_CORE else [])
 
 
 def _core_has_build_rule():
@@ -117,7 +118,21 @@ def load_with(engine, data, trusted=True):
         return restricted_loads(data, trusted=trusted)
     if engine == "joblib":
         return joblib_restricted_load(data, trusted)
+    if engine == "core_unpickler":
+        return core_unpickler_load(data, trusted)
     return core_restricted_load(data, trusted)
+
+
+def core_unpickler_load(data, trusted=True):
+    """The pickle-compatible _core.Unpickler, subclassed with the policy as find_class."""
+    from fastjoblib import _core
+    policy = make_find_class(trusted)
+
+    class Restricted(_core.Unpickler):
+        def find_class(self, module, name):
+            return policy(module, name)
+
+    return Restricted(io.BytesIO(data)).load()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -139,14 +154,14 @@ def test_hostile_stream_really_executes_without_policy(case, marker):
     assert marker.exists(), f"{case} did not execute under an unrestricted load"
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", ENGINES + PLAIN_ENGINES[1:])
 @pytest.mark.parametrize("case", sorted(malicious.HOSTILE))
 def test_hostile_refused_before_running(case, engine, marker):
     gen, refused, kind = malicious.HOSTILE[case]
-    if kind == "joblib" and engine == "reference":
+    if kind == "joblib" and engine in ("reference", "core_unpickler"):
         pytest.skip("joblib array records need a joblib-aware loader")
     data = gen(marker)
-    if kind == "build" and engine == "core" and not CORE_BUILD_RULE:
+    if kind == "build" and engine in ("core", "core_unpickler") and not CORE_BUILD_RULE:
         load_with(engine, data)  # runs: the gadget lands (undone by the autouse fixture)
         pytest.xfail("C unpickler does not refuse BUILD on globals yet (rule in the report)")
     with pytest.raises(UntrustedGlobalError) as info:
@@ -200,11 +215,12 @@ def objs():
     return corpus()
 
 
+@pytest.mark.parametrize("engine", PLAIN_ENGINES)
 @pytest.mark.parametrize("name", BENIGN)
-@pytest.mark.parametrize("protocol", [2, 4, 5])
-def test_benign_plain_pickle_loads_trusted(objs, name, protocol):
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_benign_plain_pickle_loads_trusted(objs, name, protocol, engine):
     obj = objs[name]
-    got = restricted_loads(pickle.dumps(obj, protocol=protocol), trusted=True)
+    got = load_with(engine, pickle.dumps(obj, protocol=protocol), trusted=True)
     assert_deep_equal(obj, got, check_type=name != "array_matrix", native_ok=True)
 
 
@@ -228,6 +244,27 @@ def test_joblib_memmap_subclass_loads_without_real_memmap(engine, tmp_path):
     got = load_with(engine, buf.getvalue(), trusted=True)["mm"]
     assert type(got) is np.ndarray
     np.testing.assert_array_equal(got, np.arange(6, dtype="<f4"))
+
+
+@pytest.mark.parametrize("engine", [e for e in ENGINES if e != "reference"])
+def test_old_formats_under_policy(engine, tmp_path):
+    import oldformats
+    arrays = [np.arange(6.0), np.array([None, "x"], dtype=object)]
+    p = tmp_path / "old010.pkl"
+    oldformats.dump_joblib_010(arrays, p)
+    got = load_with(engine, p.read_bytes())
+    np.testing.assert_array_equal(got[0], arrays[0])
+    # 0.9.x multi-file: the wrapper makes the loader open companion files named by the stream
+    p = tmp_path / "old09.pkl"
+    oldformats.dump_joblib_09(arrays, p)
+    with pytest.raises(UntrustedGlobalError) as info:
+        load_with(engine, p.read_bytes())
+    assert info.value.name == "joblib.numpy_pickle.NDArrayWrapper"
+    if engine == "core":  # the C loader maps the vendored module name itself
+        p = tmp_path / "vendored.pkl"
+        oldformats.dump_vendored(arrays, p, aligned=False)
+        got = load_with(engine, p.read_bytes())
+        np.testing.assert_array_equal(got[0], arrays[0])
 
 
 def test_protocol0_bytes_go_through_latin1_shim():
