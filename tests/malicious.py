@@ -10,7 +10,6 @@ records) or "build" (refused by the BUILD rule, not by find_class) or "shim" (th
 but resolves to a stand-in that refuses to be called).
 """
 import io
-import pickle
 import struct
 
 import numpy as np
@@ -94,7 +93,7 @@ def getattr_chain(marker):
 
 
 def dunder_walk(marker):
-    """A trusted module with a qualname that walks to os through dunders: numpy.ndarray.__class__."""
+    """A trusted module, a qualname walking to module globals through dunders."""
     body = _sbu("numpy") + _sbu("ndarray.__init__.__globals__") + b"\x93."
     return _frame(body)
 
@@ -216,7 +215,8 @@ HOSTILE = {
 
 # Cases that execute `touch marker` under an unrestricted load (used to prove they are hostile).
 EXECUTES = {"global_reduce", "stack_global", "posix_system", "builtins_eval", "py2_alias",
-            "pickle_loads_inner", "memo_confusion", "memmap_write", "runstring", "joblib_nested_object_array",
+            "pickle_loads_inner", "memo_confusion", "memmap_write", "runstring",
+            "joblib_nested_object_array",
             "joblib_hostile_after_array"}
 
 
@@ -237,4 +237,4 @@ def unrestricted_load(data):
 
 
 __all__ = ["HOSTILE", "EXECUTES", "write_all", "unrestricted_load", "joblib_load_inner",
-           "numpy_load_inner", "pickle"]
+           "numpy_load_inner"]

@@ -1,4 +1,4 @@
-"""Static inspection of joblib files and pickle streams: nothing from the file is imported or called.
+"""Static inspection of joblib files and pickle streams: nothing in the file is imported or run.
 
 ``inspect(source)`` detects the container by its magic bytes, decompresses it as a stream (bounded
 memory), and walks the pickle opcodes with a small symbolic stack machine. It understands joblib's
@@ -13,7 +13,6 @@ strings and containers are kept only up to small bounds).
 import _compat_pickle
 import bz2
 import codecs
-import gzip
 import io
 import lzma
 import math

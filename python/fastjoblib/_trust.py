@@ -58,7 +58,6 @@ plus this policy plus the BUILD rule) for plain pickle streams; the C loader app
 policy through ``_core.load(..., find_class=make_find_class(trusted))``.
 """
 import _compat_pickle
-import importlib
 import io
 import pickle
 import re
