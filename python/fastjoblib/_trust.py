@@ -22,9 +22,12 @@ unpickler calls it for every global in the stream, nested object-array streams i
   a second, unrestricted load (``pickle.loads``, ``joblib.load``, ``numpy.load``, ``torch.load``,
   dill/cloudpickle, fastjoblib itself), code execution and attribute gadgets (``eval``, ``exec``,
   ``compile``, ``getattr``, ``setattr``, ``__import__``, ``open``, ``operator.attrgetter`` ...),
-  and whole modules whose every member is a process, file, network or interpreter gadget (``os``,
-  ``posix``, ``subprocess``, ``sys``, ``importlib``, ``marshal``, ``runpy``, ``code``, ``ctypes``,
-  ``shutil``, ``socket``, ``pty``, ``webbrowser``, profilers, debuggers, ...);
+  whole modules that have no business in a data file and hold process, file, network or
+  interpreter gadgets (``os``, ``posix``, ``subprocess``, ``sys``, ``importlib``, ``marshal``,
+  ``runpy``, ``code``, ``ctypes``, ``shutil``, ``socket``, ``pty``, ``webbrowser``, profilers,
+  debuggers, archive and compression modules, ...), gadget leaf names wherever they are
+  re-exported (``*.load``, ``*.loads``, ``*.eval``, ``*.system`` ...), dunder steps and gadget
+  modules as inner components (``numpy.ndarray.__init__.__globals__``, ``pathlib.os.system``);
 * resolves an accepted name conservatively: the imported module must really be that module
   (``sys.modules`` aliases such as ``os.path`` -> ``posixpath`` are re-checked under their real
   name), qualname steps may not be dunders (except the few listed constructors such as
@@ -32,8 +35,13 @@ unpickler calls it for every global in the stream, nested object-array streams i
   identity and by its ``__module__`` against the denylist (a user-trusted alias of ``os.system``
   is still refused).
 
-``codecs.encode`` / ``_codecs.encode`` (what protocols 0-2 use for ``bytes``) resolve to a shim
-that only performs ``str.encode('latin1')``: the real function can run any registered codec.
+Two trusted names resolve to stand-ins rather than the real objects:
+
+* ``codecs.encode`` / ``_codecs.encode`` (what protocols 0-2 use for ``bytes``): a shim that only
+  performs ``str.encode('latin1')``; the real function runs any registered codec.
+* ``numpy.memmap``: joblib files name it as the ``subclass`` of arrays dumped from memmaps, but
+  calling it opens, creates or truncates any file (mode 'w+'); the stand-in refuses to be called.
+  (Plain pickles of a ``numpy.memmap`` object therefore do not load in restricted mode.)
 
 ``functools.partial`` is neither trusted by default nor denied: it only binds callables that
 themselves passed this policy (REDUCE can already call those), but it is not data, so a caller who
@@ -51,7 +59,14 @@ What this does NOT prevent (read before trusting a name):
   function, a global singleton obtained from ``find_class``) would ``setattr`` on shared
   interpreter state (protectai/modelscan#85). ``find_class`` cannot see BUILD: the unpickler must
   refuse it (``RestrictedUnpickler`` below does; the rule is ``check_build_target``).
-* Denial of service by deep nesting or huge memo indexes is the unpickler's job.
+* Denial of service: trusted constructors accept huge sizes (``bytes(10**12)``, an ndarray shape,
+  ``fractions.Fraction('1e999999999')``); deep nesting and huge memo indexes are the unpickler's
+  job.
+
+Known gaps in what loads: tz-aware pandas data whose zone is a ``zoneinfo.ZoneInfo`` pickles
+through ``builtins.getattr(ZoneInfo, '_unpickle')`` and is refused (``getattr`` is denied);
+``functools.partial``, user classes, enums, namedtuples and estimators must be listed by name
+(``fastjoblib.inspect(path)['needs_trusted']`` prints them).
 
 ``RestrictedUnpickler`` is a pure-Python reference implementation (stdlib ``pickle._Unpickler``
 plus this policy plus the BUILD rule) for plain pickle streams; the C loader applies the same
