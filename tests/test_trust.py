@@ -39,15 +39,12 @@ class _JoblibRestricted(jnp.NumpyUnpickler):
     def __init__(self, fh, trusted):
         super().__init__("", fh, ensure_native_byte_order=False)
         self._policy = make_find_class(trusted)
-        self._seen = {}
 
     def find_class(self, module, name):
-        obj = self._policy(module, name)
-        self._seen[id(obj)] = obj
-        return obj
+        return self._policy(module, name)
 
     def load_build(self):
-        check_build_target(self.stack[-2], self._seen)
+        self._policy.check_build(self.stack[-2])
         jnp.NumpyUnpickler.load_build(self)
 
     dispatch[pickle.BUILD[0]] = load_build
@@ -409,6 +406,12 @@ def test_check_build_target_rule():
     with pytest.raises(UntrustedGlobalError):
         check_build_target(singleton, seen)  # ...but not when find_class returned it directly
     check_build_target(uuid.UUID(int=1), {})
+    # the policy remembers what it handed out
+    fc = make_find_class(True)
+    cls = fc("collections", "UserDict")
+    with pytest.raises(UntrustedGlobalError, match="BUILD"):
+        fc.check_build(cls)
+    fc.check_build(cls())
 
 
 def test_module_docstring_states_limits():

@@ -58,7 +58,8 @@ What this does NOT prevent (read before trusting a name):
 * BUILD on an object that is not an instance created by this load (a class, a module, a
   function, a global singleton obtained from ``find_class``) would ``setattr`` on shared
   interpreter state (protectai/modelscan#85). ``find_class`` cannot see BUILD: the unpickler must
-  refuse it (``RestrictedUnpickler`` below does; the rule is ``check_build_target``).
+  call ``find_class.check_build(inst)`` before every BUILD (``RestrictedUnpickler`` below does;
+  the rule is ``check_build_target``).
 * Denial of service: trusted constructors accept huge sizes (``bytes(10**12)``, an ndarray shape,
   ``fractions.Fraction('1e999999999')``); deep nesting and huge memo indexes are the unpickler's
   job.
@@ -467,12 +468,22 @@ def make_find_class(trusted=True):
             # The C loader handles these records itself and discards what find_class returns;
             # joblib (or the long-gone sklearn.externals.joblib) need not be importable.
             try:
-                return _resolve("joblib.numpy_pickle", "NumpyArrayWrapper", fullname)
+                obj = _resolve("joblib.numpy_pickle", "NumpyArrayWrapper", fullname)
             except UntrustedGlobalError:
-                return _WrapperName(fullname)
-        return _resolve(module, name, fullname)
+                obj = _WrapperName(fullname)
+        else:
+            obj = _resolve(module, name, fullname)
+        returned[id(obj)] = obj  # strong ref: ids stay unique
+        return obj
+
+    returned = {}
+
+    def check_build(inst):
+        """Call before every BUILD: raises UntrustedGlobalError if `inst` may not get state."""
+        check_build_target(inst, returned)
 
     find_class.trusted = allowed
+    find_class.check_build = check_build
     return find_class
 
 
@@ -514,15 +525,12 @@ class RestrictedUnpickler(pickle._Unpickler):
     def __init__(self, file, *, trusted=True, **kwargs):
         super().__init__(file, **kwargs)
         self._policy = make_find_class(trusted)
-        self._globals_seen = {}
 
     def find_class(self, module, name):
-        obj = self._policy(module, name)
-        self._globals_seen[id(obj)] = obj  # keep alive so ids stay unique
-        return obj
+        return self._policy(module, name)
 
     def load_build(self):
-        check_build_target(self.stack[-2], self._globals_seen)
+        self._policy.check_build(self.stack[-2])
         pickle._Unpickler.load_build(self)
 
     dispatch[pickle.BUILD[0]] = load_build
