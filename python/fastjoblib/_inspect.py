@@ -848,10 +848,31 @@ class _Walk:
 def inspect(source):
     """Describe a joblib file or pickle stream without importing or calling anything from it.
 
-    source: a path (str / os.PathLike), a binary file object, or a bytes-like object.
-    Returns a dict: container, compressed, protocol, format, globals {name: count}, arrays [...],
-    versions {key: [values]}, needs_trusted [...], dangerous [...], and stream details. Raises
-    ValueError for damaged or hostile input.
+    source: a path (str / os.PathLike), a binary file object (read from its current position),
+    or a bytes-like object. Raises ValueError for damaged or hostile input, TypeError for another
+    source type; a missing path raises the usual OSError.
+
+    Returns a dict:
+      container       'raw', 'zlib', 'gzip', 'bz2', 'lzma', 'xz', 'lz4', 'zstd' or 'zfile'
+      compressed      container != 'raw'
+      protocol        the first PROTO opcode's value (None for protocols 0/1)
+      format          'joblib>=1.2' (aligned), 'joblib 0.10-1.1', 'joblib<0.10',
+                      'joblib<0.10 (zfile)' or 'pickle' (no array records)
+      globals         {"module.qualname": count}, Python 2 names mapped as pickle does, nested
+                      object-array streams included
+      arrays          one dict per joblib array record, in stream order: dtype (numpy's .str,
+                      or the descr list for structured dtypes), shape, order, object, subclass,
+                      allow_mmap, alignment (16 / None / 'absent'), itemsize, nbytes, padding,
+                      offset (of the payload in the uncompressed stream; for object arrays the
+                      nested stream's start and nbytes its length), mmap (the payload can be
+                      memory-mapped: uncompressed, allow_mmap, not object)
+      versions        {key: [values]} for str items whose key looks like a version
+                      (e.g. '_sklearn_version')
+      needs_trusted   sorted globals outside DEFAULT_TRUSTED and not denied: what to pass as
+                      trusted=[...] after reviewing them
+      dangerous       sorted globals on the denylist (plus unresolvable STACK_GLOBALs and
+                      extension codes): a restricted load refuses the file
+      stream_size, trailing_data, persistent_ids, out_of_band_buffers, companion_files
     """
     read, size, close = _open_source(source)
     try:
