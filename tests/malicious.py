@@ -48,6 +48,26 @@ def stack_global(marker, module="os", name="system"):
     return _frame(body)
 
 
+def inst_opcode(marker):
+    """Protocol 0 INST: MARK, args, 'i' module\nname\n calls the class with the args."""
+    return b"(V" + _cmd(marker).encode() + b"\nios\nsystem\n."
+
+
+def obj_opcode(marker):
+    """Protocol 1 OBJ: MARK, callable, args, 'o'."""
+    return b"(cposix\nsystem\nV" + _cmd(marker).encode() + b"\no."
+
+
+EXT_CODE = 0x7A31
+
+
+def ext_opcode(marker):
+    """EXT2 through copyreg's extension registry (only hostile if the code maps to a gadget, as
+    in test_trust, which registers os.system under EXT_CODE)."""
+    return b"\x80\x02\x83" + struct.pack("<H", EXT_CODE) + b"X" + \
+        struct.pack("<I", len(_cmd(marker))) + _cmd(marker).encode() + b"\x85R."
+
+
 def builtins_eval(marker):
     """builtins.eval of a source string (the classic one-liner)."""
     src = f"__import__('os').system({_cmd(marker)!r})"
@@ -198,6 +218,8 @@ HOSTILE = {
     "subprocess": (lambda m: stack_global(m, "subprocess", "check_call"),
                    "subprocess.check_call", "plain"),
     "builtins_eval": (builtins_eval, "builtins.eval", "plain"),
+    "inst_opcode": (inst_opcode, "os.system", "plain"),
+    "obj_opcode": (obj_opcode, "posix.system", "plain"),
     "py2_alias": (py2_alias, "subprocess.getoutput", "plain"),
     "pickle_loads_inner": (pickle_loads_inner, "pickle.loads", "plain"),
     "getattr_chain": (getattr_chain, "builtins.getattr", "plain"),
@@ -215,6 +237,7 @@ HOSTILE = {
 
 # Cases that execute `touch marker` under an unrestricted load (used to prove they are hostile).
 EXECUTES = {"global_reduce", "stack_global", "posix_system", "builtins_eval", "py2_alias",
+            "inst_opcode", "obj_opcode",
             "pickle_loads_inner", "memo_confusion", "memmap_write", "runstring",
             "joblib_nested_object_array",
             "joblib_hostile_after_array"}

@@ -48,6 +48,7 @@ class _JoblibRestricted(jnp.NumpyUnpickler):
         jnp.NumpyUnpickler.load_build(self)
 
     dispatch[pickle.BUILD[0]] = load_build
+    get_extension = _trust.RestrictedUnpickler.get_extension
 
 
 def joblib_restricted_load(data, trusted=True):
@@ -129,6 +130,9 @@ def core_unpickler_load(data, trusted=True):
         def find_class(self, module, name):
             return policy(module, name)
 
+        def check_build(self, inst):  # the proposed BUILD hook for Unpickler subclasses
+            policy.check_build(inst)
+
     return Restricted(io.BytesIO(data)).load()
 
 
@@ -180,6 +184,45 @@ def test_build_gadget_really_mutates_without_rule(marker):
     finally:
         if "pwned" in vars(collections.UserDict):
             del collections.UserDict.pwned
+
+
+@pytest.mark.parametrize("engine", PLAIN_ENGINES)
+def test_extension_registry_goes_through_policy(engine, marker):
+    import copyreg
+    copyreg.add_extension("os", "system", malicious.EXT_CODE)
+    try:
+        data = malicious.ext_opcode(marker)
+        with pytest.raises(UntrustedGlobalError) as info:
+            load_with(engine, data)
+        assert info.value.name == "os.system"
+        assert not marker.exists()
+        pickle.loads(data)  # the unrestricted stdlib load runs it
+        assert marker.exists()
+    finally:
+        copyreg.remove_extension("os", "system", malicious.EXT_CODE)
+
+
+@pytest.mark.parametrize("engine", PLAIN_ENGINES + [e for e in ENGINES if e == "core"])
+def test_extension_cache_does_not_bypass_policy(engine):
+    """An earlier unrestricted load caches the code's object; a restricted load must still ask."""
+    import copyreg
+    from fastjoblib import _core
+    copyreg.add_extension("builtins", "len", malicious.EXT_CODE)
+    try:
+        data = malicious.ext_opcode("abc")  # len('touch abc')
+        assert pickle.loads(data) == 9 and pickle._loads(data) == 9  # fills the caches
+        if HAVE_CORE:
+            assert _core.loads(data) == 9
+        try:
+            load_with(engine, data)
+        except UntrustedGlobalError as e:
+            assert e.name == "builtins.len"
+        else:
+            assert engine != "reference"
+            pytest.xfail("C unpickler answers EXT from its cache without find_class (report)")
+    finally:
+        copyreg.remove_extension("builtins", "len", malicious.EXT_CODE)
+        copyreg.clear_extension_cache()
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -60,6 +60,9 @@ What this does NOT prevent (read before trusting a name):
   interpreter state (protectai/modelscan#85). ``find_class`` cannot see BUILD: the unpickler must
   call ``find_class.check_build(inst)`` before every BUILD (``RestrictedUnpickler`` below does;
   the rule is ``check_build_target``).
+* EXT1/EXT2/EXT4 opcodes name globals through copyreg's extension registry: the unpickler must
+  pass the registered (module, name) to find_class on every use, never answer from a cache
+  (stdlib ``pickle`` caches them in ``copyreg._extension_cache`` and then skips find_class).
 * Denial of service: trusted constructors accept huge sizes (``bytes(10**12)``, an ndarray shape,
   ``fractions.Fraction('1e999999999')``); deep nesting and huge memo indexes are the unpickler's
   job.
@@ -74,6 +77,7 @@ plus this policy plus the BUILD rule) for plain pickle streams; the C loader app
 policy through ``_core.load(..., find_class=make_find_class(trusted))``.
 """
 import _compat_pickle
+import copyreg
 import io
 import pickle
 import re
@@ -534,6 +538,14 @@ class RestrictedUnpickler(pickle._Unpickler):
         pickle._Unpickler.load_build(self)
 
     dispatch[pickle.BUILD[0]] = load_build
+
+    def get_extension(self, code):
+        # pickle's own version answers from copyreg's _extension_cache without asking
+        # find_class once any earlier load resolved the code: always ask the policy here.
+        key = copyreg._inverted_registry.get(code)
+        if not key:
+            raise pickle.UnpicklingError(f"unregistered extension code {code}")
+        self.append(self.find_class(*key))
 
 
 def restricted_loads(data, *, trusted=True):
