@@ -331,6 +331,8 @@ def test_hostile_reported_not_executed(case, tmp_path):
     assert refused in rep["globals"]
     if kind in ("build", "shim"):
         assert refused in DEFAULT_TRUSTED  # the gadget is the BUILD / the call, not the name
+        if kind == "build":
+            assert rep["dangerous"] == [f"<BUILD on {refused}>"]
     else:
         assert refused in rep["dangerous"]
         assert refused not in rep["needs_trusted"]

@@ -494,6 +494,7 @@ class _Walk:
         self.oob_buffers = 0
         self.extensions = []
         self.companions = []
+        self.build_on_globals = set()
 
     # -- helpers --------------------------------------------------------------------------------
     def add_global(self, module, name):
@@ -807,6 +808,9 @@ class _Walk:
                 vals.append(v)
 
     def build(self, stack, inst, state, nested):
+        if isinstance(inst, _Global):  # setattr on a shared global (modelscan#85 gadget)
+            self.build_on_globals.add(inst.name)
+            return
         if isinstance(inst, _Obj):
             inst.state = state
             cname = inst.cls_name()
@@ -870,8 +874,9 @@ def inspect(source):
                       (e.g. '_sklearn_version')
       needs_trusted   sorted globals outside DEFAULT_TRUSTED and not denied: what to pass as
                       trusted=[...] after reviewing them
-      dangerous       sorted globals on the denylist (plus unresolvable STACK_GLOBALs and
-                      extension codes): a restricted load refuses the file
+      dangerous       sorted globals on the denylist, plus '<unresolved STACK_GLOBAL>',
+                      '<extension code N>' and '<BUILD on module.name>' (state applied to a
+                      global itself: the setattr gadget): a restricted load refuses the file
       stream_size, trailing_data, persistent_ids, out_of_band_buffers, companion_files
     """
     read, size, close = _open_source(source)
@@ -912,7 +917,8 @@ def inspect(source):
     names = sorted(w.globals)
     dangerous = sorted({n for n in names if is_denied(n)}
                        | ({"<unresolved STACK_GLOBAL>"} if w.unresolved else set())
-                       | {f"<extension code {c}>" for c in w.extensions})
+                       | {f"<extension code {c}>" for c in w.extensions}
+                       | {f"<BUILD on {n}>" for n in w.build_on_globals})
     return {
         "container": container,
         "compressed": container != "raw",
