@@ -273,7 +273,7 @@ fj_source_init_pyfile(fj_source *s, PyObject *file)
     s->kind = FJ_SRC_PYFILE;
     s->file = Py_NewRef(file);
     if (lookup_method(file, "read", &s->m_read) < 0 || lookup_method(file, "readinto", &s->m_readinto) < 0 ||
-        lookup_method(file, "peek", &s->m_peek) < 0) {
+        lookup_method(file, "peek", &s->m_peek) < 0 || lookup_method(file, "readline", &s->m_readline) < 0) {
         return -1;
     }
     if (s->m_read == NULL) {
@@ -320,6 +320,7 @@ fj_source_release(fj_source *s)
     Py_CLEAR(s->m_read);
     Py_CLEAR(s->m_readinto);
     Py_CLEAR(s->m_peek);
+    Py_CLEAR(s->m_readline);
     s->buf = NULL;
     s->pos = s->end = 0;
 }
@@ -542,7 +543,7 @@ pyfile_append_line(fj_source *s)
     if (pyfile_sync(s) < 0) {
         return -1;
     }
-    PyObject *line = PyObject_CallMethod(s->file, "readline", NULL);
+    PyObject *line = PyObject_CallNoArgs(s->m_readline);
     if (line == NULL) {
         return -1;
     }
@@ -586,9 +587,12 @@ fj_source_readline(fj_source *s, Py_ssize_t *len)
             break;
         }
         int r;
-        if (s->kind == FJ_SRC_PYFILE) {
+        if (s->kind == FJ_SRC_PYFILE && s->m_readline != NULL) {
             r = pyfile_append_line(s);
             scanned = 0; /* the window moved: rescan */
+        }
+        else if (s->kind == FJ_SRC_PYFILE) {
+            r = source_fill(s, avail + 1); /* exact: one byte at a time past the window */
         }
         else {
             r = source_fill(s, avail + (avail < CHUNK ? CHUNK : avail));

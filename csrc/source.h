@@ -33,7 +33,7 @@ typedef struct fj_source {
     fj_reader *reader;    /* READER: owned */
     int fd;               /* READER over our fd backend: the fd (else -1) */
     /* PYFILE */
-    PyObject *file, *m_read, *m_readinto, *m_peek;
+    PyObject *file, *m_read, *m_readinto, *m_peek, *m_readline;
     Py_ssize_t real_end;  /* buf[0:real_end) consumed from the file; buf[real_end:end) only peeked */
     int64_t safe_until;   /* absolute offset up to which reading ahead is allowed (inside a frame) */
 } fj_source;
