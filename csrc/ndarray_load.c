@@ -229,6 +229,69 @@ read_object_array(fj_up *u)
     return res;
 }
 
+/* NumPy's dtype __setstate__ accepts a structured dtype whose names and fields disagree (a
+ * corrupted file), and creating an array of it then crashes inside NumPy. Check the structure
+ * before allocating: every name maps to (dtype, offset[, title]), recursively. 0 / -1. */
+static int
+validate_descr(fj_up *u, PyArray_Descr *d, int depth)
+{
+    if (depth > 32) {
+        PyErr_SetString(u->st->UnpicklingError, "NumpyArrayWrapper dtype nested too deeply");
+        return -1;
+    }
+    int r = -1;
+    PyObject *names = NULL, *fields = NULL, *sub = NULL;
+    if ((sub = PyObject_GetAttrString((PyObject *)d, "subdtype")) == NULL) {
+        goto done;
+    }
+    if (sub != Py_None) {
+        if (!PyTuple_Check(sub) || PyTuple_GET_SIZE(sub) != 2 || !PyArray_DescrCheck(PyTuple_GET_ITEM(sub, 0))) {
+            goto bad;
+        }
+        if (validate_descr(u, (PyArray_Descr *)PyTuple_GET_ITEM(sub, 0), depth + 1) < 0) {
+            goto done;
+        }
+    }
+    if ((names = PyObject_GetAttrString((PyObject *)d, "names")) == NULL ||
+        (fields = PyObject_GetAttrString((PyObject *)d, "fields")) == NULL) {
+        goto done;
+    }
+    if ((names == Py_None) != (fields == Py_None)) {
+        goto bad;
+    }
+    if (names != Py_None) {
+        if (!PyTuple_Check(names)) {
+            goto bad;
+        }
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+            PyObject *v = PyObject_GetItem(fields, PyTuple_GET_ITEM(names, i));
+            if (v == NULL) {
+                PyErr_Clear();
+                goto bad;
+            }
+            int ok = PyTuple_Check(v) && PyTuple_GET_SIZE(v) >= 2 && PyArray_DescrCheck(PyTuple_GET_ITEM(v, 0)) &&
+                     PyLong_Check(PyTuple_GET_ITEM(v, 1));
+            if (ok && validate_descr(u, (PyArray_Descr *)PyTuple_GET_ITEM(v, 0), depth + 1) < 0) {
+                Py_DECREF(v);
+                goto done;
+            }
+            Py_DECREF(v);
+            if (!ok) {
+                goto bad;
+            }
+        }
+    }
+    r = 0;
+    goto done;
+bad:
+    PyErr_Format(u->st->UnpicklingError, "NumpyArrayWrapper dtype is inconsistent (names and fields disagree)");
+done:
+    Py_XDECREF(names);
+    Py_XDECREF(fields);
+    Py_XDECREF(sub);
+    return r;
+}
+
 static PyObject *
 numpy_wrapper_build(fj_up *u, PyObject *state)
 {
@@ -253,6 +316,9 @@ numpy_wrapper_build(fj_up *u, PyObject *state)
         return NULL;
     }
     PyArray_Descr *descr = (PyArray_Descr *)dtype;
+    if ((PyDataType_HASFIELDS(descr) || PyDataType_HASSUBARRAY(descr)) && validate_descr(u, descr, 0) < 0) {
+        return NULL;
+    }
     PyObject *order_o = PyDict_GetItemWithError(state, up->str_order);
     if (order_o == NULL && PyErr_Occurred()) {
         return NULL;

@@ -29,7 +29,6 @@ enum {
     OP_BYTEARRAY8 = 0x96, OP_NEXT_BUFFER = 0x97, OP_READONLY_BUFFER = 0x98,
 };
 
-#define MAX_DEPTH 64 /* nested object-array streams */
 
 /* ---------------------------------------------------------------------------------------------
  * Small readers */
@@ -179,6 +178,24 @@ pop_mark(fj_up *u)
     return k;
 }
 
+/* CPython's own rule (_PyTuple_MaybeUntrack, applied lazily by the collector): a tuple holding
+ * only objects that cannot be part of a cycle need not be tracked. Applying it at creation keeps
+ * the dicts and lists that hold such tuples untracked as well, which makes the collections that
+ * run while a big object graph is built much cheaper. */
+static inline void
+maybe_untrack_tuple(PyObject *t)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        PyObject *e = PyTuple_GET_ITEM(t, i);
+        if (PyObject_IS_GC(e) && !(PyTuple_CheckExact(e) && !PyObject_GC_IsTracked(e))) {
+            return;
+        }
+    }
+    if (PyObject_GC_IsTracked(t)) {
+        PyObject_GC_UnTrack(t);
+    }
+}
+
 /* stack[k:sp] -> new tuple (references moved). */
 static PyObject *
 take_tuple(fj_up *u, Py_ssize_t k)
@@ -192,6 +209,7 @@ take_tuple(fj_up *u, Py_ssize_t k)
         PyTuple_SET_ITEM(t, i, u->stack[k + i]);
     }
     u->sp = k;
+    maybe_untrack_tuple(t);
     return t;
 }
 
@@ -646,13 +664,24 @@ static int
 do_appends(fj_up *u, PyObject *lst, Py_ssize_t k)
 {
     if (PyList_CheckExact(lst)) {
-        for (Py_ssize_t i = k; i < u->sp; i++) {
-            if (PyList_Append(lst, u->stack[i]) < 0) {
-                return -1;
+        if (u->sp - k <= 4) {
+            for (Py_ssize_t i = k; i < u->sp; i++) {
+                if (PyList_Append(lst, u->stack[i]) < 0) {
+                    return -1;
+                }
             }
+            drop_to(u, k);
+            return 0;
         }
-        drop_to(u, k);
-        return 0;
+        /* one resize for the whole batch */
+        PyObject *batch = take_list(u, k);
+        if (batch == NULL) {
+            return -1;
+        }
+        Py_ssize_t len = PyList_GET_SIZE(lst);
+        int r = PyList_SetSlice(lst, len, len, batch);
+        Py_DECREF(batch);
+        return r;
     }
     PyObject *items = take_list(u, k);
     if (items == NULL) {

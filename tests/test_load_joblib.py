@@ -385,3 +385,25 @@ def test_text_and_npy_files_raise(tmp_path):
     for source in SOURCES:
         with pytest.raises((pickle.UnpicklingError, ValueError, EOFError)):
             _load(str(n), source)
+
+
+def test_fd_pipe_source_joblib(tmp_path):
+    """A stream of unknown length (a pipe): arrays are read with bounded allocation."""
+    import threading
+    obj = {"a": np.arange(300_000.0), "o": np.array([1, "x"], dtype=object), "f": np.ones((30, 20), order="F")}
+    b = io.BytesIO()
+    joblib.dump(obj, b)
+    data = b.getvalue()
+    r, w = os.pipe()
+
+    def writer():
+        with os.fdopen(w, "wb") as f:
+            f.write(data)
+
+    th = threading.Thread(target=writer)
+    th.start()
+    try:
+        assert_deep_equal(obj, _core.load(r))
+    finally:
+        th.join()
+        os.close(r)

@@ -414,3 +414,39 @@ def test_unpickler_threads():
     for t in ts:
         t.join()
     assert not errors
+
+
+def test_sparse_and_overwritten_memo_indices():
+    data = b"(I5\np99999999\ng99999999\nI6\np3\nI7\np3\ng3\nl."
+    assert _core.loads(data) == pickle.loads(data) == [5, 5, 6, 7, 7]
+    data = b"\x80\x02K\x01r\xff\xff\xff\xff0j\xff\xff\xff\xff\x94h\x01\x86."  # MEMOIZE after a sparse PUT
+    # (the C stdlib unpickler sizes its memo array by the index and raises MemoryError here)
+    assert _core.loads(data) == pickle._loads(data) == (1, 1)
+
+
+@pytest.mark.parametrize("proto", (0, 1))
+def test_long_text_lines_from_streams(proto):
+    obj = ["é" * 300_000, 10**4000, "x" * 2_000_000]
+    data = pickle.dumps(obj, proto)
+    for f in (io.BytesIO(data), ReadOnlyFile(data), ReadintoFile(data)):
+        assert _core.Unpickler(f).load() == obj
+        assert f.read() == b""
+
+
+def test_fd_pipe_source():
+    import threading
+    obj = {"k": list(range(50000)), "b": b"z" * 3_000_000}
+    data = pickle.dumps(obj, 5) + b"after"
+    r, w = os.pipe()
+
+    def writer():
+        with os.fdopen(w, "wb") as f:
+            f.write(data)
+
+    th = threading.Thread(target=writer)
+    th.start()
+    try:
+        assert _core.load_pickle(r) == obj
+    finally:
+        th.join()
+        os.close(r)

@@ -6,5 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -f python/fastjoblib/_core*.so
-python setup.py -q build_ext --inplace --build-temp "build/tmp-${FASTJOBLIB_SANITIZE:+asan}" 2>&1 | grep -v "^$" || true
+# --force: the sanitizer and normal builds share build/lib, so without it switching flavours
+# silently reuses the other flavour's .so (observed).
+python setup.py -q build_ext --force --inplace --build-temp "build/tmp-${FASTJOBLIB_SANITIZE:+asan}" 2>&1 | grep -v "^$" || true
 ls python/fastjoblib/_core*.so >/dev/null
