@@ -1699,6 +1699,51 @@ reduce:
     return status;
 }
 
+/* fast mode (no memo): detect cycles like stdlib once the nesting gets deep */
+#define FAST_NESTING_LIMIT 50
+
+static int
+fast_enter(fj_pk *p, PyObject *obj)
+{
+    if (p->fast_nesting++ < FAST_NESTING_LIMIT) {
+        return 0;
+    }
+    if (p->fast_memo == NULL && (p->fast_memo = PyDict_New()) == NULL) {
+        return -1;
+    }
+    PyObject *key = PyLong_FromVoidPtr(obj);
+    if (key == NULL) {
+        return -1;
+    }
+    int r = PyDict_Contains(p->fast_memo, key);
+    if (r > 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "fast mode: can't pickle cyclic objects including object type %.200s at %p",
+                     Py_TYPE(obj)->tp_name, (void *)obj);
+        r = -1;
+    }
+    else if (r == 0) {
+        r = PyDict_SetItem(p->fast_memo, key, Py_None);
+    }
+    Py_DECREF(key);
+    return r;
+}
+
+static int
+fast_leave(fj_pk *p, PyObject *obj)
+{
+    if (--p->fast_nesting < FAST_NESTING_LIMIT || p->fast_memo == NULL) {
+        return 0;
+    }
+    PyObject *key = PyLong_FromVoidPtr(obj);
+    if (key == NULL) {
+        return -1;
+    }
+    int r = PyDict_DelItem(p->fast_memo, key);
+    Py_DECREF(key);
+    return r;
+}
+
 int
 fj_pk_save(fj_pk *p, PyObject *obj, int flags)
 {
@@ -1751,6 +1796,11 @@ fj_pk_save(fj_pk *p, PyObject *obj, int flags)
     if (Py_EnterRecursiveCall(" while pickling an object")) {
         return -1;
     }
+    if (p->fast && fast_enter(p, obj) < 0) {
+        p->fast_nesting--;
+        Py_LeaveRecursiveCall();
+        return -1;
+    }
     if (type == &PyDict_Type) {
         r = save_dict(p, obj, flags);
     }
@@ -1774,6 +1824,14 @@ fj_pk_save(fj_pk *p, PyObject *obj, int flags)
     }
     else {
         r = save_other(p, obj, type);
+    }
+    if (p->fast) {
+        if (r < 0) {
+            p->fast_nesting--; /* unwinding: the path set is dropped with the call */
+        }
+        else if (fast_leave(p, obj) < 0) {
+            r = -1;
+        }
     }
     Py_LeaveRecursiveCall();
     return r;
@@ -1871,6 +1929,8 @@ run_dump(fj_pk *p, fj_writer *w, PyObject *obj, PyObject **out)
     }
     fj_sink_free(&sink);
     p->sink = NULL;
+    Py_CLEAR(p->fast_memo);
+    p->fast_nesting = 0;
     return r;
 }
 

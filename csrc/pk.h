@@ -17,6 +17,8 @@ typedef struct {
     int proto;
     int bin;
     int fast;
+    int fast_nesting;        /* fast mode: container depth */
+    PyObject *fast_memo;     /* fast mode: ids on the current path past depth 50 (owned) */
     int fix_imports;
     int array_hook;          /* joblib NumpyArrayWrapper records (only in _core.dump) */
     PyObject *pers_func;     /* borrowed, may be NULL */

@@ -8,19 +8,21 @@
 #define SINK_INITIAL 4096
 #define FJ_OP_FRAME '\x95'
 #define FD_WRITE_MAX ((Py_ssize_t)0x7ffff000)
+#define PYWRITE_BYTES_MAX ((Py_ssize_t)256 * 1024)
 
+/* fj_sink_boundary's threshold: a frame reaching the target size, or, with a writer, a buffer
+ * holding the target size (frames may be cut short by array records: flush anyway). */
 static void
 update_limit(fj_sink *s)
 {
+    Py_ssize_t lim = PY_SSIZE_T_MAX;
     if (s->frame_start >= 0) {
-        s->limit = s->frame_start + FJ_FRAME_TARGET;
+        lim = s->frame_start + FJ_FRAME_TARGET;
     }
-    else if (!s->framing && s->w != NULL) {
-        s->limit = FJ_FRAME_TARGET;
+    if (s->w != NULL && lim > FJ_FRAME_TARGET) {
+        lim = FJ_FRAME_TARGET;
     }
-    else {
-        s->limit = PY_SSIZE_T_MAX;
-    }
+    s->limit = lim;
 }
 
 int
@@ -137,18 +139,16 @@ fj_sink_flush(fj_sink *s)
 int
 fj_sink_boundary_slow(fj_sink *s)
 {
-    if (s->frame_start >= 0) {
-        if (s->len - s->frame_start >= FJ_FRAME_TARGET) {
+    if (s->w != NULL) {
+        if (s->len >= FJ_FRAME_TARGET) {
             fj_sink_commit_frame(s);
-            if (s->w != NULL && fj_sink_flush(s) < 0) {
+            if (fj_sink_flush(s) < 0) {
                 return -1;
             }
         }
     }
-    else if (!s->framing && s->w != NULL && s->len >= FJ_FRAME_TARGET) {
-        if (fj_sink_flush(s) < 0) {
-            return -1;
-        }
+    else if (s->frame_start >= 0 && s->len - s->frame_start >= FJ_FRAME_TARGET) {
+        fj_sink_commit_frame(s);
     }
     update_limit(s);
     return 0;
@@ -311,9 +311,13 @@ static int
 py_write(fj_writer *self, const char *data, Py_ssize_t len)
 {
     py_writer *w = (py_writer *)self;
+    /* pickle-compatible API: small chunks (buffer flushes) go as bytes objects the callee may
+     * keep; large payloads as a memoryview over the caller's memory, released after the call
+     * (no copy, like stdlib handing over the original object). */
+    int as_bytes = w->as_bytes && len < PYWRITE_BYTES_MAX;
     while (len > 0) {
         PyObject *arg;
-        if (w->as_bytes) {
+        if (as_bytes) {
             arg = PyBytes_FromStringAndSize(data, len);
         }
         else {
@@ -323,7 +327,7 @@ py_write(fj_writer *self, const char *data, Py_ssize_t len)
             return -1;
         }
         PyObject *res = PyObject_CallOneArg(w->write, arg);
-        if (!w->as_bytes) {
+        if (!as_bytes) {
             /* release the view so a file object that kept it cannot read freed memory */
             PyObject *et, *ev, *etb;
             PyErr_Fetch(&et, &ev, &etb);

@@ -261,3 +261,82 @@ def test_codec_argument_propagates():
     except NotImplementedError:
         return  # codec part not merged yet
     assert r is None
+
+
+def test_memmap_and_matrix_records(tmp_path):
+    mm = np.memmap(tmp_path / "src.dat", dtype="<i4", mode="w+", shape=(100,))
+    mm[:] = np.arange(100)
+    m = np.matrix([[1.0, 2.0], [3.0, 4.0]])
+    bio = io.BytesIO()
+    _core.dump([mm, m], bio, 4)
+    data = bio.getvalue()
+    assert b"memmap" in data and b"matrix" in data
+    got = joblib.load(io.BytesIO(data))
+    np.testing.assert_array_equal(got[0], np.arange(100))
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(m))
+
+
+def test_stringdtype_array_takes_the_object_path():
+    sd = getattr(np.dtypes, "StringDType", None)
+    if sd is None:
+        pytest.skip("no StringDType")
+    a = np.array(["a", "bcd", "é"], dtype=sd())
+    bio = io.BytesIO()
+    _core.dump(a, bio, 5)
+    assert b"allow_mmap\x94\x89" in bio.getvalue()
+    got = joblib.load(io.BytesIO(bio.getvalue()))
+    assert got.tolist() == a.tolist()
+
+
+def test_dump_streams_with_bounded_buffers():
+    sizes = []
+
+    class W:
+        def write(self, b):
+            sizes.append(len(b))
+            return len(b)
+
+        def tell(self):
+            return 0
+
+    obj = [{"i": i, "s": f"v{i}", "a": np.arange(3)} for i in range(20_000)]
+    _core.dump(obj, W(), 4)
+    assert len(sizes) > 20 and max(sizes) < 200_000
+
+
+@pytest.mark.parametrize("dtype", ["<f2", ">f8", "g", "c16", "M8[D]", "m8[ms]", "U3", "S2", "?",
+                                   [("i", "<i4"), ("f", ">f8"), ("s", "S3")]])
+def test_non_contiguous_views_of_many_dtypes(dtype):
+    base = np.zeros((7, 9), dtype=dtype)
+    flat = base.reshape(-1)
+    for i in range(flat.size):
+        flat[i] = np.array(i % 5).astype(base.dtype) if base.dtype.fields is None else (i, i / 2, b"ab")
+    views = [base[::2, 1::3], base.T, base[:, ::-1], base[::-1].T[::2]]
+    bio = io.BytesIO()
+    _core.dump(views, bio, 4)
+    got = joblib.load(io.BytesIO(bio.getvalue()))
+    for v, g in zip(views, got):
+        assert_deep_equal(np.ascontiguousarray(v) if not v.flags.f_contiguous else v, g,
+                          check_type=False, native_ok=True)
+
+
+def test_concurrent_dumps_to_separate_files(tmp_path):
+    import threading
+    objs = [{"a": np.arange(200_000.0) + k, "l": [np.ones(k + 1)] * 3} for k in range(4)]
+    errors = []
+
+    def run(k):
+        try:
+            _dump_path(objs[k], tmp_path / f"{k}.pkl", 5)
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    ts = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+    for k in range(4):
+        got = joblib.load(tmp_path / f"{k}.pkl")
+        assert_deep_equal(objs[k], got)
