@@ -1682,6 +1682,11 @@ typedef struct {
     PyObject *encoding; /* str */
     PyObject *errors;   /* str */
     PyObject *dict;     /* instance __dict__ (u.persistent_load = f, u.find_class = f) */
+    /* the memo survives between load() calls, as in stdlib (a Pickler's successive dumps share
+     * one memo) */
+    PyObject **memo;
+    Py_ssize_t memo_cap, memo_count;
+    PyObject *memo_dict;
     int fix_imports;
     int proto;
     int loading;
@@ -1696,7 +1701,25 @@ unpickler_traverse(UnpicklerObject *self, visitproc visit, void *arg)
     Py_VISIT(self->file);
     Py_VISIT(self->buffers);
     Py_VISIT(self->dict);
+    Py_VISIT(self->memo_dict);
+    for (Py_ssize_t i = 0; i < self->memo_cap; i++) {
+        Py_VISIT(self->memo[i]);
+    }
     return 0;
+}
+
+static void
+unpickler_clear_memo(UnpicklerObject *self)
+{
+    Py_CLEAR(self->memo_dict);
+    PyObject **memo = self->memo;
+    Py_ssize_t cap = self->memo_cap;
+    self->memo = NULL;
+    self->memo_cap = self->memo_count = 0;
+    for (Py_ssize_t i = 0; i < cap; i++) {
+        Py_XDECREF(memo[i]);
+    }
+    PyMem_Free(memo);
 }
 
 static int
@@ -1707,6 +1730,7 @@ unpickler_clear(UnpicklerObject *self)
     Py_CLEAR(self->encoding);
     Py_CLEAR(self->errors);
     Py_CLEAR(self->dict);
+    unpickler_clear_memo(self);
     return 0;
 }
 
@@ -1731,6 +1755,11 @@ unpickler_init(UnpicklerObject *self, PyObject *args, PyObject *kwds)
                                      &errors, &buffers)) {
         return -1;
     }
+    if (self->loading) {
+        /* the running load borrows encoding/errors from this object */
+        PyErr_SetString(PyExc_RuntimeError, "Unpickler.__init__() called during load()");
+        return -1;
+    }
     if (!PyObject_HasAttrString(file, "read") || !PyObject_HasAttrString(file, "readline")) {
         PyErr_SetString(PyExc_TypeError, "file must have 'read' and 'readline' attributes");
         return -1;
@@ -1744,6 +1773,7 @@ unpickler_init(UnpicklerObject *self, PyObject *args, PyObject *kwds)
     }
     self->fix_imports = fix_imports;
     self->proto = 0;
+    unpickler_clear_memo(self);
     return 0;
 }
 
@@ -1824,10 +1854,24 @@ unpickler_load(UnpicklerObject *self, PyObject *Py_UNUSED(ignored))
     u.buffers = it;
     self->loading = 1;
     self->proto = 0;
-    /* keep the Python-visible proto in step for subclasses calling super().find_class() */
+    /* the memo moves into the engine for the load and back afterwards */
+    u.memo = self->memo;
+    u.memo_cap = self->memo_cap;
+    u.memo_count = self->memo_count;
+    u.memo_dict = self->memo_dict;
+    self->memo = NULL;
+    self->memo_cap = self->memo_count = 0;
+    self->memo_dict = NULL;
     res = fj_up_load(&u);
     self->proto = u.proto;
     self->loading = 0;
+    self->memo = u.memo;
+    self->memo_cap = u.memo_cap;
+    self->memo_count = u.memo_count;
+    self->memo_dict = u.memo_dict;
+    u.memo = NULL;
+    u.memo_cap = u.memo_count = 0;
+    u.memo_dict = NULL;
     fj_up_clear(&u);
     if (fj_source_finish(&src) < 0) {
         Py_CLEAR(res);

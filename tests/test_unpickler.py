@@ -450,3 +450,20 @@ def test_fd_pipe_source():
     finally:
         th.join()
         os.close(r)
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_memo_shared_across_loads_like_stdlib(proto):
+    shared = ["shared"]
+    buf = io.BytesIO()
+    p = pickle.Pickler(buf, protocol=proto)
+    p.dump(shared)
+    p.dump({"again": shared})  # refers to the first dump's memo entry
+    data = buf.getvalue()
+    u = _core.Unpickler(io.BytesIO(data))
+    first = u.load()
+    second = u.load()
+    assert second["again"] is first
+    ref = pickle.Unpickler(io.BytesIO(data))
+    r1 = ref.load()
+    assert ref.load()["again"] is r1
