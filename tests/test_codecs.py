@@ -94,8 +94,8 @@ def run_with_timeout(fn, timeout=60):
 
 
 def level_for(name, size):
-    # lzma/xz at preset 6 take seconds on 5 MiB; preset 1 still gives several xz blocks
-    return 1 if name in ("lzma", "xz") and size >= MIB else -1
+    # lzma/xz at preset 6 take seconds per MiB; preset 0 still gives several xz blocks (MT)
+    return 0 if name in ("lzma", "xz") and size >= MIB else -1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ def test_joblib_load_reads_our_streams(tmp_path):
     from fastjoblib._zstd_joblib import register_zstd_with_joblib
 
     register_zstd_with_joblib()
-    obj = {"a": np.arange(700_000, dtype=np.float64), "b": [1, "two", 3.0],
+    obj = {"a": np.arange(100_000, dtype=np.float64), "b": [1, "two", 3.0],
            "c": np.ones((40, 30), dtype=np.float32, order="F")}
     joblib.dump(obj, tmp_path / "plain.pkl")
     raw = (tmp_path / "plain.pkl").read_bytes()
@@ -258,7 +258,7 @@ def test_joblib_load_reads_our_streams(tmp_path):
     for name, ext in exts.items():
         for threads in (1, 4):
             path = tmp_path / f"f{threads}.{ext}"
-            path.write_bytes(_core._compress(name, raw, threads=threads))
+            path.write_bytes(_core._compress(name, raw, level=level_for(name, MIB), threads=threads))
             got = run_with_timeout(lambda: joblib.load(path), timeout=60)
             assert "error" not in got, (name, got.get("error"))
             got = got["value"]
@@ -266,7 +266,7 @@ def test_joblib_load_reads_our_streams(tmp_path):
             np.testing.assert_array_equal(got["a"], obj["a"])
             np.testing.assert_array_equal(got["c"], obj["c"])
         # joblib-written compressed files decompress (with us) to the plain stream
-        joblib.dump(obj, tmp_path / f"j.{ext}", compress=name)
+        joblib.dump(obj, tmp_path / f"j.{ext}", compress=(name, 1))
         assert _core._decompress(name, (tmp_path / f"j.{ext}").read_bytes()) == raw, name
 
 
