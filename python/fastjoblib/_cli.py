@@ -109,7 +109,7 @@ def format_report(report: dict[str, Any], path: str | None = None) -> str:
     globs: dict[str, int] = report.get("globals", {})
     lines.append("")
     lines.append(f"globals ({len(globs)}):  ! = dangerous (refused), ? = needs trusted=[...]")
-    rows = [("", "count", "name")]
+    rows: list[tuple[str, ...]] = [("", "count", "name")]
     for name, count in globs.items():
         mark = "!" if name in dangerous else "?" if name in needs else ""
         rows.append((mark, str(count), name))
@@ -218,7 +218,7 @@ def _container_of(path: str) -> str:
     from ._compressors import MAX_PREFIX_LEN, detect
 
     with open(path, "rb") as f:
-        kind = detect(f.read(MAX_PREFIX_LEN))
+        kind: str = detect(f.read(MAX_PREFIX_LEN))
     return {"not-compressed": "uncompressed", "compat": "joblib<0.10 z-file"}.get(kind, kind)
 
 
