@@ -360,3 +360,11 @@ def test_bench_tiny_json(tmp_path):
         assert r["seconds_min"] > 0 and r["seconds_median"] >= r["seconds_min"]
         assert r["file_bytes"] > 0
     assert "x joblib" in out
+    pytest.importorskip("matplotlib")
+    img = tmp_path / "img"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "charts.py"),
+                           str(out_json), "--out", str(img)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("bench_time.png", "bench_memory.png"):
+        assert (img / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
