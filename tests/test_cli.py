@@ -368,3 +368,33 @@ def test_bench_tiny_json(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name in ("bench_time.png", "bench_memory.png"):
         assert (img / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_uses_source_tree_workloads(tmp_path):
+    """benchmarks/workloads.py (name -> builder(scale)) replaces the built-in set when present,
+    so `bench` measures the same workloads as benchmarks/ratios.py."""
+    from fastjoblib import _bench
+
+    bench_dir = tmp_path / "benchmarks"
+    bench_dir.mkdir()
+    (bench_dir / "workloads.py").write_text(
+        "import numpy as np\n"
+        "def arr(scale=1.0):\n"
+        "    '''an array'''\n"
+        "    return np.arange(max(int(1e6 * scale), 10))\n"
+        "def small_dicts(scale=1.0):\n"
+        "    return [{'i': i} for i in range(max(int(1e5 * scale), 10))]\n"
+        "WORKLOADS = {'arr': arr, 'small_dicts': small_dicts}\n")
+    found, source = _bench._source_workloads(tmp_path)
+    assert source == str(bench_dir / "workloads.py")
+    assert [w.name for w in found] == ["arr", "small_dicts"]
+    results = _bench.run("tiny", workloads=found, impls=("fastjoblib", "pickle"), memory=False)
+    cases = {(r["workload"], r["compress"], r["impl"], r["op"]) for r in results["results"]}
+    assert ("arr", "none", "pickle", "load") in cases
+    assert ("small_dicts", "zstd:3", "fastjoblib", "dump") in cases  # compressed case added
+    assert all(r["peak_bytes"] is None for r in results["results"])
+    assert "arr" in _bench.format_table(results)
+    # the package's own source tree: either its workloads or the built-in set
+    assert _bench._source_workloads()[1] in ("built-in",
+                                              os.path.join(ROOT, "benchmarks", "workloads.py"),
+                                              os.path.join(ROOT, "benchmarks", "ratios.py"))

@@ -9,9 +9,10 @@ once, and reports VmHWM minus the RSS it started with, i.e. the extra memory the
 on top of the object it was given (dump) or including the object it built (load). Where that is
 unavailable (not Linux), tracemalloc's peak is used instead and ``meta.memory_method`` says so.
 
-When run from a source checkout, ``benchmarks/ratios.py`` may supply the workloads: if it defines
-``WORKLOADS`` (a list of ``Workload``) they replace the built-in set, so the workload definitions
-live in one place and this module only measures.
+When run from a source checkout, ``benchmarks/workloads.py`` (``WORKLOADS``: name -> builder(scale))
+or ``benchmarks/ratios.py`` (``WORKLOADS``: a list of ``Workload``) supplies the workloads in place
+of the built-in set below, so the workload definitions live in one place and this module only
+measures.
 
 JSON schema ``fastjoblib-bench/1``::
 
@@ -131,22 +132,49 @@ def _have(module: str) -> bool:
         return False
 
 
-def _source_workloads() -> tuple[list[Workload] | None, str]:
-    """benchmarks/ratios.py's WORKLOADS when running from a source checkout."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "ratios.py"
-    if not path.is_file():
-        return None, "built-in"
-    spec = importlib.util.spec_from_file_location("_fastjoblib_bench_ratios", path)
-    if spec is None or spec.loader is None:
-        return None, "built-in"
-    try:
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    except Exception:
-        return None, "built-in"
-    wl = getattr(mod, "WORKLOADS", None)
+# benchmarks/workloads.py builders take a scale (1.0 = full size); these map our sizes onto it.
+_SCALES = {"tiny": 1 / 8192, "quick": 1 / 16, "full": 1.0}
+# Compressed cases added to workloads.py's (compressible) workloads.
+_SOURCE_COMPRESS = {"random_forest": ("zlib:3", "zstd:3"), "dataframe": ("lz4",),
+                    "small_dicts": ("zstd:3",)}
+_SOURCE_NEEDS = {"random_forest": ("sklearn",), "dataframe": ("pandas",)}
+
+
+def adapt_workloads(wl: Any) -> list[Workload] | None:
+    """Workloads from a benchmarks module's WORKLOADS: a list of Workload, or a dict
+    name -> builder(scale) (benchmarks/workloads.py). None if it is neither."""
     if isinstance(wl, list) and wl and all(isinstance(w, Workload) for w in wl):
-        return wl, str(path)
+        return wl
+    if isinstance(wl, dict) and wl and all(callable(f) for f in wl.values()):
+        def bind(builder: Callable[[float], Any]) -> Callable[[str], Any]:
+            return lambda size: builder(_SCALES[size])
+        return [Workload(str(name), (f.__doc__ or str(name)).strip().splitlines()[0],
+                         bind(f), _SOURCE_COMPRESS.get(str(name), ()),
+                         _SOURCE_NEEDS.get(str(name), ()))
+                for name, f in wl.items()]
+    return None
+
+
+def _source_workloads(root: Path | None = None) -> tuple[list[Workload] | None, str]:
+    """The source checkout's workloads (benchmarks/workloads.py, else benchmarks/ratios.py's
+    WORKLOADS) when running from one: the workload definitions then live in one place."""
+    if root is None:
+        root = Path(__file__).resolve().parents[2]
+    for name in ("workloads.py", "ratios.py"):
+        path = root / "benchmarks" / name
+        if not path.is_file():
+            continue
+        spec = importlib.util.spec_from_file_location(f"_fastjoblib_bench_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            continue
+        try:
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+        except Exception:
+            continue
+        found = adapt_workloads(getattr(mod, "WORKLOADS", None))
+        if found is not None:
+            return found, str(path)
     return None, "built-in"
 
 
