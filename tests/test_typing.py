@@ -16,6 +16,21 @@ mypy_api = pytest.importorskip(
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "mypy.ini")
 PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastjoblib.__file__)))
+# Tests run either against the source tree (PYTHONPATH=python, in-place build) or against an
+# installed fastjoblib (CI: pip install ".[test]"). mypy refuses site-packages in MYPYPATH, and
+# finds an installed package by itself (py.typed + the .pyi files shipped in the wheel).
+INSTALLED = not os.path.samefile(PKG_PARENT, os.path.join(ROOT, "python")) \
+    if os.path.isdir(os.path.join(ROOT, "python")) else True
+
+
+def search_path_env():
+    env = dict(os.environ)
+    if INSTALLED:
+        env.pop("MYPYPATH", None)
+    else:
+        env["MYPYPATH"] = PKG_PARENT
+        env["PYTHONPATH"] = os.pathsep.join([PKG_PARENT, env.get("PYTHONPATH", "")])
+    return env
 
 GOOD = '''
 import io
@@ -103,7 +118,9 @@ def check_snippet(tmp_path, text):
     # the user's view: fastjoblib found on the path as installed (its stubs + py.typed)
     cache = str(tmp_path / "cache")
     env_path = os.environ.get("MYPYPATH")
-    os.environ["MYPYPATH"] = PKG_PARENT
+    os.environ.pop("MYPYPATH", None)
+    if not INSTALLED:
+        os.environ["MYPYPATH"] = PKG_PARENT
     try:
         # no project config: a user's default mypy settings
         out, err, status = run_mypy("--config-file", "", "--cache-dir", cache,
@@ -149,9 +166,7 @@ def test_stubtest(tmp_path):
     # package's public names are checked.
     allow.write_text("fastjoblib._core.Unpickler.load\n"
                      "fastjoblib\\._(?!core\\b|_)\\w*(\\..*)?\n")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([PKG_PARENT, env.get("PYTHONPATH", "")])
-    env["MYPYPATH"] = PKG_PARENT
+    env = search_path_env()
     proc = subprocess.run(
         [sys.executable, "-m", "mypy.stubtest", "fastjoblib", "--mypy-config-file", CONFIG,
          "--allowlist", str(allow), "--ignore-unused-allowlist"],
