@@ -98,6 +98,8 @@ def _subtitle(meta: dict[str, Any]) -> str:
         parts.append(f"{meta['cpus']} CPUs")
     if meta.get("size"):
         parts.append(f"size {meta['size']}")
+    if meta.get("directory"):
+        parts.append(f"files in {meta['directory']}")
     return ", ".join(parts)
 
 

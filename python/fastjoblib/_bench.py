@@ -20,6 +20,7 @@ JSON schema ``fastjoblib-bench/1``::
      "meta": {"size": "tiny|quick|full", "python": str, "platform": str, "cpus": int,
               "versions": {"fastjoblib": str, "numpy": str, "joblib": str|None, ...},
               "memory_method": "rss-fork|tracemalloc|none", "workloads_from": str,
+              "directory": where the files were written,
               "date": ISO-8601 str},
      "results": [{"workload": str, "description": str, "compress": "none"|"NAME:LEVEL",
                   "impl": "fastjoblib"|"joblib"|"pickle", "op": "dump"|"load",
@@ -350,7 +351,7 @@ def _data_bytes(obj: Any) -> int:
 def run(size: str = "quick", log: Callable[[str], None] | None = None,
         workloads: Sequence[Workload] | None = None,
         impls: Sequence[str] = IMPLS, repeats: int | None = None,
-        memory: bool = True) -> dict[str, Any]:
+        memory: bool = True, directory: str | None = None) -> dict[str, Any]:
     """Run the benchmark and return the results (schema ``fastjoblib-bench/1``)."""
     if size not in ("tiny", "quick", "full"):
         raise ValueError(f"size must be 'tiny', 'quick' or 'full', not {size!r}")
@@ -367,7 +368,7 @@ def run(size: str = "quick", log: Callable[[str], None] | None = None,
     peak_of = {"rss-fork": _peak_fork, "tracemalloc": _peak_tracemalloc}.get(mem_method)
 
     results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="fastjoblib-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fastjoblib-bench-", dir=directory) as tmp:
         for wl in workloads:
             missing = [m for m in wl.needs if not _have(m)]
             if missing:
@@ -434,7 +435,9 @@ def run(size: str = "quick", log: Callable[[str], None] | None = None,
                     os.unlink(path)
             gc.unfreeze()
             del obj
-    return {"schema": SCHEMA, "meta": _meta(size, mem_method, source), "results": results}
+    meta = _meta(size, mem_method, source)
+    meta["directory"] = directory or tempfile.gettempdir()
+    return {"schema": SCHEMA, "meta": meta, "results": results}
 
 
 def _version(module: str) -> str | None:

@@ -294,7 +294,10 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     from . import _bench
 
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
-    results = _bench.run(size=size, log=lambda s: print(s, file=sys.stderr, flush=True))
+    if args.dir is not None and not os.path.isdir(args.dir):
+        raise CLIError(f"--dir {args.dir}: not a directory")
+    results = _bench.run(size=size, log=lambda s: print(s, file=sys.stderr, flush=True),
+                         directory=args.dir)
     out.write(_bench.format_table(results) + "\n")
     if args.json:
         try:
@@ -366,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "peak-memory ratios. Numbers on a busy machine are noisy.")
     pb.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
     pb.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    pb.add_argument("--dir", metavar="DIR",
+                    help="where to write the temporary files (default: the system temporary "
+                         "directory; a tmpfs such as /dev/shm takes the disk out of the numbers)")
     pb.add_argument("--json", metavar="FILE",
                     help="also write the results as JSON (input of benchmarks/charts.py)")
     pb.set_defaults(func=cmd_bench)
