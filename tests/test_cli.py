@@ -25,13 +25,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastjoblib.__file__)))
 
 
-def run_cli(*args, timeout=120):
+def run_cli(*args, timeout=120, stdin=None):
     """The real command line in a subprocess: (returncode, stdout, stderr)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [PKG_PARENT, os.path.dirname(os.path.abspath(__file__)), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-m", "fastjoblib", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout)
+                          text=True, env=env, timeout=timeout, stdin=stdin)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -151,6 +151,15 @@ def test_inspect_trusted(capsys, model_file):
     listed = ast.literal_eval(out)
     assert listed == inspect(model_file)["needs_trusted"]
     assert "sklearn.linear_model._logistic.LogisticRegression" in listed
+
+
+def test_inspect_stdin_subprocess(model_file):
+    from fastjoblib._inspect import inspect
+
+    with open(model_file, "rb") as f:
+        rc, out, err = run_cli("inspect", "--json", "-", stdin=f)
+    assert rc == 0, err
+    assert json.loads(out) == json.loads(json.dumps(inspect(model_file), default=str))
 
 
 def test_inspect_dangerous_is_flagged_not_run(capsys, tmp_path):

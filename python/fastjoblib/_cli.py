@@ -148,10 +148,13 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
     from ._inspect import inspect
 
     path = args.file
-    if os.path.isdir(path):
+    source: Any = path
+    if path == "-":
+        source, path = sys.stdin.buffer, "<stdin>"
+    elif os.path.isdir(path):
         raise CLIError(f"{path} is a directory; give a file written by joblib.dump or pickle")
     try:
-        report = inspect(path)
+        report = inspect(source)
     except FileNotFoundError:
         raise CLIError(f"{path}: no such file") from None
     except PermissionError:
@@ -169,7 +172,7 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
                   f"allows: {', '.join(report['dangerous'])}", file=sys.stderr)
             return 1
         return 0
-    out.write(format_report(report, path) + "\n")
+    out.write(format_report(report, None if source is not path else path) + "\n")
     return 0
 
 
@@ -331,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "WITHOUT importing or running anything from it: container, protocol, "
                     "format generation, globals it names (dangerous ones flagged), array "
                     "records (dtype, shape, order, offset, nbytes, memory-mappable), versions.")
-    pi.add_argument("file", metavar="FILE")
+    pi.add_argument("file", metavar="FILE", help="the file ('-': read standard input)")
     mode = pi.add_mutually_exclusive_group()
     mode.add_argument("--json", action="store_true", help="print the full report as JSON")
     mode.add_argument("--trusted", action="store_true",
