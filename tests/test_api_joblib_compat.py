@@ -17,7 +17,7 @@ import pytest
 
 import fastjoblib
 from corpus import CORPUS_NAMES, assert_deep_equal, corpus
-from fj_support import container, needs_both, needs_dump, needs_load
+from fj_support import container
 
 PROTOCOLS = [2, 3, 4, 5]
 MMAP_MODES = [None, "r"]
@@ -72,7 +72,6 @@ def _array_skeleton(obj):
     return out
 
 
-@needs_dump
 @pytest.mark.parametrize("mmap_mode", MMAP_MODES)
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("name", CORPUS_NAMES)
@@ -89,7 +88,6 @@ def test_fastjoblib_dump_joblib_load(name, protocol, mmap_mode, objects, tmp_pat
     assert_deep_equal(from_jl, from_fj, check_type=True)
 
 
-@needs_load
 @pytest.mark.parametrize("mmap_mode", MMAP_MODES)
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("name", CORPUS_NAMES)
@@ -105,7 +103,6 @@ def test_joblib_dump_fastjoblib_load(name, protocol, mmap_mode, objects, tmp_pat
     assert_deep_equal(expected, loaded, check_type=name not in TYPE_RELAXED)
 
 
-@needs_both
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_fastjoblib_roundtrip_file_object(protocol, objects):
     bio = io.BytesIO()
@@ -169,7 +166,6 @@ def joblib_codec():
 CODECS = ["zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"]
 
 
-@needs_dump
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("codec", CODECS)
 def test_codec_fastjoblib_dump_joblib_load(codec, threads, objects, tmp_path, joblib_codec):
@@ -183,7 +179,6 @@ def test_codec_fastjoblib_dump_joblib_load(codec, threads, objects, tmp_path, jo
         _assert_payload(payload, joblib.load(path))
 
 
-@needs_load
 @pytest.mark.parametrize("codec", CODECS)
 def test_codec_joblib_dump_fastjoblib_load(codec, objects, tmp_path, joblib_codec):
     joblib_codec(codec)
@@ -196,7 +191,6 @@ def test_codec_joblib_dump_fastjoblib_load(codec, objects, tmp_path, joblib_code
         _assert_payload(payload, fastjoblib.load(f))
 
 
-@needs_both
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("codec", CODECS)
 def test_codec_roundtrip_threads_identical_content(codec, threads, objects, tmp_path):

@@ -15,7 +15,7 @@ import pytest
 
 import fastjoblib
 from fastjoblib import _persist
-from fj_support import core_has, needs_dump
+
 
 PREVIOUS = {"version": 1, "w": np.arange(1000.0)}
 
@@ -41,8 +41,7 @@ def _check_intact(directory, path, previous_bytes):
     loaded = joblib.load(path)
     assert loaded["version"] == 1
     np.testing.assert_array_equal(loaded["w"], PREVIOUS["w"])
-    if core_has("load"):
-        np.testing.assert_array_equal(fastjoblib.load(path)["w"], PREVIOUS["w"])
+    np.testing.assert_array_equal(fastjoblib.load(path)["w"], PREVIOUS["w"])
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt(), SystemExit(3)],
@@ -70,7 +69,6 @@ def test_atomic_write_helper_success_replaces(tmp_path):
         assert f.read() == b"new"
 
 
-@needs_dump
 @pytest.mark.parametrize("compress", [0, 3, ("gzip", 1), "lz4", "xz", "zstd"], ids=repr)
 @pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()],
                          ids=lambda e: type(e).__name__)
@@ -90,14 +88,12 @@ def test_reduce_raises_mid_dump(exc, compress, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model.pkl"]
 
 
-@needs_dump
 def test_reduce_raises_file_object_propagates():
     bio = io.BytesIO()
     with pytest.raises(RuntimeError, match="boom"):
         fastjoblib.dump([np.arange(10), Bomb(RuntimeError("boom"))], bio)
 
 
-@needs_dump
 def test_real_sigint_leaves_old_or_new_file(tmp_path):
     """A SIGINT at an arbitrary moment of a loop of big dumps: the file is always one complete
     dump, never a partial one, and no temporary is left."""

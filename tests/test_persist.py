@@ -22,7 +22,7 @@ from joblib.numpy_pickle_compat import write_zfile
 
 import fastjoblib
 from fastjoblib import _compressors, _persist
-from fj_support import container, needs_both, needs_dump, needs_load
+from fj_support import container
 
 VALUE = {"a": np.arange(10.0), "b": [1, "two", 3.0], "c": np.arange(6, dtype="<i4").reshape(2, 3)}
 
@@ -101,7 +101,6 @@ def test_resolution_matches_joblib_internal(compress, name, tmp_path):
             assert container(jl)[1] == b"BZh%d" % level
 
 
-@needs_dump
 @pytest.mark.parametrize("compress,name", RESOLUTION_ROWS, ids=repr)
 def test_resolution_matches_joblib(compress, name, tmp_path):
     (tmp_path / "jl").mkdir()
@@ -116,7 +115,6 @@ def test_resolution_matches_joblib(compress, name, tmp_path):
     assert loaded["b"] == VALUE["b"]
 
 
-@needs_dump
 @pytest.mark.parametrize("compress", [0, False, True, None, 3, 1, 9, "gzip", "bz2", ("bz2", 2),
                                       ("zlib", 0), ("lzma", 4), "xz", "lz4"], ids=repr)
 def test_resolution_file_object_matches_joblib(compress):
@@ -251,7 +249,6 @@ print(repr((_compressors.codec_available('lz4'), out)))
 # dump: return values, targets
 
 
-@needs_dump
 def test_return_values_and_pathlike(tmp_path):
     class MyPath:
         def __init__(self, p):
@@ -273,7 +270,6 @@ def test_return_values_and_pathlike(tmp_path):
         assert joblib.load(tmp_path / name)["b"] == VALUE["b"]
 
 
-@needs_dump
 def test_dump_into_user_compressor_objects(tmp_path):
     # joblib's test_file_handle_persistence, dump side: the user's object compresses
     import bz2
@@ -288,7 +284,6 @@ def test_dump_into_user_compressor_objects(tmp_path):
         assert joblib.load(str(p))["b"] == VALUE["b"]  # auto-detected by magic
 
 
-@needs_dump
 def test_dump_target_errors_like_open(tmp_path):
     for target in ["", str(tmp_path / "nodir" / "x.pkl"), str(tmp_path)]:
         _, (etype, text) = _joblib_outcome(lambda: joblib.dump(1, target))
@@ -297,7 +292,6 @@ def test_dump_target_errors_like_open(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-@needs_dump
 def test_dump_follows_symlink(tmp_path):
     real = tmp_path / "real.pkl"
     link = tmp_path / "link.pkl"
@@ -308,7 +302,6 @@ def test_dump_follows_symlink(tmp_path):
     assert joblib.load(str(real))["b"] == VALUE["b"]
 
 
-@needs_dump
 def test_dump_permissions_like_open(tmp_path):
     old = os.umask(0o027)
     try:
@@ -374,7 +367,6 @@ def _warnings_of(call):
     return result, [(x.category, str(x.message)) for x in w]
 
 
-@needs_load
 @pytest.mark.parametrize("mode", ["r", "r+", "c", "w+", "readonly", "bogus"])
 @pytest.mark.parametrize("ext", [".gz", ".z", ".bz2", ".xz", ".lzma", ".lz4"])
 def test_compressed_mmap_warning_like_joblib(mode, ext, tmp_path):
@@ -387,7 +379,6 @@ def test_compressed_mmap_warning_like_joblib(mode, ext, tmp_path):
     np.testing.assert_array_equal(r_fj["a"], r_jl["a"])
 
 
-@needs_load
 def test_bytesio_mmap_warning_like_joblib():
     bio = io.BytesIO()
     joblib.dump(VALUE, bio)
@@ -407,7 +398,6 @@ def test_bytesio_mmap_warning_like_joblib():
     assert len(w_jl) == 1 and w_fj == w_jl
 
 
-@needs_load
 def test_non_raw_file_mmap_warning_like_joblib(tmp_path):
     p = tmp_path / "a.pkl.gz"
     with gzip.GzipFile(p, "wb") as f:
@@ -420,7 +410,6 @@ def test_non_raw_file_mmap_warning_like_joblib(tmp_path):
     np.testing.assert_array_equal(r_fj["c"], VALUE["c"])
 
 
-@needs_load
 def test_raw_file_object_never_mmapped_like_joblib(tmp_path):
     p = tmp_path / "a.pkl"
     joblib.dump(VALUE, p)
@@ -433,7 +422,6 @@ def test_raw_file_object_never_mmapped_like_joblib(tmp_path):
     np.testing.assert_array_equal(r_fj["a"], VALUE["a"])
 
 
-@needs_load
 @pytest.mark.parametrize("mode,writeable", [("r", False), ("readonly", False), ("r+", True),
                                             ("w+", True), ("write", True), ("c", True)])
 def test_path_mmap_modes(mode, writeable, tmp_path):
@@ -449,7 +437,6 @@ def test_path_mmap_modes(mode, writeable, tmp_path):
     np.testing.assert_array_equal(joblib.load(p)["a"], VALUE["a"])
 
 
-@needs_load
 def test_bytes_path_and_pathlike_load(tmp_path):
     p = tmp_path / "a.pkl"
     joblib.dump(VALUE, p)
@@ -457,7 +444,6 @@ def test_bytes_path_and_pathlike_load(tmp_path):
         assert fastjoblib.load(target)["b"] == VALUE["b"]
 
 
-@needs_load
 def test_load_empty_file_eoferror(tmp_path):
     p = tmp_path / "empty"
     p.write_bytes(b"")
@@ -467,7 +453,6 @@ def test_load_empty_file_eoferror(tmp_path):
         fastjoblib.load(p)
 
 
-@needs_load
 def test_python2_str_error_like_joblib():
     data = b"\x80\x02U\x02\xc3\xa9q\x00."  # py2 str with non-ASCII bytes
     _, (etype, text) = _joblib_outcome(lambda: joblib.load(io.BytesIO(data)))
@@ -481,15 +466,6 @@ def test_zfile_compat(tmp_path):
     with open(p, "wb") as f:
         write_zfile(f, pickle.dumps({"a": 1, "b": [2, 3]}, 2))
     r_jl, w_jl = _warnings_of(lambda: joblib.load(p))
-    try:
-        from fastjoblib import _legacy  # noqa: F401
-        has_legacy = hasattr(_legacy, "load_compatibility")
-    except ImportError:
-        has_legacy = False
-    if not has_legacy:
-        with pytest.warns(DeprecationWarning), pytest.raises(NotImplementedError, match="z-file"):
-            fastjoblib.load(p)
-        pytest.skip("_legacy.load_compatibility (branch part-unpickler) not in this build")
     r_fj, w_fj = _warnings_of(lambda: fastjoblib.load(p))
     assert r_fj == r_jl and w_fj == w_jl and len(w_jl) == 1
 
@@ -498,7 +474,6 @@ def test_zfile_compat(tmp_path):
 # in-memory persistence
 
 
-@needs_both
 def test_in_memory_persistence_without_rewind():
     # joblib's test_in_memory_persistence: load right after dump, no seek(0)
     for compress in [0, 3, "lz4"]:
@@ -511,7 +486,6 @@ def test_in_memory_persistence_without_rewind():
     np.testing.assert_array_equal(fastjoblib.load(bio)["c"], VALUE["c"])
 
 
-@needs_both
 def test_two_dumps_in_one_bytesio():
     # joblib rewinds to 0 and loads the first object twice (joblib/joblib#1167); we do not
     bio = io.BytesIO()
@@ -522,7 +496,6 @@ def test_two_dumps_in_one_bytesio():
     assert fastjoblib.load(bio) == {"n": 2}
 
 
-@needs_load
 def test_non_seekable_stream_loads():
     class Stream:  # no peek, no seek, no tell (like a socket or HTTP response)
         def __init__(self, data):
@@ -559,12 +532,13 @@ def test_public_names():
     assert callable(fastjoblib.dump) and callable(fastjoblib.load)
     with pytest.raises(AttributeError):
         fastjoblib.no_such_name  # noqa: B018
-    from fj_support import _core
+    from fastjoblib import _core, _zstd_joblib
 
     for name in ["dumps", "loads", "Pickler", "Unpickler", "dump_pickle", "load_pickle"]:
-        if hasattr(_core, name):
-            assert getattr(fastjoblib, name) is getattr(_core, name)
-            assert name in dir(fastjoblib)
+        assert getattr(fastjoblib, name) is getattr(_core, name)
+        assert name in dir(fastjoblib)
+    assert fastjoblib.register_zstd_with_joblib is _zstd_joblib.register_zstd_with_joblib
+    from fastjoblib import dumps, loads  # noqa: F401 - from-imports go through __getattr__
 
 
 def test_registry_matches_joblib():
@@ -593,3 +567,18 @@ def test_default_levels_match_joblib_streams(tmp_path):
         joblib.dump(1, ref, compress=(name, _compressors.COMPRESSORS[name].default_level))
         assert container(p) == container(ref)
 
+
+
+def test_matrix_restored_as_matrix(tmp_path):
+    # README claim: np.matrix loads back as np.matrix (joblib on NumPy 2 returns an ndarray)
+    import warnings as _w
+
+    with _w.catch_warnings():
+        _w.simplefilter("ignore", PendingDeprecationWarning)
+        m = np.matrix([[1, 2], [3, 4]])
+    p = tmp_path / "m.pkl"
+    joblib.dump({"m": m}, p)
+    r = fastjoblib.load(p)["m"]
+    assert type(r) is np.matrix
+    np.testing.assert_array_equal(r, m)
+    assert type(joblib.load(p)["m"]) is np.ndarray  # the documented difference

@@ -179,8 +179,13 @@ def _atomic_write(filename, write):
         os.replace(tmp, target)
         tmp = None
     except BaseException:
+        # (an interrupt can land between a call and the assignment after it: every step of the
+        # cleanup tolerates an already-closed fd or an already-renamed temporary)
         if fd >= 0:
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         if tmp is not None:
             try:
                 os.unlink(tmp)
