@@ -284,7 +284,12 @@ save_long(fj_pk *p, PyObject *obj)
         return write_text(p, buf);
     }
     if (p->proto >= 2) {
-        size_t nbits = _PyLong_NumBits(obj);
+        PyObject *bl = PyObject_CallMethod(obj, "bit_length", NULL);
+        if (bl == NULL) {
+            return -1;
+        }
+        size_t nbits = PyLong_AsSize_t(bl);
+        Py_DECREF(bl);
         if (nbits == (size_t)-1 && PyErr_Occurred()) {
             return -1;
         }
@@ -310,9 +315,17 @@ save_long(fj_pk *p, PyObject *obj)
             return -1;
         }
         memcpy(o, hdr, hlen);
+        /* two's complement, little endian: nbits + 1 sign bit fit in nbytes */
+#if PY_VERSION_HEX >= 0x030D0000
+        if (PyLong_AsNativeBytes(obj, o + hlen, (Py_ssize_t)nbytes,
+                                 Py_ASNATIVEBYTES_LITTLE_ENDIAN) < 0) {
+            return -1;
+        }
+#else
         if (_PyLong_AsByteArray((PyLongObject *)obj, (unsigned char *)o + hlen, nbytes, 1, 1) < 0) {
             return -1;
         }
+#endif
         return 0;
     }
     PyObject *r = PyObject_Repr(obj);
