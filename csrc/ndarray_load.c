@@ -165,7 +165,7 @@ read_in_memory(fj_up *u, PyArray_Descr *descr, int nd, npy_intp *dims, int fortr
 }
 
 static PyObject *
-read_memmap(fj_up *u, PyArray_Descr *descr, PyObject *shape, const char *order, int64_t nbytes, int aligned_layout)
+read_memmap(fj_up *u, PyArray_Descr *descr, PyObject *shape, const char *order, int64_t nbytes, int padded)
 {
     fj_source *s = u->src;
     int64_t offset = fj_source_tell(s);
@@ -194,9 +194,9 @@ read_memmap(fj_up *u, PyArray_Descr *descr, PyObject *shape, const char *order, 
         Py_DECREF(arr);
         return raise_eof(nbytes, skipped), NULL;
     }
-    if (!aligned_layout && offset % 16 != 0) {
+    if (!padded && offset % 16 != 0) { /* joblib warns whenever the record has no padding */
         if (PyErr_WarnFormat(PyExc_UserWarning, 1,
-                             "The memmapped array %R loaded from the file %U is not byte aligned. This may cause "
+                             "The memmapped array %S loaded from the file %U is not byte aligned. This may cause "
                              "segmentation faults if this memmapped array is used in some libraries like BLAS or "
                              "PyTorch. To get rid of this warning, regenerate your pickle file with joblib >= 1.2.0. "
                              "See https://github.com/joblib/joblib/issues/563 for more details",
@@ -345,8 +345,7 @@ numpy_wrapper_build(fj_up *u, PyObject *state)
     if (align_o == NULL && PyErr_Occurred()) {
         return NULL;
     }
-    int has_key = align_o != NULL;
-    int padded = has_key && align_o != Py_None;
+    int padded = align_o != NULL && align_o != Py_None; /* missing key: 0.10-1.1 layout */
     PyObject *subclass = PyDict_GetItemWithError(state, up->str_subclass);
     if (subclass == NULL && PyErr_Occurred()) {
         return NULL;
@@ -427,7 +426,7 @@ numpy_wrapper_build(fj_up *u, PyObject *state)
     }
     int mapped = 0;
     if (u->mmap_mode != NULL && allow_mmap && u->filename != NULL) {
-        res = read_memmap(u, descr, shape_t, fortran ? "F" : "C", nbytes, has_key);
+        res = read_memmap(u, descr, shape_t, fortran ? "F" : "C", nbytes, padded);
         mapped = 1;
     }
     else {

@@ -592,7 +592,16 @@ fj_source_readline(fj_source *s, Py_ssize_t *len)
             scanned = 0; /* the window moved: rescan */
         }
         else if (s->kind == FJ_SRC_PYFILE) {
-            r = source_fill(s, avail + 1); /* exact: one byte at a time past the window */
+            /* neither readline nor peek (only _core.load accepts such objects): exact reading
+             * would cost one call per byte, so short lines are read exactly and long ones
+             * greedily (the position after load is then past STOP). */
+            Py_ssize_t more = avail < 256 ? 1 : avail;
+            int64_t saved = s->safe_until;
+            if (more > 1) {
+                s->safe_until = s->base + s->end + more;
+            }
+            r = source_fill(s, avail + 1);
+            s->safe_until = saved;
         }
         else {
             r = source_fill(s, avail + (avail < CHUNK ? CHUNK : avail));

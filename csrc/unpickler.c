@@ -46,6 +46,18 @@ rd_u64(const char *p)
     return (uint64_t)rd_u32(p) | ((uint64_t)rd_u32(p + 4) << 32);
 }
 
+/* getattr without raising AttributeError when missing: 1 found (*res new ref), 0 missing, -1 error.
+ * Creating and clearing an exception per BUILD would be slow (and feeds the cyclic GC). */
+static inline int
+lookup_attr(PyObject *obj, PyObject *name, PyObject **res)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyObject_GetOptionalAttr(obj, name, res);
+#else
+    return _PyObject_LookupAttr(obj, name, res);
+#endif
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Engine: stack and marks */
 
@@ -750,8 +762,12 @@ do_additems(fj_up *u, PyObject *set, Py_ssize_t k)
 static int
 do_build(fj_up *u, PyObject *inst, PyObject *state)
 {
-    PyObject *setstate = PyObject_GetAttr(inst, u->st->up.str_setstate);
-    if (setstate != NULL) {
+    PyObject *setstate;
+    int found = lookup_attr(inst, u->st->up.str_setstate, &setstate);
+    if (found < 0) {
+        return -1;
+    }
+    if (found) {
         PyObject *r = PyObject_CallOneArg(setstate, state);
         Py_DECREF(setstate);
         if (r == NULL) {
@@ -760,10 +776,6 @@ do_build(fj_up *u, PyObject *inst, PyObject *state)
         Py_DECREF(r);
         return 0;
     }
-    if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-        return -1;
-    }
-    PyErr_Clear();
     PyObject *slotstate = NULL;
     if (PyTuple_Check(state) && PyTuple_GET_SIZE(state) == 2) {
         slotstate = PyTuple_GET_ITEM(state, 1);
@@ -947,6 +959,15 @@ check_size(fj_up *u, uint64_t n, const char *what)
         if (push(u, (o)) < 0)                                                                        \
             goto error;                                                                              \
     } while (0)
+/* Push an owned reference held in a local variable: the variable is cleared first, since push()
+ * consumes the reference even when it fails. */
+#define PUSHV(v)                                                                                     \
+    do {                                                                                             \
+        PyObject *pushed_ = (v);                                                                     \
+        (v) = NULL;                                                                                  \
+        if (push(u, pushed_) < 0)                                                                    \
+            goto error;                                                                              \
+    } while (0)
 
 PyObject *
 fj_up_load(fj_up *u)
@@ -1006,7 +1027,7 @@ fj_up_load(fj_up *u)
                 }
                 a = _PyLong_FromByteArray((const unsigned char *)PyBytes_AS_STRING(bb), (size_t)n, 1, 1);
                 Py_DECREF(bb);
-                PUSH(a);
+                PUSHV(a);
                 a = NULL;
             }
             else {
@@ -1097,7 +1118,7 @@ fj_up_load(fj_up *u)
                 a = b;
                 b = NULL;
             }
-            PUSH(a);
+            PUSHV(a);
             a = NULL;
             break;
         }
@@ -1152,7 +1173,7 @@ fj_up_load(fj_up *u)
             if (do_setitems(u, a, k) < 0) {
                 goto error;
             }
-            PUSH(a);
+            PUSHV(a);
             a = NULL;
             break;
         }
@@ -1166,7 +1187,7 @@ fj_up_load(fj_up *u)
             }
             b = PyFrozenSet_New(a);
             Py_CLEAR(a);
-            PUSH(b);
+            PUSHV(b);
             b = NULL;
             break;
         case OP_APPEND:
@@ -1175,6 +1196,7 @@ fj_up_load(fj_up *u)
             }
             if (PyList_CheckExact(b)) {
                 if (PyList_Append(b, a) < 0) {
+                    b = NULL; /* borrowed */
                     goto error;
                 }
             }
@@ -1304,7 +1326,7 @@ fj_up_load(fj_up *u)
             Py_INCREF(b);
             c = b;
             b = NULL;
-            PUSH(c);
+            PUSHV(c);
             c = NULL;
             break;
         case OP_LONG_BINGET:
@@ -1315,7 +1337,7 @@ fj_up_load(fj_up *u)
             Py_INCREF(b);
             c = b;
             b = NULL;
-            PUSH(c);
+            PUSHV(c);
             c = NULL;
             break;
         case OP_GET: {
@@ -1349,7 +1371,7 @@ fj_up_load(fj_up *u)
             Py_INCREF(b);
             c = b;
             b = NULL;
-            PUSH(c);
+            PUSHV(c);
             c = NULL;
             break;
         }
@@ -1367,7 +1389,7 @@ fj_up_load(fj_up *u)
             c = fj_up_find_class(u, a, b);
             Py_CLEAR(a);
             Py_CLEAR(b);
-            PUSH(c);
+            PUSHV(c);
             c = NULL;
             break;
         case OP_GLOBAL:
@@ -1408,7 +1430,7 @@ fj_up_load(fj_up *u)
             Py_CLEAR(a);
             Py_CLEAR(b);
             Py_CLEAR(c);
-            PUSH(res);
+            PUSHV(res);
             res = NULL;
             break;
         }
@@ -1474,7 +1496,7 @@ fj_up_load(fj_up *u)
             res = instantiate(u, cls, a);
             Py_DECREF(cls);
             Py_CLEAR(a);
-            PUSH(res);
+            PUSHV(res);
             res = NULL;
             break;
         }
@@ -1497,7 +1519,7 @@ fj_up_load(fj_up *u)
             res = instantiate(u, PyTuple_GET_ITEM(c, 0), a);
             Py_CLEAR(c);
             Py_CLEAR(a);
-            PUSH(res);
+            PUSHV(res);
             res = NULL;
             break;
         }
@@ -1526,7 +1548,7 @@ fj_up_load(fj_up *u)
             Py_INCREF(b);
             c = b;
             b = NULL;
-            PUSH(c);
+            PUSHV(c);
             c = NULL;
             break;
         case OP_INT:
@@ -1578,7 +1600,7 @@ fj_up_load(fj_up *u)
             }
             res = call_persistent_load(u, a);
             a = NULL;
-            PUSH(res);
+            PUSHV(res);
             res = NULL;
             break;
         }
@@ -1588,7 +1610,7 @@ fj_up_load(fj_up *u)
             }
             res = call_persistent_load(u, a);
             a = NULL;
-            PUSH(res);
+            PUSHV(res);
             res = NULL;
             break;
         case OP_NEXT_BUFFER:
@@ -1603,7 +1625,7 @@ fj_up_load(fj_up *u)
                 }
                 goto error;
             }
-            PUSH(a);
+            PUSHV(a);
             a = NULL;
             break;
         case OP_READONLY_BUFFER: {
@@ -1765,7 +1787,16 @@ unpickler_init(UnpicklerObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     Py_XSETREF(self->file, Py_NewRef(file));
-    Py_XSETREF(self->buffers, buffers == Py_None ? NULL : Py_NewRef(buffers));
+    if (buffers == Py_None) {
+        Py_CLEAR(self->buffers);
+    }
+    else {
+        PyObject *it = PyObject_GetIter(buffers); /* one iterator for all load() calls, as stdlib */
+        if (it == NULL) {
+            return -1;
+        }
+        Py_XSETREF(self->buffers, it);
+    }
     Py_XSETREF(self->encoding, PyUnicode_FromString(encoding));
     Py_XSETREF(self->errors, PyUnicode_FromString(errors));
     if (self->encoding == NULL || self->errors == NULL) {
@@ -1795,13 +1826,14 @@ unpickler_hooks(PyObject *self, fj_state *st, PyObject **find_class, PyObject **
     else {
         *find_class = fc;
     }
-    PyObject *pl = PyObject_GetAttr(self, st->up.str_persistent_load);
-    if (pl == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            Py_CLEAR(*find_class);
-            return -1;
-        }
-        PyErr_Clear();
+    PyObject *pl;
+    int found = lookup_attr(self, st->up.str_persistent_load, &pl);
+    if (found < 0) {
+        Py_CLEAR(*find_class);
+        return -1;
+    }
+    if (!found) {
+        /* none */
     }
     else if (pl == Py_None) {
         Py_DECREF(pl);
@@ -1835,9 +1867,7 @@ unpickler_load(UnpicklerObject *self, PyObject *Py_UNUSED(ignored))
     if (unpickler_hooks((PyObject *)self, st, &fc, &pl) < 0) {
         return NULL;
     }
-    if (self->buffers != NULL && (it = PyObject_GetIter(self->buffers)) == NULL) {
-        goto done;
-    }
+    it = Py_XNewRef(self->buffers);
     if (fj_source_init_pyfile(&src, self->file) < 0) {
         fj_source_release(&src);
         goto done;
@@ -2058,6 +2088,10 @@ core_load_pickle(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyOb
         r = fj_source_init_fd(&src, fd);
     }
     else {
+        if (!PyObject_HasAttrString(file, "read") || !PyObject_HasAttrString(file, "readline")) {
+            PyErr_SetString(PyExc_TypeError, "file must have 'read' and 'readline' attributes");
+            return NULL;
+        }
         r = fj_source_init_pyfile(&src, file);
     }
     if (r < 0) {

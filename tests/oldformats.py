@@ -62,6 +62,37 @@ def dump_vendored(obj, path, module="sklearn.externals.joblib.numpy_pickle", pro
         f.write(data)
 
 
+def dump_vendored_any(obj, path, module="sklearn.externals.joblib.numpy_pickle", protocol=4, aligned=True):
+    """Any protocol, aligned or not: joblib's pickler with the wrapper class re-homed in a
+    temporary module of the vendored name (registered in sys.modules only while dumping)."""
+    import sys
+    import types
+
+    wrapper_cls = type("NumpyArrayWrapper", (numpy_pickle.NumpyArrayWrapper,), {"__module__": module})
+    parts = module.split(".")
+    added = []
+    for i in range(1, len(parts) + 1):
+        name = ".".join(parts[:i])
+        if name not in sys.modules:
+            sys.modules[name] = types.ModuleType(name)
+            added.append(name)
+    sys.modules[module].NumpyArrayWrapper = wrapper_cls
+    base = numpy_pickle.NumpyPickler if aligned else _Pickler010
+
+    class P(base):
+        def _create_array_wrapper(self, array):
+            w = super()._create_array_wrapper(array)
+            w.__class__ = wrapper_cls
+            return w
+
+    try:
+        with open(path, "wb") as f:
+            P(f, protocol=protocol).dump(obj)
+    finally:
+        for name in added:
+            del sys.modules[name]
+
+
 def _fix_compat_globals(data):
     # 0.9.x files named the wrappers in joblib.numpy_pickle (where joblib still exposes them)
     return data.replace(b"cjoblib.numpy_pickle_compat\n", b"cjoblib.numpy_pickle\n")

@@ -247,6 +247,24 @@ def test_vendored_sklearn_joblib(tmp_path, module, proto):
         _check_old(_load(str(p), source))
 
 
+@pytest.mark.parametrize("aligned", (True, False))
+@pytest.mark.parametrize("module", ["sklearn.externals.joblib.numpy_pickle",
+                                    "sklearn.externals._joblib.numpy_pickle"])
+@pytest.mark.parametrize("proto", (2, 3, 4, 5))
+def test_vendored_sklearn_joblib_any_protocol(tmp_path, module, proto, aligned):
+    p = tmp_path / "vendored.pkl"
+    oldformats.dump_vendored_any(OLD_OBJ(), p, module=module, protocol=proto, aligned=aligned)
+    raw = p.read_bytes()
+    assert module.encode() in raw and b"joblib.numpy_pickle\x94" not in raw.replace(module.encode(), b"")
+    assert (b"numpy_array_alignment_bytes" in raw) == aligned
+    for source in SOURCES:
+        _check_old(_load(str(p), source))
+    got = _load(str(p), "fd", mmap_mode="r", filename=str(p))
+    assert isinstance(got[0], np.memmap)
+    if aligned:
+        assert got[0].ctypes.data % 16 == 0
+
+
 @pytest.mark.parametrize("proto", (2, 3))
 def test_joblib_09_multifile(tmp_path, proto):
     p = tmp_path / "old09.pkl"
@@ -407,3 +425,61 @@ def test_fd_pipe_source_joblib(tmp_path):
     finally:
         th.join()
         os.close(r)
+
+
+def test_alignment_none_stream(tmp_path):
+    """joblib.dump to a target whose tell() is unsupported writes alignment None and no padding."""
+    class NoTell(io.RawIOBase):
+        def __init__(self):
+            self.buf = io.BytesIO()
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            return self.buf.write(b)
+
+        def tell(self):
+            raise io.UnsupportedOperation("tell")
+
+    t = NoTell()
+    obj = [np.arange(7, dtype=np.int16), np.arange(5.0), "s"]
+    joblib.dump(obj, t)
+    data = t.buf.getvalue()
+    assert b"numpy_array_alignment_bytes" in data
+    assert_deep_equal(obj, _core.load(data))
+    p = tmp_path / "none.pkl"
+    p.write_bytes(data)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        got = _core.load(open(p, "rb"), mmap_mode="r", filename=str(p))
+    assert_deep_equal(obj, got, check_type=False)
+
+
+def test_parallel_loads_from_threads(tmp_path):
+    import threading
+    p = tmp_path / "thr.pkl"
+    obj = {"a": np.arange(500_000.0), "o": np.array([1, "x", None], dtype=object), "l": list(range(1000))}
+    joblib.dump(obj, p)
+    errors = []
+
+    def work():
+        for _ in range(5):
+            try:
+                fd = os.open(p, os.O_RDONLY)
+                try:
+                    assert_deep_equal(obj, _core.load(fd))
+                finally:
+                    os.close(fd)
+                with open(p, "rb") as f:
+                    r = _core.load(f, mmap_mode="r", filename=str(p))
+                np.testing.assert_array_equal(r["a"], obj["a"])
+            except Exception as exc:  # collected, re-raised below
+                errors.append(exc)
+
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors[:3]

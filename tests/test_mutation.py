@@ -91,3 +91,31 @@ def test_random_garbage_never_crashes():
         v = bytes(rng.choice(opcodes) if rng.random() < 0.6 else rng.randrange(256) for _ in range(n))
         _try(lambda: _core.loads(v))
         _try(lambda: _core.load(v))
+
+
+def test_allocation_failures_never_crash():
+    """Fail the n-th allocation (CPython's _testcapi.set_nomemory) for each n in turn: every
+    error path of the engine runs; each load raises (MemoryError or other) or succeeds."""
+    _testcapi = pytest.importorskip("_testcapi")
+    if not hasattr(_testcapi, "set_nomemory"):
+        pytest.skip("no set_nomemory")
+    b = io.BytesIO()
+    joblib.dump({"a": np.arange(100.0), "o": np.array([1, "x"], dtype=object), "l": [1, (2, "s")]}, b)
+    jb = b.getvalue()
+    pk = pickle.dumps([{"k": (1, "s"), "f": 1.5}, {1, 2}, frozenset([3]), b"x" * 100, list(range(50))], 5)
+    pk0 = pickle.dumps([{"k": (1, "s")}, "é", 10**30, 1.5], 0)
+    cases = [(pk, _core.loads), (pk0, _core.loads), (jb, _core.load),
+             (pk, lambda d: _core.Unpickler(io.BytesIO(d)).load()), (jb, lambda d: _core.load(_NoPeek(d)))]
+    failures = 0
+    for data, fn in cases:
+        for i in range(300):
+            _testcapi.set_nomemory(i, i + 1)
+            try:
+                fn(data)
+            except MemoryError:
+                failures += 1
+            except Exception:
+                pass
+            finally:
+                _testcapi.remove_mem_hooks()
+    assert failures > 50  # the injection really hit the engine

@@ -467,3 +467,24 @@ def test_memo_shared_across_loads_like_stdlib(proto):
     ref = pickle.Unpickler(io.BytesIO(data))
     r1 = ref.load()
     assert ref.load()["again"] is r1
+
+
+def test_buffers_iterator_spans_loads_like_stdlib():
+    bufs = []
+    p1 = pickle.dumps(pickle.PickleBuffer(b"one"), 5, buffer_callback=bufs.append)
+    p2 = pickle.dumps(pickle.PickleBuffer(b"two"), 5, buffer_callback=bufs.append)
+    for cls in (pickle.Unpickler, _core.Unpickler):
+        u = cls(io.BytesIO(p1 + p2), buffers=list(bufs))
+        assert bytes(u.load()) == b"one"
+        assert bytes(u.load()) == b"two"
+
+
+def test_load_pickle_requires_readline():
+    class OnlyRead:
+        def read(self, n=-1):
+            return b""
+
+    with pytest.raises(TypeError, match="readline"):
+        _core.load_pickle(OnlyRead())
+    with pytest.raises(TypeError, match="readline"):
+        _core.Unpickler(OnlyRead())
