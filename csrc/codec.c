@@ -859,10 +859,9 @@ codec_decompress(PyObject *module, PyObject *args, PyObject *kwargs)
     const char *name;
     Py_buffer view = {0};
     Py_ssize_t chunk = 0, inner_chunk = 0;
-    PyObject *res = NULL;
+    PyObject *out = NULL; /* grown in place (large reallocs are mremap'd: no copy) */
     fj_reader *cr = NULL;
-    char *out = NULL;
-    size_t len = 0, cap = 0;
+    Py_ssize_t len = 0, cap = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sy*|nn:_decompress", kwlist, &name, &view,
                                      &chunk, &inner_chunk)) {
         return NULL;
@@ -870,7 +869,7 @@ codec_decompress(PyObject *module, PyObject *args, PyObject *kwargs)
     mem_reader *mr = PyMem_RawCalloc(1, sizeof(mem_reader));
     if (mr == NULL) {
         PyErr_NoMemory();
-        goto done;
+        goto error;
     }
     mr->base.read = memr_read;
     mr->base.free = memr_free;
@@ -878,40 +877,48 @@ codec_decompress(PyObject *module, PyObject *args, PyObject *kwargs)
     mr->len = (size_t)view.len;
     mr->chunk = inner_chunk > 0 ? (size_t)inner_chunk : 0;
     if ((cr = fj_codec_reader(name, &mr->base)) == NULL) { /* owns mr */
-        goto done;
+        goto error;
+    }
+    cap = view.len > (1 << 20) ? view.len : (1 << 20);
+    if ((out = PyBytes_FromStringAndSize(NULL, cap)) == NULL) {
+        goto error;
     }
     for (;;) {
         if (cap - len < 65536) {
-            size_t ncap = cap ? cap * 2 : 1 << 20;
-            char *p = PyMem_RawRealloc(out, ncap);
-            if (p == NULL) {
+            if (cap > PY_SSIZE_T_MAX / 2) {
                 PyErr_NoMemory();
-                goto done;
+                goto error;
             }
-            out = p;
-            cap = ncap;
+            cap *= 2;
+            if (_PyBytes_Resize(&out, cap) < 0) {
+                goto error;
+            }
         }
-        size_t want = cap - len;
-        if (chunk > 0 && (size_t)chunk < want) {
-            want = (size_t)chunk;
+        Py_ssize_t want = cap - len;
+        if (chunk > 0 && chunk < want) {
+            want = chunk;
         }
-        Py_ssize_t n = cr->read(cr, out + len, (Py_ssize_t)want);
+        Py_ssize_t n = cr->read(cr, PyBytes_AS_STRING(out) + len, want);
         if (n < 0) {
-            goto done;
+            goto error;
         }
         if (n == 0) {
             break;
         }
-        len += (size_t)n;
+        len += n;
     }
-    res = PyBytes_FromStringAndSize(out, (Py_ssize_t)len);
+    if (_PyBytes_Resize(&out, len) < 0) {
+        goto error;
+    }
+    goto done;
+error:
+    Py_CLEAR(out);
 done:
     if (cr != NULL) {
         cr->free(cr);
     }
-    PyMem_RawFree(out);
     PyBuffer_Release(&view);
-    return res;
+    return out;
 }
 
 static PyMethodDef codec_methods[] = {

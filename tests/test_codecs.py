@@ -186,6 +186,21 @@ def test_deflate_ratio_matches_single_threaded_zlib(name, threads):
     assert ours <= ref * 1.01, (ours, ref)
 
 
+def test_bz2_is_multi_stream_and_joblib_reads_it(tmp_path):
+    import joblib
+
+    data = make_data(4 * MIB, seed=12)
+    comp = _core._compress("bz2", data, threads=2)
+    d = bz2.BZ2Decompressor()
+    first = d.decompress(comp)
+    assert d.eof and d.unused_data and len(first) < len(data)  # several streams
+    assert bz2.BZ2File(io.BytesIO(comp)).read() == data
+    arr = np.frombuffer(data, dtype=np.uint8)
+    joblib.dump(arr, tmp_path / "plain.pkl")
+    (tmp_path / "x.bz2").write_bytes(_core._compress("bz2", (tmp_path / "plain.pkl").read_bytes()))
+    np.testing.assert_array_equal(joblib.load(tmp_path / "x.bz2"), arr)
+
+
 def test_gzip_isize_wraps_and_crc_combines():
     # many blocks of distinct content: a wrong combine or ISIZE would fail gzip.decompress
     data = b"".join(make_data(512 * KIB + i, seed=i) for i in range(7))
@@ -249,7 +264,7 @@ def test_joblib_load_reads_our_streams(tmp_path):
     from fastjoblib._zstd_joblib import register_zstd_with_joblib
 
     register_zstd_with_joblib()
-    obj = {"a": np.arange(100_000, dtype=np.float64), "b": [1, "two", 3.0],
+    obj = {"a": np.arange(300_000, dtype=np.float64), "b": [1, "two", 3.0],
            "c": np.ones((40, 30), dtype=np.float32, order="F")}
     joblib.dump(obj, tmp_path / "plain.pkl")
     raw = (tmp_path / "plain.pkl").read_bytes()
