@@ -4,7 +4,8 @@
     python benchmarks/charts.py results.json [--out docs/img]
 
 Writes bench_time.png (dump and load time per workload, log scale) and bench_memory.png (extra
-peak memory of dump and load per workload) with matplotlib's Agg backend (no display needed).
+peak memory of dump and load per workload), and the same two for the compressed cases
+(bench_*_compressed.png) when there are any, with matplotlib's Agg backend (no display needed).
 
 Input: the ``fastjoblib-bench/1`` schema (see fastjoblib/_bench.py). Other layouts are adapted by
 ``normalize``: a list of rows, or {"results": [...]}, whose rows carry a workload name, an
@@ -18,8 +19,11 @@ import os
 import sys
 from typing import Any
 
-IMPL_ORDER = ("fastjoblib", "joblib", "pickle")
-COLORS = {"fastjoblib": "#1f77b4", "joblib": "#ff7f0e", "pickle": "#7f7f7f"}
+IMPL_ORDER = ("fastjoblib", "joblib", "pickle", "pickle-5", "pickle-4",
+              "fastjoblib.dump_pickle-5", "raw floor")
+COLORS = {"fastjoblib": "#1f77b4", "joblib": "#ff7f0e", "pickle": "#7f7f7f", "pickle-5": "#7f7f7f",
+          "pickle-4": "#bcbcbc", "fastjoblib.dump_pickle-5": "#17becf", "raw floor": "#2ca02c"}
+DEFAULT_IMPLS = ("fastjoblib", "joblib", "pickle", "pickle-5")
 OPS = ("dump", "load")
 
 _KEYS = {
@@ -57,7 +61,8 @@ def normalize(data: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             continue
         compress = _pick(row, "compress") or "none"
         out.append({"workload": str(wl), "compress": str(compress), "impl": str(impl),
-                    "op": str(op), "seconds": float(seconds),
+                    "variant": row.get("variant"), "op": str(op), "seconds": float(seconds),
+                    "best": row.get("seconds_min") is not None,
                     "peak": None if _pick(row, "peak") is None else float(_pick(row, "peak"))})
     if not out:
         raise ValueError("no benchmark rows found (expected a 'results' list with workload, "
@@ -68,8 +73,11 @@ def normalize(data: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 def _cases(rows: list[dict[str, Any]]) -> list[str]:
     cases: list[str] = []
     for r in rows:
-        label = r["workload"] if r["compress"] in ("none", "0", "") else \
-            f"{r['workload']} [{r['compress']}]"
+        label = r["workload"]
+        if r["compress"] not in ("none", "0", ""):
+            label += f" [{r['compress']}]"
+        if r.get("variant"):
+            label += f" [{r['variant']}]"
         r["case"] = label
         if label not in cases:
             cases.append(label)
@@ -135,28 +143,34 @@ def _grouped_barh(ax: Any, cases: list[str], impls: list[str], values: dict[tupl
     ax.grid(axis="x", alpha=0.3)
 
 
-def time_chart(rows: list[dict[str, Any]], meta: dict[str, Any], path: str) -> None:
+def time_chart(rows: list[dict[str, Any]], meta: dict[str, Any], path: str,
+               what: str = "time per workload") -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not rows:
+        return False
     cases, impls = _cases(rows), _impls(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(14, 1.2 + 0.75 * len(cases)), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 1.4 + 0.3 * len(cases) * len(impls)),
+                             sharey=True)
     for ax, op in zip(axes, OPS):
         values = {(r["case"], r["impl"]): r["seconds"] for r in rows if r["op"] == op}
         _grouped_barh(ax, cases, impls, values, _fmt_seconds, log=True)
         ax.set_title(f"{op} time (lower is better)")
-        ax.set_xlabel("seconds (log scale, fastest repeat)")
+        which = "fastest repeat" if all(r["best"] for r in rows) else "median of the repeats"
+        ax.set_xlabel(f"seconds (log scale, {which})")
     axes[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle("fastjoblib vs joblib vs pickle: time per workload\n" + _subtitle(meta),
-                 fontsize=11)
+    fig.suptitle(f"fastjoblib vs joblib vs pickle: {what}\n" + _subtitle(meta), fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
-def memory_chart(rows: list[dict[str, Any]], meta: dict[str, Any], path: str) -> bool:
+def memory_chart(rows: list[dict[str, Any]], meta: dict[str, Any], path: str,
+                 what: str = "peak memory per workload") -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,7 +180,8 @@ def memory_chart(rows: list[dict[str, Any]], meta: dict[str, Any], path: str) ->
     if not rows:
         return False
     cases, impls = _cases(rows), _impls(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(14, 1.2 + 0.75 * len(cases)), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 1.4 + 0.3 * len(cases) * len(impls)),
+                             sharey=True)
     for ax, op in zip(axes, OPS):
         values = {(r["case"], r["impl"]): r["peak"] / (1 << 20) for r in rows if r["op"] == op}
         _grouped_barh(ax, cases, impls, values, lambda v: f"{v:.1f}", log=False)
@@ -175,8 +190,9 @@ def memory_chart(rows: list[dict[str, Any]], meta: dict[str, Any], path: str) ->
     axes[0].legend(loc="lower right", fontsize=8)
     method = meta.get("memory_method", "")
     how = {"rss-fork": "peak RSS above the starting RSS, one forked run each",
+           "rss-subprocess": "peak RSS above the starting RSS, in a fresh process per workload",
            "tracemalloc": "tracemalloc peak"}.get(method, method)
-    fig.suptitle("fastjoblib vs joblib vs pickle: peak memory per workload"
+    fig.suptitle(f"fastjoblib vs joblib vs pickle: {what}"
                  + (f" ({how})" if how else "") + "\n" + _subtitle(meta), fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -191,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                                    "or benchmarks/ratios.py")
     p.add_argument("--out", default=os.path.join(os.path.dirname(here), "docs", "img"),
                    help="output directory (default: docs/img)")
+    p.add_argument("--impls", default=",".join(DEFAULT_IMPLS),
+                   help="comma-separated implementations to draw (those present), or 'all' "
+                        "(default: %(default)s)")
     args = p.parse_args(argv)
     try:
         with open(args.results) as f:
@@ -199,12 +218,22 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"charts.py: error: {args.results}: {exc}", file=sys.stderr)
         return 1
+    if args.impls != "all":
+        keep = [i for i in args.impls.split(",") if i]
+        rows = [r for r in rows if r["impl"] in keep]
     os.makedirs(args.out, exist_ok=True)
-    written = [os.path.join(args.out, "bench_time.png")]
-    time_chart(rows, meta, written[0])
-    mem = os.path.join(args.out, "bench_memory.png")
-    if memory_chart(rows, meta, mem):
-        written.append(mem)
+    plain = [r for r in rows if r["compress"] in ("none", "0", "")]
+    packed = [r for r in rows if r["compress"] not in ("none", "0", "")]
+    written = []
+    for name, make, subset, what in (
+            ("bench_time.png", time_chart, plain, "time per workload (uncompressed)"),
+            ("bench_memory.png", memory_chart, plain, "peak memory per workload (uncompressed)"),
+            ("bench_time_compressed.png", time_chart, packed, "time per workload, compressed"),
+            ("bench_memory_compressed.png", memory_chart, packed,
+             "peak memory per workload, compressed")):
+        path = os.path.join(args.out, name)
+        if make(subset, meta, path, what):
+            written.append(path)
     for w in written:
         print(w)
     return 0

@@ -9,10 +9,10 @@ once, and reports VmHWM minus the RSS it started with, i.e. the extra memory the
 on top of the object it was given (dump) or including the object it built (load). Where that is
 unavailable (not Linux), tracemalloc's peak is used instead and ``meta.memory_method`` says so.
 
-When run from a source checkout, ``benchmarks/workloads.py`` (``WORKLOADS``: name -> builder(scale))
-or ``benchmarks/ratios.py`` (``WORKLOADS``: a list of ``Workload``) supplies the workloads in place
-of the built-in set below, so the workload definitions live in one place and this module only
-measures.
+When run from a source checkout, ``bench()`` hands over to ``benchmarks/ratios.py`` instead (its
+workloads, contenders, timing and memory method, and its report; ``run_ratios`` only converts its
+results to the JSON schema below), so the benchmark logic lives in one place; the built-in set
+here is the fallback for an installed package.
 
 JSON schema ``fastjoblib-bench/1``::
 
@@ -22,10 +22,12 @@ JSON schema ``fastjoblib-bench/1``::
               "memory_method": "rss-fork|tracemalloc|none", "workloads_from": str,
               "directory": where the files were written,
               "date": ISO-8601 str},
-     "results": [{"workload": str, "description": str, "compress": "none"|"NAME:LEVEL",
+     "results": [{"workload": str, "description": str, "compress": "none"|"NAME[:LEVEL]",
+                  "variant": null|"mmap_mode=r" (optional: a load variant of the case),
                   "impl": "fastjoblib"|"joblib"|"pickle", "op": "dump"|"load",
-                  "seconds_min": float, "seconds_median": float, "repeats": int,
-                  "peak_bytes": int|null, "file_bytes": int, "data_bytes": int}, ...]}
+                  "seconds_min": float|null (null: only the median is known),
+                  "seconds_median": float, "repeats": int,
+                  "peak_bytes": int|null, "file_bytes": int, "data_bytes": int|null}, ...]}
 """
 from __future__ import annotations
 
@@ -131,52 +133,6 @@ def _have(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
-
-
-# benchmarks/workloads.py builders take a scale (1.0 = full size); these map our sizes onto it.
-_SCALES = {"tiny": 1 / 8192, "quick": 1 / 16, "full": 1.0}
-# Compressed cases added to workloads.py's (compressible) workloads.
-_SOURCE_COMPRESS = {"random_forest": ("zlib:3", "zstd:3"), "dataframe": ("lz4",),
-                    "small_dicts": ("zstd:3",)}
-_SOURCE_NEEDS = {"random_forest": ("sklearn",), "dataframe": ("pandas",)}
-
-
-def adapt_workloads(wl: Any) -> list[Workload] | None:
-    """Workloads from a benchmarks module's WORKLOADS: a list of Workload, or a dict
-    name -> builder(scale) (benchmarks/workloads.py). None if it is neither."""
-    if isinstance(wl, list) and wl and all(isinstance(w, Workload) for w in wl):
-        return wl
-    if isinstance(wl, dict) and wl and all(callable(f) for f in wl.values()):
-        def bind(builder: Callable[[float], Any]) -> Callable[[str], Any]:
-            return lambda size: builder(_SCALES[size])
-        return [Workload(str(name), (f.__doc__ or str(name)).strip().splitlines()[0],
-                         bind(f), _SOURCE_COMPRESS.get(str(name), ()),
-                         _SOURCE_NEEDS.get(str(name), ()))
-                for name, f in wl.items()]
-    return None
-
-
-def _source_workloads(root: Path | None = None) -> tuple[list[Workload] | None, str]:
-    """The source checkout's workloads (benchmarks/workloads.py, else benchmarks/ratios.py's
-    WORKLOADS) when running from one: the workload definitions then live in one place."""
-    if root is None:
-        root = Path(__file__).resolve().parents[2]
-    for name in ("workloads.py", "ratios.py"):
-        path = root / "benchmarks" / name
-        if not path.is_file():
-            continue
-        spec = importlib.util.spec_from_file_location(f"_fastjoblib_bench_{path.stem}", path)
-        if spec is None or spec.loader is None:
-            continue
-        try:
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-        except Exception:
-            continue
-        found = adapt_workloads(getattr(mod, "WORKLOADS", None))
-        if found is not None:
-            return found, str(path)
-    return None, "built-in"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -356,10 +312,9 @@ def run(size: str = "quick", log: Callable[[str], None] | None = None,
     if size not in ("tiny", "quick", "full"):
         raise ValueError(f"size must be 'tiny', 'quick' or 'full', not {size!r}")
     say = log or (lambda s: None)
-    source = "argument"
+    source = "built-in" if workloads is None else "argument"
     if workloads is None:
-        found, source = _source_workloads()
-        workloads = found if found is not None else WORKLOADS
+        workloads = WORKLOADS
     if repeats is None:
         repeats = {"tiny": 1, "quick": 3, "full": 5}[size]
     mem_method = "none"
@@ -462,6 +417,127 @@ def _meta(size: str, mem_method: str, source: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------
+# benchmarks/ratios.py (source checkout): its workloads, contenders, timing and memory method
+
+
+_RATIOS_SCALES = {"tiny": 1 / 8192, "quick": 1 / 64, "full": 1.0}
+_RATIOS_RUNS = {"tiny": 1, "quick": 3, "full": 5}
+_RATIOS_API = ("W", "resolve", "time_workload", "measure_memory", "report")
+# --tiny is a smoke test of the plumbing: the workloads that import sklearn / pandas (seconds
+# of imports and model fitting) are left out.
+_TINY_SKIP = {"random_forest", "dataframe"}
+
+
+def ratios_module(path: Path | None = None) -> Any | None:
+    """benchmarks/ratios.py of the source checkout this package runs from (never the current
+    directory's: that would run whatever file sits there), if it has the functions used here."""
+    if path is None:
+        path = Path(__file__).resolve().parents[2] / "benchmarks" / "ratios.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("_fastjoblib_bench_ratios", path)
+    if spec is None or spec.loader is None:
+        return None
+    mod = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(mod)
+    except Exception:
+        return None
+    if not all(hasattr(mod, name) for name in _RATIOS_API):
+        return None
+    setattr(mod, "__fastjoblib_path__", str(path))
+    return mod
+
+
+def split_contender(name: str, codecs: Sequence[str]) -> tuple[str, str, str | None]:
+    """ratios.py contender name -> (impl, compress, variant): 'joblib zlib' -> ('joblib', 'zlib',
+    None), 'fastjoblib mmap_mode=r' -> ('fastjoblib', 'none', 'mmap_mode=r')."""
+    head, _, rest = name.partition(" ")
+    if rest in codecs:
+        return head, rest, None
+    if rest.startswith("mmap_mode="):
+        return head, "none", rest
+    if head == "raw":
+        return "raw floor", "none", None
+    return name, "none", None
+
+
+def _ratios_loop(mod: Any, size: str, scale: float, runs: int, codecs: list[str],
+                 notes: list[str], raw: dict[str, Any], say: Callable[[str], None],
+                 directory: str | None, memory: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="fastjoblib-bench-", dir=directory) as tmp:
+        for wl, build in mod.W.WORKLOADS.items():
+            if size == "tiny" and wl in _TINY_SKIP:
+                continue
+            try:
+                obj = build(scale)
+            except ImportError as exc:
+                notes.append(f"{wl}: skipped ({exc})")
+                say(f"skip {wl}: {exc}")
+                continue
+            contenders = mod.resolve(wl, codecs, notes)
+            say(f"{wl}: {', '.join(c[0] for c in contenders)}")
+            times = mod.time_workload(wl, obj, contenders, runs, tmp)
+            del obj
+            gc.collect()
+            # ratios.py measures memory in a fresh interpreter per workload (seconds each):
+            # not for the --tiny smoke run.
+            mem = mod.measure_memory(wl, scale, codecs, tmp) if memory and size != "tiny" else None
+            raw[wl] = (times, mem)
+
+
+def run_ratios(mod: Any, size: str, log: Callable[[str], None] | None = None,
+               directory: str | None = None, memory: bool = True) -> tuple[dict[str, Any], str]:
+    """Run benchmarks/ratios.py's workloads with its own functions; (results in this module's
+    schema, ratios.py's report text)."""
+    import argparse
+
+    say = log or (lambda s: None)
+    scale, runs = _RATIOS_SCALES[size], _RATIOS_RUNS[size]
+    codecs = ["zlib"] + (["lz4"] if size != "tiny" and _have("lz4") else [])
+    notes: list[str] = []
+    raw: dict[str, Any] = {}
+    # Whatever the process already holds (modules: a test runner may hold many) out of the
+    # collector's way, so that ratios.py's gc.collect() between operations stays cheap.
+    gc.collect()
+    gc.freeze()
+    try:
+        _ratios_loop(mod, size, scale, runs, codecs, notes, raw, say, directory, memory)
+    finally:
+        gc.unfreeze()
+    text = mod.report(raw, notes, argparse.Namespace(quick=size != "full", runs=runs,
+                                                      codec_list=codecs))
+    rows: list[dict[str, Any]] = []
+    for wl, (times, mem) in raw.items():
+        for name, v in times.items():
+            impl, compress, variant = split_contender(name, codecs)
+            for op in ("dump", "load"):
+                peak = mem.get(name, {}).get(op) if mem else None
+                rows.append({
+                    "workload": wl, "description": wl, "compress": compress, "variant": variant,
+                    "impl": impl, "op": op, "seconds_min": None, "seconds_median": v[op],
+                    "repeats": runs, "peak_bytes": None if peak is None else int(peak * (1 << 20)),
+                    "file_bytes": v["size"], "data_bytes": None,
+                })
+    meta = _meta(size, "rss-subprocess" if any(m for _, m in raw.values()) else "none",
+                 getattr(mod, "__fastjoblib_path__", "ratios.py"))
+    meta.update(directory=directory or tempfile.gettempdir(), scale=scale, notes=notes)
+    return {"schema": SCHEMA, "meta": meta, "results": rows}, text
+
+
+def bench(size: str = "quick", log: Callable[[str], None] | None = None,
+          directory: str | None = None, memory: bool = True,
+          ratios: Any | None = None) -> tuple[dict[str, Any], str]:
+    """What ``python -m fastjoblib bench`` runs: benchmarks/ratios.py (workloads, method, report)
+    when running from a source checkout, else the built-in set. (results, text table)."""
+    mod = ratios if ratios is not None else ratios_module()
+    if mod is not None:
+        return run_ratios(mod, size, log, directory, memory)
+    results = run(size, log, directory=directory, memory=memory)
+    return results, format_table(results)
+
+
+# ------------------------------------------------------------------------------------------------
 # ratio table
 
 
@@ -473,6 +549,13 @@ def _fmt_time(s: float | None) -> str:
 
 def _fmt_mib(n: int | None) -> str:
     return "-" if n is None else f"{n / (1 << 20):.1f}"
+
+
+def _secs(row: dict[str, Any]) -> float | None:
+    value = row.get("seconds_min")
+    if value is None:
+        value = row.get("seconds_median")
+    return None if value is None else float(value)
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -493,16 +576,18 @@ def format_table(results: dict[str, Any]) -> str:
 
     def ratio(wl: str, c: str, impl: str, op: str) -> str:
         fj, other = index.get((wl, c, "fastjoblib", op)), index.get((wl, c, impl, op))
-        if fj is None or other is None or fj["seconds_min"] <= 0:
+        a = _secs(other) if other is not None else None
+        b = _secs(fj) if fj is not None else None
+        if a is None or not b:
             return "-"
-        return f"{other['seconds_min'] / fj['seconds_min']:.2f}"
+        return f"{a / b:.2f}"
 
     for wl, c in cases:
         fjd = index.get((wl, c, "fastjoblib", "dump"))
         line = [wl, c, _fmt_mib(fjd["file_bytes"]) if fjd else "-"]
         for op in ("dump", "load"):
             fj = index.get((wl, c, "fastjoblib", op))
-            line += [_fmt_time(fj["seconds_min"] if fj else None),
+            line += [_fmt_time(_secs(fj) if fj else None),
                      ratio(wl, c, "joblib", op), ratio(wl, c, "pickle", op)]
         for op in ("dump", "load"):
             fj, jl = index.get((wl, c, "fastjoblib", op)), index.get((wl, c, "joblib", op))

@@ -299,9 +299,9 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
     if args.dir is not None and not os.path.isdir(args.dir):
         raise CLIError(f"--dir {args.dir}: not a directory")
-    results = _bench.run(size=size, log=lambda s: print(s, file=sys.stderr, flush=True),
-                         directory=args.dir)
-    out.write(_bench.format_table(results) + "\n")
+    results, text = _bench.bench(size=size, log=lambda s: print(s, file=sys.stderr, flush=True),
+                                 directory=args.dir, memory=not args.no_memory)
+    out.write(text + "\n")
     if args.json:
         try:
             with open(args.json, "w") as f:
@@ -375,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--dir", metavar="DIR",
                     help="where to write the temporary files (default: the system temporary "
                          "directory; a tmpfs such as /dev/shm takes the disk out of the numbers)")
+    pb.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     pb.add_argument("--json", metavar="FILE",
                     help="also write the results as JSON (input of benchmarks/charts.py)")
     pb.set_defaults(func=cmd_bench)
