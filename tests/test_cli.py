@@ -421,14 +421,32 @@ def test_bench_ratios_engine():
         pytest.skip("no benchmarks/ratios.py in this checkout")
     mod = _bench.ratios_module(path)
     assert mod is not None, "ratios.py lacks the functions bench uses: " + str(_bench._RATIOS_API)
-    results, text = _bench.run_ratios(mod, "tiny")
+    pytest.importorskip("zstandard")
+    from joblib import compressor as jc
+
+    saved = dict(jc._COMPRESSORS)
+    try:  # zstd: joblib's side goes through fastjoblib.register_zstd_with_joblib
+        results, text = _bench.run_ratios(mod, "tiny", codecs=["zlib", "zstd"])
+    finally:
+        jc._COMPRESSORS.clear()
+        jc._COMPRESSORS.update(saved)
     rows = results["results"]
     assert results["meta"]["workloads_from"] == str(path)
     assert {r["workload"] for r in rows} <= set(mod.W.WORKLOADS)
     assert any(r["variant"] == "mmap_mode=r" and r["impl"] == "fastjoblib" for r in rows)
     assert any(r["compress"] == "zlib" and r["impl"] == "joblib" for r in rows)
+    assert any(r["compress"] == "zstd" and r["impl"] == "joblib" for r in rows)
     for r in rows:
         assert r["workload"] in text
+
+
+def test_bench_option_errors(capsys):
+    rc, _, err = main(capsys, "bench", "--tiny", "--codecs", "zlib,snappy")
+    assert rc == 1 and "unknown snappy" in err
+    rc, _, err = main(capsys, "bench", "--tiny", "--runs", "0")
+    assert rc == 1 and "--runs" in err
+    rc, _, err = main(capsys, "bench", "--tiny", "--dir", "/nonexistent/dir")
+    assert rc == 1 and "not a directory" in err
 
 
 @pytest.mark.parametrize("name,expected", [

@@ -487,14 +487,22 @@ def _ratios_loop(mod: Any, size: str, scale: float, runs: int, codecs: list[str]
 
 
 def run_ratios(mod: Any, size: str, log: Callable[[str], None] | None = None,
-               directory: str | None = None, memory: bool = True) -> tuple[dict[str, Any], str]:
+               directory: str | None = None, memory: bool = True,
+               codecs: Sequence[str] | None = None,
+               runs: int | None = None) -> tuple[dict[str, Any], str]:
     """Run benchmarks/ratios.py's workloads with its own functions; (results in this module's
-    schema, ratios.py's report text)."""
+    schema, ratios.py's report text). codecs: compressed contenders (default zlib, plus lz4
+    when installed, except for --tiny)."""
     import argparse
 
     say = log or (lambda s: None)
-    scale, runs = _RATIOS_SCALES[size], _RATIOS_RUNS[size]
-    codecs = ["zlib"] + (["lz4"] if size != "tiny" and _have("lz4") else [])
+    scale = _RATIOS_SCALES[size]
+    runs = runs or _RATIOS_RUNS[size]
+    if codecs is None:
+        codecs = ["zlib"] + (["lz4"] if size != "tiny" and _have("lz4") else [])
+    codecs = list(codecs)
+    if "zstd" in codecs:
+        _joblib_supports("zstd")  # stock joblib has no zstd: register fastjoblib's
     notes: list[str] = []
     raw: dict[str, Any] = {}
     # Whatever the process already holds (modules: a test runner may hold many) out of the
@@ -526,14 +534,16 @@ def run_ratios(mod: Any, size: str, log: Callable[[str], None] | None = None,
 
 
 def bench(size: str = "quick", log: Callable[[str], None] | None = None,
-          directory: str | None = None, memory: bool = True,
-          ratios: Any | None = None) -> tuple[dict[str, Any], str]:
+          directory: str | None = None, memory: bool = True, ratios: Any | None = None,
+          codecs: Sequence[str] | None = None,
+          runs: int | None = None) -> tuple[dict[str, Any], str]:
     """What ``python -m fastjoblib bench`` runs: benchmarks/ratios.py (workloads, method, report)
-    when running from a source checkout, else the built-in set. (results, text table)."""
+    when running from a source checkout, else the built-in set. (results, text table).
+    `codecs` applies to ratios.py's engine only (the built-in set has its compressed cases)."""
     mod = ratios if ratios is not None else ratios_module()
     if mod is not None:
-        return run_ratios(mod, size, log, directory, memory)
-    results = run(size, log, directory=directory, memory=memory)
+        return run_ratios(mod, size, log, directory, memory, codecs, runs)
+    results = run(size, log, directory=directory, memory=memory, repeats=runs)
     return results, format_table(results)
 
 

@@ -299,8 +299,20 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
     if args.dir is not None and not os.path.isdir(args.dir):
         raise CLIError(f"--dir {args.dir}: not a directory")
+    if args.runs is not None and args.runs < 1:
+        raise CLIError("--runs must be >= 1")
+    codecs = None
+    if args.codecs is not None:
+        from ._compressors import COMPRESSORS
+
+        codecs = [c for c in args.codecs.split(",") if c]
+        unknown = [c for c in codecs if c not in COMPRESSORS]
+        if unknown:
+            raise CLIError(f"--codecs: unknown {', '.join(unknown)}; choose among "
+                           f"{', '.join(sorted(COMPRESSORS))}")
     results, text = _bench.bench(size=size, log=lambda s: print(s, file=sys.stderr, flush=True),
-                                 directory=args.dir, memory=not args.no_memory)
+                                 directory=args.dir, memory=not args.no_memory, codecs=codecs,
+                                 runs=args.runs)
     out.write(text + "\n")
     if args.json:
         try:
@@ -376,6 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where to write the temporary files (default: the system temporary "
                          "directory; a tmpfs such as /dev/shm takes the disk out of the numbers)")
     pb.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+    pb.add_argument("--runs", type=int, metavar="N",
+                    help="interleaved rounds per workload (default: 5, --quick 3)")
+    pb.add_argument("--codecs", metavar="LIST",
+                    help="compressors compared too, e.g. zlib,lz4,zstd (benchmarks/ratios.py "
+                         "engine only; default zlib,lz4)")
     pb.add_argument("--json", metavar="FILE",
                     help="also write the results as JSON (input of benchmarks/charts.py)")
     pb.set_defaults(func=cmd_bench)
