@@ -2,7 +2,6 @@
 module __getattr__, which type checkers cannot follow). Checked against the runtime by
 tests/test_typing.py (mypy.stubtest)."""
 import os
-from collections.abc import Callable
 from pickle import PicklingError as PicklingError, UnpicklingError as UnpicklingError
 from typing import IO, Any, Literal, overload
 
@@ -58,4 +57,4 @@ def load(
     ensure_native_byte_order: bool | Literal["auto"] = "auto",
 ) -> Any: ...
 
-register_zstd_with_joblib: Callable[..., Any]
+def register_zstd_with_joblib(force: bool = False) -> bool: ...
