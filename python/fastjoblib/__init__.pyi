@@ -1,0 +1,60 @@
+"""Type stub for the public API of fastjoblib (the package imports its C core lazily, through a
+module __getattr__, which type checkers cannot follow). Checked against the runtime by
+tests/test_typing.py (mypy.stubtest)."""
+import os
+from pickle import PicklingError as PicklingError, UnpicklingError as UnpicklingError
+from typing import IO, Any, Literal, overload
+
+from _typeshed import SupportsWrite
+
+from ._core import (
+    Pickler as Pickler,
+    Unpickler as Unpickler,
+    _ReadableFileobj,
+    dump_pickle as dump_pickle,
+    dumps as dumps,
+    load_pickle as load_pickle,
+    loads as loads,
+)
+
+__version__: str
+__all__ = [
+    "dump", "load", "dumps", "loads", "Pickler", "Unpickler", "dump_pickle", "load_pickle",
+    "PicklingError", "UnpicklingError", "register_zstd_with_joblib", "__version__",
+]
+
+_Compress = (
+    int
+    | bool
+    | None
+    | Literal["zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"]
+    | str
+    | tuple[str, int | None]
+)
+_MmapMode = Literal["r", "r+", "w+", "c", "readonly", "readwrite", "write", "copyonwrite"]
+
+@overload
+def dump(
+    value: Any,
+    filename: str | os.PathLike[str],
+    compress: _Compress = 0,
+    protocol: int | None = None,
+    *,
+    threads: int | None = None,
+) -> list[str]: ...
+@overload
+def dump(
+    value: Any,
+    filename: SupportsWrite[bytes],
+    compress: _Compress = 0,
+    protocol: int | None = None,
+    *,
+    threads: int | None = None,
+) -> None: ...
+def load(
+    filename: str | bytes | os.PathLike[str] | os.PathLike[bytes] | int | IO[bytes] | _ReadableFileobj,
+    mmap_mode: _MmapMode | None = None,
+    ensure_native_byte_order: bool | Literal["auto"] = "auto",
+) -> Any: ...
+
+def register_zstd_with_joblib(force: bool = False) -> bool: ...

@@ -1,0 +1,117 @@
+"""Type stub for fastjoblib._core, the C extension (see docs/ARCHITECTURE.md, "The _core contract").
+
+Checked against the compiled module by tests/test_typing.py (mypy.stubtest) so that it cannot drift.
+"""
+from collections.abc import Callable, Iterable, Mapping
+from pickle import PickleBuffer
+from typing import Any, Literal, Protocol, type_check_only
+
+from _typeshed import ReadableBuffer, SupportsWrite
+from typing_extensions import disjoint_base
+
+@type_check_only
+class _ReadableFileobj(Protocol):
+    def read(self, n: int, /) -> bytes: ...
+    def readline(self) -> bytes: ...
+
+_BufferCallback = Callable[[PickleBuffer], Any] | None
+_ReducedType = str | tuple[Any, ...]
+_Codec = Literal["zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"]
+
+# joblib format (NumpyArrayWrapper records for arrays)
+
+def dump(
+    obj: object,
+    file: int | SupportsWrite[bytes],
+    protocol: int,
+    *,
+    codec: _Codec | str | None = None,
+    level: int = -1,
+    threads: int = 0,
+) -> None: ...
+def load(
+    file: int | _ReadableFileobj | ReadableBuffer,
+    *,
+    mmap_mode: Literal["r", "r+", "c"] | None = None,
+    filename: str | None = None,
+    ensure_native: bool = False,
+    codec: _Codec | str | None = None,
+    find_class: Callable[[str, str], Any] | None = None,
+) -> Any: ...
+
+# plain pickle streams (stdlib-compatible signatures)
+
+def dumps(
+    obj: object,
+    protocol: int | None = None,
+    *,
+    fix_imports: bool = True,
+    buffer_callback: _BufferCallback = None,
+) -> bytes: ...
+def loads(
+    data: ReadableBuffer,
+    /,
+    *,
+    fix_imports: bool = True,
+    encoding: str = "ASCII",
+    errors: str = "strict",
+    buffers: Iterable[Any] | None = None,
+) -> Any: ...
+def dump_pickle(
+    obj: object,
+    file: int | SupportsWrite[bytes],
+    protocol: int | None = None,
+    *,
+    fix_imports: bool = True,
+    buffer_callback: _BufferCallback = None,
+) -> None: ...
+def load_pickle(
+    file: int | _ReadableFileobj,
+    /,
+    *,
+    fix_imports: bool = True,
+    encoding: str = "ASCII",
+    errors: str = "strict",
+    buffers: Iterable[Any] | None = None,
+) -> Any: ...
+
+@disjoint_base
+class Pickler:
+    bin: int
+    fast: bool
+    protocol: int
+    dispatch_table: Mapping[type, Callable[[Any], _ReducedType]]
+    # None, or a callable obj -> reduce value / NotImplemented; subclasses may define it as a method.
+    reducer_override: Callable[[Any], Any] | None
+    # Unset by default (AttributeError); a subclass may define it as a method obj -> pid | None.
+    persistent_id: Callable[[Any], Any]
+    def __init__(
+        self,
+        file: SupportsWrite[bytes],
+        protocol: int | None = None,
+        *,
+        fix_imports: bool = True,
+        buffer_callback: _BufferCallback = None,
+    ) -> None: ...
+    def dump(self, obj: Any, /) -> None: ...
+    def clear_memo(self) -> None: ...
+
+@disjoint_base
+class Unpickler:
+    # A subclass (or instance) may define persistent_load(self, pid) -> Any.
+    def __init__(
+        self,
+        file: _ReadableFileobj,
+        *,
+        fix_imports: bool = True,
+        encoding: str = "ASCII",
+        errors: str = "strict",
+        buffers: Iterable[Any] | None = None,
+    ) -> None: ...
+    def load(self) -> Any: ...
+    def find_class(self, module_name: str, global_name: str, /) -> Any: ...
+
+# codec test entry points
+
+def _compress(name: str, data: ReadableBuffer, level: int = -1, threads: int = 0, chunk: int = 0) -> bytes: ...
+def _decompress(name: str, data: ReadableBuffer, chunk: int = 0, inner_chunk: int = 0) -> bytes: ...
