@@ -537,7 +537,7 @@ class RestrictedUnpickler(pickle._Unpickler):
         self._policy.check_build(self.stack[-2])
         pickle._Unpickler.load_build(self)
 
-    dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.BUILD[0]] = load_build  # type: ignore[assignment]
 
     def get_extension(self, code):
         # pickle's own version answers from copyreg's _extension_cache without asking
