@@ -293,11 +293,7 @@ def test_convert_in_place(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("writer", [
-    "dump_joblib_010", "dump_joblib_09_compressed",
-    pytest.param("dump_joblib_09", marks=pytest.mark.xfail(
-        strict=True, reason="joblib 0.9 + companion .npy: _persist.load does not pass filename= "
-                            "to _core.load (companions resolved against the CWD) and the "
-                            "compat DeprecationWarning formats None with %U (unpickler.c)")),
+    "dump_joblib_010", "dump_joblib_09_compressed", "dump_joblib_09",
 ])
 def test_convert_old_format(capsys, tmp_path, monkeypatch, writer):
     oldformats = pytest.importorskip("oldformats")

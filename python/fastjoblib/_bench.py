@@ -453,6 +453,8 @@ def split_contender(name: str, codecs: Sequence[str]) -> tuple[str, str, str | N
     """ratios.py contender name -> (impl, compress, variant): 'joblib zlib' -> ('joblib', 'zlib',
     None), 'fastjoblib mmap_mode=r' -> ('fastjoblib', 'none', 'mmap_mode=r')."""
     head, _, rest = name.partition(" ")
+    if rest.endswith(" (fastjoblib recipe)"):  # stock joblib given fastjoblib's zstd recipe
+        rest = rest[: -len(" (fastjoblib recipe)")]
     if rest in codecs:
         return head, rest, None
     if rest.startswith("mmap_mode="):
@@ -514,7 +516,8 @@ def run_ratios(mod: Any, size: str, log: Callable[[str], None] | None = None,
     finally:
         gc.unfreeze()
     text = mod.report(raw, notes, argparse.Namespace(quick=size != "full", runs=runs,
-                                                      codec_list=codecs))
+                                                      codec_list=codecs,
+                                                      scale_used=scale))
     rows: list[dict[str, Any]] = []
     for wl, (times, mem) in raw.items():
         for name, v in times.items():

@@ -456,8 +456,11 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto"):
                 core_mmap = _core_mmap_mode(mmap_mode)
         kwargs = dict(ensure_native=ensure_native,
                       codec=None if kind == "not-compressed" else kind)
+        if isinstance(filename, (str, bytes)):
+            # the path also locates joblib 0.9 companion .npy files next to the pickle
+            kwargs.update(filename=os.fsdecode(filename))
         if core_mmap is not None:
-            kwargs.update(mmap_mode=core_mmap, filename=os.fsdecode(filename))
+            kwargs.update(mmap_mode=core_mmap)
         return _unpickle(fd, **kwargs)
 
 
