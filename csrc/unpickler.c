@@ -985,12 +985,13 @@ fj_up_load(fj_up *u)
             if (op == -2) {
                 goto error;
             }
+            /* stdlib raises EOFError whenever the input ends where an opcode should start */
             if (fj_source_tell(s) == start) {
                 PyErr_SetString(PyExc_EOFError, "Ran out of input");
             }
             else {
-                raise_up(u, "pickle data was truncated: no STOP opcode before the end at offset %lld",
-                         (long long)fj_source_tell(s));
+                PyErr_Format(PyExc_EOFError, "Ran out of input: no STOP opcode before the end at offset %lld",
+                             (long long)fj_source_tell(s));
             }
             goto error;
         }
@@ -1441,7 +1442,8 @@ fj_up_load(fj_up *u)
             }
             if (!PyTuple_Check(b)) {
                 a = NULL;
-                raise_up(u, "REDUCE argument must be a tuple, not %.200s", Py_TYPE(b)->tp_name);
+                /* TypeError like stdlib (it calls the callable with a non-tuple argument list) */
+                PyErr_Format(PyExc_TypeError, "REDUCE argument must be a tuple, not %.200s", Py_TYPE(b)->tp_name);
                 goto error;
             }
             res = PyObject_Call(a, b, NULL);
@@ -1712,9 +1714,39 @@ typedef struct {
     int fix_imports;
     int proto;
     int loading;
+    fj_up *active;      /* the running load's engine (it holds the memo meanwhile), or NULL */
 } UnpicklerObject;
 
 static PyObject *unpickler_find_class(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+
+/* The file attributes an Unpickler needs, looked up like _pickle.c does (peek, readinto, read,
+ * readline): an exception raised while getting one (a failing property) propagates; a missing
+ * read or readline is a TypeError. 0 / -1. */
+static int
+check_file_attrs(PyObject *file)
+{
+    static const char *const names[] = {"peek", "readinto", "read", "readline"};
+    int found[4] = {0, 0, 0, 0};
+    for (int i = 0; i < 4; i++) {
+        PyObject *name = PyUnicode_InternFromString(names[i]);
+        if (name == NULL) {
+            return -1;
+        }
+        PyObject *v;
+        int r = lookup_attr(file, name, &v);
+        Py_DECREF(name);
+        if (r < 0) {
+            return -1;
+        }
+        Py_XDECREF(v);
+        found[i] = r;
+    }
+    if (!found[2] || !found[3]) {
+        PyErr_SetString(PyExc_TypeError, "file must have 'read' and 'readline' attributes");
+        return -1;
+    }
+    return 0;
+}
 
 static int
 unpickler_traverse(UnpicklerObject *self, visitproc visit, void *arg)
@@ -1782,8 +1814,7 @@ unpickler_init(UnpicklerObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_RuntimeError, "Unpickler.__init__() called during load()");
         return -1;
     }
-    if (!PyObject_HasAttrString(file, "read") || !PyObject_HasAttrString(file, "readline")) {
-        PyErr_SetString(PyExc_TypeError, "file must have 'read' and 'readline' attributes");
+    if (check_file_attrs(file) < 0) {
         return -1;
     }
     Py_XSETREF(self->file, Py_NewRef(file));
@@ -1892,7 +1923,9 @@ unpickler_load(UnpicklerObject *self, PyObject *Py_UNUSED(ignored))
     self->memo = NULL;
     self->memo_cap = self->memo_count = 0;
     self->memo_dict = NULL;
+    self->active = &u;
     res = fj_up_load(&u);
+    self->active = NULL;
     self->proto = u.proto;
     self->loading = 0;
     self->memo = u.memo;
@@ -1931,6 +1964,244 @@ unpickler_find_class(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return fj_default_find_class(st, u->proto, u->fix_imports, args[0], args[1]);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Unpickler.memo: a live proxy like _pickle.c's UnpicklerMemoProxy. copy() gives {index: obj};
+ * assigning a proxy or such a dict replaces the memo. During load() the memo lives in the engine
+ * (self->active), and the proxy works on it there. */
+
+typedef struct {
+    PyObject_HEAD
+    UnpicklerObject *unpickler; /* strong */
+} UnpicklerMemoProxy;
+
+/* Pointers to the memo fields of an Unpickler: its own, or the running engine's. */
+typedef struct {
+    PyObject ***items;
+    Py_ssize_t *cap, *count;
+    PyObject **dict;
+} memo_fields;
+
+static memo_fields
+unpickler_memo_fields(UnpicklerObject *self)
+{
+    memo_fields f;
+    if (self->active != NULL) {
+        f.items = &self->active->memo;
+        f.cap = &self->active->memo_cap;
+        f.count = &self->active->memo_count;
+        f.dict = &self->active->memo_dict;
+    }
+    else {
+        f.items = &self->memo;
+        f.cap = &self->memo_cap;
+        f.count = &self->memo_count;
+        f.dict = &self->memo_dict;
+    }
+    return f;
+}
+
+/* Replace the memo with (items, cap, count, dict) (owned, moved in) and release the old one. */
+static void
+unpickler_memo_replace(UnpicklerObject *self, PyObject **items, Py_ssize_t cap, Py_ssize_t count, PyObject *dict)
+{
+    memo_fields f = unpickler_memo_fields(self);
+    PyObject **old = *f.items;
+    Py_ssize_t old_cap = *f.cap;
+    PyObject *old_dict = *f.dict;
+    *f.items = items;
+    *f.cap = cap;
+    *f.count = count;
+    *f.dict = dict;
+    /* released last: destructors may run code that looks at the memo */
+    for (Py_ssize_t i = 0; i < old_cap; i++) {
+        Py_XDECREF(old[i]);
+    }
+    PyMem_Free(old);
+    Py_XDECREF(old_dict);
+}
+
+static PyObject *
+unpickler_memo_copy(UnpicklerObject *self)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL || self == NULL) {
+        return d;
+    }
+    memo_fields f = unpickler_memo_fields(self);
+    /* snapshot first: PyDict_SetItem on int keys runs no Python code, but stay defensive */
+    for (Py_ssize_t i = 0; i < *f.cap; i++) {
+        PyObject *v = (*f.items)[i];
+        if (v == NULL) {
+            continue;
+        }
+        PyObject *k = PyLong_FromSsize_t(i);
+        int r = k == NULL ? -1 : PyDict_SetItem(d, k, v);
+        Py_XDECREF(k);
+        if (r < 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+    }
+    if (*f.dict != NULL && PyDict_Update(d, *f.dict) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+static int
+umemoproxy_traverse(UnpicklerMemoProxy *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->unpickler);
+    return 0;
+}
+
+static int
+umemoproxy_clear_refs(UnpicklerMemoProxy *self)
+{
+    Py_CLEAR(self->unpickler);
+    return 0;
+}
+
+static void
+umemoproxy_dealloc(UnpicklerMemoProxy *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    umemoproxy_clear_refs(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+umemoproxy_copy(UnpicklerMemoProxy *self, PyObject *Py_UNUSED(ignored))
+{
+    return unpickler_memo_copy(self->unpickler);
+}
+
+static PyObject *
+umemoproxy_clear(UnpicklerMemoProxy *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->unpickler != NULL) {
+        unpickler_memo_replace(self->unpickler, NULL, 0, 0, NULL);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+umemoproxy_reduce(UnpicklerMemoProxy *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *copy = unpickler_memo_copy(self->unpickler);
+    if (copy == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("(O(N))", (PyObject *)&PyDict_Type, copy);
+}
+
+static PyMethodDef umemoproxy_methods[] = {
+    {"clear", (PyCFunction)umemoproxy_clear, METH_NOARGS, "Remove all items from memo."},
+    {"copy", (PyCFunction)umemoproxy_copy, METH_NOARGS, "Copy the memo to a new object."},
+    {"__reduce__", (PyCFunction)umemoproxy_reduce, METH_NOARGS, "Implement pickling support."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot umemoproxy_slots[] = {
+    {Py_tp_dealloc, umemoproxy_dealloc},
+    {Py_tp_traverse, umemoproxy_traverse},
+    {Py_tp_clear, umemoproxy_clear_refs},
+    {Py_tp_methods, umemoproxy_methods},
+    {Py_tp_hash, PyObject_HashNotImplemented},
+    {Py_tp_doc, "UnpicklerMemoProxy: the live memo of an Unpickler"},
+    {0, NULL},
+};
+
+static PyType_Spec umemoproxy_spec = {
+    .name = "fastjoblib._core.UnpicklerMemoProxy",
+    .basicsize = sizeof(UnpicklerMemoProxy),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = umemoproxy_slots,
+};
+
+static PyObject *
+unpickler_get_memo(UnpicklerObject *self, void *closure)
+{
+    fj_state *st = fj_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return NULL;
+    }
+    UnpicklerMemoProxy *proxy = PyObject_GC_New(UnpicklerMemoProxy, (PyTypeObject *)st->up.MemoProxy_type);
+    if (proxy == NULL) {
+        return NULL;
+    }
+    proxy->unpickler = (UnpicklerObject *)Py_NewRef(self);
+    PyObject_GC_Track(proxy);
+    return (PyObject *)proxy;
+}
+
+static int
+unpickler_set_memo(UnpicklerObject *self, PyObject *value, void *closure)
+{
+    fj_state *st = fj_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return -1;
+    }
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "attribute deletion is not supported");
+        return -1;
+    }
+    PyObject *d = NULL;
+    if (Py_IS_TYPE(value, (PyTypeObject *)st->up.MemoProxy_type)) {
+        UnpicklerObject *other = ((UnpicklerMemoProxy *)value)->unpickler;
+        if (other == self) {
+            return 0;
+        }
+        d = unpickler_memo_copy(other);
+    }
+    else if (PyDict_Check(value)) {
+        d = PyDict_Copy(value); /* a snapshot */
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "'memo' attribute must be an UnpicklerMemoProxy object or dict, not %.200s",
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    if (d == NULL) {
+        return -1;
+    }
+    /* build the new memo in a scratch engine (memo_put only touches the memo fields) */
+    fj_up tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    tmp.st = st;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(d, &pos, &k, &v)) {
+        long long idx = PyLong_Check(k) ? PyLong_AsLongLong(k) : -1;
+        if (idx == -1 && PyErr_Occurred()) {
+            goto error;
+        }
+        if (idx < 0) {
+            PyErr_SetString(PyExc_ValueError, "memo key must be positive integers.");
+            goto error;
+        }
+        if (memo_put(&tmp, (uint64_t)idx, v) < 0) {
+            goto error;
+        }
+    }
+    Py_DECREF(d);
+    unpickler_memo_replace(self, tmp.memo, tmp.memo_cap, tmp.memo_count, tmp.memo_dict);
+    return 0;
+error:
+    Py_DECREF(d);
+    fj_up_clear(&tmp);
+    return -1;
+}
+
+static PyGetSetDef unpickler_getset[] = {
+    {"memo", (getter)unpickler_get_memo, (setter)unpickler_set_memo, "the unpickler's memo (a live proxy)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMethodDef unpickler_methods[] = {
     {"load", (PyCFunction)unpickler_load, METH_NOARGS,
      "load()\n--\n\nRead a pickled object representation from the open file and return it."},
@@ -1952,6 +2223,7 @@ static PyType_Slot unpickler_slots[] = {
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_methods, unpickler_methods},
     {Py_tp_members, unpickler_members},
+    {Py_tp_getset, unpickler_getset},
     {Py_tp_doc, "Unpickler(file, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=None)\n--\n\n"
                 "Pickle-compatible unpickler (C engine of fastjoblib)."},
     {0, NULL},
@@ -2088,8 +2360,7 @@ core_load_pickle(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyOb
         r = fj_source_init_fd(&src, fd);
     }
     else {
-        if (!PyObject_HasAttrString(file, "read") || !PyObject_HasAttrString(file, "readline")) {
-            PyErr_SetString(PyExc_TypeError, "file must have 'read' and 'readline' attributes");
+        if (check_file_attrs(file) < 0) {
             return NULL;
         }
         r = fj_source_init_pyfile(&src, file);
@@ -2372,6 +2643,10 @@ fj_unpickler_exec(PyObject *module, fj_state *st)
     if (PyModule_AddObjectRef(module, "Unpickler", up->Unpickler_type) < 0) {
         return -1;
     }
+    up->MemoProxy_type = PyType_FromModuleAndSpec(module, &umemoproxy_spec, NULL);
+    if (up->MemoProxy_type == NULL) {
+        return -1;
+    }
     if (PyModule_AddFunctions(module, core_methods) < 0) {
         return -1;
     }
@@ -2383,6 +2658,7 @@ fj_unpickler_traverse(fj_state *st, visitproc visit, void *arg)
 {
     fj_unpickler_state *up = &st->up;
     Py_VISIT(up->Unpickler_type);
+    Py_VISIT(up->MemoProxy_type);
     Py_VISIT(up->NumpyArrayWrapper);
     Py_VISIT(up->NDArrayWrapper);
     Py_VISIT(up->ZNDArrayWrapper);
@@ -2398,6 +2674,7 @@ fj_unpickler_clear(fj_state *st)
 {
     fj_unpickler_state *up = &st->up;
     Py_CLEAR(up->Unpickler_type);
+    Py_CLEAR(up->MemoProxy_type);
     Py_CLEAR(up->NumpyArrayWrapper);
     Py_CLEAR(up->NDArrayWrapper);
     Py_CLEAR(up->ZNDArrayWrapper);

@@ -8,6 +8,7 @@
 /* Module-state part: cached objects, created in fj_unpickler_exec. */
 typedef struct fj_unpickler_state {
     PyObject *Unpickler_type;      /* the _core.Unpickler heap type */
+    PyObject *MemoProxy_type;      /* Unpickler.memo proxies */
     /* placeholders the array hook gives for joblib's wrapper globals (plain classes) */
     PyObject *NumpyArrayWrapper;
     PyObject *NDArrayWrapper;

@@ -361,7 +361,7 @@ def test_fd_position_after_load(tmp_path):
     (b"(u.", pickle.UnpicklingError, "underflow"),
     (b"\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\x7f.", pickle.UnpicklingError, "truncated"),
     (b"X\xff\xff\xff\xffab.", pickle.UnpicklingError, "truncated"),
-    (b"N", pickle.UnpicklingError, "STOP"),
+    (b"N", EOFError, "STOP"),  # like stdlib: input ending where an opcode should start
     (b"\xff", pickle.UnpicklingError, "invalid load key"),
     (b"Ixyz\n.", ValueError, ""),
     (b"}K\x01K\x02K\x03u.", pickle.UnpicklingError, "MARK"),
@@ -488,3 +488,85 @@ def test_load_pickle_requires_readline():
         _core.load_pickle(OnlyRead())
     with pytest.raises(TypeError, match="readline"):
         _core.Unpickler(OnlyRead())
+
+
+# --- memo proxy and file attributes ---------------------------------------------------------------
+
+def test_unpickler_memo_proxy():
+    data = pickle.dumps(["abc", "abc", [1]], 2)
+    u = _core.Unpickler(io.BytesIO(data))
+    first = u.load()
+    ref = pickle.Unpickler(io.BytesIO(data))
+    ref.load()
+    got = u.memo.copy()
+    assert got.keys() == ref.memo.copy().keys()
+    assert got[0] is first
+    # primed from the proxy or from a dict: GETs resolve to the shared objects
+    stream = b"\x80\x02h\x00h\x00\x86q\x05."   # (memo[0], memo[0]) with no PUT of its own
+    for memo in (u.memo, dict(got)):
+        v = _core.Unpickler(io.BytesIO(stream))
+        v.memo = memo
+        a, b = v.load()
+        assert a is first and b is first
+        assert v.memo.copy()[5] == (first, first)
+    proxy = u.memo
+    proxy.clear()
+    assert u.memo.copy() == {}
+    with pytest.raises(pickle.UnpicklingError, match="Memo value not found"):
+        u2 = _core.Unpickler(io.BytesIO(stream))
+        u2.load()
+    with pytest.raises(ValueError):
+        _core.Unpickler(io.BytesIO(stream)).memo = {-1: 0}
+    with pytest.raises(TypeError):
+        _core.Unpickler(io.BytesIO(stream)).memo = [1]
+
+
+def test_unpickler_memo_visible_during_load():
+    seen = []
+
+    class U(_core.Unpickler):
+        def find_class(self, module, name):
+            seen.append(dict(self.memo.copy()))
+            return super().find_class(module, name)
+
+    obj = ["first", collections_ordered()]
+    data = pickle.dumps(obj, 2)
+    got = U(io.BytesIO(data)).load()
+    assert got == obj
+    assert any("first" in d.values() for d in seen)  # the running load's memo, not an empty one
+
+
+def collections_ordered():
+    import collections
+    return collections.OrderedDict(a=1)
+
+
+def test_unpickler_file_attribute_errors_propagate():
+    class Bad:
+        @property
+        def read(self):
+            raise ZeroDivisionError
+
+        def readline(self):
+            return b""
+
+    with pytest.raises(ZeroDivisionError):
+        _core.Unpickler(Bad())
+    with pytest.raises(ZeroDivisionError):
+        _core.load_pickle(Bad())
+
+    class NoReadline:
+        def read(self, n):
+            return b""
+
+    with pytest.raises(TypeError):
+        _core.Unpickler(NoReadline())
+
+
+def test_reduce_non_tuple_is_type_error():
+    with pytest.raises(TypeError):
+        _core.loads(b"cbuiltins\nint\nNR.")
+    with pytest.raises(EOFError):
+        _core.loads(b"N")
+    with pytest.raises(EOFError):
+        _core.Unpickler(io.BytesIO(b"K\x01")).load()
