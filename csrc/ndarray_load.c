@@ -220,7 +220,7 @@ read_object_array(fj_up *u)
     sub.fix_imports = u->fix_imports;
     sub.encoding = u->encoding;
     sub.errors = u->errors;
-    sub.find_class = u->find_class;
+    fj_up_inherit_policy(&sub, u);
     sub.depth = u->depth + 1;
     /* joblib reads the nested stream with a fresh plain unpickler: no array hook. */
     sub.joblib = 0;

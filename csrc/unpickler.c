@@ -74,8 +74,31 @@ fj_up_init(fj_up *u, fj_state *st, fj_source *src)
 }
 
 void
+fj_up_restrict(fj_up *u, PyObject *find_class, PyObject *check_build)
+{
+    u->find_class = find_class;
+    u->check_build = check_build;
+    u->restricted = 1;
+    fj_memo_init(&u->seen_own);
+    u->seen = &u->seen_own;
+}
+
+void
+fj_up_inherit_policy(fj_up *sub, const fj_up *parent)
+{
+    sub->find_class = parent->find_class;
+    sub->restricted = parent->restricted;
+    sub->check_build = parent->check_build;
+    sub->seen = parent->seen;
+}
+
+void
 fj_up_clear(fj_up *u)
 {
+    if (u->seen == &u->seen_own) {
+        fj_memo_free(&u->seen_own);
+        u->seen = NULL;
+    }
     for (Py_ssize_t i = 0; i < u->sp; i++) {
         Py_DECREF(u->stack[i]);
     }
@@ -506,9 +529,62 @@ fj_up_find_class(fj_up *u, PyObject *module, PyObject *name)
         }
     }
     if (u->find_class != NULL) {
-        return PyObject_CallFunctionObjArgs(u->find_class, module, name, NULL);
+        PyObject *r = PyObject_CallFunctionObjArgs(u->find_class, module, name, NULL);
+        /* remember what the policy handed out: BUILD may not give it state */
+        if (r != NULL && u->restricted && fj_memo_set(u->seen, r, 0) < 0) {
+            Py_CLEAR(r);
+        }
+        return r;
     }
     return fj_default_find_class(u->st, u->proto, u->fix_imports, module, name);
+}
+
+/* Restricted loading: may BUILD give state to `inst` (borrowed)? The policy's check_build first
+ * (its own exception type), then the built-in rule. 0 / -1. */
+static int
+check_build_target(fj_up *u, PyObject *inst)
+{
+    if (u->check_build != NULL) {
+        PyObject *r = PyObject_CallOneArg(u->check_build, inst);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    PyTypeObject *tp = Py_TYPE(inst);
+    const char *what = NULL;
+    if (PyType_Check(inst)) {
+        what = "class";
+    }
+    else if (PyModule_Check(inst)) {
+        what = "module";
+    }
+    else if (PyFunction_Check(inst) || PyCFunction_Check(inst) || PyMethod_Check(inst) ||
+             PyInstanceMethod_Check(inst) || PyCode_Check(inst)) {
+        what = "function";
+    }
+    else if (tp->tp_descr_get != NULL) {
+        what = "descriptor";
+    }
+    else if (u->seen != NULL && fj_memo_get(u->seen, inst) != NULL) {
+        what = "global";
+    }
+    if (what == NULL) {
+        return 0;
+    }
+    if (PyType_Check(inst)) {
+        PyErr_Format(u->st->UnpicklingError,
+                     "refused BUILD on the class %.200s: state may only be given to objects created by this "
+                     "load, not to globals (offset %lld)",
+                     ((PyTypeObject *)inst)->tp_name, (long long)fj_source_tell(u->src) - 1);
+    }
+    else {
+        PyErr_Format(u->st->UnpicklingError,
+                     "refused BUILD on a %.200s object (a %s): state may only be given to objects created by "
+                     "this load, not to globals (offset %lld)",
+                     tp->tp_name, what, (long long)fj_source_tell(u->src) - 1);
+    }
+    return -1;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -826,21 +902,27 @@ do_build(fj_up *u, PyObject *inst, PyObject *state)
     return 0;
 }
 
+/* EXT1/2/4. With a find_class of the caller's, copyreg's cache is neither read nor written: the
+ * registered (module, name) goes through find_class on every use (a cache hit would skip the
+ * policy, and a policy's answer, e.g. a shim, must not leak into unrestricted loads). */
 static PyObject *
 load_ext(fj_up *u, int32_t code)
 {
     PyObject *key = PyLong_FromLong(code);
     PyObject *obj = NULL;
+    int use_cache = u->find_class == NULL;
     if (key == NULL) {
         return NULL;
     }
-    obj = PyDict_GetItemWithError(u->st->up.ext_cache, key);
-    if (obj != NULL) {
-        Py_INCREF(obj);
-        goto done;
-    }
-    if (PyErr_Occurred()) {
-        goto done;
+    if (use_cache) {
+        obj = PyDict_GetItemWithError(u->st->up.ext_cache, key);
+        if (obj != NULL) {
+            Py_INCREF(obj);
+            goto done;
+        }
+        if (PyErr_Occurred()) {
+            goto done;
+        }
     }
     PyObject *pair = PyDict_GetItemWithError(u->st->up.ext_registry, key); /* borrowed */
     if (pair == NULL) {
@@ -859,7 +941,7 @@ load_ext(fj_up *u, int32_t code)
         goto done;
     }
     obj = fj_up_find_class(u, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
-    if (obj != NULL && PyDict_SetItem(u->st->up.ext_cache, key, obj) < 0) {
+    if (obj != NULL && use_cache && PyDict_SetItem(u->st->up.ext_cache, key, obj) < 0) {
         Py_CLEAR(obj);
     }
 done:
@@ -1460,6 +1542,10 @@ fj_up_load(fj_up *u)
                 a = NULL;
                 goto error;
             }
+            if (u->restricted && check_build_target(u, a) < 0) {
+                a = NULL; /* borrowed */
+                goto error;
+            }
             PyObject *tp = (PyObject *)Py_TYPE(a);
             if (tp == u->st->up.NumpyArrayWrapper || tp == u->st->up.NDArrayWrapper ||
                 tp == u->st->up.ZNDArrayWrapper) {
@@ -1718,6 +1804,7 @@ typedef struct {
 } UnpicklerObject;
 
 static PyObject *unpickler_find_class(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static int policy_check_build(fj_state *st, PyObject *find_class, PyObject **cb);
 
 /* The file attributes an Unpickler needs, looked up like _pickle.c does (peek, readinto, read,
  * readline): an exception raised while getting one (a failing property) propagates; a missing
@@ -1891,7 +1978,7 @@ unpickler_load(UnpicklerObject *self, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(PyExc_RuntimeError, "Unpickler.load() is already running on this object");
         return NULL;
     }
-    PyObject *fc = NULL, *pl = NULL, *it = NULL, *res = NULL;
+    PyObject *fc = NULL, *pl = NULL, *it = NULL, *res = NULL, *cb = NULL;
     fj_source src;
     fj_up u;
     int src_ok = 0;
@@ -1913,6 +2000,30 @@ unpickler_load(UnpicklerObject *self, PyObject *Py_UNUSED(ignored))
     u.find_class = fc;
     u.persistent_load = pl;
     u.buffers = it;
+    /* Restricted loading when the Unpickler declares a check_build (a method or an instance
+     * attribute) or its find_class carries one (a policy object assigned as find_class). A plain
+     * find_class override alone keeps stdlib semantics (no BUILD rule). */
+    if (lookup_attr((PyObject *)self, st->up.str_check_build, &cb) < 0) {
+        fj_up_clear(&u);
+        goto done;
+    }
+    if (cb == NULL && fc != NULL && policy_check_build(st, fc, &cb) < 0) {
+        fj_up_clear(&u);
+        goto done;
+    }
+    if (cb == Py_None) {
+        Py_CLEAR(cb);
+    }
+    if (cb != NULL) {
+        if (fc == NULL) {
+            /* the built-in find_class, as a callable the engine can call (it is the policy) */
+            if ((fc = PyObject_GetAttr((PyObject *)self, st->up.str_find_class)) == NULL) {
+                fj_up_clear(&u);
+                goto done;
+            }
+        }
+        fj_up_restrict(&u, fc, cb);
+    }
     self->loading = 1;
     self->proto = 0;
     /* the memo moves into the engine for the load and back afterwards */
@@ -1946,6 +2057,7 @@ done:
     Py_XDECREF(fc);
     Py_XDECREF(pl);
     Py_XDECREF(it);
+    Py_XDECREF(cb);
     return res;
 }
 
@@ -1961,7 +2073,9 @@ unpickler_find_class(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     UnpicklerObject *u = (UnpicklerObject *)self;
-    return fj_default_find_class(st, u->proto, u->fix_imports, args[0], args[1]);
+    /* during load() the protocol is the running stream's (as _pickle.c: it tracks PROTO) */
+    int proto = u->active != NULL ? u->active->proto : u->proto;
+    return fj_default_find_class(st, proto, u->fix_imports, args[0], args[1]);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -2242,7 +2356,7 @@ static PyType_Spec unpickler_spec = {
 /* Common keyword parsing of loads / load_pickle. */
 static int
 parse_pickle_kw(PyObject *kwnames, PyObject *const *kwv, int *fix_imports, const char **encoding,
-                const char **errors, PyObject **buffers)
+                const char **errors, PyObject **buffers, PyObject **find_class)
 {
     Py_ssize_t nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     for (Py_ssize_t i = 0; i < nk; i++) {
@@ -2275,6 +2389,9 @@ parse_pickle_kw(PyObject *kwnames, PyObject *const *kwv, int *fix_imports, const
         else if (PyUnicode_CompareWithASCIIString(key, "buffers") == 0) {
             *buffers = v == Py_None ? NULL : v;
         }
+        else if (PyUnicode_CompareWithASCIIString(key, "find_class") == 0) {
+            *find_class = v == Py_None ? NULL : v;
+        }
         else {
             PyErr_Format(PyExc_TypeError, "unexpected keyword argument %R", key);
             return -1;
@@ -2283,13 +2400,31 @@ parse_pickle_kw(PyObject *kwnames, PyObject *const *kwv, int *fix_imports, const
     return 0;
 }
 
+/* A find_class policy's optional check_build attribute: 0 (*cb new ref or NULL) / -1. */
+static int
+policy_check_build(fj_state *st, PyObject *find_class, PyObject **cb)
+{
+    *cb = NULL;
+    if (lookup_attr(find_class, st->up.str_check_build, cb) < 0) {
+        return -1;
+    }
+    if (*cb == Py_None) {
+        Py_CLEAR(*cb);
+    }
+    return 0;
+}
+
 static PyObject *
 run_pickle_load(fj_state *st, fj_source *src, int fix_imports, const char *encoding, const char *errors,
-                PyObject *buffers)
+                PyObject *buffers, PyObject *find_class)
 {
-    PyObject *it = NULL, *res = NULL;
+    PyObject *it = NULL, *res = NULL, *cb = NULL;
     fj_up u;
     if (buffers != NULL && (it = PyObject_GetIter(buffers)) == NULL) {
+        return NULL;
+    }
+    if (find_class != NULL && policy_check_build(st, find_class, &cb) < 0) {
+        Py_XDECREF(it);
         return NULL;
     }
     fj_up_init(&u, st, src);
@@ -2297,12 +2432,16 @@ run_pickle_load(fj_state *st, fj_source *src, int fix_imports, const char *encod
     u.encoding = encoding;
     u.errors = errors;
     u.buffers = it;
+    if (find_class != NULL) {
+        fj_up_restrict(&u, find_class, cb);
+    }
     res = fj_up_load(&u);
     fj_up_clear(&u);
     if (fj_source_finish(src) < 0) {
         Py_CLEAR(res);
     }
     Py_XDECREF(it);
+    Py_XDECREF(cb);
     return res;
 }
 
@@ -2312,12 +2451,12 @@ core_loads(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *
     fj_state *st = fj_state_from_module(module);
     int fix_imports = 1;
     const char *encoding = "ASCII", *errors = "strict";
-    PyObject *buffers = NULL;
+    PyObject *buffers = NULL, *find_class = NULL;
     if (nargs != 1) {
         PyErr_Format(PyExc_TypeError, "loads() takes exactly 1 positional argument (%zd given)", nargs);
         return NULL;
     }
-    if (parse_pickle_kw(kwnames, args + nargs, &fix_imports, &encoding, &errors, &buffers) < 0) {
+    if (parse_pickle_kw(kwnames, args + nargs, &fix_imports, &encoding, &errors, &buffers, &find_class) < 0) {
         return NULL;
     }
     PyObject *data = args[0];
@@ -2330,7 +2469,7 @@ core_loads(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *
         fj_source_release(&src);
         return NULL;
     }
-    PyObject *res = run_pickle_load(st, &src, fix_imports, encoding, errors, buffers);
+    PyObject *res = run_pickle_load(st, &src, fix_imports, encoding, errors, buffers, find_class);
     fj_source_release(&src);
     return res;
 }
@@ -2341,12 +2480,12 @@ core_load_pickle(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyOb
     fj_state *st = fj_state_from_module(module);
     int fix_imports = 1;
     const char *encoding = "ASCII", *errors = "strict";
-    PyObject *buffers = NULL;
+    PyObject *buffers = NULL, *find_class = NULL;
     if (nargs != 1) {
         PyErr_Format(PyExc_TypeError, "load_pickle() takes exactly 1 positional argument (%zd given)", nargs);
         return NULL;
     }
-    if (parse_pickle_kw(kwnames, args + nargs, &fix_imports, &encoding, &errors, &buffers) < 0) {
+    if (parse_pickle_kw(kwnames, args + nargs, &fix_imports, &encoding, &errors, &buffers, &find_class) < 0) {
         return NULL;
     }
     PyObject *file = args[0];
@@ -2369,7 +2508,7 @@ core_load_pickle(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyOb
         fj_source_release(&src);
         return NULL;
     }
-    PyObject *res = run_pickle_load(st, &src, fix_imports, encoding, errors, buffers);
+    PyObject *res = run_pickle_load(st, &src, fix_imports, encoding, errors, buffers, find_class);
     fj_source_release(&src);
     return res;
 }
@@ -2475,7 +2614,7 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
     else {
         filename = NULL;
     }
-    PyObject *res = NULL;
+    PyObject *res = NULL, *check_build = NULL;
     fj_source src;
     int r = -1;
     int src_made = 0;
@@ -2539,7 +2678,13 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
     u.mmap_mode = codec_name == NULL ? mmap_mode : NULL; /* compressed streams cannot be mapped */
     u.filename = filename;
     u.ensure_native = ensure_native;
-    u.find_class = find_class == Py_None ? NULL : find_class;
+    if (find_class != Py_None) {
+        if (policy_check_build(st, find_class, &check_build) < 0) {
+            fj_up_clear(&u);
+            goto done;
+        }
+        fj_up_restrict(&u, find_class, check_build);
+    }
     res = fj_up_load(&u);
     int compat = u.compat_mode;
     fj_up_clear(&u);
@@ -2559,15 +2704,17 @@ done:
         fj_source_release(&src);
     }
     Py_XDECREF(filename);
+    Py_XDECREF(check_build);
     return res;
 }
 
 static PyMethodDef core_methods[] = {
     {"loads", (PyCFunction)(void (*)(void))core_loads, METH_FASTCALL | METH_KEYWORDS,
-     "loads(data, /, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=None)\n--\n\n"
-     "Read a pickled object from a bytes-like object (pickle.loads compatible)."},
+     "loads(data, /, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=None, find_class=None)\n--\n\n"
+     "Read a pickled object from a bytes-like object (pickle.loads compatible).\n"
+     "find_class: a policy callable(module, name) used for every global (restricted loading)."},
     {"load_pickle", (PyCFunction)(void (*)(void))core_load_pickle, METH_FASTCALL | METH_KEYWORDS,
-     "load_pickle(file, /, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=None)\n--\n\n"
+     "load_pickle(file, /, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=None, find_class=None)\n--\n\n"
      "Read a pickled object from a file object or fd (pickle.load compatible)."},
     {"load", (PyCFunction)(void (*)(void))core_load, METH_VARARGS | METH_KEYWORDS,
      "load(file, *, mmap_mode=None, filename=None, ensure_native=False, codec=None, find_class=None)\n--\n\n"
@@ -2608,6 +2755,7 @@ fj_unpickler_exec(PyObject *module, fj_state *st)
 {
     fj_unpickler_state *up = &st->up;
     INTERN(str_find_class, "find_class");
+    INTERN(str_check_build, "check_build");
     INTERN(str_persistent_load, "persistent_load");
     INTERN(str_append, "append");
     INTERN(str_extend, "extend");
@@ -2683,6 +2831,7 @@ fj_unpickler_clear(fj_state *st)
     Py_CLEAR(up->ext_registry);
     Py_CLEAR(up->ext_cache);
     Py_CLEAR(up->str_find_class);
+    Py_CLEAR(up->str_check_build);
     Py_CLEAR(up->str_persistent_load);
     Py_CLEAR(up->str_append);
     Py_CLEAR(up->str_extend);
