@@ -11,6 +11,7 @@
  * object: nothing mutable is global.
  */
 #include "pk.h"
+#include "progress.h"
 
 #include <structmember.h>
 #include <unistd.h>
@@ -2440,12 +2441,12 @@ fj_dump_pickle(PyObject *module, PyObject *args, PyObject *kwds)
 static PyObject *
 fj_dump(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"obj", "file", "protocol", "codec", "level", "threads", NULL};
-    PyObject *obj, *file, *protocol = Py_None;
+    static char *kwlist[] = {"obj", "file", "protocol", "codec", "level", "threads", "progress", NULL};
+    PyObject *obj, *file, *protocol = Py_None, *progress = Py_None;
     const char *codec = NULL;
     int level = -1, threads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O$zii:dump", kwlist, &obj, &file, &protocol,
-                                     &codec, &level, &threads)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O$ziiO:dump", kwlist, &obj, &file, &protocol,
+                                     &codec, &level, &threads, &progress)) {
         return NULL;
     }
     fj_state *st = fj_state_from_module(module);
@@ -2453,18 +2454,34 @@ fj_dump(PyObject *module, PyObject *args, PyObject *kwds)
     if (resolve_protocol(st, protocol, &proto) < 0) {
         return NULL;
     }
+    if (progress != Py_None && !PyCallable_Check(progress)) {
+        PyErr_SetString(PyExc_TypeError, "progress must be None or a callable");
+        return NULL;
+    }
+    fj_progress prog = {0};
+    if (progress != Py_None && fj_progress_init(&prog, progress, -1) < 0) {
+        return NULL;
+    }
     fj_writer *w = writer_for(file, 0);
     if (w == NULL) {
+        fj_progress_clear(&prog);
+        return NULL;
+    }
+    /* progress counts what reaches the target: below the codec */
+    if (prog.cb != NULL && (w = fj_progress_writer(w, &prog)) == NULL) { /* owns the inner writer */
+        fj_progress_clear(&prog);
         return NULL;
     }
     if (codec != NULL) {
         if (fj_codec_writer == NULL) {
             w->free(w);
+            fj_progress_clear(&prog);
             PyErr_SetString(PyExc_NotImplementedError, "codecs are not built in");
             return NULL;
         }
         w = fj_codec_writer(codec, level, threads, w); /* owns the inner writer */
         if (w == NULL) {
+            fj_progress_clear(&prog);
             return NULL;
         }
     }
@@ -2476,9 +2493,10 @@ fj_dump(PyObject *module, PyObject *args, PyObject *kwds)
     int r = run_dump(&p, w, obj, NULL);
     fj_memo_free(&memo);
     if (r == 0) {
-        r = w->close(w);
+        r = w->close(w); /* the progress writer's close makes the final call */
     }
     w->free(w);
+    fj_progress_clear(&prog);
     if (r < 0) {
         return NULL;
     }
@@ -2491,7 +2509,8 @@ static PyMethodDef pickler_functions[] = {
     {"dump_pickle", (PyCFunction)(void (*)(void))fj_dump_pickle, METH_VARARGS | METH_KEYWORDS,
      "dump_pickle(obj, file, protocol=None, *, fix_imports=True, buffer_callback=None)"},
     {"dump", (PyCFunction)(void (*)(void))fj_dump, METH_VARARGS | METH_KEYWORDS,
-     "dump(obj, file, protocol, *, codec=None, level=-1, threads=0): joblib format"},
+     "dump(obj, file, protocol, *, codec=None, level=-1, threads=0, progress=None): joblib format.\n"
+     "progress: None or callable(done_bytes, None), called every ~4 MiB written and at the end."},
     {NULL, NULL, 0, NULL},
 };
 
