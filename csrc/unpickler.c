@@ -2816,7 +2816,7 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
     }
     if (res != NULL && compat) {
         if (PyErr_WarnFormat(PyExc_DeprecationWarning, 1,
-                             "The file '%U' has been generated with a joblib version less than 0.10. "
+                             "The file '%S' has been generated with a joblib version less than 0.10. "
                              "Please regenerate this pickle file.",
                              filename ? filename : Py_None) < 0) {
             Py_CLEAR(res);
