@@ -11,6 +11,7 @@
  * object: nothing mutable is global.
  */
 #include "pk.h"
+#include "progress.h"
 
 #include <structmember.h>
 #include <unistd.h>
@@ -1954,9 +1955,9 @@ typedef struct {
     PyObject_HEAD
     PyObject *file;
     PyObject *persistent_id;
-    PyObject *reducer_override;
     PyObject *dispatch_table;
     PyObject *buffer_callback;
+    PyObject *dict;         /* instance __dict__ (e.g. p.reducer_override = f) */
     fj_memo memo;
     int proto;
     int bin;
@@ -1970,9 +1971,9 @@ Pickler_traverse(PicklerObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->file);
     Py_VISIT(self->persistent_id);
-    Py_VISIT(self->reducer_override);
     Py_VISIT(self->dispatch_table);
     Py_VISIT(self->buffer_callback);
+    Py_VISIT(self->dict);
     if (self->memo.table != NULL) {
         for (size_t i = 0; i <= self->memo.mask; i++) {
             Py_VISIT(self->memo.table[i].key);
@@ -1986,9 +1987,9 @@ Pickler_clear(PicklerObject *self)
 {
     Py_CLEAR(self->file);
     Py_CLEAR(self->persistent_id);
-    Py_CLEAR(self->reducer_override);
     Py_CLEAR(self->dispatch_table);
     Py_CLEAR(self->buffer_callback);
+    Py_CLEAR(self->dict);
     fj_memo_clear(&self->memo);
     return 0;
 }
@@ -2108,6 +2109,212 @@ Pickler_clear_memo(PicklerObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Pickler.memo: a live proxy like _pickle.c's PicklerMemoProxy. copy() gives
+ * {id(obj): (memo index, obj)}; assigning a proxy or such a dict replaces the memo. */
+
+typedef struct {
+    PyObject_HEAD
+    PicklerObject *pickler; /* strong */
+} PicklerMemoProxy;
+
+static int
+memoproxy_traverse(PicklerMemoProxy *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->pickler);
+    return 0;
+}
+
+static int
+memoproxy_clear_refs(PicklerMemoProxy *self)
+{
+    Py_CLEAR(self->pickler);
+    return 0;
+}
+
+static void
+memoproxy_dealloc(PicklerMemoProxy *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    memoproxy_clear_refs(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* {id(obj): (index, obj)} of a memo table. New reference. */
+static PyObject *
+memo_as_dict(fj_memo *m)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL || m->table == NULL) {
+        return d;
+    }
+    for (size_t i = 0; i <= m->mask; i++) {
+        fj_memo_entry *e = &m->table[i];
+        if (e->key == NULL) {
+            continue;
+        }
+        PyObject *k = PyLong_FromVoidPtr(e->key);
+        PyObject *v = k == NULL ? NULL : Py_BuildValue("(nO)", e->value, e->key);
+        int r = v == NULL ? -1 : PyDict_SetItem(d, k, v);
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+        if (r < 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+        if (m->table == NULL) { /* cleared by a key's __eq__/__hash__? (ints: cannot happen) */
+            break;
+        }
+    }
+    return d;
+}
+
+static PyObject *
+memoproxy_copy(PicklerMemoProxy *self, PyObject *Py_UNUSED(ignored))
+{
+    return self->pickler == NULL ? PyDict_New() : memo_as_dict(&self->pickler->memo);
+}
+
+static PyObject *
+memoproxy_clear(PicklerMemoProxy *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->pickler != NULL) {
+        fj_memo_clear(&self->pickler->memo);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+memoproxy_reduce(PicklerMemoProxy *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *copy = memoproxy_copy(self, NULL);
+    if (copy == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("(O(N))", (PyObject *)&PyDict_Type, copy);
+}
+
+static PyMethodDef memoproxy_methods[] = {
+    {"clear", (PyCFunction)memoproxy_clear, METH_NOARGS, "Remove all items from memo."},
+    {"copy", (PyCFunction)memoproxy_copy, METH_NOARGS, "Copy the memo to a new object."},
+    {"__reduce__", (PyCFunction)memoproxy_reduce, METH_NOARGS, "Implement pickle support."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot memoproxy_slots[] = {
+    {Py_tp_dealloc, memoproxy_dealloc},
+    {Py_tp_traverse, memoproxy_traverse},
+    {Py_tp_clear, memoproxy_clear_refs},
+    {Py_tp_methods, memoproxy_methods},
+    {Py_tp_hash, PyObject_HashNotImplemented},
+    {Py_tp_doc, "PicklerMemoProxy: the live memo of a Pickler"},
+    {0, NULL},
+};
+
+static PyType_Spec memoproxy_spec = {
+    .name = "fastjoblib._core.PicklerMemoProxy",
+    .basicsize = sizeof(PicklerMemoProxy),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = memoproxy_slots,
+};
+
+static PyObject *
+Pickler_get_memo(PicklerObject *self, void *closure)
+{
+    fj_state *st = fj_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return NULL;
+    }
+    PicklerMemoProxy *proxy = PyObject_GC_New(PicklerMemoProxy, st->pk.MemoProxyType);
+    if (proxy == NULL) {
+        return NULL;
+    }
+    proxy->pickler = (PicklerObject *)Py_NewRef(self);
+    PyObject_GC_Track(proxy);
+    return (PyObject *)proxy;
+}
+
+static int
+Pickler_set_memo(PicklerObject *self, PyObject *value, void *closure)
+{
+    fj_state *st = fj_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return -1;
+    }
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "attribute deletion is not supported");
+        return -1;
+    }
+    fj_memo fresh;
+    fj_memo_init(&fresh);
+    if (Py_IS_TYPE(value, st->pk.MemoProxyType)) {
+        PicklerObject *other = ((PicklerMemoProxy *)value)->pickler;
+        if (other == self) {
+            return 0;
+        }
+        fj_memo empty;
+        fj_memo_init(&empty);
+        fj_memo *src = other != NULL ? &other->memo : &empty;
+        /* no Python code runs while copying (keys are only incref'd) */
+        for (size_t i = 0; src->table != NULL && i <= src->mask; i++) {
+            fj_memo_entry *e = &src->table[i];
+            if (e->key != NULL && fj_memo_set(&fresh, e->key, e->value) < 0) {
+                goto error;
+            }
+        }
+    }
+    else if (PyDict_Check(value)) {
+        PyObject *items = PyDict_Items(value); /* a snapshot: values may run code below */
+        if (items == NULL) {
+            goto error;
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+            PyObject *v = PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 1); /* borrowed */
+            if (!PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 2) {
+                PyErr_SetString(PyExc_TypeError, "'memo' values must be 2-item tuples");
+                Py_DECREF(items);
+                goto error;
+            }
+            Py_ssize_t idx = PyLong_AsSsize_t(PyTuple_GET_ITEM(v, 0));
+            if (idx == -1 && PyErr_Occurred()) {
+                Py_DECREF(items);
+                goto error;
+            }
+            if (idx < 0) {
+                PyErr_SetString(PyExc_ValueError, "'memo' indices must be non-negative");
+                Py_DECREF(items);
+                goto error;
+            }
+            if (fj_memo_set(&fresh, PyTuple_GET_ITEM(v, 1), idx) < 0) {
+                Py_DECREF(items);
+                goto error;
+            }
+        }
+        Py_DECREF(items);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "'memo' attribute must be a PicklerMemoProxy object or dict, not %.200s",
+                     Py_TYPE(value)->tp_name);
+        goto error;
+    }
+    /* swap in place: a running dump holds a pointer to self->memo */
+    fj_memo old = self->memo;
+    self->memo = fresh;
+    fj_memo_free(&old);
+    return 0;
+error:
+    fj_memo_free(&fresh);
+    return -1;
+}
+
+static PyGetSetDef Pickler_getset[] = {
+    {"memo", (getter)Pickler_get_memo, (setter)Pickler_set_memo, "the pickler's memo (a live proxy)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMethodDef Pickler_methods[] = {
     {"dump", (PyCFunction)Pickler_dump, METH_O, "Write a pickled representation of obj."},
     {"clear_memo", (PyCFunction)Pickler_clear_memo, METH_NOARGS, "Clear the memo."},
@@ -2116,11 +2323,14 @@ static PyMethodDef Pickler_methods[] = {
 
 static PyMemberDef Pickler_members[] = {
     {"persistent_id", T_OBJECT_EX, offsetof(PicklerObject, persistent_id), 0, NULL},
-    {"reducer_override", T_OBJECT_EX, offsetof(PicklerObject, reducer_override), 0, NULL},
     {"dispatch_table", T_OBJECT_EX, offsetof(PicklerObject, dispatch_table), 0, NULL},
     {"fast", T_INT, offsetof(PicklerObject, fast), 0, NULL},
     {"bin", T_INT, offsetof(PicklerObject, bin), READONLY, NULL},
     {"protocol", T_INT, offsetof(PicklerObject, proto), READONLY, NULL},
+    /* an instance __dict__: reducer_override is looked up as an ordinary attribute (a subclass
+     * method, a mixin's method after Pickler in the MRO, or one assigned on the instance), so no
+     * descriptor of that name may live on this type */
+    {"__dictoffset__", T_PYSSIZET, offsetof(PicklerObject, dict), READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -2132,6 +2342,7 @@ static PyType_Slot Pickler_slots[] = {
     {Py_tp_clear, Pickler_clear},
     {Py_tp_methods, Pickler_methods},
     {Py_tp_members, Pickler_members},
+    {Py_tp_getset, Pickler_getset},
     {Py_tp_doc, "Pickler(file, protocol=None, *, fix_imports=True, buffer_callback=None)\n"
                 "A C pickler writing stdlib-compatible pickle streams to file."},
     {0, NULL},
@@ -2230,12 +2441,12 @@ fj_dump_pickle(PyObject *module, PyObject *args, PyObject *kwds)
 static PyObject *
 fj_dump(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"obj", "file", "protocol", "codec", "level", "threads", NULL};
-    PyObject *obj, *file, *protocol = Py_None;
+    static char *kwlist[] = {"obj", "file", "protocol", "codec", "level", "threads", "progress", NULL};
+    PyObject *obj, *file, *protocol = Py_None, *progress = Py_None;
     const char *codec = NULL;
     int level = -1, threads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O$zii:dump", kwlist, &obj, &file, &protocol,
-                                     &codec, &level, &threads)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O$ziiO:dump", kwlist, &obj, &file, &protocol,
+                                     &codec, &level, &threads, &progress)) {
         return NULL;
     }
     fj_state *st = fj_state_from_module(module);
@@ -2243,18 +2454,34 @@ fj_dump(PyObject *module, PyObject *args, PyObject *kwds)
     if (resolve_protocol(st, protocol, &proto) < 0) {
         return NULL;
     }
+    if (progress != Py_None && !PyCallable_Check(progress)) {
+        PyErr_SetString(PyExc_TypeError, "progress must be None or a callable");
+        return NULL;
+    }
+    fj_progress prog = {0};
+    if (progress != Py_None && fj_progress_init(&prog, progress, -1) < 0) {
+        return NULL;
+    }
     fj_writer *w = writer_for(file, 0);
     if (w == NULL) {
+        fj_progress_clear(&prog);
+        return NULL;
+    }
+    /* progress counts what reaches the target: below the codec */
+    if (prog.cb != NULL && (w = fj_progress_writer(w, &prog)) == NULL) { /* owns the inner writer */
+        fj_progress_clear(&prog);
         return NULL;
     }
     if (codec != NULL) {
         if (fj_codec_writer == NULL) {
             w->free(w);
+            fj_progress_clear(&prog);
             PyErr_SetString(PyExc_NotImplementedError, "codecs are not built in");
             return NULL;
         }
         w = fj_codec_writer(codec, level, threads, w); /* owns the inner writer */
         if (w == NULL) {
+            fj_progress_clear(&prog);
             return NULL;
         }
     }
@@ -2266,9 +2493,10 @@ fj_dump(PyObject *module, PyObject *args, PyObject *kwds)
     int r = run_dump(&p, w, obj, NULL);
     fj_memo_free(&memo);
     if (r == 0) {
-        r = w->close(w);
+        r = w->close(w); /* the progress writer's close makes the final call */
     }
     w->free(w);
+    fj_progress_clear(&prog);
     if (r < 0) {
         return NULL;
     }
@@ -2281,7 +2509,8 @@ static PyMethodDef pickler_functions[] = {
     {"dump_pickle", (PyCFunction)(void (*)(void))fj_dump_pickle, METH_VARARGS | METH_KEYWORDS,
      "dump_pickle(obj, file, protocol=None, *, fix_imports=True, buffer_callback=None)"},
     {"dump", (PyCFunction)(void (*)(void))fj_dump, METH_VARARGS | METH_KEYWORDS,
-     "dump(obj, file, protocol, *, codec=None, level=-1, threads=0): joblib format"},
+     "dump(obj, file, protocol, *, codec=None, level=-1, threads=0, progress=None): joblib format.\n"
+     "progress: None or callable(done_bytes, None), called every ~4 MiB written and at the end."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2361,11 +2590,15 @@ fj_pickler_exec(PyObject *module, fj_state *st)
     if (PyModule_AddObjectRef(module, "Pickler", (PyObject *)ps->PicklerType) < 0) {
         return -1;
     }
+    ps->MemoProxyType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &memoproxy_spec, NULL);
+    if (ps->MemoProxyType == NULL) {
+        return -1;
+    }
     return PyModule_AddFunctions(module, pickler_functions);
 }
 
 #define PK_FIELDS(X)                                                                        \
-    X(PicklerType) X(copyreg_dispatch_table) X(extension_registry) X(reconstructor)         \
+    X(PicklerType) X(MemoProxyType) X(copyreg_dispatch_table) X(extension_registry) X(reconstructor)         \
     X(name_mapping_3to2) X(import_mapping_3to2) X(codecs_encode) X(partial) X(getattr)      \
     X(empty_tuple) X(s_reduce_ex) X(s_reduce) X(s_module) X(s_qualname) X(s_name) X(s_new)  \
     X(s_class) X(s_latin1) X(s_persistent_id) X(s_reducer_override) X(s_dispatch_table)     \

@@ -5,6 +5,7 @@
 
 typedef struct fj_pickler_state {
     PyTypeObject *PicklerType;
+    PyTypeObject *MemoProxyType;      /* Pickler.memo proxies */
     int default_protocol;             /* pickle.DEFAULT_PROTOCOL */
     PyObject *copyreg_dispatch_table; /* copyreg.dispatch_table (the live dict) */
     PyObject *extension_registry;     /* copyreg._extension_registry */

@@ -178,7 +178,7 @@ fj_sink_write_direct(fj_sink *s, const char *data, Py_ssize_t n)
 int
 fj_sink_write_big(fj_sink *s, const char *hdr, Py_ssize_t hlen, const char *data, Py_ssize_t n)
 {
-    if (s->w == NULL || n < FJ_FRAME_TARGET) {
+    if (n < FJ_FRAME_TARGET || (s->w == NULL && !s->framing)) {
         char *p = fj_sink_reserve(s, hlen + n);
         if (p == NULL) {
             return -1;
@@ -187,20 +187,29 @@ fj_sink_write_big(fj_sink *s, const char *hdr, Py_ssize_t hlen, const char *data
         memcpy(p + hlen, data, n);
         return 0;
     }
-    /* header and payload outside any frame; later writes open a new frame */
+    /* header and payload outside any frame (like stdlib: big items are never framed, also in
+     * memory); later writes open a new frame */
     fj_sink_commit_frame(s);
     int framing = s->framing;
     s->framing = 0;
-    int r = fj_sink_write(s, hdr, hlen);
+    int r;
+    if (s->w == NULL) {
+        char *p = fj_sink_reserve(s, hlen + n);
+        r = p == NULL ? -1 : 0;
+        if (p != NULL) {
+            memcpy(p, hdr, hlen);
+            memcpy(p + hlen, data, n);
+        }
+    }
+    else {
+        r = fj_sink_write(s, hdr, hlen);
+        if (r == 0) {
+            r = fj_sink_write_direct(s, data, n);
+        }
+    }
     s->framing = framing;
-    if (r < 0) {
-        return -1;
-    }
-    if (fj_sink_write_direct(s, data, n) < 0) {
-        return -1;
-    }
     update_limit(s);
-    return 0;
+    return r;
 }
 
 int

@@ -7,6 +7,8 @@
 #include "unpickler_impl.h"
 
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <structmember.h>
 
 /* Opcodes (pickle.py names). */
@@ -74,8 +76,31 @@ fj_up_init(fj_up *u, fj_state *st, fj_source *src)
 }
 
 void
+fj_up_restrict(fj_up *u, PyObject *find_class, PyObject *check_build)
+{
+    u->find_class = find_class;
+    u->check_build = check_build;
+    u->restricted = 1;
+    fj_memo_init(&u->seen_own);
+    u->seen = &u->seen_own;
+}
+
+void
+fj_up_inherit_policy(fj_up *sub, const fj_up *parent)
+{
+    sub->find_class = parent->find_class;
+    sub->restricted = parent->restricted;
+    sub->check_build = parent->check_build;
+    sub->seen = parent->seen;
+}
+
+void
 fj_up_clear(fj_up *u)
 {
+    if (u->seen == &u->seen_own) {
+        fj_memo_free(&u->seen_own);
+        u->seen = NULL;
+    }
     for (Py_ssize_t i = 0; i < u->sp; i++) {
         Py_DECREF(u->stack[i]);
     }
@@ -506,9 +531,62 @@ fj_up_find_class(fj_up *u, PyObject *module, PyObject *name)
         }
     }
     if (u->find_class != NULL) {
-        return PyObject_CallFunctionObjArgs(u->find_class, module, name, NULL);
+        PyObject *r = PyObject_CallFunctionObjArgs(u->find_class, module, name, NULL);
+        /* remember what the policy handed out: BUILD may not give it state */
+        if (r != NULL && u->restricted && fj_memo_set(u->seen, r, 0) < 0) {
+            Py_CLEAR(r);
+        }
+        return r;
     }
     return fj_default_find_class(u->st, u->proto, u->fix_imports, module, name);
+}
+
+/* Restricted loading: may BUILD give state to `inst` (borrowed)? The policy's check_build first
+ * (its own exception type), then the built-in rule. 0 / -1. */
+static int
+check_build_target(fj_up *u, PyObject *inst)
+{
+    if (u->check_build != NULL) {
+        PyObject *r = PyObject_CallOneArg(u->check_build, inst);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    PyTypeObject *tp = Py_TYPE(inst);
+    const char *what = NULL;
+    if (PyType_Check(inst)) {
+        what = "class";
+    }
+    else if (PyModule_Check(inst)) {
+        what = "module";
+    }
+    else if (PyFunction_Check(inst) || PyCFunction_Check(inst) || PyMethod_Check(inst) ||
+             PyInstanceMethod_Check(inst) || PyCode_Check(inst)) {
+        what = "function";
+    }
+    else if (tp->tp_descr_get != NULL) {
+        what = "descriptor";
+    }
+    else if (u->seen != NULL && fj_memo_get(u->seen, inst) != NULL) {
+        what = "global";
+    }
+    if (what == NULL) {
+        return 0;
+    }
+    if (PyType_Check(inst)) {
+        PyErr_Format(u->st->UnpicklingError,
+                     "refused BUILD on the class %.200s: state may only be given to objects created by this "
+                     "load, not to globals (offset %lld)",
+                     ((PyTypeObject *)inst)->tp_name, (long long)fj_source_tell(u->src) - 1);
+    }
+    else {
+        PyErr_Format(u->st->UnpicklingError,
+                     "refused BUILD on a %.200s object (a %s): state may only be given to objects created by "
+                     "this load, not to globals (offset %lld)",
+                     tp->tp_name, what, (long long)fj_source_tell(u->src) - 1);
+    }
+    return -1;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -548,6 +626,57 @@ line_copy(const char *p, Py_ssize_t n)
     return s;
 }
 
+/* A plain decimal literal: optional sign, then 1-18 digits with no leading zero (except "0"),
+ * and nothing else. 1 with *out set, or 0 when the text is anything else (the caller falls back to
+ * PyLong_FromString, whose rules then apply unchanged). */
+static int
+parse_small_decimal(const char *p, Py_ssize_t n, long long *out)
+{
+    int neg = 0;
+    if (n > 0 && (p[0] == '-' || p[0] == '+')) {
+        neg = p[0] == '-';
+        p++;
+        n--;
+    }
+    if (n < 1 || n > 18 || (n > 1 && p[0] == '0')) {
+        return 0;
+    }
+    long long v = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return 0;
+        }
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = neg ? -v : v;
+    return 1;
+}
+
+/* The index of a text PUT / GET line. 0 / -1 (ValueError, or the caller's own for negatives). */
+static int
+parse_memo_index(const char *l, Py_ssize_t n, long long *idx)
+{
+    if (parse_small_decimal(l, n, idx)) {
+        return 0;
+    }
+    char *cs = line_copy(l, n);
+    if (cs == NULL) {
+        return -1;
+    }
+    char *endp;
+    PyObject *iv = PyLong_FromString(cs, &endp, 10);
+    PyMem_Free(cs);
+    if (iv == NULL) {
+        return -1;
+    }
+    *idx = PyLong_AsLongLong(iv);
+    Py_DECREF(iv);
+    if (*idx == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 load_int_text(fj_up *u, int is_long)
 {
@@ -561,6 +690,10 @@ load_int_text(fj_up *u, int is_long)
     }
     if (is_long && n > 0 && p[n - 1] == 'L') {
         n--;
+    }
+    long long small;
+    if (parse_small_decimal(p, n, &small)) {
+        return PyLong_FromLongLong(small);
     }
     char *s = line_copy(p, n);
     if (s == NULL) {
@@ -826,21 +959,27 @@ do_build(fj_up *u, PyObject *inst, PyObject *state)
     return 0;
 }
 
+/* EXT1/2/4. With a find_class of the caller's, copyreg's cache is neither read nor written: the
+ * registered (module, name) goes through find_class on every use (a cache hit would skip the
+ * policy, and a policy's answer, e.g. a shim, must not leak into unrestricted loads). */
 static PyObject *
 load_ext(fj_up *u, int32_t code)
 {
     PyObject *key = PyLong_FromLong(code);
     PyObject *obj = NULL;
+    int use_cache = u->find_class == NULL;
     if (key == NULL) {
         return NULL;
     }
-    obj = PyDict_GetItemWithError(u->st->up.ext_cache, key);
-    if (obj != NULL) {
-        Py_INCREF(obj);
-        goto done;
-    }
-    if (PyErr_Occurred()) {
-        goto done;
+    if (use_cache) {
+        obj = PyDict_GetItemWithError(u->st->up.ext_cache, key);
+        if (obj != NULL) {
+            Py_INCREF(obj);
+            goto done;
+        }
+        if (PyErr_Occurred()) {
+            goto done;
+        }
     }
     PyObject *pair = PyDict_GetItemWithError(u->st->up.ext_registry, key); /* borrowed */
     if (pair == NULL) {
@@ -859,7 +998,7 @@ load_ext(fj_up *u, int32_t code)
         goto done;
     }
     obj = fj_up_find_class(u, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
-    if (obj != NULL && PyDict_SetItem(u->st->up.ext_cache, key, obj) < 0) {
+    if (obj != NULL && use_cache && PyDict_SetItem(u->st->up.ext_cache, key, obj) < 0) {
         Py_CLEAR(obj);
     }
 done:
@@ -985,12 +1124,13 @@ fj_up_load(fj_up *u)
             if (op == -2) {
                 goto error;
             }
+            /* stdlib raises EOFError whenever the input ends where an opcode should start */
             if (fj_source_tell(s) == start) {
                 PyErr_SetString(PyExc_EOFError, "Ran out of input");
             }
             else {
-                raise_up(u, "pickle data was truncated: no STOP opcode before the end at offset %lld",
-                         (long long)fj_source_tell(s));
+                PyErr_Format(PyExc_EOFError, "Ran out of input: no STOP opcode before the end at offset %lld",
+                             (long long)fj_source_tell(s));
             }
             goto error;
         }
@@ -1292,19 +1432,8 @@ fj_up_load(fj_up *u)
             if (l == NULL) {
                 goto error;
             }
-            char *cs = line_copy(l, n);
-            if (cs == NULL) {
-                goto error;
-            }
-            char *endp;
-            PyObject *iv = PyLong_FromString(cs, &endp, 10);
-            PyMem_Free(cs);
-            if (iv == NULL) {
-                goto error;
-            }
-            long long idx = PyLong_AsLongLong(iv);
-            Py_DECREF(iv);
-            if (idx == -1 && PyErr_Occurred()) {
+            long long idx;
+            if (parse_memo_index(l, n, &idx) < 0) {
                 goto error;
             }
             if (idx < 0) {
@@ -1346,19 +1475,8 @@ fj_up_load(fj_up *u)
             if (l == NULL) {
                 goto error;
             }
-            char *cs = line_copy(l, n);
-            if (cs == NULL) {
-                goto error;
-            }
-            char *endp;
-            PyObject *iv = PyLong_FromString(cs, &endp, 10);
-            PyMem_Free(cs);
-            if (iv == NULL) {
-                goto error;
-            }
-            long long idx = PyLong_AsLongLong(iv);
-            Py_DECREF(iv);
-            if (idx == -1 && PyErr_Occurred()) {
+            long long idx;
+            if (parse_memo_index(l, n, &idx) < 0) {
                 goto error;
             }
             if (idx < 0) {
@@ -1441,7 +1559,8 @@ fj_up_load(fj_up *u)
             }
             if (!PyTuple_Check(b)) {
                 a = NULL;
-                raise_up(u, "REDUCE argument must be a tuple, not %.200s", Py_TYPE(b)->tp_name);
+                /* TypeError like stdlib (it calls the callable with a non-tuple argument list) */
+                PyErr_Format(PyExc_TypeError, "REDUCE argument must be a tuple, not %.200s", Py_TYPE(b)->tp_name);
                 goto error;
             }
             res = PyObject_Call(a, b, NULL);
@@ -1456,6 +1575,10 @@ fj_up_load(fj_up *u)
         case OP_BUILD: {
             if ((b = pop(u)) == NULL || (a = top(u)) == NULL) {
                 a = NULL;
+                goto error;
+            }
+            if (u->restricted && check_build_target(u, a) < 0) {
+                a = NULL; /* borrowed */
                 goto error;
             }
             PyObject *tp = (PyObject *)Py_TYPE(a);
@@ -1712,9 +1835,40 @@ typedef struct {
     int fix_imports;
     int proto;
     int loading;
+    fj_up *active;      /* the running load's engine (it holds the memo meanwhile), or NULL */
 } UnpicklerObject;
 
 static PyObject *unpickler_find_class(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static int policy_check_build(fj_state *st, PyObject *find_class, PyObject **cb);
+
+/* The file attributes an Unpickler needs, looked up like _pickle.c does (peek, readinto, read,
+ * readline): an exception raised while getting one (a failing property) propagates; a missing
+ * read or readline is a TypeError. 0 / -1. */
+static int
+check_file_attrs(PyObject *file)
+{
+    static const char *const names[] = {"peek", "readinto", "read", "readline"};
+    int found[4] = {0, 0, 0, 0};
+    for (int i = 0; i < 4; i++) {
+        PyObject *name = PyUnicode_InternFromString(names[i]);
+        if (name == NULL) {
+            return -1;
+        }
+        PyObject *v;
+        int r = lookup_attr(file, name, &v);
+        Py_DECREF(name);
+        if (r < 0) {
+            return -1;
+        }
+        Py_XDECREF(v);
+        found[i] = r;
+    }
+    if (!found[2] || !found[3]) {
+        PyErr_SetString(PyExc_TypeError, "file must have 'read' and 'readline' attributes");
+        return -1;
+    }
+    return 0;
+}
 
 static int
 unpickler_traverse(UnpicklerObject *self, visitproc visit, void *arg)
@@ -1782,8 +1936,7 @@ unpickler_init(UnpicklerObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_RuntimeError, "Unpickler.__init__() called during load()");
         return -1;
     }
-    if (!PyObject_HasAttrString(file, "read") || !PyObject_HasAttrString(file, "readline")) {
-        PyErr_SetString(PyExc_TypeError, "file must have 'read' and 'readline' attributes");
+    if (check_file_attrs(file) < 0) {
         return -1;
     }
     Py_XSETREF(self->file, Py_NewRef(file));
@@ -1860,7 +2013,7 @@ unpickler_load(UnpicklerObject *self, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(PyExc_RuntimeError, "Unpickler.load() is already running on this object");
         return NULL;
     }
-    PyObject *fc = NULL, *pl = NULL, *it = NULL, *res = NULL;
+    PyObject *fc = NULL, *pl = NULL, *it = NULL, *res = NULL, *cb = NULL;
     fj_source src;
     fj_up u;
     int src_ok = 0;
@@ -1882,6 +2035,30 @@ unpickler_load(UnpicklerObject *self, PyObject *Py_UNUSED(ignored))
     u.find_class = fc;
     u.persistent_load = pl;
     u.buffers = it;
+    /* Restricted loading when the Unpickler declares a check_build (a method or an instance
+     * attribute) or its find_class carries one (a policy object assigned as find_class). A plain
+     * find_class override alone keeps stdlib semantics (no BUILD rule). */
+    if (lookup_attr((PyObject *)self, st->up.str_check_build, &cb) < 0) {
+        fj_up_clear(&u);
+        goto done;
+    }
+    if (cb == NULL && fc != NULL && policy_check_build(st, fc, &cb) < 0) {
+        fj_up_clear(&u);
+        goto done;
+    }
+    if (cb == Py_None) {
+        Py_CLEAR(cb);
+    }
+    if (cb != NULL) {
+        if (fc == NULL) {
+            /* the built-in find_class, as a callable the engine can call (it is the policy) */
+            if ((fc = PyObject_GetAttr((PyObject *)self, st->up.str_find_class)) == NULL) {
+                fj_up_clear(&u);
+                goto done;
+            }
+        }
+        fj_up_restrict(&u, fc, cb);
+    }
     self->loading = 1;
     self->proto = 0;
     /* the memo moves into the engine for the load and back afterwards */
@@ -1892,7 +2069,9 @@ unpickler_load(UnpicklerObject *self, PyObject *Py_UNUSED(ignored))
     self->memo = NULL;
     self->memo_cap = self->memo_count = 0;
     self->memo_dict = NULL;
+    self->active = &u;
     res = fj_up_load(&u);
+    self->active = NULL;
     self->proto = u.proto;
     self->loading = 0;
     self->memo = u.memo;
@@ -1913,6 +2092,7 @@ done:
     Py_XDECREF(fc);
     Py_XDECREF(pl);
     Py_XDECREF(it);
+    Py_XDECREF(cb);
     return res;
 }
 
@@ -1928,8 +2108,248 @@ unpickler_find_class(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     UnpicklerObject *u = (UnpicklerObject *)self;
-    return fj_default_find_class(st, u->proto, u->fix_imports, args[0], args[1]);
+    /* during load() the protocol is the running stream's (as _pickle.c: it tracks PROTO) */
+    int proto = u->active != NULL ? u->active->proto : u->proto;
+    return fj_default_find_class(st, proto, u->fix_imports, args[0], args[1]);
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * Unpickler.memo: a live proxy like _pickle.c's UnpicklerMemoProxy. copy() gives {index: obj};
+ * assigning a proxy or such a dict replaces the memo. During load() the memo lives in the engine
+ * (self->active), and the proxy works on it there. */
+
+typedef struct {
+    PyObject_HEAD
+    UnpicklerObject *unpickler; /* strong */
+} UnpicklerMemoProxy;
+
+/* Pointers to the memo fields of an Unpickler: its own, or the running engine's. */
+typedef struct {
+    PyObject ***items;
+    Py_ssize_t *cap, *count;
+    PyObject **dict;
+} memo_fields;
+
+static memo_fields
+unpickler_memo_fields(UnpicklerObject *self)
+{
+    memo_fields f;
+    if (self->active != NULL) {
+        f.items = &self->active->memo;
+        f.cap = &self->active->memo_cap;
+        f.count = &self->active->memo_count;
+        f.dict = &self->active->memo_dict;
+    }
+    else {
+        f.items = &self->memo;
+        f.cap = &self->memo_cap;
+        f.count = &self->memo_count;
+        f.dict = &self->memo_dict;
+    }
+    return f;
+}
+
+/* Replace the memo with (items, cap, count, dict) (owned, moved in) and release the old one. */
+static void
+unpickler_memo_replace(UnpicklerObject *self, PyObject **items, Py_ssize_t cap, Py_ssize_t count, PyObject *dict)
+{
+    memo_fields f = unpickler_memo_fields(self);
+    PyObject **old = *f.items;
+    Py_ssize_t old_cap = *f.cap;
+    PyObject *old_dict = *f.dict;
+    *f.items = items;
+    *f.cap = cap;
+    *f.count = count;
+    *f.dict = dict;
+    /* released last: destructors may run code that looks at the memo */
+    for (Py_ssize_t i = 0; i < old_cap; i++) {
+        Py_XDECREF(old[i]);
+    }
+    PyMem_Free(old);
+    Py_XDECREF(old_dict);
+}
+
+static PyObject *
+unpickler_memo_copy(UnpicklerObject *self)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL || self == NULL) {
+        return d;
+    }
+    memo_fields f = unpickler_memo_fields(self);
+    /* snapshot first: PyDict_SetItem on int keys runs no Python code, but stay defensive */
+    for (Py_ssize_t i = 0; i < *f.cap; i++) {
+        PyObject *v = (*f.items)[i];
+        if (v == NULL) {
+            continue;
+        }
+        PyObject *k = PyLong_FromSsize_t(i);
+        int r = k == NULL ? -1 : PyDict_SetItem(d, k, v);
+        Py_XDECREF(k);
+        if (r < 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+    }
+    if (*f.dict != NULL && PyDict_Update(d, *f.dict) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+static int
+umemoproxy_traverse(UnpicklerMemoProxy *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->unpickler);
+    return 0;
+}
+
+static int
+umemoproxy_clear_refs(UnpicklerMemoProxy *self)
+{
+    Py_CLEAR(self->unpickler);
+    return 0;
+}
+
+static void
+umemoproxy_dealloc(UnpicklerMemoProxy *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    umemoproxy_clear_refs(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+umemoproxy_copy(UnpicklerMemoProxy *self, PyObject *Py_UNUSED(ignored))
+{
+    return unpickler_memo_copy(self->unpickler);
+}
+
+static PyObject *
+umemoproxy_clear(UnpicklerMemoProxy *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->unpickler != NULL) {
+        unpickler_memo_replace(self->unpickler, NULL, 0, 0, NULL);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+umemoproxy_reduce(UnpicklerMemoProxy *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *copy = unpickler_memo_copy(self->unpickler);
+    if (copy == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("(O(N))", (PyObject *)&PyDict_Type, copy);
+}
+
+static PyMethodDef umemoproxy_methods[] = {
+    {"clear", (PyCFunction)umemoproxy_clear, METH_NOARGS, "Remove all items from memo."},
+    {"copy", (PyCFunction)umemoproxy_copy, METH_NOARGS, "Copy the memo to a new object."},
+    {"__reduce__", (PyCFunction)umemoproxy_reduce, METH_NOARGS, "Implement pickling support."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot umemoproxy_slots[] = {
+    {Py_tp_dealloc, umemoproxy_dealloc},
+    {Py_tp_traverse, umemoproxy_traverse},
+    {Py_tp_clear, umemoproxy_clear_refs},
+    {Py_tp_methods, umemoproxy_methods},
+    {Py_tp_hash, PyObject_HashNotImplemented},
+    {Py_tp_doc, "UnpicklerMemoProxy: the live memo of an Unpickler"},
+    {0, NULL},
+};
+
+static PyType_Spec umemoproxy_spec = {
+    .name = "fastjoblib._core.UnpicklerMemoProxy",
+    .basicsize = sizeof(UnpicklerMemoProxy),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = umemoproxy_slots,
+};
+
+static PyObject *
+unpickler_get_memo(UnpicklerObject *self, void *closure)
+{
+    fj_state *st = fj_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return NULL;
+    }
+    UnpicklerMemoProxy *proxy = PyObject_GC_New(UnpicklerMemoProxy, (PyTypeObject *)st->up.MemoProxy_type);
+    if (proxy == NULL) {
+        return NULL;
+    }
+    proxy->unpickler = (UnpicklerObject *)Py_NewRef(self);
+    PyObject_GC_Track(proxy);
+    return (PyObject *)proxy;
+}
+
+static int
+unpickler_set_memo(UnpicklerObject *self, PyObject *value, void *closure)
+{
+    fj_state *st = fj_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return -1;
+    }
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "attribute deletion is not supported");
+        return -1;
+    }
+    PyObject *d = NULL;
+    if (Py_IS_TYPE(value, (PyTypeObject *)st->up.MemoProxy_type)) {
+        UnpicklerObject *other = ((UnpicklerMemoProxy *)value)->unpickler;
+        if (other == self) {
+            return 0;
+        }
+        d = unpickler_memo_copy(other);
+    }
+    else if (PyDict_Check(value)) {
+        d = PyDict_Copy(value); /* a snapshot */
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "'memo' attribute must be an UnpicklerMemoProxy object or dict, not %.200s",
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    if (d == NULL) {
+        return -1;
+    }
+    /* build the new memo in a scratch engine (memo_put only touches the memo fields) */
+    fj_up tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    tmp.st = st;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(d, &pos, &k, &v)) {
+        long long idx = PyLong_Check(k) ? PyLong_AsLongLong(k) : -1;
+        if (idx == -1 && PyErr_Occurred()) {
+            goto error;
+        }
+        if (idx < 0) {
+            PyErr_SetString(PyExc_ValueError, "memo key must be positive integers.");
+            goto error;
+        }
+        if (memo_put(&tmp, (uint64_t)idx, v) < 0) {
+            goto error;
+        }
+    }
+    Py_DECREF(d);
+    unpickler_memo_replace(self, tmp.memo, tmp.memo_cap, tmp.memo_count, tmp.memo_dict);
+    return 0;
+error:
+    Py_DECREF(d);
+    fj_up_clear(&tmp);
+    return -1;
+}
+
+static PyGetSetDef unpickler_getset[] = {
+    {"memo", (getter)unpickler_get_memo, (setter)unpickler_set_memo, "the unpickler's memo (a live proxy)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
 
 static PyMethodDef unpickler_methods[] = {
     {"load", (PyCFunction)unpickler_load, METH_NOARGS,
@@ -1952,6 +2372,7 @@ static PyType_Slot unpickler_slots[] = {
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_methods, unpickler_methods},
     {Py_tp_members, unpickler_members},
+    {Py_tp_getset, unpickler_getset},
     {Py_tp_doc, "Unpickler(file, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=None)\n--\n\n"
                 "Pickle-compatible unpickler (C engine of fastjoblib)."},
     {0, NULL},
@@ -1970,7 +2391,7 @@ static PyType_Spec unpickler_spec = {
 /* Common keyword parsing of loads / load_pickle. */
 static int
 parse_pickle_kw(PyObject *kwnames, PyObject *const *kwv, int *fix_imports, const char **encoding,
-                const char **errors, PyObject **buffers)
+                const char **errors, PyObject **buffers, PyObject **find_class)
 {
     Py_ssize_t nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     for (Py_ssize_t i = 0; i < nk; i++) {
@@ -2003,6 +2424,9 @@ parse_pickle_kw(PyObject *kwnames, PyObject *const *kwv, int *fix_imports, const
         else if (PyUnicode_CompareWithASCIIString(key, "buffers") == 0) {
             *buffers = v == Py_None ? NULL : v;
         }
+        else if (PyUnicode_CompareWithASCIIString(key, "find_class") == 0) {
+            *find_class = v == Py_None ? NULL : v;
+        }
         else {
             PyErr_Format(PyExc_TypeError, "unexpected keyword argument %R", key);
             return -1;
@@ -2011,13 +2435,31 @@ parse_pickle_kw(PyObject *kwnames, PyObject *const *kwv, int *fix_imports, const
     return 0;
 }
 
+/* A find_class policy's optional check_build attribute: 0 (*cb new ref or NULL) / -1. */
+static int
+policy_check_build(fj_state *st, PyObject *find_class, PyObject **cb)
+{
+    *cb = NULL;
+    if (lookup_attr(find_class, st->up.str_check_build, cb) < 0) {
+        return -1;
+    }
+    if (*cb == Py_None) {
+        Py_CLEAR(*cb);
+    }
+    return 0;
+}
+
 static PyObject *
 run_pickle_load(fj_state *st, fj_source *src, int fix_imports, const char *encoding, const char *errors,
-                PyObject *buffers)
+                PyObject *buffers, PyObject *find_class)
 {
-    PyObject *it = NULL, *res = NULL;
+    PyObject *it = NULL, *res = NULL, *cb = NULL;
     fj_up u;
     if (buffers != NULL && (it = PyObject_GetIter(buffers)) == NULL) {
+        return NULL;
+    }
+    if (find_class != NULL && policy_check_build(st, find_class, &cb) < 0) {
+        Py_XDECREF(it);
         return NULL;
     }
     fj_up_init(&u, st, src);
@@ -2025,12 +2467,16 @@ run_pickle_load(fj_state *st, fj_source *src, int fix_imports, const char *encod
     u.encoding = encoding;
     u.errors = errors;
     u.buffers = it;
+    if (find_class != NULL) {
+        fj_up_restrict(&u, find_class, cb);
+    }
     res = fj_up_load(&u);
     fj_up_clear(&u);
     if (fj_source_finish(src) < 0) {
         Py_CLEAR(res);
     }
     Py_XDECREF(it);
+    Py_XDECREF(cb);
     return res;
 }
 
@@ -2040,12 +2486,12 @@ core_loads(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *
     fj_state *st = fj_state_from_module(module);
     int fix_imports = 1;
     const char *encoding = "ASCII", *errors = "strict";
-    PyObject *buffers = NULL;
+    PyObject *buffers = NULL, *find_class = NULL;
     if (nargs != 1) {
         PyErr_Format(PyExc_TypeError, "loads() takes exactly 1 positional argument (%zd given)", nargs);
         return NULL;
     }
-    if (parse_pickle_kw(kwnames, args + nargs, &fix_imports, &encoding, &errors, &buffers) < 0) {
+    if (parse_pickle_kw(kwnames, args + nargs, &fix_imports, &encoding, &errors, &buffers, &find_class) < 0) {
         return NULL;
     }
     PyObject *data = args[0];
@@ -2058,7 +2504,7 @@ core_loads(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *
         fj_source_release(&src);
         return NULL;
     }
-    PyObject *res = run_pickle_load(st, &src, fix_imports, encoding, errors, buffers);
+    PyObject *res = run_pickle_load(st, &src, fix_imports, encoding, errors, buffers, find_class);
     fj_source_release(&src);
     return res;
 }
@@ -2069,12 +2515,12 @@ core_load_pickle(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyOb
     fj_state *st = fj_state_from_module(module);
     int fix_imports = 1;
     const char *encoding = "ASCII", *errors = "strict";
-    PyObject *buffers = NULL;
+    PyObject *buffers = NULL, *find_class = NULL;
     if (nargs != 1) {
         PyErr_Format(PyExc_TypeError, "load_pickle() takes exactly 1 positional argument (%zd given)", nargs);
         return NULL;
     }
-    if (parse_pickle_kw(kwnames, args + nargs, &fix_imports, &encoding, &errors, &buffers) < 0) {
+    if (parse_pickle_kw(kwnames, args + nargs, &fix_imports, &encoding, &errors, &buffers, &find_class) < 0) {
         return NULL;
     }
     PyObject *file = args[0];
@@ -2088,8 +2534,7 @@ core_load_pickle(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyOb
         r = fj_source_init_fd(&src, fd);
     }
     else {
-        if (!PyObject_HasAttrString(file, "read") || !PyObject_HasAttrString(file, "readline")) {
-            PyErr_SetString(PyExc_TypeError, "file must have 'read' and 'readline' attributes");
+        if (check_file_attrs(file) < 0) {
             return NULL;
         }
         r = fj_source_init_pyfile(&src, file);
@@ -2098,7 +2543,7 @@ core_load_pickle(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyOb
         fj_source_release(&src);
         return NULL;
     }
-    PyObject *res = run_pickle_load(st, &src, fix_imports, encoding, errors, buffers);
+    PyObject *res = run_pickle_load(st, &src, fix_imports, encoding, errors, buffers, find_class);
     fj_source_release(&src);
     return res;
 }
@@ -2148,16 +2593,90 @@ mem_reader_new(PyObject *obj)
     return &m->base;
 }
 
+/* Size of the container as stored: bytes from the current position to the end of `file` (an int
+ * fd, a file object or a bytes-like object), or -1 when unknown. Never raises, never seeks. */
+static int64_t
+container_size(PyObject *file)
+{
+    struct stat stt;
+    if (PyLong_Check(file)) {
+        int fd = PyLong_AsLong(file);
+        if (fd == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return -1;
+        }
+        off_t cur = lseek(fd, 0, SEEK_CUR);
+        if (cur < 0 || fstat(fd, &stt) != 0 || !S_ISREG(stt.st_mode) || stt.st_size < cur) {
+            return -1;
+        }
+        return (int64_t)(stt.st_size - cur);
+    }
+    if (!PyObject_HasAttrString(file, "read")) {
+        Py_buffer v;
+        if (PyObject_GetBuffer(file, &v, PyBUF_SIMPLE) < 0) {
+            PyErr_Clear();
+            return -1;
+        }
+        int64_t n = (int64_t)v.len;
+        PyBuffer_Release(&v);
+        return n;
+    }
+    int64_t size = -1, pos = -1;
+    PyObject *r = PyObject_CallMethod(file, "tell", NULL);
+    if (r != NULL) {
+        pos = PyLong_AsLongLong(r);
+        Py_DECREF(r);
+    }
+    if (pos < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    r = PyObject_CallMethod(file, "fileno", NULL);
+    if (r != NULL) {
+        int fd = PyLong_AsLong(r);
+        Py_DECREF(r);
+        if (fd >= 0 && fstat(fd, &stt) == 0 && S_ISREG(stt.st_mode)) {
+            size = (int64_t)stt.st_size;
+        }
+    }
+    PyErr_Clear();
+    if (size < 0) { /* io.BytesIO */
+        r = PyObject_CallMethod(file, "getbuffer", NULL);
+        if (r != NULL) {
+            Py_buffer v;
+            if (PyObject_GetBuffer(r, &v, PyBUF_SIMPLE) == 0) {
+                size = (int64_t)v.len;
+                PyBuffer_Release(&v);
+            }
+            Py_DECREF(r);
+        }
+        PyErr_Clear();
+    }
+    return size >= pos ? size - pos : -1;
+}
+
 static PyObject *
 core_load(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"file", "mmap_mode", "filename", "ensure_native", "codec", "find_class", NULL};
+    static char *kwlist[] = {"file", "mmap_mode", "filename", "ensure_native", "codec", "find_class", "progress",
+                             NULL};
     fj_state *st = fj_state_from_module(module);
     PyObject *file, *mmap_obj = Py_None, *filename = Py_None, *codec = Py_None, *find_class = Py_None;
+    PyObject *progress = Py_None;
     int ensure_native = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OOpOO:load", kwlist, &file, &mmap_obj, &filename,
-                                     &ensure_native, &codec, &find_class)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OOpOOO:load", kwlist, &file, &mmap_obj, &filename,
+                                     &ensure_native, &codec, &find_class, &progress)) {
         return NULL;
+    }
+    fj_progress prog = {0};
+    if (progress != Py_None) {
+        if (!PyCallable_Check(progress)) {
+            PyErr_SetString(PyExc_TypeError, "progress must be None or a callable");
+            return NULL;
+        }
+        if (fj_progress_init(&prog, progress, container_size(file)) < 0) {
+            return NULL;
+        }
     }
     const char *mmap_mode = NULL;
     if (mmap_obj != Py_None) {
@@ -2204,7 +2723,7 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
     else {
         filename = NULL;
     }
-    PyObject *res = NULL;
+    PyObject *res = NULL, *check_build = NULL;
     fj_source src;
     int r = -1;
     int src_made = 0;
@@ -2231,6 +2750,9 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
             inner = mem_reader_new(file);
         }
         if (inner == NULL) {
+            goto done;
+        }
+        if (prog.cb != NULL && (inner = fj_progress_reader(inner, &prog)) == NULL) { /* owns inner */
             goto done;
         }
         fj_reader *outer = fj_codec_reader(codec_name, inner); /* owns inner */
@@ -2262,22 +2784,39 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
     if (r < 0) {
         goto done;
     }
+    if (prog.cb != NULL && codec_name == NULL) {
+        fj_source_set_progress(&src, &prog);
+    }
     fj_up u;
     fj_up_init(&u, st, &src);
     u.joblib = 1;
     u.mmap_mode = codec_name == NULL ? mmap_mode : NULL; /* compressed streams cannot be mapped */
     u.filename = filename;
     u.ensure_native = ensure_native;
-    u.find_class = find_class == Py_None ? NULL : find_class;
+    if (find_class != Py_None) {
+        if (policy_check_build(st, find_class, &check_build) < 0) {
+            fj_up_clear(&u);
+            goto done;
+        }
+        fj_up_restrict(&u, find_class, check_build);
+    }
     res = fj_up_load(&u);
     int compat = u.compat_mode;
     fj_up_clear(&u);
     if (res != NULL && fj_source_finish(&src) < 0) {
         Py_CLEAR(res);
     }
+    if (res != NULL && prog.cb != NULL) { /* the final call */
+        if (codec_name == NULL) {
+            prog.done = fj_source_progress_count(&src);
+        }
+        if (fj_progress_report(&prog) < 0) {
+            Py_CLEAR(res);
+        }
+    }
     if (res != NULL && compat) {
         if (PyErr_WarnFormat(PyExc_DeprecationWarning, 1,
-                             "The file '%U' has been generated with a joblib version less than 0.10. "
+                             "The file '%S' has been generated with a joblib version less than 0.10. "
                              "Please regenerate this pickle file.",
                              filename ? filename : Py_None) < 0) {
             Py_CLEAR(res);
@@ -2288,19 +2827,23 @@ done:
         fj_source_release(&src);
     }
     Py_XDECREF(filename);
+    Py_XDECREF(check_build);
+    fj_progress_clear(&prog);
     return res;
 }
 
 static PyMethodDef core_methods[] = {
     {"loads", (PyCFunction)(void (*)(void))core_loads, METH_FASTCALL | METH_KEYWORDS,
-     "loads(data, /, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=None)\n--\n\n"
-     "Read a pickled object from a bytes-like object (pickle.loads compatible)."},
+     "loads(data, /, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=None, find_class=None)\n--\n\n"
+     "Read a pickled object from a bytes-like object (pickle.loads compatible).\n"
+     "find_class: a policy callable(module, name) used for every global (restricted loading)."},
     {"load_pickle", (PyCFunction)(void (*)(void))core_load_pickle, METH_FASTCALL | METH_KEYWORDS,
-     "load_pickle(file, /, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=None)\n--\n\n"
+     "load_pickle(file, /, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=None, find_class=None)\n--\n\n"
      "Read a pickled object from a file object or fd (pickle.load compatible)."},
     {"load", (PyCFunction)(void (*)(void))core_load, METH_VARARGS | METH_KEYWORDS,
-     "load(file, *, mmap_mode=None, filename=None, ensure_native=False, codec=None, find_class=None)\n--\n\n"
-     "Read one joblib (or plain pickle) stream."},
+     "load(file, *, mmap_mode=None, filename=None, ensure_native=False, codec=None, find_class=None,\n"
+     "     progress=None)\n--\n\n"
+     "Read one joblib (or plain pickle) stream. progress: None or callable(done_bytes, total_bytes)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2337,6 +2880,7 @@ fj_unpickler_exec(PyObject *module, fj_state *st)
 {
     fj_unpickler_state *up = &st->up;
     INTERN(str_find_class, "find_class");
+    INTERN(str_check_build, "check_build");
     INTERN(str_persistent_load, "persistent_load");
     INTERN(str_append, "append");
     INTERN(str_extend, "extend");
@@ -2372,6 +2916,10 @@ fj_unpickler_exec(PyObject *module, fj_state *st)
     if (PyModule_AddObjectRef(module, "Unpickler", up->Unpickler_type) < 0) {
         return -1;
     }
+    up->MemoProxy_type = PyType_FromModuleAndSpec(module, &umemoproxy_spec, NULL);
+    if (up->MemoProxy_type == NULL) {
+        return -1;
+    }
     if (PyModule_AddFunctions(module, core_methods) < 0) {
         return -1;
     }
@@ -2383,6 +2931,7 @@ fj_unpickler_traverse(fj_state *st, visitproc visit, void *arg)
 {
     fj_unpickler_state *up = &st->up;
     Py_VISIT(up->Unpickler_type);
+    Py_VISIT(up->MemoProxy_type);
     Py_VISIT(up->NumpyArrayWrapper);
     Py_VISIT(up->NDArrayWrapper);
     Py_VISIT(up->ZNDArrayWrapper);
@@ -2398,6 +2947,7 @@ fj_unpickler_clear(fj_state *st)
 {
     fj_unpickler_state *up = &st->up;
     Py_CLEAR(up->Unpickler_type);
+    Py_CLEAR(up->MemoProxy_type);
     Py_CLEAR(up->NumpyArrayWrapper);
     Py_CLEAR(up->NDArrayWrapper);
     Py_CLEAR(up->ZNDArrayWrapper);
@@ -2406,6 +2956,7 @@ fj_unpickler_clear(fj_state *st)
     Py_CLEAR(up->ext_registry);
     Py_CLEAR(up->ext_cache);
     Py_CLEAR(up->str_find_class);
+    Py_CLEAR(up->str_check_build);
     Py_CLEAR(up->str_persistent_load);
     Py_CLEAR(up->str_append);
     Py_CLEAR(up->str_extend);

@@ -8,6 +8,7 @@
 /* Module-state part: cached objects, created in fj_unpickler_exec. */
 typedef struct fj_unpickler_state {
     PyObject *Unpickler_type;      /* the _core.Unpickler heap type */
+    PyObject *MemoProxy_type;      /* Unpickler.memo proxies */
     /* placeholders the array hook gives for joblib's wrapper globals (plain classes) */
     PyObject *NumpyArrayWrapper;
     PyObject *NDArrayWrapper;
@@ -16,7 +17,7 @@ typedef struct fj_unpickler_state {
     PyObject *import_mapping;      /* _compat_pickle.IMPORT_MAPPING */
     PyObject *ext_registry;        /* copyreg._inverted_registry */
     PyObject *ext_cache;           /* copyreg._extension_cache */
-    PyObject *str_find_class, *str_persistent_load, *str_append, *str_extend, *str_add;
+    PyObject *str_find_class, *str_check_build, *str_persistent_load, *str_append, *str_extend, *str_add;
     PyObject *str_setstate, *str_dict, *str_new, *str_getinitargs;
     /* joblib state keys */
     PyObject *str_subclass, *str_shape, *str_order, *str_dtype, *str_allow_mmap, *str_alignment;

@@ -3,6 +3,7 @@
 #define FJ_UNPICKLER_IMPL_H
 
 #include "fj.h"
+#include "memo.h"
 #include "source.h"
 
 struct fj_up {
@@ -23,6 +24,15 @@ struct fj_up {
     const char *errors;
     PyObject *buffers;       /* iterator or NULL (borrowed for the load) */
     PyObject *find_class;    /* callable or NULL for the built-in policy (borrowed) */
+    /* Restricted loading (a find_class policy from _core.load/loads/load_pickle, or an Unpickler
+     * declaring check_build): before every BUILD, check_build(inst) is called when given, then
+     * the built-in rule refuses targets that are types, modules, functions, methods, descriptors
+     * or objects find_class returned during this load (`seen`). Off: one branch per BUILD. */
+    int restricted;
+    PyObject *check_build;   /* callable or NULL (borrowed) */
+    fj_memo *seen;           /* objects find_class returned (strong refs); shared with nested
+                              * object-array streams; points at seen_own in the outermost engine */
+    fj_memo seen_own;
     PyObject *persistent_load; /* callable or NULL (borrowed) */
     /* joblib array hook */
     int joblib;
@@ -36,6 +46,11 @@ struct fj_up {
 /* Initialise / clear an engine over `src` (borrowed). */
 void fj_up_init(fj_up *u, fj_state *st, fj_source *src);
 void fj_up_clear(fj_up *u);
+/* Turn restricted loading on with `find_class` (borrowed) and an optional check_build callable
+ * (borrowed, may be NULL). */
+void fj_up_restrict(fj_up *u, PyObject *find_class, PyObject *check_build);
+/* A nested engine (object-array stream) under the same policy as `parent`. */
+void fj_up_inherit_policy(fj_up *sub, const fj_up *parent);
 /* Run the opcode loop until STOP. New reference or NULL. */
 PyObject *fj_up_load(fj_up *u);
 /* The global (module, name) through the engine's policy (find_class hook or the built-in one). */

@@ -533,3 +533,85 @@ def test_fast_mode_cycle_is_an_error_like_stdlib():
     p.fast = 1
     deep = [[[[["x"]]]]] * 3
     p.dump(deep)  # shared but acyclic: fine, written three times
+
+
+# --- memo proxy, reducer_override lookup, framing of big items in memory -----------------------
+
+def test_pickler_memo_proxy_copy_set_clear():
+    s = "shared-string"
+    lst = [s, s]
+    p = _core.Pickler(io.BytesIO(), 4)
+    p.dump(lst)
+    ref = pickle.Pickler(io.BytesIO(), 4)
+    ref.dump(lst)
+    got = p.memo.copy()
+    want = ref.memo.copy()
+    assert sorted(v[0] for v in got.values()) == sorted(v[0] for v in want.values())
+    assert {k: v[1] is (s if v[1] == s else lst) for k, v in got.items()}
+    assert got[id(s)] == (want[id(s)][0], s) and got[id(s)][1] is s
+    assert pickle.loads(pickle.dumps(p.memo)) .keys() == got.keys()  # __reduce__: a dict
+    # a primed pickler refers back to what the first one wrote
+    bio = io.BytesIO()
+    primed = _core.Pickler(bio, 4)
+    primed.memo = p.memo
+    primed.dump(lst)
+    assert b"shared-string" not in bio.getvalue()
+    # assigned from a plain dict in copy() form
+    bio2 = io.BytesIO()
+    q = _core.Pickler(bio2, 4)
+    q.memo = got
+    q.dump(lst)
+    assert bio2.getvalue() == bio.getvalue()
+    # the proxy is live: clear() through it empties the pickler's memo
+    proxy = q.memo
+    proxy.clear()
+    assert q.memo.copy() == {}
+    with pytest.raises(TypeError):
+        q.memo = [1]
+    with pytest.raises(TypeError):
+        q.memo = {1: "not a pair"}
+    with pytest.raises(TypeError):
+        del q.memo
+
+
+class _OverrideMixin:
+    def reducer_override(self, obj):
+        if isinstance(obj, Token):
+            return (int, (obj.v,))
+        return NotImplemented
+
+
+def test_reducer_override_from_mixin_and_instance():
+    class Mixed(_core.Pickler, _OverrideMixin):  # the mixin comes after Pickler in the MRO
+        pass
+
+    bio = io.BytesIO()
+    Mixed(bio, 2).dump([Token(4)])
+    assert pickle.loads(bio.getvalue()) == [4]
+    bio = io.BytesIO()
+    p = _core.Pickler(bio, 5)
+    p.reducer_override = lambda o: (str, ("inst",)) if isinstance(o, Token) else NotImplemented
+    p.dump(Token(1))
+    assert pickle.loads(bio.getvalue()) == "inst"
+
+
+@pytest.mark.parametrize("proto", [4, 5])
+def test_big_items_unframed_in_memory_like_stdlib(proto):
+    n = 200_000
+    obj = [b"x" * n, [1], [2], "y" * n, bytearray(b"z" * n)]
+    got = _core.dumps(obj, proto)
+    want = pickle.dumps(obj, proto)
+    assert pickle.loads(got) == obj
+
+    def layout(data):  # frame sizes, and for each big item whether it sits inside a frame
+        frames, big, frame_end = [], [], -1
+        for op, arg, pos in pickletools.genops(data):
+            if op.name == "FRAME":
+                frames.append(arg)
+                frame_end = pos + 9 + arg
+            elif isinstance(arg, (bytes, str, bytearray)) and len(arg) >= n:
+                big.append(pos < frame_end)
+        return len(frames), big
+
+    assert layout(got) == layout(want)
+    assert layout(got)[1] == [False, False, False]

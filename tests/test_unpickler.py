@@ -361,7 +361,7 @@ def test_fd_position_after_load(tmp_path):
     (b"(u.", pickle.UnpicklingError, "underflow"),
     (b"\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\x7f.", pickle.UnpicklingError, "truncated"),
     (b"X\xff\xff\xff\xffab.", pickle.UnpicklingError, "truncated"),
-    (b"N", pickle.UnpicklingError, "STOP"),
+    (b"N", EOFError, "STOP"),  # like stdlib: input ending where an opcode should start
     (b"\xff", pickle.UnpicklingError, "invalid load key"),
     (b"Ixyz\n.", ValueError, ""),
     (b"}K\x01K\x02K\x03u.", pickle.UnpicklingError, "MARK"),
@@ -488,3 +488,322 @@ def test_load_pickle_requires_readline():
         _core.load_pickle(OnlyRead())
     with pytest.raises(TypeError, match="readline"):
         _core.Unpickler(OnlyRead())
+
+
+# --- memo proxy and file attributes ---------------------------------------------------------------
+
+def test_unpickler_memo_proxy():
+    data = pickle.dumps(["abc", "abc", [1]], 2)
+    u = _core.Unpickler(io.BytesIO(data))
+    first = u.load()
+    ref = pickle.Unpickler(io.BytesIO(data))
+    ref.load()
+    got = u.memo.copy()
+    assert got.keys() == ref.memo.copy().keys()
+    assert got[0] is first
+    # primed from the proxy or from a dict: GETs resolve to the shared objects
+    stream = b"\x80\x02h\x00h\x00\x86q\x05."   # (memo[0], memo[0]) with no PUT of its own
+    for memo in (u.memo, dict(got)):
+        v = _core.Unpickler(io.BytesIO(stream))
+        v.memo = memo
+        a, b = v.load()
+        assert a is first and b is first
+        assert v.memo.copy()[5] == (first, first)
+    proxy = u.memo
+    proxy.clear()
+    assert u.memo.copy() == {}
+    with pytest.raises(pickle.UnpicklingError, match="Memo value not found"):
+        u2 = _core.Unpickler(io.BytesIO(stream))
+        u2.load()
+    with pytest.raises(ValueError):
+        _core.Unpickler(io.BytesIO(stream)).memo = {-1: 0}
+    with pytest.raises(TypeError):
+        _core.Unpickler(io.BytesIO(stream)).memo = [1]
+
+
+def test_unpickler_memo_visible_during_load():
+    seen = []
+
+    class U(_core.Unpickler):
+        def find_class(self, module, name):
+            seen.append(dict(self.memo.copy()))
+            return super().find_class(module, name)
+
+    obj = ["first", collections_ordered()]
+    data = pickle.dumps(obj, 2)
+    got = U(io.BytesIO(data)).load()
+    assert got == obj
+    assert any("first" in d.values() for d in seen)  # the running load's memo, not an empty one
+
+
+def collections_ordered():
+    import collections
+    return collections.OrderedDict(a=1)
+
+
+def test_unpickler_file_attribute_errors_propagate():
+    class Bad:
+        @property
+        def read(self):
+            raise ZeroDivisionError
+
+        def readline(self):
+            return b""
+
+    with pytest.raises(ZeroDivisionError):
+        _core.Unpickler(Bad())
+    with pytest.raises(ZeroDivisionError):
+        _core.load_pickle(Bad())
+
+    class NoReadline:
+        def read(self, n):
+            return b""
+
+    with pytest.raises(TypeError):
+        _core.Unpickler(NoReadline())
+
+
+def test_reduce_non_tuple_is_type_error():
+    with pytest.raises(TypeError):
+        _core.loads(b"cbuiltins\nint\nNR.")
+    with pytest.raises(EOFError):
+        _core.loads(b"N")
+    with pytest.raises(EOFError):
+        _core.Unpickler(io.BytesIO(b"K\x01")).load()
+
+
+# --- restricted loading: find_class policy, check_build, built-in BUILD rule, EXT ----------------
+
+import _compat_pickle  # noqa: E402
+import collections  # noqa: E402
+import types  # noqa: E402
+
+
+class Point:
+    """A plain data class whose instances get state through BUILD."""
+
+    def __init__(self, x=0):
+        self.x = x
+
+    def __eq__(self, other):
+        return type(other) is Point and other.x == self.x
+
+
+SINGLETON = Point(99)  # a module-level instance: a global, not an object created by a load
+
+
+class Policy:
+    """A small allow-list policy of this test module's own (independent of fastjoblib._trust)."""
+
+    def __init__(self, allowed, with_check=True):
+        self.allowed = set(allowed)
+        self.calls = []
+        self.builds = []
+        if with_check:
+            self.check_build = self._check_build
+
+    def __call__(self, module, name):
+        self.calls.append((module, name))
+        if (module, name) in _compat_pickle.NAME_MAPPING:  # protocol 0-2 streams name py2 globals
+            module, name = _compat_pickle.NAME_MAPPING[module, name]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        if (module, name) not in self.allowed:
+            raise pickle.UnpicklingError(f"policy refuses {module}.{name}")
+        return getattr(sys.modules[module] if module in sys.modules else __import__(module), name)
+
+    def _check_build(self, inst):
+        self.builds.append(type(inst).__name__)
+        if isinstance(inst, type):
+            raise PermissionError(f"check_build refused {inst.__name__}")
+
+
+def _build_count(data):
+    return sum(op.name == "BUILD" for op, _, _ in pickletools.genops(data))
+
+
+def _build_on_global(module, name):
+    """GLOBAL module.name; (None, {"pwned": 1}); BUILD; STOP: setattr straight onto a global."""
+    return (b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+            + b"N}X\x05\x00\x00\x00pwnedK\x01s\x86b.")
+
+
+POINT_NAMES = {(__name__, "Point"), ("copyreg", "_reconstructor"), ("builtins", "object")}
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_check_build_called_before_every_build(proto):
+    obj = [Point(1), Point(2), {"p": Point(3)}]
+    data = pickle.dumps(obj, proto)
+    n = _build_count(data)
+    assert n == 3
+    for load in (lambda d, p: _core.loads(d, find_class=p),
+                 lambda d, p: _core.load_pickle(io.BytesIO(d), find_class=p),
+                 lambda d, p: _core.load(io.BytesIO(d), find_class=p),
+                 lambda d, p: _core.load(d, find_class=p)):
+        policy = Policy(POINT_NAMES)
+        assert load(data, policy) == obj
+        assert policy.builds == ["Point"] * n
+        assert (__name__, "Point") in policy.calls
+
+
+def test_check_build_in_nested_object_array_streams(tmp_path):
+    joblib = pytest.importorskip("joblib")
+    arr = np.array([Point(1), Point(2), None], dtype=object)
+    p = tmp_path / "objarr.pkl"
+    joblib.dump({"a": arr, "p": Point(7)}, p)
+    allowed = POINT_NAMES | {("joblib.numpy_pickle", "NumpyArrayWrapper"),
+                             ("numpy", "dtype"), ("numpy", "ndarray"),
+                             ("numpy._core.multiarray", "_reconstruct")}
+    policy = Policy(allowed)
+    with open(p, "rb") as f:
+        got = _core.load(f, find_class=policy)
+    assert list(got["a"]) == list(arr) and got["p"] == Point(7)
+    # Point(7) at top level, the array wrapper, and the two Points of the nested stream
+    assert policy.builds.count("Point") == 3
+    assert "NumpyArrayWrapper" in policy.builds
+    # check_build refusing inside the nested stream aborts the whole load
+    refuse = Policy(allowed)
+    seen = []
+
+    def no_points(inst):  # called before the state is applied: count the Points instead
+        seen.append(inst)
+        if sum(isinstance(i, Point) for i in seen) == 2:  # Point(2), inside the array's stream
+            raise PermissionError("no Point(2)")
+
+    refuse.check_build = no_points
+    with open(p, "rb") as f, pytest.raises(PermissionError, match="Point\\(2\\)"):
+        _core.load(f, find_class=refuse)
+    assert isinstance(seen[-2], Point) and any(type(i).__name__ == "NumpyArrayWrapper" for i in seen)
+
+
+def test_check_build_exception_propagates_before_state_is_applied():
+    class Marker:
+        pass
+
+    data = _build_on_global("collections", "UserDict")
+    policy = Policy({("collections", "UserDict")})
+    with pytest.raises(PermissionError, match="UserDict"):
+        _core.loads(data, find_class=policy)
+    assert "pwned" not in vars(collections.UserDict)
+    # unrestricted, the same stream really does mutate the class (the test can fail)
+    try:
+        _core.loads(data)
+        assert vars(collections.UserDict)["pwned"] == 1
+    finally:
+        if "pwned" in vars(collections.UserDict):
+            del collections.UserDict.pwned
+
+
+@pytest.mark.parametrize("target,owner", [
+    (("collections", "UserDict"), lambda: collections.UserDict),        # a type
+    (("builtins", "len"), None),                                        # a builtin function
+    ((__name__, "collections_ordered"), None),                          # a Python function
+    (("os", "path"), None),                                             # a module (os.path)
+    ((__name__, "SINGLETON"), lambda: SINGLETON),                       # an instance find_class returned
+    (("types", "SimpleNamespace"), lambda: types.SimpleNamespace),
+])
+def test_builtin_build_rule_refuses_globals(target, owner):
+    data = _build_on_global(*target)
+    policy = Policy({target}, with_check=False)  # no check_build: the C rule alone
+    for load in (lambda: _core.loads(data, find_class=policy),
+                 lambda: _core.load(io.BytesIO(data), find_class=policy),
+                 lambda: _core.load_pickle(io.BytesIO(data), find_class=policy)):
+        with pytest.raises(pickle.UnpicklingError, match="refused BUILD") as exc:
+            load()
+        assert not isinstance(exc.value, PermissionError)
+    if owner is not None:
+        assert "pwned" not in vars(owner())
+    assert not hasattr(SINGLETON, "pwned")
+
+
+def test_builtin_build_rule_names_the_target():
+    with pytest.raises(pickle.UnpicklingError, match="UserDict"):
+        _core.loads(_build_on_global("collections", "UserDict"),
+                    find_class=Policy({("collections", "UserDict")}, with_check=False))
+    with pytest.raises(pickle.UnpicklingError, match="Point"):
+        _core.loads(_build_on_global(__name__, "SINGLETON"),
+                    find_class=Policy({(__name__, "SINGLETON")}, with_check=False))
+
+
+def test_builtin_build_rule_allows_objects_created_by_the_load():
+    # instances made by NEWOBJ / REDUCE during the load may receive state
+    obj = [Point(5), collections.OrderedDict(a=1), types.SimpleNamespace(x=1)]
+    for proto in PROTOCOLS:
+        data = pickle.dumps(obj, proto)
+        policy = Policy(POINT_NAMES | {("collections", "OrderedDict"), ("types", "SimpleNamespace"),
+                                       ("builtins", "dict")}, with_check=False)
+        assert _core.loads(data, find_class=policy) == obj
+    # numpy's dtype reduce BUILDs the singleton dtype returned by REDUCE: allowed
+    data = pickle.dumps(np.dtype("f8"), 2)
+    allowed = {("numpy", "dtype")}
+    assert _core.loads(data, find_class=Policy(allowed, with_check=False)) == np.dtype("f8")
+
+
+def test_unpickler_check_build_method_and_policy_attribute():
+    data = pickle.dumps([Point(1), Point(2)], 4)
+    builds = []
+
+    class U(_core.Unpickler):
+        def check_build(self, inst):
+            builds.append(inst)
+
+    assert U(io.BytesIO(data)).load() == [Point(1), Point(2)]
+    assert [b.x for b in builds] == [1, 2]
+    # a policy object assigned as find_class brings its own check_build and the C rule
+    u = _core.Unpickler(io.BytesIO(_build_on_global(__name__, "SINGLETON")))
+    u.find_class = Policy({(__name__, "SINGLETON")}, with_check=False)
+    u.find_class.check_build = lambda inst: None
+    with pytest.raises(pickle.UnpicklingError, match="refused BUILD"):
+        u.load()
+    # a plain find_class override (no check_build) keeps stdlib semantics: no BUILD rule
+    class Plain(_core.Unpickler):
+        def find_class(self, module, name):
+            return super().find_class(module, name)
+
+    try:
+        Plain(io.BytesIO(_build_on_global(__name__, "SINGLETON"))).load()
+        assert SINGLETON.pwned == 1
+    finally:
+        SINGLETON.__dict__.pop("pwned", None)
+
+
+def test_ext_codes_always_go_through_the_policy():
+    code = 0x7ff0
+    copyreg.add_extension(__name__, "Point", code)
+    try:
+        data = pickle.dumps([Point, Point, Point(3)], 2)
+        assert b"\x83" in data  # EXT2
+        # an unrestricted load fills copyreg's cache
+        assert _core.loads(data)[0] is Point
+        assert code in copyreg._extension_cache
+        policy = Policy(POINT_NAMES)
+        assert _core.loads(data, find_class=policy)[2] == Point(3)
+        assert policy.calls.count((__name__, "Point")) == 3  # every EXT use asks (cache or not)
+        refusing = Policy(set())
+        with pytest.raises(pickle.UnpicklingError, match="policy refuses"):
+            _core.loads(data, find_class=refusing)
+        with pytest.raises(pickle.UnpicklingError, match="policy refuses"):
+            _core.load(io.BytesIO(data), find_class=refusing)
+
+        # a policy's answer (here a stand-in) never lands in copyreg's cache
+        copyreg._extension_cache.clear()
+
+        class StandIn:
+            pass
+
+        _core.loads(data[:data.index(b"\x83") + 3] + b".",
+                    find_class=lambda m, n: StandIn)
+        assert code not in copyreg._extension_cache
+        assert _core.loads(data)[0] is Point
+    finally:
+        copyreg.remove_extension(__name__, "Point", code)
+        copyreg._extension_cache.pop(code, None)
+
+
+def test_unrestricted_load_has_no_build_rule():
+    # without a policy, BUILD on a returned global works as in stdlib (fast path untouched)
+    try:
+        _core.loads(_build_on_global(__name__, "SINGLETON"))
+        assert SINGLETON.pwned == 1
+    finally:
+        SINGLETON.__dict__.pop("pwned", None)
