@@ -28,6 +28,7 @@ def dump(
     codec: _Codec | str | None = None,
     level: int = -1,
     threads: int = 0,
+    progress: Callable[[int, int | None], object] | None = None,
 ) -> None: ...
 def load(
     file: int | _ReadableFileobj | ReadableBuffer,
@@ -37,6 +38,7 @@ def load(
     ensure_native: bool = False,
     codec: _Codec | str | None = None,
     find_class: Callable[[str, str], Any] | None = None,
+    progress: Callable[[int, int | None], object] | None = None,
 ) -> Any: ...
 
 # plain pickle streams (stdlib-compatible signatures)
@@ -56,6 +58,7 @@ def loads(
     encoding: str = "ASCII",
     errors: str = "strict",
     buffers: Iterable[Any] | None = None,
+    find_class: Callable[[str, str], Any] | None = None,
 ) -> Any: ...
 def dump_pickle(
     obj: object,
@@ -73,6 +76,7 @@ def load_pickle(
     encoding: str = "ASCII",
     errors: str = "strict",
     buffers: Iterable[Any] | None = None,
+    find_class: Callable[[str, str], Any] | None = None,
 ) -> Any: ...
 
 @disjoint_base
@@ -93,6 +97,8 @@ class Pickler:
         fix_imports: bool = True,
         buffer_callback: _BufferCallback = None,
     ) -> None: ...
+    # a live proxy of the memo (copy() gives {id(obj): (index, obj)}); assignable
+    memo: Any
     def dump(self, obj: Any, /) -> None: ...
     def clear_memo(self) -> None: ...
 
@@ -108,6 +114,8 @@ class Unpickler:
         errors: str = "strict",
         buffers: Iterable[Any] | None = None,
     ) -> None: ...
+    # a live proxy of the memo (copy() gives {index: obj}); assignable
+    memo: Any
     def load(self) -> Any: ...
     def find_class(self, module_name: str, global_name: str, /) -> Any: ...
 
