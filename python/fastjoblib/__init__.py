@@ -14,10 +14,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "dump", "load", "dumps", "loads", "Pickler", "Unpickler", "dump_pickle", "load_pickle",
-    "PicklingError", "UnpicklingError", "register_zstd_with_joblib", "__version__",
+    "PicklingError", "UnpicklingError", "UntrustedGlobalError", "inspect",
+    "register_zstd_with_joblib", "__version__",
 ]
 
-_FROM_CORE = ("dumps", "loads", "Pickler", "Unpickler", "dump_pickle", "load_pickle")
+_FROM_CORE = ("dumps", "Pickler", "dump_pickle")
+_FROM_API = ("loads", "Unpickler", "load_pickle")
 
 
 def __getattr__(name):
@@ -25,6 +27,14 @@ def __getattr__(name):
         from . import _core
 
         value = getattr(_core, name)
+    elif name in _FROM_API:
+        from . import _api
+
+        value = getattr(_api, name)
+    elif name == "UntrustedGlobalError":
+        from ._trust import UntrustedGlobalError as value
+    elif name == "inspect":
+        from ._inspect import inspect as value
     elif name == "register_zstd_with_joblib":
         try:
             from . import _zstd_joblib

@@ -3,25 +3,28 @@ module __getattr__, which type checkers cannot follow). Checked against the runt
 tests/test_typing.py (mypy.stubtest)."""
 import os
 from pickle import PicklingError as PicklingError, UnpicklingError as UnpicklingError
-from typing import IO, Any, Literal, overload
+from typing import IO, Any, Callable, Iterable, Literal, overload
 
 from _typeshed import SupportsWrite
 
+from ._api import Unpickler as Unpickler, load_pickle as load_pickle, loads as loads
 from ._core import (
     Pickler as Pickler,
-    Unpickler as Unpickler,
     _ReadableFileobj,
     dump_pickle as dump_pickle,
     dumps as dumps,
-    load_pickle as load_pickle,
-    loads as loads,
 )
+from ._trust import UntrustedGlobalError as UntrustedGlobalError
 
 __version__: str
 __all__ = [
     "dump", "load", "dumps", "loads", "Pickler", "Unpickler", "dump_pickle", "load_pickle",
-    "PicklingError", "UnpicklingError", "register_zstd_with_joblib", "__version__",
+    "PicklingError", "UnpicklingError", "UntrustedGlobalError", "inspect",
+    "register_zstd_with_joblib", "__version__",
 ]
+
+_Trusted = bool | Iterable[str] | None
+_Progress = bool | Callable[[int, int | None], object] | None
 
 _Compress = (
     int
@@ -41,6 +44,7 @@ def dump(
     protocol: int | None = None,
     *,
     threads: int | None = None,
+    progress: _Progress = None,
 ) -> list[str]: ...
 @overload
 def dump(
@@ -50,11 +54,16 @@ def dump(
     protocol: int | None = None,
     *,
     threads: int | None = None,
+    progress: _Progress = None,
 ) -> None: ...
 def load(
     filename: str | bytes | os.PathLike[str] | os.PathLike[bytes] | int | IO[bytes] | _ReadableFileobj,
     mmap_mode: _MmapMode | None = None,
     ensure_native_byte_order: bool | Literal["auto"] = "auto",
+    *,
+    trusted: _Trusted = None,
+    progress: _Progress = None,
 ) -> Any: ...
+def inspect(source: Any) -> dict[str, Any]: ...
 
 def register_zstd_with_joblib(force: bool = False) -> bool: ...

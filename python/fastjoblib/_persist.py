@@ -194,7 +194,7 @@ def _atomic_write(filename, write):
         raise
 
 
-def dump(value, filename, compress=0, protocol=None, *, threads=None):
+def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=None):
     """Persist an arbitrary Python object into one file, in joblib's format.
 
     Same arguments, return value, errors and warnings as ``joblib.dump``; stock ``joblib.load``
@@ -215,6 +215,9 @@ def dump(value, filename, compress=0, protocol=None, *, threads=None):
         Pickle protocol, ``pickle.DEFAULT_PROTOCOL`` when None.
     threads: int, optional (keyword only)
         Compression threads; None = all cores. The output is one standard stream either way.
+    progress: None, True, or a callable(done_bytes, None) (keyword only)
+        True shows a progress bar (tqdm if installed, else a line on stderr) for dumps that take
+        more than a second; a callable is called every few MiB written.
 
     Returns
     -------
@@ -230,14 +233,23 @@ def dump(value, filename, compress=0, protocol=None, *, threads=None):
     protocol = _resolve_protocol(protocol)
     nthreads = _resolve_threads(threads)
     core = _core()
+    extra = {}
+    if progress is not None and progress is not False:
+        from ._progress import make_progress
+        extra["progress"] = make_progress(progress, "dump")
 
     def write(target):
-        core.dump(value, target, protocol, codec=codec, level=level, threads=nthreads)
+        core.dump(value, target, protocol, codec=codec, level=level, threads=nthreads, **extra)
 
-    if is_filename:
-        _atomic_write(filename, write)
-    else:
-        write(filename)
+    try:
+        if is_filename:
+            _atomic_write(filename, write)
+        else:
+            write(filename)
+    finally:
+        if extra:
+            from ._progress import close_progress
+            close_progress(extra["progress"])
 
     if is_fileobj:
         return None
@@ -349,18 +361,35 @@ def _warn_compat(filename):
     )
 
 
-def _unpickle(source, **kwargs):
+def _load_extras(trusted, progress):
+    """Keyword arguments for _core.load from the trust and progress options."""
+    extra = {}
+    if trusted is not None and trusted is not False:
+        from ._trust import make_find_class
+        extra["find_class"] = make_find_class(trusted)
+    if progress is not None and progress is not False:
+        from ._progress import make_progress
+        extra["progress"] = make_progress(progress, "load")
+    return extra
+
+
+def _unpickle(source, extra, **kwargs):
     try:
-        return _core().load(source, **kwargs)
+        return _core().load(source, **kwargs, **extra)
     except UnicodeDecodeError as exc:
         raise ValueError(
             "You may be trying to read with "
             "python 3 a joblib pickle generated with python 2. "
             "This feature is not supported by joblib."
         ) from exc
+    finally:
+        if "progress" in extra:
+            from ._progress import close_progress
+            close_progress(extra["progress"])
 
 
-def load(filename, mmap_mode=None, ensure_native_byte_order="auto"):
+def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=None,
+         progress=None):
     """Reconstruct a Python object from a file written by ``joblib.dump`` or ``fastjoblib.dump``.
 
     Same arguments, errors and warnings as ``joblib.load``. Like pickle, loading runs code named
@@ -375,7 +404,17 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto"):
         and in-memory buffers; file objects are never mapped (as in joblib).
     ensure_native_byte_order: bool or 'auto'
         'auto' = True when mmap_mode is None. Swaps foreign-endian in-memory arrays.
+    trusted: None, True, or an iterable of "module.qualname" strings
+        None (default): unrestricted, like joblib. True: only the built-in allow-list of plain
+        data classes (builtins, numpy, pandas, datetime, ...) may be imported; an iterable adds
+        exact names to that list (``python -m fastjoblib inspect --trusted FILE`` prints what a
+        file needs). Anything else raises ``fastjoblib.UntrustedGlobalError`` before it is
+        imported or called, nested object-array streams included.
+    progress: None, True, or a callable(done_bytes, total_bytes)
+        True shows a progress bar (tqdm if installed, else a line on stderr) for loads that take
+        more than a second; a callable is called every few MiB read.
     """
+    extra = _load_extras(trusted, progress)
     if ensure_native_byte_order == "auto":
         ensure_native_byte_order = mmap_mode is None
 
@@ -420,7 +459,7 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto"):
                 )
         # joblib never memory-maps through a file object.
         codec = None if kind == "not-compressed" else kind
-        return _unpickle(source, ensure_native=ensure_native, codec=codec)
+        return _unpickle(source, extra, ensure_native=ensure_native, codec=codec)
 
     # A path (str or bytes) or an int file descriptor: opened exactly as joblib's open(x, 'rb')
     # would (same errors), then read through the descriptor.
@@ -432,7 +471,7 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto"):
         except OSError:  # not pread-able (a pipe given as an fd)
             head = f.read(MAX_PREFIX_LEN)
             if head:
-                return _load_prefixed(head, f, ensure_native)
+                return _load_prefixed(head, f, ensure_native, extra)
         kind = _compressors.detect(head)
         if kind == "compat":
             loader = _legacy_loader()
@@ -442,7 +481,7 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto"):
                     "%r is a joblib < 0.10 z-file; this fastjoblib build has no loader for it "
                     "(fastjoblib._legacy.load_compatibility is missing)" % (filename,))
             # (warns like joblib itself, pointing at our caller)
-            return loader(filename)
+            return loader(filename, find_class=extra.get("find_class"))
         core_mmap = None
         if mmap_mode is not None:
             if kind != "not-compressed":
@@ -461,10 +500,10 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto"):
             kwargs.update(filename=os.fsdecode(filename))
         if core_mmap is not None:
             kwargs.update(mmap_mode=core_mmap)
-        return _unpickle(fd, **kwargs)
+        return _unpickle(fd, extra, **kwargs)
 
 
-def _load_prefixed(head, f, ensure_native):
+def _load_prefixed(head, f, ensure_native, extra):
     kind = _compressors.detect(head)
     codec = None if kind in ("not-compressed", "compat") else kind
-    return _unpickle(_PrefixedReader(head, f), ensure_native=ensure_native, codec=codec)
+    return _unpickle(_PrefixedReader(head, f), extra, ensure_native=ensure_native, codec=codec)
