@@ -1,9 +1,119 @@
-/* codec.h: state and internal API of the codec part. (Skeleton: the part's owner fills it in.) */
+/* codec.h: state and internal API of the codec part (codec.c, codec_*.c, workers.c).
+ *
+ * Two generic engines live in codec.c and each codec plugs into one of them:
+ *
+ *  - the block writer (fj_bwriter_new): accumulates the caller's bytes into fixed-size blocks (or,
+ *    for large writes, points straight into the caller's memory until write() returns), compresses
+ *    the blocks on a worker pool with the GIL released, and emits them in order to the inner
+ *    writer. Memory is bounded by 2 x threads blocks in flight. Used by zlib/gzip (pigz-style
+ *    deflate), bz2 (one stream per block) and lz4 (independent frame blocks).
+ *  - the stream reader (fj_sreader_new): a bounded input buffer refilled from the inner reader and
+ *    a C decoder that writes straight into the caller's buffer, GIL released. Used by zlib, gzip,
+ *    bz2, lzma and xz.
+ *
+ * lzma/xz writers (liblzma, its own threads for xz), zstd (the `zstandard` package) and the lz4
+ * reader (the `lz4` package) are stand-alone fj_writer / fj_reader implementations.
+ */
 #ifndef FJ_CODEC_H
 #define FJ_CODEC_H
 
+#include <stddef.h>
+#include <stdint.h>
+
+#include "workers.h"
+
+/* Codecs keep no module-level objects: the optional packages (lz4, zstandard) are imported at the
+ * first use by each stream (sys.modules makes that cheap), so fj_codec_writer/reader need no state. */
 typedef struct fj_codec_state {
-    PyObject *placeholder_unused; /* replaced by the part's real cached objects */
+    PyObject *reserved; /* always NULL */
 } fj_codec_state;
+
+/* ----- block writer -------------------------------------------------------------------------- */
+typedef struct fj_bjob fj_bjob;
+struct fj_bjob {
+    fj_task task;             /* first member: the pool task */
+    void *writer;             /* the owning block writer */
+    const char *in;           /* input: inbuf, or the caller's memory during one write() */
+    size_t in_len;
+    char *inbuf;              /* owned accumulation buffer, block_size bytes */
+    char *out;                /* owned output (compress() may grow it with realloc) */
+    size_t out_len, out_cap;
+    unsigned char *dict;      /* owned, codec->dict_size bytes: stream bytes preceding `in` */
+    size_t dict_len;
+    int64_t seq;
+    int last;                 /* the final block of the stream */
+    int flags;                /* codec-specific */
+    uint32_t check;           /* codec-specific (checksum of the block) */
+    int failed;               /* compress() failed: msg, or a captured Python exception */
+    int nomem;
+    char msg[160];
+    PyObject *exc_type, *exc_value, *exc_tb; /* captured in a worker (needs the GIL to clear) */
+};
+
+typedef struct fj_bcodec {
+    const char *name;
+    size_t block_size;        /* input bytes per block */
+    size_t dict_size;         /* 0, or bytes of preceding data handed to each block (deflate) */
+    int final_job;            /* 0: no final job; 1: always end with a final (maybe empty) job;
+                                 2: a final empty job only when the stream is empty */
+    /* Initial output capacity for `len` input bytes. */
+    size_t (*bound)(void *ctx, size_t len);
+    /* Worker thread, GIL NOT held (take it with PyGILState_Ensure to call Python, and capture any
+     * exception into the job). 0, or -1 with job->failed set. */
+    int (*compress)(void *ctx, fj_bjob *job);
+    /* GIL held: write the job's output (and framing; `first` for the stream header). 0 / -1. */
+    int (*emit)(void *ctx, fj_bjob *job, fj_writer *inner, int first);
+    /* GIL held: trailer. `nemitted` jobs were emitted before. 0 / -1. */
+    int (*finish)(void *ctx, fj_writer *inner, int64_t nemitted, uint64_t total_in);
+    void (*free_ctx)(void *ctx); /* GIL held; may be NULL */
+} fj_bcodec;
+
+/* Owns ctx (freed through codec->free_ctx) and inner, also on failure. */
+fj_writer *fj_bwriter_new(const fj_bcodec *codec, void *ctx, int threads, fj_writer *inner);
+
+/* ----- stream reader ------------------------------------------------------------------------- */
+enum { FJ_DEC_OK = 0, FJ_DEC_END = 1, FJ_DEC_ERR = -1, FJ_DEC_NOMEM = -2 };
+
+typedef struct fj_sdec_ops {
+    const char *name;
+    size_t state_size;
+    /* (Re)start a stream. FJ_DEC_OK, or an error code with msg filled. GIL not held. */
+    int (*init)(void *st, char *msg, size_t msgcap);
+    /* Decode: consume from in/in_len, produce into out/out_len (both advanced). GIL NOT held.
+     * FJ_DEC_OK (maybe no progress when starved), FJ_DEC_END at the end of the stream, or an error
+     * code with msg filled. */
+    int (*run)(void *st, const unsigned char **in, size_t *in_len, unsigned char **out,
+               size_t *out_len, char *msg, size_t msgcap);
+    void (*end)(void *st);
+    /* After the end of a stream, another one is decoded when the next bytes start with this
+     * (gzip members, bz2 streams, xz streams); anything else after the end is ignored. */
+    const char *magic;
+    size_t magic_len;
+    /* Exception class for corrupt data: module attribute, or NULL for OSError. */
+    const char *err_module, *err_attr;
+} fj_sdec_ops;
+
+fj_reader *fj_sreader_new(const fj_sdec_ops *ops, fj_reader *inner);
+
+/* ----- per-codec constructors (codec_*.c); all own `inner` ----------------------------------- */
+fj_writer *fj_deflate_writer(int gzip, int level, int threads, fj_writer *inner);
+fj_reader *fj_deflate_reader(int gzip, fj_reader *inner);
+fj_writer *fj_bz2_writer(int level, int threads, fj_writer *inner);
+fj_reader *fj_bz2_reader(fj_reader *inner);
+fj_writer *fj_lzma_writer(int xz, int level, int threads, fj_writer *inner);
+fj_reader *fj_lzma_reader(int xz, fj_reader *inner);
+fj_writer *fj_lz4_writer(int level, int threads, fj_writer *inner);
+fj_reader *fj_lz4_reader(fj_reader *inner);
+fj_writer *fj_zstd_writer(int level, int threads, fj_writer *inner);
+fj_reader *fj_zstd_reader(fj_reader *inner);
+
+/* helpers (codec.c) */
+int fj_codec_threads(int threads); /* <= 0 -> usable CPUs; capped */
+/* Raise the named module attribute (or OSError when mod is NULL) with a message. Returns -1. */
+int fj_codec_raise(const char *mod, const char *attr, const char *fmt, ...);
+/* Write all of buf to inner (GIL held). */
+int fj_codec_put(fj_writer *inner, const void *buf, size_t len);
+/* Truncated-stream error, same type and text as the stdlib/joblib compressed readers (EOFError). */
+int fj_codec_raise_truncated(void);
 
 #endif

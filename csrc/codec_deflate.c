@@ -1,0 +1,286 @@
+/* codec_deflate.c: zlib and gzip streams with zlib.
+ *
+ * Writer: pigz-style parallel deflate. The input is cut into blocks; each block is compressed as
+ * raw deflate by its own z_stream, primed with the previous 32 KiB of the stream as a preset
+ * dictionary (so the ratio stays that of one stream), and ended with Z_SYNC_FLUSH (byte-aligned,
+ * not final) or Z_FINISH for the last block. The per-block Adler-32 / CRC-32 are computed by the
+ * workers and combined in order. The concatenation, framed by one zlib header + Adler-32 or one
+ * gzip header + CRC-32 + ISIZE, is ONE ordinary zlib stream / gzip member.
+ *
+ * Reader: inflate straight into the caller's buffer; gzip reads concatenated members as the gzip
+ * module does; bytes after the end that are not a new member are ignored.
+ */
+#include "fj.h"
+#include "codec.h"
+
+#include <limits.h>
+#include <string.h>
+#include <zlib.h>
+
+#define DEFLATE_BLOCK (512 * 1024)
+#define DEFLATE_DICT 32768
+
+typedef struct {
+    int gzip;
+    int level;
+    uint32_t check; /* running Adler-32 (zlib) / CRC-32 (gzip) of everything emitted */
+} deflate_ctx;
+
+static size_t
+deflate_bound(void *ctx, size_t len)
+{
+    /* stored-block worst case (5 bytes per 16 KiB) + sync/finish marker + slack */
+    return len + (len >> 12) + (len >> 14) + 64;
+}
+
+static int
+deflate_block(void *vctx, fj_bjob *job)
+{
+    deflate_ctx *ctx = vctx;
+    z_stream s;
+    memset(&s, 0, sizeof(s));
+    int rc = deflateInit2(&s, ctx->level, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
+    if (rc != Z_OK) {
+        job->failed = 1;
+        job->nomem = rc == Z_MEM_ERROR;
+        snprintf(job->msg, sizeof(job->msg), "deflateInit2 failed (%d)", rc);
+        return -1;
+    }
+    if (job->dict_len > 0 && ctx->level > 0) {
+        rc = deflateSetDictionary(&s, job->dict, (uInt)job->dict_len);
+        if (rc != Z_OK) {
+            goto fail;
+        }
+    }
+    s.next_in = (Bytef *)job->in;
+    s.avail_in = (uInt)job->in_len; /* blocks are far below UINT_MAX */
+    int flush = job->last ? Z_FINISH : Z_SYNC_FLUSH;
+    job->out_len = 0;
+    for (;;) {
+        if (job->out_cap - job->out_len < 64) {
+            size_t ncap = job->out_cap * 2 + 4096;
+            char *p = PyMem_RawRealloc(job->out, ncap);
+            if (p == NULL) {
+                job->nomem = 1;
+                rc = Z_MEM_ERROR;
+                goto fail;
+            }
+            job->out = p;
+            job->out_cap = ncap;
+        }
+        size_t room = job->out_cap - job->out_len;
+        if (room > UINT_MAX) {
+            room = UINT_MAX;
+        }
+        s.next_out = (Bytef *)job->out + job->out_len;
+        s.avail_out = (uInt)room;
+        rc = deflate(&s, flush);
+        job->out_len += room - s.avail_out;
+        if (rc == Z_STREAM_END) {
+            break;
+        }
+        if (rc != Z_OK && rc != Z_BUF_ERROR) {
+            goto fail;
+        }
+        if (flush == Z_SYNC_FLUSH && s.avail_in == 0 && s.avail_out > 0) {
+            break; /* flushed completely */
+        }
+    }
+    deflateEnd(&s);
+    job->check = ctx->gzip ? (uint32_t)crc32_z(0, (const Bytef *)job->in, job->in_len)
+                           : (uint32_t)adler32_z(1, (const Bytef *)job->in, job->in_len);
+    return 0;
+fail:
+    deflateEnd(&s);
+    job->failed = 1;
+    job->nomem = job->nomem || rc == Z_MEM_ERROR;
+    snprintf(job->msg, sizeof(job->msg), "deflate error %d", rc);
+    return -1;
+}
+
+static int
+deflate_emit(void *vctx, fj_bjob *job, fj_writer *inner, int first)
+{
+    deflate_ctx *ctx = vctx;
+    if (first) {
+        if (ctx->gzip) {
+            /* as zlib's own gzip wrapper: no name, mtime 0, XFL from the level, OS = unix */
+            unsigned char h[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
+            h[8] = ctx->level == 9 ? 2 : (ctx->level < 2 ? 4 : 0);
+            if (fj_codec_put(inner, h, sizeof(h)) < 0) {
+                return -1;
+            }
+            ctx->check = 0;
+        }
+        else {
+            /* zlib header: CM 8, 32 KiB window, FLEVEL as zlib sets it, FCHECK */
+            int flevel = ctx->level < 2 ? 0 : ctx->level < 6 ? 1 : ctx->level == 6 ? 2 : 3;
+            unsigned int h = (0x78u << 8) | ((unsigned)flevel << 6);
+            h += 31 - (h % 31);
+            unsigned char hb[2] = {(unsigned char)(h >> 8), (unsigned char)(h & 0xff)};
+            if (fj_codec_put(inner, hb, 2) < 0) {
+                return -1;
+            }
+            ctx->check = 1;
+        }
+    }
+    ctx->check = ctx->gzip ? (uint32_t)crc32_combine(ctx->check, job->check, (z_off_t)job->in_len)
+                           : (uint32_t)adler32_combine(ctx->check, job->check, (z_off_t)job->in_len);
+    return fj_codec_put(inner, job->out, job->out_len);
+}
+
+static int
+deflate_finish(void *vctx, fj_writer *inner, int64_t nemitted, uint64_t total_in)
+{
+    deflate_ctx *ctx = vctx;
+    unsigned char t[8];
+    uint32_t c = ctx->check;
+    if (ctx->gzip) {
+        uint32_t isize = (uint32_t)(total_in & 0xffffffffu);
+        for (int i = 0; i < 4; i++) {
+            t[i] = (unsigned char)(c >> (8 * i));
+            t[4 + i] = (unsigned char)(isize >> (8 * i));
+        }
+        return fj_codec_put(inner, t, 8);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = (unsigned char)(c >> (24 - 8 * i));
+    }
+    return fj_codec_put(inner, t, 4);
+}
+
+static void
+deflate_free_ctx(void *ctx)
+{
+    PyMem_RawFree(ctx);
+}
+
+static const fj_bcodec zlib_codec = {
+    "zlib", DEFLATE_BLOCK, DEFLATE_DICT, 1,
+    deflate_bound, deflate_block, deflate_emit, deflate_finish, deflate_free_ctx,
+};
+static const fj_bcodec gzip_codec = {
+    "gzip", DEFLATE_BLOCK, DEFLATE_DICT, 1,
+    deflate_bound, deflate_block, deflate_emit, deflate_finish, deflate_free_ctx,
+};
+
+fj_writer *
+fj_deflate_writer(int gzip, int level, int threads, fj_writer *inner)
+{
+    if (level < 0) {
+        level = 3;
+    }
+    if (level > 9) {
+        inner->free(inner);
+        PyErr_Format(PyExc_ValueError,
+                     "'compresslevel' must be an integer between 1 and 9. You provided "
+                     "'compresslevel=%d'", level);
+        return NULL;
+    }
+    deflate_ctx *ctx = PyMem_RawCalloc(1, sizeof(deflate_ctx));
+    if (ctx == NULL) {
+        inner->free(inner);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    ctx->gzip = gzip;
+    ctx->level = level;
+    return fj_bwriter_new(gzip ? &gzip_codec : &zlib_codec, ctx, threads, inner);
+}
+
+/* ----- reader -------------------------------------------------------------------------------- */
+typedef struct {
+    z_stream s;
+    int wbits;
+    int inited;
+} inflate_state;
+
+static int
+inflate_init_z(void *vst, int wbits, char *msg, size_t cap)
+{
+    inflate_state *st = vst;
+    memset(&st->s, 0, sizeof(st->s));
+    st->wbits = wbits;
+    int rc = inflateInit2(&st->s, wbits);
+    if (rc != Z_OK) {
+        snprintf(msg, cap, "inflateInit2 failed (%d)", rc);
+        return rc == Z_MEM_ERROR ? FJ_DEC_NOMEM : FJ_DEC_ERR;
+    }
+    st->inited = 1;
+    return FJ_DEC_OK;
+}
+
+static int
+inflate_init_zlib(void *st, char *msg, size_t cap)
+{
+    return inflate_init_z(st, MAX_WBITS, msg, cap);
+}
+
+static int
+inflate_init_gzip(void *st, char *msg, size_t cap)
+{
+    return inflate_init_z(st, 16 + MAX_WBITS, msg, cap);
+}
+
+static int
+inflate_run(void *vst, const unsigned char **in, size_t *in_len, unsigned char **out,
+            size_t *out_len, char *msg, size_t cap)
+{
+    inflate_state *st = vst;
+    z_stream *s = &st->s;
+    for (;;) {
+        uInt ain = *in_len > UINT_MAX ? UINT_MAX : (uInt)*in_len;
+        uInt aout = *out_len > UINT_MAX ? UINT_MAX : (uInt)*out_len;
+        s->next_in = (Bytef *)*in;
+        s->avail_in = ain;
+        s->next_out = *out;
+        s->avail_out = aout;
+        int rc = inflate(s, Z_NO_FLUSH);
+        size_t used = ain - s->avail_in, made = aout - s->avail_out;
+        *in += used;
+        *in_len -= used;
+        *out += made;
+        *out_len -= made;
+        if (rc == Z_STREAM_END) {
+            return FJ_DEC_END;
+        }
+        if (rc == Z_MEM_ERROR) {
+            snprintf(msg, cap, "out of memory");
+            return FJ_DEC_NOMEM;
+        }
+        if (rc == Z_NEED_DICT || rc == Z_DATA_ERROR || rc == Z_STREAM_ERROR) {
+            snprintf(msg, cap, "%s", s->msg ? s->msg : (rc == Z_NEED_DICT ? "needs a dictionary"
+                                                                         : "invalid stream"));
+            return FJ_DEC_ERR;
+        }
+        /* Z_OK or Z_BUF_ERROR: go on only while both sides have room and progress is made */
+        if (*in_len == 0 || *out_len == 0 || (used == 0 && made == 0)) {
+            return FJ_DEC_OK;
+        }
+    }
+}
+
+static void
+inflate_end(void *vst)
+{
+    inflate_state *st = vst;
+    if (st->inited) {
+        inflateEnd(&st->s);
+        st->inited = 0;
+    }
+}
+
+static const fj_sdec_ops zlib_dec = {
+    "zlib", sizeof(inflate_state), inflate_init_zlib, inflate_run, inflate_end,
+    NULL, 0, "zlib", "error",
+};
+static const fj_sdec_ops gzip_dec = {
+    "gzip", sizeof(inflate_state), inflate_init_gzip, inflate_run, inflate_end,
+    "\x1f\x8b", 2, "zlib", "error",
+};
+
+fj_reader *
+fj_deflate_reader(int gzip, fj_reader *inner)
+{
+    return fj_sreader_new(gzip ? &gzip_dec : &zlib_dec, inner);
+}

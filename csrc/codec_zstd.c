@@ -1,0 +1,511 @@
+/* codec_zstd.c: zstd through the `zstandard` package (no system headers needed).
+ *
+ * Writer: zstandard.ZstdCompressor(level, threads, write_checksum=True).compressobj(); the caller's
+ * memory goes in as memoryviews of at most 8 MiB per call (the package releases the GIL, and with
+ * threads > 1 libzstd compresses on its own worker threads). ONE standard zstd frame.
+ * Reader: ZstdDecompressor().stream_reader(source, read_across_frames=True).readinto(caller's
+ * memory): bounded output per call and no copy. `source` is a tiny object whose read() pulls from
+ * the inner fj_reader. stream_reader does not report a truncated frame, so the bytes it is fed
+ * also go through a frame-structure walker (frame header, block headers, checksum: no
+ * decompression) that tells whether the input ended on a frame boundary.
+ */
+#include "fj.h"
+#include "codec.h"
+
+#include <string.h>
+
+#define ZSTD_FEED (8 << 20)
+#define ZSTD_READ_SIZE (256 * 1024)
+
+static PyObject *
+import_zstandard(void)
+{
+    PyObject *m = PyImport_ImportModule("zstandard");
+    if (m == NULL && PyErr_ExceptionMatches(PyExc_ImportError)) {
+        PyObject *t, *v, *tb, *t2, *v2, *tb2;
+        PyErr_Fetch(&t, &v, &tb);
+        PyErr_NormalizeException(&t, &v, &tb);
+        PyErr_SetString(PyExc_ImportError, "zstd compression needs the 'zstandard' package. "
+                                           "Install it with pip: pip install zstandard");
+        PyErr_Fetch(&t2, &v2, &tb2);
+        PyErr_NormalizeException(&t2, &v2, &tb2);
+        if (v != NULL && v2 != NULL) {
+            PyException_SetCause(v2, Py_NewRef(v));
+        }
+        Py_XDECREF(t);
+        Py_XDECREF(v);
+        Py_XDECREF(tb);
+        PyErr_Restore(t2, v2, tb2);
+    }
+    return m;
+}
+
+/* ----- writer -------------------------------------------------------------------------------- */
+typedef struct {
+    fj_writer base;
+    fj_writer *inner;
+    PyObject *cobj; /* compressobj */
+    int failed, closed;
+} zstd_writer;
+
+static int
+put_result(zstd_writer *w, PyObject *res)
+{
+    if (res == NULL) {
+        return -1;
+    }
+    Py_buffer v;
+    if (PyObject_GetBuffer(res, &v, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(res);
+        return -1;
+    }
+    int rc = v.len > 0 ? fj_codec_put(w->inner, v.buf, (size_t)v.len) : 0;
+    PyBuffer_Release(&v);
+    Py_DECREF(res);
+    return rc;
+}
+
+static int
+zstd_w_write(fj_writer *self, const char *data, Py_ssize_t len)
+{
+    zstd_writer *w = (zstd_writer *)self;
+    if (w->failed || w->closed) {
+        PyErr_SetString(PyExc_ValueError, "zstd compressor: stream closed or failed earlier");
+        return -1;
+    }
+    while (len > 0) {
+        Py_ssize_t n = len > ZSTD_FEED ? ZSTD_FEED : len;
+        PyObject *mv = PyMemoryView_FromMemory((char *)data, n, PyBUF_READ);
+        if (mv == NULL) {
+            goto error;
+        }
+        PyObject *res = PyObject_CallMethod(w->cobj, "compress", "O", mv);
+        Py_DECREF(mv);
+        if (put_result(w, res) < 0) {
+            goto error;
+        }
+        data += n;
+        len -= n;
+    }
+    return 0;
+error:
+    w->failed = 1;
+    return -1;
+}
+
+static int
+zstd_w_close(fj_writer *self)
+{
+    zstd_writer *w = (zstd_writer *)self;
+    if (w->failed || w->closed) {
+        PyErr_SetString(PyExc_ValueError, "zstd compressor: stream closed or failed earlier");
+        return -1;
+    }
+    w->closed = 1;
+    if (put_result(w, PyObject_CallMethod(w->cobj, "flush", NULL)) < 0) {
+        w->failed = 1;
+        return -1;
+    }
+    return w->inner->close(w->inner);
+}
+
+static void
+zstd_w_free(fj_writer *self)
+{
+    zstd_writer *w = (zstd_writer *)self;
+    Py_XDECREF(w->cobj);
+    if (w->inner != NULL) {
+        w->inner->free(w->inner);
+    }
+    PyMem_RawFree(w);
+}
+
+fj_writer *
+fj_zstd_writer(int level, int threads, fj_writer *inner)
+{
+    PyObject *mod = NULL, *comp = NULL;
+    zstd_writer *w = PyMem_RawCalloc(1, sizeof(zstd_writer));
+    if (w == NULL) {
+        inner->free(inner);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    w->base.write = zstd_w_write;
+    w->base.close = zstd_w_close;
+    w->base.free = zstd_w_free;
+    w->base.pos = 0;
+    w->inner = inner;
+    if (level < 0) {
+        level = 3;
+    }
+    threads = fj_codec_threads(threads);
+    if ((mod = import_zstandard()) == NULL) {
+        goto error;
+    }
+    /* threads=1: compress in the caller's thread (zstandard threads=0) */
+    {
+        PyObject *cls = PyObject_GetAttrString(mod, "ZstdCompressor");
+        PyObject *kw = cls ? Py_BuildValue("{s:i,s:i,s:O}", "level", level, "threads",
+                                           threads > 1 ? threads : 0, "write_checksum", Py_True)
+                           : NULL;
+        PyObject *noargs = kw ? PyTuple_New(0) : NULL;
+        if (noargs != NULL) {
+            comp = PyObject_Call(cls, noargs, kw);
+        }
+        Py_XDECREF(noargs);
+        Py_XDECREF(kw);
+        Py_XDECREF(cls);
+    }
+    if (comp == NULL || (w->cobj = PyObject_CallMethod(comp, "compressobj", NULL)) == NULL) {
+        goto error;
+    }
+    Py_DECREF(comp);
+    Py_DECREF(mod);
+    return &w->base;
+error:
+    Py_XDECREF(comp);
+    Py_XDECREF(mod);
+    zstd_w_free(&w->base);
+    return NULL;
+}
+
+/* ----- frame walker -------------------------------------------------------------------------- */
+enum { ZW_MAGIC, ZW_FHD, ZW_HEADER_REST, ZW_BLOCK_HDR, ZW_SKIP, ZW_SKIPPABLE_SIZE, ZW_BAD };
+
+typedef struct {
+    int state;
+    unsigned char hdr[8];
+    size_t have, need;     /* header bytes collected / wanted in the current state */
+    uint64_t skip;         /* bytes still to skip */
+    int after_skip;        /* state after the skip */
+    int checksum;          /* current frame has a content checksum */
+    int last;              /* current block is the last of its frame */
+    int nframes;
+} zwalker;
+
+static void
+zw_start(zwalker *z)
+{
+    memset(z, 0, sizeof(*z));
+    z->state = ZW_MAGIC;
+    z->need = 4;
+}
+
+static void
+zw_feed(zwalker *z, const unsigned char *p, size_t n)
+{
+    while (n > 0 && z->state != ZW_BAD) {
+        if (z->state == ZW_SKIP) {
+            uint64_t k = z->skip < n ? z->skip : n;
+            z->skip -= k;
+            p += k;
+            n -= (size_t)k;
+            if (z->skip == 0) {
+                z->state = z->after_skip;
+                z->have = 0;
+                z->need = z->state == ZW_MAGIC ? 4 : 3;
+            }
+            continue;
+        }
+        size_t k = z->need - z->have;
+        if (k > n) {
+            k = n;
+        }
+        memcpy(z->hdr + z->have, p, k);
+        z->have += k;
+        p += k;
+        n -= k;
+        if (z->have < z->need) {
+            break;
+        }
+        const unsigned char *h = z->hdr;
+        switch (z->state) {
+        case ZW_MAGIC: {
+            uint32_t m = (uint32_t)h[0] | ((uint32_t)h[1] << 8) | ((uint32_t)h[2] << 16) |
+                         ((uint32_t)h[3] << 24);
+            z->have = 0;
+            if (m == 0xFD2FB528u) {
+                z->state = ZW_FHD;
+                z->need = 1;
+            }
+            else if ((m & 0xFFFFFFF0u) == 0x184D2A50u) {
+                z->state = ZW_SKIPPABLE_SIZE;
+                z->need = 4;
+            }
+            else {
+                z->state = ZW_BAD;
+            }
+            break;
+        }
+        case ZW_FHD: {
+            unsigned fhd = h[0];
+            unsigned fcs_flag = fhd >> 6, single = (fhd >> 5) & 1, did = fhd & 3;
+            static const size_t did_size[4] = {0, 1, 2, 4};
+            static const size_t fcs_size[4] = {0, 2, 4, 8};
+            size_t rest = (single ? 0 : 1) + did_size[did] +
+                          (fcs_flag == 0 ? (single ? 1 : 0) : fcs_size[fcs_flag]);
+            z->checksum = (fhd >> 2) & 1;
+            if (fhd & 0x08) { /* reserved bit */
+                z->state = ZW_BAD;
+                break;
+            }
+            z->have = 0;
+            if (rest > 0) {
+                z->state = ZW_SKIP;
+                z->skip = rest;
+                z->after_skip = ZW_BLOCK_HDR;
+            }
+            else {
+                z->state = ZW_BLOCK_HDR;
+                z->need = 3;
+            }
+            break;
+        }
+        case ZW_BLOCK_HDR: {
+            uint32_t b = (uint32_t)h[0] | ((uint32_t)h[1] << 8) | ((uint32_t)h[2] << 16);
+            unsigned type = (b >> 1) & 3;
+            uint32_t size = b >> 3;
+            z->last = b & 1;
+            z->have = 0;
+            if (type == 3) {
+                z->state = ZW_BAD;
+                break;
+            }
+            uint64_t skip = type == 1 ? 1 : size;
+            if (z->last) {
+                skip += z->checksum ? 4 : 0;
+                z->nframes++;
+            }
+            z->after_skip = z->last ? ZW_MAGIC : ZW_BLOCK_HDR;
+            if (skip > 0) {
+                z->state = ZW_SKIP;
+                z->skip = skip;
+            }
+            else {
+                z->state = z->after_skip;
+                z->need = z->state == ZW_MAGIC ? 4 : 3;
+            }
+            break;
+        }
+        case ZW_SKIPPABLE_SIZE: {
+            uint32_t s = (uint32_t)h[0] | ((uint32_t)h[1] << 8) | ((uint32_t)h[2] << 16) |
+                         ((uint32_t)h[3] << 24);
+            z->have = 0;
+            z->nframes++;
+            z->after_skip = ZW_MAGIC;
+            if (s > 0) {
+                z->state = ZW_SKIP;
+                z->skip = s;
+            }
+            else {
+                z->state = ZW_MAGIC;
+                z->need = 4;
+            }
+            break;
+        }
+        default:
+            z->state = ZW_BAD;
+        }
+    }
+}
+
+/* The input so far ends exactly after one or more complete frames. */
+static int
+zw_complete(const zwalker *z)
+{
+    return z->state == ZW_MAGIC && z->have == 0 && z->nframes > 0;
+}
+
+/* ----- reader -------------------------------------------------------------------------------- */
+typedef struct {
+    fj_reader base;
+    fj_reader *inner;
+    PyObject *capsule;    /* points at this struct; self of the read() builtin */
+    PyObject *source;     /* SimpleNamespace(read=<builtin>) */
+    PyObject *sreader;    /* ZstdDecompressor().stream_reader(source, ...) */
+    zwalker walk;
+    int finished, failed;
+    PyObject *exc_type, *exc_value, *exc_tb; /* error met after output was delivered */
+} zstd_reader;
+
+static PyObject *
+source_read(PyObject *capsule, PyObject *arg)
+{
+    zstd_reader *r = PyCapsule_GetPointer(capsule, "fastjoblib.zstd_reader");
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (n < 0 || n > ZSTD_READ_SIZE * 4) {
+        n = ZSTD_READ_SIZE;
+    }
+    PyObject *b = PyBytes_FromStringAndSize(NULL, n);
+    if (b == NULL) {
+        return NULL;
+    }
+    Py_ssize_t got = 0;
+    while (got < n) {
+        Py_ssize_t k = r->inner->read(r->inner, PyBytes_AS_STRING(b) + got, n - got);
+        if (k < 0) {
+            Py_DECREF(b);
+            return NULL;
+        }
+        if (k == 0) {
+            break;
+        }
+        got += k;
+    }
+    zw_feed(&r->walk, (const unsigned char *)PyBytes_AS_STRING(b), (size_t)got);
+    if (got < n && _PyBytes_Resize(&b, got) < 0) {
+        return NULL;
+    }
+    return b;
+}
+
+static PyMethodDef source_read_def = {"read", source_read, METH_O, NULL};
+
+static Py_ssize_t
+zstd_r_read(fj_reader *self, char *buf, Py_ssize_t len)
+{
+    zstd_reader *r = (zstd_reader *)self;
+    Py_ssize_t produced = 0;
+    if (r->exc_type != NULL) {
+        PyErr_Restore(Py_NewRef(r->exc_type), Py_XNewRef(r->exc_value), Py_XNewRef(r->exc_tb));
+        return -1;
+    }
+    if (r->failed) {
+        PyErr_SetString(PyExc_ValueError, "zstd: stream failed earlier");
+        return -1;
+    }
+    while (!r->finished && produced < len) {
+        PyObject *mv = PyMemoryView_FromMemory(buf + produced, len - produced, PyBUF_WRITE);
+        if (mv == NULL) {
+            goto error;
+        }
+        PyObject *res = PyObject_CallMethod(r->sreader, "readinto", "O", mv);
+        Py_DECREF(mv);
+        if (res == NULL) {
+            if (produced > 0) {
+                /* deliver what we have; the error comes back on the next call */
+                PyErr_Fetch(&r->exc_type, &r->exc_value, &r->exc_tb);
+                r->failed = 1;
+                return produced;
+            }
+            goto error;
+        }
+        Py_ssize_t n = PyLong_AsSsize_t(res);
+        Py_DECREF(res);
+        if (n < 0 || n > len - produced) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "zstd: inconsistent readinto result");
+            }
+            goto error;
+        }
+        if (n == 0) {
+            if (!zw_complete(&r->walk)) {
+                if (r->walk.state == ZW_BAD) {
+                    fj_codec_raise("zstandard", "ZstdError",
+                                   "zstd: invalid compressed data: bad frame structure");
+                }
+                else {
+                    fj_codec_raise_truncated();
+                }
+                goto error;
+            }
+            r->finished = 1;
+            break;
+        }
+        produced += n;
+    }
+    return produced;
+error:
+    r->failed = 1;
+    return -1;
+}
+
+static void
+zstd_r_free(fj_reader *self)
+{
+    zstd_reader *r = (zstd_reader *)self;
+    Py_XDECREF(r->sreader);
+    Py_XDECREF(r->source);
+    Py_XDECREF(r->capsule);
+    Py_XDECREF(r->exc_type);
+    Py_XDECREF(r->exc_value);
+    Py_XDECREF(r->exc_tb);
+    if (r->inner != NULL) {
+        r->inner->free(r->inner);
+    }
+    PyMem_RawFree(r);
+}
+
+fj_reader *
+fj_zstd_reader(fj_reader *inner)
+{
+    PyObject *mod = NULL, *types = NULL, *fn = NULL, *dec = NULL;
+    zstd_reader *r = PyMem_RawCalloc(1, sizeof(zstd_reader));
+    if (r == NULL) {
+        inner->free(inner);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    r->base.read = zstd_r_read;
+    r->base.free = zstd_r_free;
+    r->inner = inner;
+    zw_start(&r->walk);
+    if ((mod = import_zstandard()) == NULL || (types = PyImport_ImportModule("types")) == NULL) {
+        goto error;
+    }
+    if ((r->capsule = PyCapsule_New(r, "fastjoblib.zstd_reader", NULL)) == NULL ||
+        (fn = PyCFunction_New(&source_read_def, r->capsule)) == NULL) {
+        goto error;
+    }
+    {
+        PyObject *ns = PyObject_GetAttrString(types, "SimpleNamespace");
+        PyObject *kw = ns ? Py_BuildValue("{s:O}", "read", fn) : NULL;
+        PyObject *noargs = kw ? PyTuple_New(0) : NULL;
+        if (noargs != NULL) {
+            r->source = PyObject_Call(ns, noargs, kw);
+        }
+        Py_XDECREF(noargs);
+        Py_XDECREF(kw);
+        Py_XDECREF(ns);
+        if (r->source == NULL) {
+            goto error;
+        }
+    }
+    if ((dec = PyObject_CallMethod(mod, "ZstdDecompressor", NULL)) == NULL) {
+        goto error;
+    }
+    {
+        PyObject *meth = PyObject_GetAttrString(dec, "stream_reader");
+        PyObject *kw = meth ? Py_BuildValue("{s:n,s:O,s:O}", "read_size", (Py_ssize_t)ZSTD_READ_SIZE,
+                                            "read_across_frames", Py_True, "closefd", Py_False)
+                            : NULL;
+        PyObject *args = kw ? PyTuple_Pack(1, r->source) : NULL;
+        if (args != NULL) {
+            r->sreader = PyObject_Call(meth, args, kw);
+        }
+        Py_XDECREF(args);
+        Py_XDECREF(kw);
+        Py_XDECREF(meth);
+        if (r->sreader == NULL) {
+            goto error;
+        }
+    }
+    Py_DECREF(dec);
+    Py_DECREF(fn);
+    Py_DECREF(types);
+    Py_DECREF(mod);
+    return &r->base;
+error:
+    Py_XDECREF(dec);
+    Py_XDECREF(fn);
+    Py_XDECREF(types);
+    Py_XDECREF(mod);
+    zstd_r_free(&r->base);
+    return NULL;
+}
