@@ -1,4 +1,42 @@
-"""fastjoblib: fast, joblib-compatible persistence with a C pickler and unpickler."""
-from . import _core  # noqa: F401
+"""fastjoblib: fast, joblib-compatible persistence with a C pickler and unpickler.
+
+``dump``/``load`` are drop-in replacements for ``joblib.dump``/``joblib.load`` (same files, both
+ways); ``dumps``/``loads``/``Pickler``/``Unpickler``/``dump_pickle``/``load_pickle`` produce and
+read plain pickle streams with the same C engine.
+
+Importing the package is cheap: the C core (and numpy with it) is loaded on first use.
+"""
+from pickle import PicklingError, UnpicklingError
+
+from ._persist import dump, load
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "dump", "load", "dumps", "loads", "Pickler", "Unpickler", "dump_pickle", "load_pickle",
+    "PicklingError", "UnpicklingError", "register_zstd_with_joblib", "__version__",
+]
+
+_FROM_CORE = ("dumps", "loads", "Pickler", "Unpickler", "dump_pickle", "load_pickle")
+
+
+def __getattr__(name):
+    if name in _FROM_CORE:
+        from . import _core
+
+        value = getattr(_core, name)
+    elif name == "register_zstd_with_joblib":
+        try:
+            from . import _zstd_joblib
+        except ImportError as exc:
+            raise AttributeError(
+                "fastjoblib.register_zstd_with_joblib is not available: %s" % exc) from None
+        value = _zstd_joblib.register_zstd_with_joblib
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,467 @@
+"""dump / load: joblib's argument handling, reproduced exactly, then one call into ``_core``.
+
+Everything a user can observe before the first byte is pickled follows joblib 1.6
+(``joblib/numpy_pickle.py``): the order in which ``compress`` is resolved, extension inference,
+target checks, warnings and their texts, error types and texts. Deliberate differences, all
+documented in the README:
+
+* a path is written atomically (temporary file beside it, then ``os.replace``); on any exception,
+  KeyboardInterrupt included, the previous file is left intact and the temporary is removed;
+* ``mmap_mode='write'`` is treated like ``'w+'`` (mapped ``'r+'``) instead of truncating the file;
+* an invalid ``mmap_mode`` for an uncompressed path raises numpy's ValueError before reading,
+  not at the first array;
+* a file object without ``peek`` is rewound to where it was, not to offset 0, unless it was at
+  its end (then to 0, as joblib does, so that ``dump(x, bio); load(bio)`` works);
+* a non-seekable file object without ``peek`` loads instead of raising ``UnsupportedOperation``;
+* zstd (``.zst``, magic ``28 b5 2f fd``) is a registered compressor.
+"""
+import errno
+import io
+import os
+import pickle
+import secrets
+import stat
+import warnings
+
+from . import _compressors
+from ._compressors import COMPRESSORS, LZ4_NOT_INSTALLED_ERROR, MAX_PREFIX_LEN
+
+# numpy.memmap's modes (numpy/_core/memmap.py), to reproduce its error for invalid ones.
+_NP_VALID_FILEMODES = ["r", "c", "r+", "w+"]
+_NP_MODE_EQUIVALENTS = {"readonly": "r", "copyonwrite": "c", "readwrite": "r+", "write": "w+"}
+
+
+def _core():
+    from . import _core as core
+
+    return core
+
+
+# ---------------------------------------------------------------------------------------------
+# dump
+
+
+def _resolve_protocol(protocol):
+    # As NumpyPickler + pickle._Pickler resolve it, checked before the target is touched.
+    if protocol is None:
+        return pickle.DEFAULT_PROTOCOL
+    if protocol < 0:
+        return pickle.HIGHEST_PROTOCOL
+    if not 0 <= protocol <= pickle.HIGHEST_PROTOCOL:
+        raise ValueError("pickle protocol must be <= %d" % pickle.HIGHEST_PROTOCOL)
+    return int(protocol)
+
+
+def _resolve_threads(threads):
+    if threads is None:
+        return 0  # _core: <= 0 means all cores
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise TypeError(
+            "threads must be a positive int or None, got %r" % (threads,))
+    if threads < 1:
+        raise ValueError("threads must be a positive int or None, got %r" % (threads,))
+    return threads
+
+
+def _resolve_compress(compress, filename, is_filename, is_fileobj):
+    """(codec name or None, level for _core). Same order of checks and texts as joblib.dump."""
+    compress_method = "zlib"
+    if compress is True:
+        compress_level = None
+    elif isinstance(compress, tuple):
+        if len(compress) != 2:
+            raise ValueError(
+                "Compress argument tuple should contain exactly 2 elements: "
+                "(compress method, compress level), you passed {}".format(compress)
+            )
+        compress_method, compress_level = compress
+    elif isinstance(compress, str):
+        compress_method = compress
+        compress_level = None
+        compress = (compress_method, compress_level)
+    else:
+        compress_level = compress
+
+    if compress_method == "lz4" and not _compressors.codec_available("lz4"):
+        raise ValueError(LZ4_NOT_INSTALLED_ERROR)
+
+    if (
+        compress_level is not None
+        and compress_level is not False
+        and compress_level not in range(10)
+    ):
+        raise ValueError(
+            'Non valid compress level given: "{}". Possible values are {}.'.format(
+                compress_level, list(range(10))
+            )
+        )
+
+    if compress_method not in COMPRESSORS:
+        raise ValueError(
+            'Non valid compression method given: "{}". Possible values are {}.'.format(
+                compress_method, COMPRESSORS
+            )
+        )
+
+    if not is_filename and not is_fileobj:
+        raise ValueError(
+            "Second argument should be a filename or a file-like object, "
+            "%s (type %s) was given." % (filename, type(filename))
+        )
+
+    if is_filename and not isinstance(compress, tuple):
+        compress_method = _compressors.infer_from_extension(filename)
+        if compress_method in COMPRESSORS and compress_level == 0:
+            compress_level = None
+
+    if compress_level != 0:
+        if compress_method not in COMPRESSORS:
+            compress_method = "zlib"
+        if compress_method == "lz4" and not _compressors.codec_available("lz4"):
+            raise ValueError(LZ4_NOT_INSTALLED_ERROR)
+        return compress_method, _compressors.core_level(compress_method, compress_level)
+    return None, -1
+
+
+def _fail_like_open(exc_type, err, filename):
+    return exc_type(err, os.strerror(err), filename)
+
+
+def _atomic_write(filename, write):
+    """Call write(fd) on a new temporary file beside `filename`, then rename it over `filename`.
+
+    The temporary gets what ``open(filename, 'wb')`` would have given the file: the existing
+    file's mode (and owner, when permitted), or 0o666 minus the umask for a new file. On any
+    exception the temporary is removed and the exception re-raised; the target is untouched.
+    """
+    if filename == "":
+        raise _fail_like_open(FileNotFoundError, errno.ENOENT, filename)
+    # Write through a symlink to its target, as open() would, instead of replacing the link.
+    target = os.path.realpath(filename) if os.path.islink(filename) else filename
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise _fail_like_open(IsADirectoryError, errno.EISDIR, filename)
+        if not os.access(target, os.W_OK):
+            raise _fail_like_open(PermissionError, errno.EACCES, filename)
+    directory, base = os.path.split(target)
+    base = base[:200]
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    fd = -1
+    tmp = None
+    try:
+        for _ in range(100):
+            tmp = os.path.join(directory, ".%s.%s.fjtmp" % (base, secrets.token_hex(6)))
+            try:
+                fd = os.open(tmp, flags, 0o666)
+                break
+            except FileExistsError:
+                tmp = None
+                continue
+            except OSError as exc:
+                tmp = None
+                raise type(exc)(exc.errno, exc.strerror, filename) from None
+        else:  # pragma: no cover - 100 random collisions
+            raise _fail_like_open(FileExistsError, errno.EEXIST, filename)
+        if st is not None:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))
+            if hasattr(os, "fchown") and (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+                try:
+                    os.fchown(fd, st.st_uid, st.st_gid)
+                except OSError:
+                    pass
+        write(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, target)
+        tmp = None
+    except BaseException:
+        # (an interrupt can land between a call and the assignment after it: every step of the
+        # cleanup tolerates an already-closed fd or an already-renamed temporary)
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        raise
+
+
+def dump(value, filename, compress=0, protocol=None, *, threads=None):
+    """Persist an arbitrary Python object into one file, in joblib's format.
+
+    Same arguments, return value, errors and warnings as ``joblib.dump``; stock ``joblib.load``
+    reads the file.
+
+    Parameters
+    ----------
+    value: any Python object
+    filename: str, os.PathLike or file object
+        A path is written atomically: a temporary file in the same directory is renamed over it
+        once the dump succeeded. The compressor matching the extension ('.z', '.gz', '.bz2',
+        '.lzma', '.xz', '.lz4', '.zst') is used unless `compress` names one.
+    compress: int 0-9, bool, None, str or (str, int)
+        Exactly as joblib: 0/False = no compression (unless the extension asks for one), True or
+        None = zlib at its default level 3, an int = zlib at that level, a str = that method at
+        its default level, a tuple = (method, level); ('zlib', 0) means uncompressed.
+    protocol: int, optional
+        Pickle protocol, ``pickle.DEFAULT_PROTOCOL`` when None.
+    threads: int, optional (keyword only)
+        Compression threads; None = all cores. The output is one standard stream either way.
+
+    Returns
+    -------
+    ``[filename]`` for a path, None for a file object.
+    """
+    if isinstance(filename, os.PathLike):
+        filename = os.fspath(filename)
+
+    is_filename = isinstance(filename, str)
+    is_fileobj = hasattr(filename, "write")
+
+    codec, level = _resolve_compress(compress, filename, is_filename, is_fileobj)
+    protocol = _resolve_protocol(protocol)
+    nthreads = _resolve_threads(threads)
+    core = _core()
+
+    def write(target):
+        core.dump(value, target, protocol, codec=codec, level=level, threads=nthreads)
+
+    if is_filename:
+        _atomic_write(filename, write)
+    else:
+        write(filename)
+
+    if is_fileobj:
+        return None
+    return [filename]
+
+
+# ---------------------------------------------------------------------------------------------
+# load
+
+
+def _core_mmap_mode(mmap_mode):
+    """numpy's mode (after its aliases), with 'w+' / 'write' mapped to 'r+' as joblib maps 'w+'.
+    Invalid modes raise numpy.memmap's own error."""
+    try:
+        mode = _NP_MODE_EQUIVALENTS[mmap_mode]
+    except KeyError:
+        if mmap_mode not in _NP_VALID_FILEMODES:
+            all_modes = _NP_VALID_FILEMODES + list(_NP_MODE_EQUIVALENTS.keys())
+            raise ValueError(
+                f"mode must be one of {all_modes!r} (got {mmap_mode!r})"
+            ) from None
+        mode = mmap_mode
+    return "r+" if mode == "w+" else mode
+
+
+def _is_raw_file(fileobj):
+    fileobj = getattr(fileobj, "raw", fileobj)
+    return isinstance(fileobj, io.FileIO)
+
+
+class _PrefixedReader:
+    """A non-seekable stream whose first bytes were already consumed for detection."""
+
+    def __init__(self, prefix, fileobj):
+        self._prefix = prefix
+        self._file = fileobj
+
+    def read(self, n=-1):
+        if self._prefix:
+            if n is None or n < 0:
+                rest = self._file.read()
+                data, self._prefix = self._prefix + (rest or b""), b""
+                return data
+            data, self._prefix = self._prefix[:n], self._prefix[n:]
+            if len(data) < n:
+                more = self._file.read(n - len(data))
+                if more:
+                    data += more
+            return data
+        return self._file.read(n)
+
+    def readline(self):
+        if self._prefix:
+            i = self._prefix.find(b"\n")
+            if i >= 0:
+                line, self._prefix = self._prefix[: i + 1], self._prefix[i + 1:]
+                return line
+            line, self._prefix = self._prefix, b""
+            return line + self._file.readline()
+        return self._file.readline()
+
+    def readinto(self, buf):
+        view = memoryview(buf).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+def _detect_fileobj(fobj):
+    """(kind, file object to read from), leaving the stream where the dump starts."""
+    if hasattr(fobj, "peek"):
+        return _compressors.detect(fobj.peek(MAX_PREFIX_LEN)), fobj
+    try:
+        start = fobj.tell()
+    except (OSError, AttributeError):
+        start = None
+    head = fobj.read(MAX_PREFIX_LEN)
+    try:
+        if not head and start:
+            # At the end of a stream (e.g. a BytesIO just dumped into): rewind to 0 as joblib
+            # does, and detect what is there.
+            fobj.seek(0)
+            head = fobj.read(MAX_PREFIX_LEN)
+            fobj.seek(0)
+        elif start is not None:
+            fobj.seek(start)
+        else:
+            raise io.UnsupportedOperation("seek")
+    except (OSError, AttributeError):
+        return _compressors.detect(head), _PrefixedReader(head, fobj)
+    return _compressors.detect(head), fobj
+
+
+def _legacy_loader():
+    try:
+        from . import _legacy
+    except ImportError:
+        _legacy = None
+    return getattr(_legacy, "load_compatibility", None)
+
+
+def _warn_compat(filename):
+    warnings.warn(
+        "The file '%s' has been generated with a joblib "
+        "version less than 0.10. "
+        "Please regenerate this pickle file." % filename,
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+def _unpickle(source, **kwargs):
+    try:
+        return _core().load(source, **kwargs)
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            "You may be trying to read with "
+            "python 3 a joblib pickle generated with python 2. "
+            "This feature is not supported by joblib."
+        ) from exc
+
+
+def load(filename, mmap_mode=None, ensure_native_byte_order="auto"):
+    """Reconstruct a Python object from a file written by ``joblib.dump`` or ``fastjoblib.dump``.
+
+    Same arguments, errors and warnings as ``joblib.load``. Like pickle, loading runs code named
+    in the file: never load files from untrusted sources.
+
+    Parameters
+    ----------
+    filename: str, bytes, os.PathLike or file object
+    mmap_mode: {None, 'r+', 'r', 'w+', 'c'} (and numpy's long aliases)
+        Arrays of an uncompressed file given by path are memory-mapped. 'w+' (and 'write') map
+        'r+': the file is never truncated. Ignored, with joblib's warning, for compressed files
+        and in-memory buffers; file objects are never mapped (as in joblib).
+    ensure_native_byte_order: bool or 'auto'
+        'auto' = True when mmap_mode is None. Swaps foreign-endian in-memory arrays.
+    """
+    if ensure_native_byte_order == "auto":
+        ensure_native_byte_order = mmap_mode is None
+
+    if ensure_native_byte_order and mmap_mode is not None:
+        raise ValueError(
+            "Native byte ordering can only be enforced if 'mmap_mode' parameter "
+            f"is set to None, but got 'mmap_mode={mmap_mode}' instead."
+        )
+    ensure_native = bool(ensure_native_byte_order)
+
+    if isinstance(filename, os.PathLike):
+        filename = os.fspath(filename)
+
+    if hasattr(filename, "read"):
+        fobj = filename
+        name = getattr(fobj, "name", "")
+        kind, source = _detect_fileobj(fobj)
+        if kind == "compat":
+            _warn_compat(name)
+            raise ValueError(
+                "%r holds a joblib < 0.10 z-file, which can only be loaded from a path" % (fobj,))
+        if mmap_mode is not None:
+            if kind == "not-compressed" and isinstance(fobj, io.BytesIO):
+                warnings.warn(
+                    "In memory persistence is not compatible with "
+                    'mmap_mode "%s" flag passed. '
+                    "mmap_mode option will be ignored." % (mmap_mode,),
+                    stacklevel=2,
+                )
+            elif kind != "not-compressed":
+                warnings.warn(
+                    'mmap_mode "%s" is not compatible '
+                    "with compressed file %s. "
+                    '"%s" flag will be ignored.' % (mmap_mode, name, mmap_mode),
+                    stacklevel=2,
+                )
+            elif not _is_raw_file(fobj):
+                warnings.warn(
+                    '"%r" is not a raw file, mmap_mode '
+                    '"%s" flag will be ignored.' % (fobj, mmap_mode),
+                    stacklevel=2,
+                )
+        # joblib never memory-maps through a file object.
+        codec = None if kind == "not-compressed" else kind
+        return _unpickle(source, ensure_native=ensure_native, codec=codec)
+
+    # A path (str or bytes) or an int file descriptor: opened exactly as joblib's open(x, 'rb')
+    # would (same errors), then read through the descriptor.
+    with open(filename, "rb", buffering=0) as f:
+        fd = f.fileno()
+        start = f.tell()
+        try:
+            head = os.pread(fd, MAX_PREFIX_LEN, start)
+        except OSError:  # not pread-able (a pipe given as an fd)
+            head = f.read(MAX_PREFIX_LEN)
+            if head:
+                return _load_prefixed(head, f, ensure_native)
+        kind = _compressors.detect(head)
+        if kind == "compat":
+            loader = _legacy_loader()
+            if loader is None:
+                _warn_compat(filename)
+                raise NotImplementedError(
+                    "%r is a joblib < 0.10 z-file; this fastjoblib build has no loader for it "
+                    "(fastjoblib._legacy.load_compatibility is missing)" % (filename,))
+            # (warns like joblib itself, pointing at our caller)
+            return loader(filename)
+        core_mmap = None
+        if mmap_mode is not None:
+            if kind != "not-compressed":
+                warnings.warn(
+                    'mmap_mode "%s" is not compatible '
+                    "with compressed file %s. "
+                    '"%s" flag will be ignored.' % (mmap_mode, filename, mmap_mode),
+                    stacklevel=2,
+                )
+            elif isinstance(filename, (str, bytes)):
+                core_mmap = _core_mmap_mode(mmap_mode)
+        kwargs = dict(ensure_native=ensure_native,
+                      codec=None if kind == "not-compressed" else kind)
+        if core_mmap is not None:
+            kwargs.update(mmap_mode=core_mmap, filename=os.fsdecode(filename))
+        return _unpickle(fd, **kwargs)
+
+
+def _load_prefixed(head, f, ensure_native):
+    kind = _compressors.detect(head)
+    codec = None if kind in ("not-compressed", "compat") else kind
+    return _unpickle(_PrefixedReader(head, f), ensure_native=ensure_native, codec=codec)
