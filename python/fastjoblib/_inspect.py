@@ -1,0 +1,937 @@
+"""Static inspection of joblib files and pickle streams: nothing in the file is imported or run.
+
+``inspect(source)`` detects the container by its magic bytes, decompresses it as a stream (bounded
+memory), and walks the pickle opcodes with a small symbolic stack machine. It understands joblib's
+twist: after the BUILD of a ``NumpyArrayWrapper`` the raw array bytes (after a padding prefix) or,
+for object arrays, a nested pickle stream, are spliced into the stream; the wrapper's state is
+rebuilt symbolically (the dtype from numpy's dtype reduce arguments) so that the payload can be
+skipped, located and sized.
+
+Hostile or damaged input raises ``ValueError`` (every loop consumes input, every length is checked,
+strings and containers are kept only up to small bounds).
+"""
+import _compat_pickle
+import bz2
+import codecs
+import io
+import lzma
+import math
+import os
+import re
+import struct
+import zlib
+from collections import Counter
+
+from ._trust import DEFAULT_TRUSTED, is_denied
+
+__all__ = ["inspect"]
+
+_CHUNK = 1 << 20          # skip / decompress granularity
+_KEEP_STR = 4096          # strings longer than this are kept only as their length
+_KEEP_ITEMS = 4096        # dict items / tuple elements kept per container
+_MAX_NDIM = 64
+
+_WRAPPERS = {
+    "joblib.numpy_pickle.NumpyArrayWrapper",
+    "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
+    "sklearn.externals._joblib.numpy_pickle.NumpyArrayWrapper",
+}
+_OLD_WRAPPERS = {
+    "joblib.numpy_pickle.NDArrayWrapper", "joblib.numpy_pickle.ZNDArrayWrapper",
+    "joblib.numpy_pickle_compat.NDArrayWrapper", "joblib.numpy_pickle_compat.ZNDArrayWrapper",
+    "sklearn.externals.joblib.numpy_pickle.NDArrayWrapper",
+    "sklearn.externals.joblib.numpy_pickle.ZNDArrayWrapper",
+}
+_VERSION_KEY = re.compile(r"^(__version__|_?[A-Za-z0-9_]*_version)$")
+_DESCR = re.compile(r"^[|<>=]?[A-Za-z][0-9]{0,10}$")
+
+
+class _Bad(ValueError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------------
+# Symbolic values.
+
+class _Long:
+    """A string/bytes too long to keep: only its kind and length."""
+    __slots__ = ("kind", "length")
+
+    def __init__(self, kind, length):
+        self.kind, self.length = kind, length
+
+
+class _Global:
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+
+class _Obj:
+    """The result of REDUCE / NEWOBJ / OBJ / INST: a callable (symbolic) applied to args."""
+    __slots__ = ("func", "args", "state")
+
+    def __init__(self, func, args):
+        self.func, self.args, self.state = func, args, None
+
+    def cls_name(self):
+        f = self.func
+        if isinstance(f, _Global):
+            if f.name == "copyreg._reconstructor" and isinstance(self.args, tuple) \
+                    and self.args and isinstance(self.args[0], _Global):
+                return self.args[0].name
+            return f.name
+        return None
+
+
+class _Dict:
+    __slots__ = ("items", "n")
+
+    def __init__(self):
+        self.items, self.n = {}, 0
+
+    def set(self, k, v):
+        self.n += 1
+        # only flat keys are kept: hashing a hostile, deeply nested tuple would recurse in C
+        if type(k) in (str, int, bytes, bool, float) or k is None:
+            if k in self.items or len(self.items) < _KEEP_ITEMS:
+                self.items[k] = v
+
+
+class _Opaque:
+    __slots__ = ("kind",)
+
+    def __init__(self, kind):
+        self.kind = kind
+
+
+_LIST = _Opaque("list")
+_SET = _Opaque("set")
+_ARRAY = _Opaque("ndarray")
+_MARK = object()
+
+
+def _tuple(items):
+    return tuple(items) if len(items) <= _KEEP_ITEMS else _Opaque("tuple")
+
+
+def _reduce_value(func, args):
+    """Fold the two reduces that protocols 0-2 use for bytes (evaluated here, never called)."""
+    if isinstance(func, _Global) and isinstance(args, tuple):
+        if func.name in ("_codecs.encode", "codecs.encode") and len(args) == 2 \
+                and isinstance(args[0], str) and args[1] in ("latin1", "latin-1"):
+            try:
+                return args[0].encode("latin-1")
+            except UnicodeEncodeError:
+                pass
+        elif func.name == "builtins.bytes" and args == ():
+            return b""
+    return _Obj(func, args)
+
+
+# ------------------------------------------------------------------------------------------------
+# Byte sources.
+
+class _Reader:
+    """Buffered exact reads over `read(n)`, with the uncompressed offset and bounded skips."""
+
+    def __init__(self, read, size=None):
+        self._read = read
+        self._buf = b""
+        self._i = 0
+        self._off = 0          # offset of _buf[0] in the stream
+        self.size = size       # total stream size when known (uncompressed input)
+
+    def tell(self):
+        return self._off + self._i
+
+    def _fill(self, want):
+        """Make at least `want` bytes available if the source has them; return available."""
+        avail = len(self._buf) - self._i
+        if avail >= want:
+            return avail
+        parts = [self._buf[self._i:]]
+        self._off += self._i
+        self._i = 0
+        while avail < want:
+            chunk = self._read(max(want - avail, 65536))
+            if not chunk:
+                break
+            chunk = bytes(chunk)
+            parts.append(chunk)
+            avail += len(chunk)
+        self._buf = b"".join(parts)
+        return avail
+
+    def read(self, n, what="data"):
+        if n < 0:
+            raise _Bad(f"negative length for {what} at offset {self.tell()}")
+        if n > _CHUNK * 64:
+            raise _Bad(f"{what} of {n} bytes at offset {self.tell()} is too large to read")
+        if self._fill(n) < n:
+            raise _Bad(f"truncated stream: {what} needs {n} bytes at offset {self.tell()}")
+        out = self._buf[self._i:self._i + n]
+        self._i += n
+        return out
+
+    def skip(self, n, what="data"):
+        if n < 0:
+            raise _Bad(f"negative length for {what} at offset {self.tell()}")
+        if self.size is not None and self.tell() + n > self.size:
+            raise _Bad(f"truncated stream: {what} of {n} bytes at offset {self.tell()} runs past "
+                       f"the end ({self.size} bytes)")
+        while n:
+            step = min(n, _CHUNK)
+            avail = self._fill(step)
+            if avail == 0:
+                raise _Bad(f"truncated stream: {what} ends early at offset {self.tell()}")
+            step = min(step, avail)
+            self._i += step
+            n -= step
+
+    def readline(self, what):
+        """Read up to and including b'\\n'; return (kept prefix without newline, full length)."""
+        kept = bytearray()
+        total = 0
+        while True:
+            avail = self._fill(1)
+            if avail == 0:
+                raise _Bad(f"truncated stream: unterminated {what} at offset {self.tell()}")
+            j = self._buf.find(b"\n", self._i)
+            end = j if j >= 0 else len(self._buf)
+            seg = self._buf[self._i:end]
+            total += len(seg)
+            if len(kept) <= _KEEP_STR:
+                kept += seg[:_KEEP_STR + 1 - len(kept)]
+            self._i = end
+            if j >= 0:
+                self._i += 1
+                return bytes(kept), total
+
+    def at_eof(self):
+        return self._fill(1) == 0
+
+
+class _ZlibRaw:
+    """read(n) over a zlib stream (wbits selects zlib / gzip), bounded output per call."""
+
+    def __init__(self, read, wbits=zlib.MAX_WBITS):
+        self._src = read
+        self._wbits = wbits
+        self._d = zlib.decompressobj(wbits)
+        self._pending = b""
+
+    def read(self, n):
+        while True:
+            if self._d.eof:
+                rest = self._d.unused_data
+                if self._wbits & 16 and (rest or self._pending):  # gzip: next member
+                    self._pending = rest + self._pending
+                    self._d = zlib.decompressobj(self._wbits)
+                    continue
+                return b""
+            data = self._pending or self._d.unconsumed_tail or self._src(65536)
+            self._pending = b""
+            if not data:
+                raise _Bad("truncated compressed stream")
+            out = self._d.decompress(data, n)
+            if out:
+                return out
+
+
+def _open_source(source):
+    """-> (read callable, size or None, closer)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        mv = memoryview(source).cast("B")
+        pos = 0
+
+        def read_view(n):  # slices of the caller's buffer: no copy of the whole input
+            nonlocal pos
+            out = mv[pos:pos + n]
+            pos += len(out)
+            return out
+        return read_view, len(mv), (lambda: None)
+    if isinstance(source, (str, os.PathLike)):
+        f = open(source, "rb")
+        return f.read, os.fstat(f.fileno()).st_size, f.close
+    if hasattr(source, "read"):
+        size = None
+        try:
+            if source.seekable():
+                here = source.tell()
+                size = source.seek(0, io.SEEK_END) - here
+                source.seek(here)
+        except (AttributeError, OSError, ValueError):
+            size = None
+        return source.read, size, (lambda: None)
+    raise TypeError(f"inspect() takes a path, a binary file object or bytes, not "
+                    f"{type(source).__name__}")
+
+
+class _Prefixed(io.RawIOBase):
+    """A file object re-serving already-read magic bytes, then the rest of the source."""
+
+    def __init__(self, prefix, read):
+        self._prefix, self._read = prefix, read
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        n = len(b)
+        if self._prefix:
+            k = min(n, len(self._prefix))
+            b[:k] = self._prefix[:k]
+            self._prefix = self._prefix[k:]
+            return k
+        data = self._read(n)
+        b[:len(data)] = data
+        return len(data)
+
+
+_MAGICS = [  # (prefix, container)
+    (b"ZF", "zfile"),
+    (b"\x1f\x8b", "gzip"),
+    (b"BZ", "bz2"),
+    (b"\x5d\x00", "lzma"),
+    (b"\xfd7zXZ", "xz"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\x78", "zlib"),
+]
+
+
+def _container(read, size):
+    """Detect the container; -> (name, decompressed-stream read callable, size or None)."""
+    head = b""
+    while len(head) < 6:
+        chunk = read(6 - len(head))
+        if not chunk:
+            break
+        head += bytes(chunk)
+    if not head:
+        raise _Bad("empty input")
+    name = "raw"
+    for magic, cname in _MAGICS:
+        if head.startswith(magic):
+            name = cname
+            break
+    src = io.BufferedReader(_Prefixed(head, read), 65536)
+    if name == "raw":
+        return name, src.read, size
+    if name == "zfile":
+        hdr = src.read(21)
+        if len(hdr) < 21:
+            raise _Bad("truncated ZF header")
+        try:
+            int(hdr[2:].strip(b" "), 16)
+        except ValueError:
+            raise _Bad("bad ZF header length field") from None
+        first = src.read(1)
+        if first != b" ":  # joblib <= 0.8.4 / Python 2 header is one byte wider
+            src = io.BufferedReader(_Prefixed(first, src.read), 65536)
+        return name, _ZlibRaw(src.read).read, None
+    if name == "zlib":
+        return name, _ZlibRaw(src.read).read, None
+    if name == "gzip":
+        return name, _ZlibRaw(src.read, 16 + zlib.MAX_WBITS).read, None
+    if name == "bz2":
+        return name, bz2.BZ2File(src).read, None
+    if name in ("lzma", "xz"):
+        fmt = lzma.FORMAT_ALONE if name == "lzma" else lzma.FORMAT_XZ
+        return name, lzma.LZMAFile(src, format=fmt).read, None
+    if name == "lz4":
+        try:
+            import lz4.frame
+        except ImportError:
+            raise _Bad("lz4 container but the lz4 package is not installed") from None
+        return name, lz4.frame.LZ4FrameFile(src).read, None
+    try:
+        import zstandard
+    except ImportError:
+        raise _Bad("zstd container but the zstandard package is not installed") from None
+    return name, zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True).read, None
+
+
+# ------------------------------------------------------------------------------------------------
+# dtype and wrapper state, rebuilt symbolically (numpy is called only on validated plain data).
+
+def _dtype_from(sym, depth=0):
+    """numpy dtype from numpy's dtype reduce: dtype(descr, False, True) + BUILD state tuple."""
+    import numpy as np
+    if depth > 32:
+        raise _Bad("dtype nesting too deep")
+    if not isinstance(sym, _Obj):
+        raise _Bad("array dtype is not a pickled dtype")
+    cname = sym.cls_name()
+    if cname != "numpy.dtype":
+        # e.g. NumPy 2 StringDType (numpy._core._internal._convert_to_stringdtype_kwargs):
+        # report it by name; joblib pickles such arrays as a nested stream (refcounted items).
+        return None, cname
+    args = sym.args
+    if not (isinstance(args, tuple) and args and isinstance(args[0], str)
+            and _DESCR.match(args[0])):
+        raise _Bad("malformed dtype reduce arguments")
+    descr = args[0]
+    st = sym.state
+    if st is None:
+        st = (3, "|", None, None, None, -1, -1, 0)
+    if not isinstance(st, tuple) or len(st) < 8:
+        raise _Bad("malformed dtype state")
+    endian, sub, names, fields, elsize = st[1], st[2], st[3], st[4], st[5]
+    try:
+        if names is not None:
+            if not (isinstance(names, tuple) and isinstance(fields, _Dict)
+                    and fields.n == len(names) == len(fields.items) and isinstance(elsize, int)):
+                raise _Bad("malformed structured dtype")
+            formats, offsets = [], []
+            for n in names:
+                f = fields.items.get(n)
+                if not (isinstance(n, str) and isinstance(f, tuple) and len(f) >= 2
+                        and isinstance(f[1], int)):
+                    raise _Bad("malformed structured dtype field")
+                fdt, _ = _dtype_from(f[0], depth + 1)
+                if fdt is None:
+                    raise _Bad("unsupported structured dtype field")
+                formats.append(fdt)
+                offsets.append(f[1])
+            dt = np.dtype({"names": list(names), "formats": formats, "offsets": offsets,
+                           "itemsize": elsize})
+        elif sub is not None:
+            if not (isinstance(sub, tuple) and len(sub) == 2 and isinstance(sub[1], tuple)
+                    and all(isinstance(x, int) and 0 <= x < 2**31 for x in sub[1])):
+                raise _Bad("malformed subarray dtype")
+            base, _ = _dtype_from(sub[0], depth + 1)
+            if base is None:
+                raise _Bad("unsupported subarray base dtype")
+            dt = np.dtype((base, sub[1]))
+        else:
+            kind = descr.lstrip("|<>=")[0]
+            if kind in "Mm" and len(st) >= 9:
+                meta = st[8]
+                unit = meta[1] if isinstance(meta, tuple) and len(meta) == 2 else None
+                if not (isinstance(unit, tuple) and len(unit) >= 2 and isinstance(unit[0], bytes)
+                        and re.match(rb"^[A-Za-z]{1,3}$", unit[0]) and isinstance(unit[1], int)):
+                    raise _Bad("malformed datetime dtype metadata")
+                dt = np.dtype(f"{descr}[{unit[1]}{unit[0].decode()}]" if unit[1] != 1
+                              else f"{descr}[{unit[0].decode()}]")
+            else:
+                dt = np.dtype(descr)
+                if kind in "SUV" and isinstance(elsize, int) and elsize > 0 \
+                        and dt.itemsize != elsize:
+                    raise _Bad("dtype itemsize disagrees with its state")
+        if endian in ("<", ">") and dt.byteorder not in ("|",) and names is None:
+            dt = dt.newbyteorder(endian)
+    except (TypeError, ValueError, OverflowError) as exc:
+        if isinstance(exc, _Bad):
+            raise
+        raise _Bad(f"invalid dtype in stream: {exc}") from None
+    return dt, "numpy.dtype"
+
+
+def _array_record(state, rd):
+    """Validate the wrapper state dict; -> record dict (payload not yet consumed)."""
+    if not isinstance(state, _Dict):
+        raise _Bad("NumpyArrayWrapper state is not a dict")
+    s = state.items
+    for key in ("shape", "order", "dtype"):
+        if key not in s:
+            raise _Bad(f"NumpyArrayWrapper state lacks {key!r}")
+    shape = s["shape"]
+    if not (isinstance(shape, tuple) and len(shape) <= _MAX_NDIM
+            and all(type(x) is int and x >= 0 for x in shape)):
+        raise _Bad("NumpyArrayWrapper shape is not a tuple of non-negative ints")
+    order = s["order"]
+    if order not in ("C", "F"):
+        raise _Bad("NumpyArrayWrapper order is not 'C' or 'F'")
+    dt, dkind = _dtype_from(s["dtype"])
+    hasobject = dt is None or dt.hasobject
+    sub = s.get("subclass")
+    rec = {
+        "dtype": dt.str if dt is not None and not dt.fields else (
+            repr(dt.descr) if dt is not None else dkind),
+        "shape": shape,
+        "order": order,
+        "object": hasobject,
+        "subclass": sub.name if isinstance(sub, _Global) else None,
+        "allow_mmap": s.get("allow_mmap") is True,
+    }
+    if "numpy_array_alignment_bytes" in s:
+        align = s["numpy_array_alignment_bytes"]
+        if align is not None and type(align) is not int:
+            raise _Bad("numpy_array_alignment_bytes is neither an int nor None")
+        rec["alignment"] = align
+    else:
+        rec["alignment"] = "absent"
+    count = math.prod(shape)
+    rec["itemsize"] = dt.itemsize if dt is not None else None
+    rec["nbytes"] = count * dt.itemsize if dt is not None and not hasobject else None
+    return rec
+
+
+# ------------------------------------------------------------------------------------------------
+# The opcode walk.
+
+def _s(b, what):
+    try:
+        return b.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        raise _Bad(f"invalid UTF-8 in {what}") from None
+
+
+class _Walk:
+    def __init__(self, rd, container):
+        self.rd = rd
+        self.container = container
+        self.globals = Counter()
+        self.arrays = []
+        self.versions = {}
+        self.generations = set()
+        self.protocol = None
+        self.unresolved = 0
+        self.persistent_ids = 0
+        self.oob_buffers = 0
+        self.extensions = []
+        self.companions = []
+        self.build_on_globals = set()
+
+    # -- helpers --------------------------------------------------------------------------------
+    def add_global(self, module, name):
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+        full = f"{module}.{name}"
+        self.globals[full] += 1
+        return _Global(full)
+
+    def text(self, kind, n, what):
+        if n > _KEEP_STR:
+            self.rd.skip(n, what)
+            return _Long(kind, n)
+        b = self.rd.read(n, what)
+        if kind == "str":
+            return _s(b, what)
+        return b
+
+    def length(self, fmt, what):
+        size = struct.calcsize(fmt)
+        (n,) = struct.unpack(fmt, self.rd.read(size, what))
+        if n < 0:
+            raise _Bad(f"negative length in {what} at offset {self.rd.tell()}")
+        return n
+
+    # -- main loop ------------------------------------------------------------------------------
+    def run(self, nested=0):
+        rd = self.rd
+        stack = []
+        metastack = []
+        memo = {}
+
+        def pop():
+            if not stack:
+                raise _Bad(f"stack underflow at offset {rd.tell()}")
+            return stack.pop()
+
+        def pop_mark():
+            nonlocal stack
+            if not metastack:
+                raise _Bad(f"MARK expected at offset {rd.tell()}")
+            items = stack
+            stack = metastack.pop()
+            return items
+
+        def top():
+            if not stack:
+                raise _Bad(f"stack underflow at offset {rd.tell()}")
+            return stack[-1]
+
+        while True:
+            pos = rd.tell()
+            op = rd.read(1, "opcode")
+            c = op[0]
+            if c == 0x2E:  # STOP
+                if metastack:
+                    raise _Bad(f"STOP inside a MARK at offset {pos}")
+                return pop()
+            elif c == 0x80:  # PROTO
+                p = rd.read(1, "PROTO")[0]
+                if p > 5:
+                    raise _Bad(f"unsupported pickle protocol {p}")
+                if nested == 0 and self.protocol is None:
+                    self.protocol = p
+            elif c == 0x95:  # FRAME: frames are transparent to a stream walk
+                self.length("<Q", "FRAME")
+            elif c == 0x8C:  # SHORT_BINUNICODE
+                stack.append(self.text("str", rd.read(1, "SHORT_BINUNICODE")[0], "string"))
+            elif c == 0x58:  # BINUNICODE
+                stack.append(self.text("str", self.length("<I", "BINUNICODE"), "string"))
+            elif c == 0x8D:  # BINUNICODE8
+                stack.append(self.text("str", self.length("<Q", "BINUNICODE8"), "string"))
+            elif c == 0x56:  # UNICODE (raw-unicode-escape line)
+                b, n = rd.readline("UNICODE")
+                stack.append(_Long("str", n) if n > _KEEP_STR else
+                             b.decode("raw-unicode-escape", "replace"))
+            elif c == 0x43:  # SHORT_BINBYTES
+                stack.append(self.text("bytes", rd.read(1, "SHORT_BINBYTES")[0], "bytes"))
+            elif c == 0x42:  # BINBYTES
+                stack.append(self.text("bytes", self.length("<I", "BINBYTES"), "bytes"))
+            elif c == 0x8E:  # BINBYTES8
+                stack.append(self.text("bytes", self.length("<Q", "BINBYTES8"), "bytes"))
+            elif c == 0x96:  # BYTEARRAY8
+                rd.skip(self.length("<Q", "BYTEARRAY8"), "bytearray")
+                stack.append(_Opaque("bytearray"))
+            elif c == 0x55:  # SHORT_BINSTRING (py2 str)
+                v = self.text("bytes", rd.read(1, "SHORT_BINSTRING")[0], "string")
+                stack.append(v.decode("latin-1") if isinstance(v, bytes) else v)
+            elif c == 0x54:  # BINSTRING
+                v = self.text("bytes", self.length("<i", "BINSTRING"), "string")
+                stack.append(v.decode("latin-1") if isinstance(v, bytes) else v)
+            elif c == 0x53:  # STRING: a quoted repr on one line
+                b, n = rd.readline("STRING")
+                if n > _KEEP_STR:
+                    stack.append(_Long("str", n))
+                else:
+                    if len(b) < 2 or b[0] != b[-1] or b[:1] not in (b"'", b'"'):
+                        raise _Bad(f"STRING opcode argument not quoted at offset {pos}")
+                    try:
+                        stack.append(codecs.escape_decode(b[1:-1])[0].decode("latin-1"))
+                    except ValueError:
+                        raise _Bad(f"bad STRING escape at offset {pos}") from None
+            elif c == 0x4E:  # NONE
+                stack.append(None)
+            elif c == 0x88:
+                stack.append(True)
+            elif c == 0x89:
+                stack.append(False)
+            elif c == 0x4A:  # BININT
+                stack.append(struct.unpack("<i", rd.read(4, "BININT"))[0])
+            elif c == 0x4B:
+                stack.append(rd.read(1, "BININT1")[0])
+            elif c == 0x4D:
+                stack.append(struct.unpack("<H", rd.read(2, "BININT2"))[0])
+            elif c in (0x49, 0x4C):  # INT, LONG (decimal lines)
+                b, n = rd.readline("INT")
+                if n > _KEEP_STR:
+                    stack.append(_Opaque("int"))
+                elif c == 0x49 and b in (b"00", b"01"):
+                    stack.append(b == b"01")
+                else:
+                    try:
+                        stack.append(int(b.rstrip(b"L")))
+                    except ValueError:
+                        raise _Bad(f"bad INT/LONG literal at offset {pos}") from None
+            elif c == 0x8A:  # LONG1
+                n = rd.read(1, "LONG1")[0]
+                stack.append(int.from_bytes(rd.read(n, "LONG1"), "little", signed=True))
+            elif c == 0x8B:  # LONG4
+                n = self.length("<i", "LONG4")
+                if n > _KEEP_STR:
+                    rd.skip(n, "LONG4")
+                    stack.append(_Opaque("int"))
+                else:
+                    stack.append(int.from_bytes(rd.read(n, "LONG4"), "little", signed=True))
+            elif c == 0x46:  # FLOAT
+                b, n = rd.readline("FLOAT")
+                try:
+                    stack.append(float(b))
+                except ValueError:
+                    raise _Bad(f"bad FLOAT literal at offset {pos}") from None
+            elif c == 0x47:  # BINFLOAT
+                stack.append(struct.unpack(">d", rd.read(8, "BINFLOAT"))[0])
+            elif c == 0x5D:  # EMPTY_LIST
+                stack.append(_LIST)
+            elif c == 0x29:  # EMPTY_TUPLE
+                stack.append(())
+            elif c == 0x7D:  # EMPTY_DICT
+                stack.append(_Dict())
+            elif c == 0x8F:  # EMPTY_SET
+                stack.append(_SET)
+            elif c == 0x85:
+                stack.append((pop(),))
+            elif c == 0x86:
+                b_ = pop()
+                a_ = pop()
+                stack.append((a_, b_))
+            elif c == 0x87:
+                c_ = pop()
+                b_ = pop()
+                a_ = pop()
+                stack.append((a_, b_, c_))
+            elif c == 0x28:  # MARK
+                metastack.append(stack)
+                stack = []
+            elif c == 0x74:  # TUPLE
+                items = pop_mark()  # rebinds `stack`: pop before naming it
+                stack.append(_tuple(items))
+            elif c == 0x6C:  # LIST
+                pop_mark()
+                stack.append(_Opaque("list"))
+            elif c == 0x91:  # FROZENSET
+                pop_mark()
+                stack.append(_Opaque("frozenset"))
+            elif c == 0x64:  # DICT
+                items = pop_mark()
+                if len(items) % 2:
+                    raise _Bad(f"odd number of items for DICT at offset {pos}")
+                d = _Dict()
+                for i in range(0, len(items), 2):
+                    self.dict_item(d, items[i], items[i + 1])
+                stack.append(d)
+            elif c == 0x61:  # APPEND
+                pop()
+                top()
+            elif c in (0x65, 0x90):  # APPENDS, ADDITEMS
+                pop_mark()
+                top()
+            elif c == 0x73:  # SETITEM
+                v = pop()
+                k = pop()
+                d = top()
+                if isinstance(d, _Dict):
+                    self.dict_item(d, k, v)
+            elif c == 0x75:  # SETITEMS
+                items = pop_mark()
+                if len(items) % 2:
+                    raise _Bad(f"odd number of items for SETITEMS at offset {pos}")
+                d = top()
+                if isinstance(d, _Dict):
+                    for i in range(0, len(items), 2):
+                        self.dict_item(d, items[i], items[i + 1])
+            elif c == 0x30:  # POP
+                if stack:
+                    stack.pop()
+                else:
+                    pop_mark()
+            elif c == 0x32:  # DUP
+                stack.append(top())
+            elif c == 0x31:  # POP_MARK
+                pop_mark()
+            elif c in (0x67, 0x68, 0x6A):  # GET, BINGET, LONG_BINGET
+                if c == 0x67:
+                    b, n = rd.readline("GET")
+                    try:
+                        idx = int(b)
+                    except ValueError:
+                        raise _Bad(f"bad GET index at offset {pos}") from None
+                elif c == 0x68:
+                    idx = rd.read(1, "BINGET")[0]
+                else:
+                    idx = struct.unpack("<I", rd.read(4, "LONG_BINGET"))[0]
+                if idx not in memo:
+                    raise _Bad(f"memo key {idx} not found at offset {pos}")
+                stack.append(memo[idx])
+            elif c in (0x70, 0x71, 0x72):  # PUT, BINPUT, LONG_BINPUT
+                if c == 0x70:
+                    b, n = rd.readline("PUT")
+                    try:
+                        idx = int(b)
+                    except ValueError:
+                        raise _Bad(f"bad PUT index at offset {pos}") from None
+                    if idx < 0:
+                        raise _Bad(f"negative PUT index at offset {pos}")
+                elif c == 0x71:
+                    idx = rd.read(1, "BINPUT")[0]
+                else:
+                    idx = struct.unpack("<I", rd.read(4, "LONG_BINPUT"))[0]
+                memo[idx] = top()
+            elif c == 0x94:  # MEMOIZE: index = number of entries, as CPython does
+                memo[len(memo)] = top()
+            elif c == 0x63:  # GLOBAL
+                m, _ = rd.readline("GLOBAL module")
+                n, _ = rd.readline("GLOBAL name")
+                stack.append(self.add_global(m.decode("utf-8", "replace"),
+                                             n.decode("utf-8", "replace")))
+            elif c == 0x93:  # STACK_GLOBAL
+                n = pop()
+                m = pop()
+                if isinstance(m, str) and isinstance(n, str):
+                    stack.append(self.add_global(m, n))
+                else:
+                    self.unresolved += 1
+                    stack.append(_Global("<unresolved STACK_GLOBAL>"))
+            elif c in (0x82, 0x83, 0x84):  # EXT1/2/4
+                size = {0x82: 1, 0x83: 2, 0x84: 4}[c]
+                code = int.from_bytes(rd.read(size, "EXT"), "little")
+                self.extensions.append(code)
+                stack.append(_Global(f"<extension code {code}>"))
+            elif c == 0x69:  # INST
+                m, _ = rd.readline("INST module")
+                n, _ = rd.readline("INST name")
+                g = self.add_global(m.decode("utf-8", "replace"), n.decode("utf-8", "replace"))
+                items = pop_mark()
+                stack.append(_Obj(g, _tuple(items)))
+            elif c == 0x6F:  # OBJ
+                items = pop_mark()
+                if not items:
+                    raise _Bad(f"OBJ without a class at offset {pos}")
+                stack.append(_Obj(items[0], _tuple(items[1:])))
+            elif c == 0x52:  # REDUCE
+                args = pop()
+                func = pop()
+                stack.append(_reduce_value(func, args))
+            elif c == 0x81:  # NEWOBJ
+                args = pop()
+                cls = pop()
+                stack.append(_Obj(cls, args))
+            elif c == 0x92:  # NEWOBJ_EX
+                pop()
+                args = pop()
+                cls = pop()
+                stack.append(_Obj(cls, args))
+            elif c == 0x62:  # BUILD
+                state = pop()
+                inst = top()
+                self.build(stack, inst, state, nested)
+            elif c == 0x50:  # PERSID
+                rd.readline("PERSID")
+                self.persistent_ids += 1
+                stack.append(_Opaque("persistent"))
+            elif c == 0x51:  # BINPERSID
+                pop()
+                self.persistent_ids += 1
+                stack.append(_Opaque("persistent"))
+            elif c == 0x97:  # NEXT_BUFFER
+                self.oob_buffers += 1
+                stack.append(_Opaque("buffer"))
+            elif c == 0x98:  # READONLY_BUFFER
+                top()
+            else:
+                raise _Bad(f"invalid pickle opcode {op!r} at offset {pos}")
+
+    def dict_item(self, d, k, v):
+        d.set(k, v)
+        if isinstance(k, str) and isinstance(v, str) and _VERSION_KEY.match(k):
+            vals = self.versions.setdefault(k, [])
+            if v not in vals and len(vals) < 64:
+                vals.append(v)
+
+    def build(self, stack, inst, state, nested):
+        if isinstance(inst, _Global):  # setattr on a shared global (modelscan#85 gadget)
+            self.build_on_globals.add(inst.name)
+            return
+        if isinstance(inst, _Obj):
+            inst.state = state
+            cname = inst.cls_name()
+        else:
+            cname = None
+        if cname in _OLD_WRAPPERS:
+            self.generations.add("joblib<0.10")
+            if isinstance(state, _Dict) and isinstance(state.items.get("filename"), str):
+                self.companions.append(state.items["filename"])
+            return
+        if cname not in _WRAPPERS or nested:
+            return
+        # joblib's array record: the payload follows this BUILD in the raw stream.
+        rd = self.rd
+        rec = _array_record(state, rd)
+        if rec["object"]:
+            self.generations.add("joblib>=1.2" if rec["alignment"] != "absent"
+                                 else "joblib 0.10-1.1")
+            rec["offset"] = rd.tell()
+            self.run(nested + 1)
+            rec["nbytes"] = rd.tell() - rec["offset"]
+        else:
+            align = rec["alignment"]
+            if align == "absent":
+                self.generations.add("joblib 0.10-1.1")
+            else:
+                self.generations.add("joblib>=1.2")
+                if align is not None:
+                    pad = rd.read(1, "padding length")[0]
+                    rd.skip(pad, "padding")
+                    rec["padding"] = pad
+            rec["offset"] = rd.tell()
+            rd.skip(rec["nbytes"], "array payload")
+        rec["mmap"] = (self.container == "raw" and rec["allow_mmap"] and not rec["object"])
+        self.arrays.append(rec)
+        stack[-1] = _ARRAY
+
+
+def inspect(source):
+    """Describe a joblib file or pickle stream without importing or calling anything from it.
+
+    source: a path (str / os.PathLike), a binary file object (read from its current position),
+    or a bytes-like object. Raises ValueError for damaged or hostile input, TypeError for another
+    source type; a missing path raises the usual OSError.
+
+    Returns a dict:
+      container       'raw', 'zlib', 'gzip', 'bz2', 'lzma', 'xz', 'lz4', 'zstd' or 'zfile'
+      compressed      container != 'raw'
+      protocol        the first PROTO opcode's value (None for protocols 0/1)
+      format          'joblib>=1.2' (aligned), 'joblib 0.10-1.1', 'joblib<0.10',
+                      'joblib<0.10 (zfile)' or 'pickle' (no array records)
+      globals         {"module.qualname": count}, Python 2 names mapped as pickle does, nested
+                      object-array streams included
+      arrays          one dict per joblib array record, in stream order: dtype (numpy's .str,
+                      or the descr list for structured dtypes), shape, order, object, subclass,
+                      allow_mmap, alignment (16 / None / 'absent'), itemsize, nbytes, padding,
+                      offset (of the payload in the uncompressed stream; for object arrays the
+                      nested stream's start and nbytes its length), mmap (the payload can be
+                      memory-mapped: uncompressed, allow_mmap, not object)
+      versions        {key: [values]} for str items whose key looks like a version
+                      (e.g. '_sklearn_version')
+      needs_trusted   sorted globals outside DEFAULT_TRUSTED and not denied: what to pass as
+                      trusted=[...] after reviewing them
+      dangerous       sorted globals on the denylist, plus '<unresolved STACK_GLOBAL>',
+                      '<extension code N>' and '<BUILD on module.name>' (state applied to a
+                      global itself: the setattr gadget): a restricted load refuses the file
+      stream_size, trailing_data, persistent_ids, out_of_band_buffers, companion_files
+    """
+    read, size, close = _open_source(source)
+    try:
+        try:
+            container, dread, dsize = _container(read, size)
+            rd = _Reader(dread, dsize)
+            w = _Walk(rd, container)
+            w.run()
+            end = rd.tell()
+            trailing = not rd.at_eof()
+        except _Bad:
+            raise
+        except (zlib.error, lzma.LZMAError, EOFError, OSError, struct.error,
+                RecursionError, OverflowError, IndexError, RuntimeError) as exc:
+            # decompressor errors (lz4 raises RuntimeError, zstd ZstdError is a subclass of
+            # Exception only: handled below), bad headers, truncated members
+            raise _Bad(f"cannot read the stream: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith(("zstandard", "lz4")):
+                raise _Bad(f"cannot read the stream: {exc}") from None
+            raise
+    except _Bad as exc:
+        raise ValueError(f"fastjoblib.inspect: {exc}") from None
+    finally:
+        close()
+
+    if container == "zfile":
+        fmt = "joblib<0.10 (zfile)"
+    elif "joblib<0.10" in w.generations:
+        fmt = "joblib<0.10"
+    elif "joblib>=1.2" in w.generations:
+        fmt = "joblib>=1.2"
+    elif "joblib 0.10-1.1" in w.generations:
+        fmt = "joblib 0.10-1.1"
+    else:
+        fmt = "pickle"
+    names = sorted(w.globals)
+    dangerous = sorted({n for n in names if is_denied(n)}
+                       | ({"<unresolved STACK_GLOBAL>"} if w.unresolved else set())
+                       | {f"<extension code {c}>" for c in w.extensions}
+                       | {f"<BUILD on {n}>" for n in w.build_on_globals})
+    return {
+        "container": container,
+        "compressed": container != "raw",
+        "protocol": w.protocol,
+        "format": fmt,
+        "globals": {n: w.globals[n] for n in names},
+        "arrays": w.arrays,
+        "versions": w.versions,
+        "needs_trusted": [n for n in names if n not in DEFAULT_TRUSTED and not is_denied(n)],
+        "dangerous": dangerous,
+        "stream_size": end,
+        "trailing_data": trailing,
+        "persistent_ids": w.persistent_ids,
+        "out_of_band_buffers": w.oob_buffers,
+        "companion_files": w.companions,
+    }

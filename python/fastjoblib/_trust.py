@@ -1,0 +1,553 @@
+"""Restricted loading: which globals a file may name, and how a name becomes an object.
+
+Trust model
+-----------
+A pickle stream (a joblib file is one) builds objects by naming globals ("module.qualname") and then
+calling them (REDUCE, NEWOBJ, INST/OBJ) or handing them state (BUILD). Whoever controls the file
+controls the names and the arguments, so an unrestricted load runs arbitrary code: that is why
+``joblib.load`` and ``fastjoblib.load`` are for trusted files only.
+
+``make_find_class(trusted)`` builds the policy that a restricted load hands to the unpickler. The
+unpickler calls it for every global in the stream, nested object-array streams included, and it:
+
+* accepts only EXACT names: ``DEFAULT_TRUSTED`` (constructors of plain data: builtins containers and
+  scalars, numpy arrays/dtypes/scalars, collections, datetime, decimal, fractions, uuid, pathlib,
+  pandas frames/series/indexes/blocks/extension arrays) plus the exact names the caller lists. No
+  prefix or module wildcards: a module-wide allowance admits gadgets such as
+  ``numpy.testing._private.utils.runstring`` or ``numpy.load``;
+* decides BEFORE importing anything: a refused name is never imported, so importing a module (and
+  running its import-time code) is not an attack surface either;
+* refuses a hard DENYLIST even when the caller lists the name (``make_find_class`` raises
+  ``ValueError`` at construction, and the check is repeated on every call): loaders that would run
+  a second, unrestricted load (``pickle.loads``, ``joblib.load``, ``numpy.load``, ``torch.load``,
+  dill/cloudpickle, fastjoblib itself), code execution and attribute gadgets (``eval``, ``exec``,
+  ``compile``, ``getattr``, ``setattr``, ``__import__``, ``open``, ``operator.attrgetter`` ...),
+  whole modules that have no business in a data file and hold process, file, network or
+  interpreter gadgets (``os``, ``posix``, ``subprocess``, ``sys``, ``importlib``, ``marshal``,
+  ``runpy``, ``code``, ``ctypes``, ``shutil``, ``socket``, ``pty``, ``webbrowser``, profilers,
+  debuggers, archive and compression modules, ...), gadget leaf names wherever they are
+  re-exported (``*.load``, ``*.loads``, ``*.eval``, ``*.system`` ...), dunder steps and gadget
+  modules as inner components (``numpy.ndarray.__init__.__globals__``, ``pathlib.os.system``);
+* resolves an accepted name conservatively: the imported module must really be that module
+  (``sys.modules`` aliases such as ``os.path`` -> ``posixpath`` are re-checked under their real
+  name), qualname steps may not be dunders (except the few listed constructors such as
+  ``copyreg.__newobj__``) nor land on a module, and the resolved object is checked again by
+  identity and by its ``__module__`` against the denylist (a user-trusted alias of ``os.system``
+  is still refused).
+
+Two trusted names resolve to stand-ins rather than the real objects:
+
+* ``codecs.encode`` / ``_codecs.encode`` (what protocols 0-2 use for ``bytes``): a shim that only
+  performs ``str.encode('latin1')``; the real function runs any registered codec.
+* ``numpy.memmap``: joblib files name it as the ``subclass`` of arrays dumped from memmaps, but
+  calling it opens, creates or truncates any file (mode 'w+'); the stand-in refuses to be called.
+  (Plain pickles of a ``numpy.memmap`` object therefore do not load in restricted mode.)
+
+``functools.partial`` is neither trusted by default nor denied: it only binds callables that
+themselves passed this policy (REDUCE can already call those), but it is not data, so a caller who
+needs it (e.g. a FunctionTransformer) lists it explicitly.
+
+What this does NOT prevent (read before trusting a name):
+
+* A trusted class runs its own code on load: ``__new__``, ``__init__`` (via REDUCE),
+  ``__setstate__``, ``__setitem__`` / ``extend`` / ``append`` (SETITEMS, APPENDS), ``__reduce__``
+  helpers. A class whose ``__setstate__`` opens files or evaluates strings is a gadget, whatever
+  its name; trusting a name is trusting that code with attacker-chosen arguments.
+* Trusted callables are called with attacker-chosen arguments (e.g. very large shapes: memory
+  exhaustion is not prevented by this policy; the C loader bounds array sizes by the input).
+* BUILD on an object that is not an instance created by this load (a class, a module, a
+  function, a global singleton obtained from ``find_class``) would ``setattr`` on shared
+  interpreter state (protectai/modelscan#85). ``find_class`` cannot see BUILD: the unpickler must
+  call ``find_class.check_build(inst)`` before every BUILD (``RestrictedUnpickler`` below does;
+  the rule is ``check_build_target``).
+* EXT1/EXT2/EXT4 opcodes name globals through copyreg's extension registry: the unpickler must
+  pass the registered (module, name) to find_class on every use, never answer from a cache
+  (stdlib ``pickle`` caches them in ``copyreg._extension_cache`` and then skips find_class).
+* Denial of service: trusted constructors accept huge sizes (``bytes(10**12)``, an ndarray shape,
+  ``fractions.Fraction('1e999999999')``); deep nesting and huge memo indexes are the unpickler's
+  job.
+
+Known gaps in what loads: tz-aware pandas data whose zone is a ``zoneinfo.ZoneInfo`` pickles
+through ``builtins.getattr(ZoneInfo, '_unpickle')`` and is refused (``getattr`` is denied);
+``functools.partial``, user classes, enums, namedtuples and estimators must be listed by name
+(``fastjoblib.inspect(path)['needs_trusted']`` prints them).
+
+``RestrictedUnpickler`` is a pure-Python reference implementation (stdlib ``pickle._Unpickler``
+plus this policy plus the BUILD rule) for plain pickle streams; the C loader applies the same
+policy through ``_core.load(..., find_class=make_find_class(trusted))``.
+"""
+import _compat_pickle
+import copyreg
+import io
+import pickle
+import re
+import sys
+import types
+
+__all__ = [
+    "UntrustedGlobalError",
+    "DEFAULT_TRUSTED",
+    "DENIED_NAMES",
+    "DENIED_MODULES",
+    "is_denied",
+    "make_find_class",
+    "check_build_target",
+    "RestrictedUnpickler",
+    "restricted_loads",
+]
+
+
+class UntrustedGlobalError(pickle.UnpicklingError):
+    """A restricted load met a global that the policy refuses.
+
+    ``.name`` is the refused "module.qualname"; ``.reason`` says why.
+    """
+
+    def __init__(self, name, reason="not in the trusted set"):
+        self.name = name
+        self.reason = reason
+        hint = ""
+        if reason == "not in the trusted set":
+            hint = (" (if you trust this file's author and this type, pass it in trusted=[...];"
+                    " fastjoblib.inspect() lists what a file needs)")
+        super().__init__(f"refused global {name!r}: {reason}{hint}")
+
+
+# ------------------------------------------------------------------------------------------------
+# The allowlist. Derived by walking the globals of real pickles (pickle protocols 0-5 and
+# joblib.dump protocols 2-5) of tests/corpus.py plus pandas/numpy/datetime/pathlib extras, on
+# numpy 2.4, pandas 3.1, Python 3.11; then reviewed one by one: each entry is a data type or a
+# constructor/reconstructor of data whose arguments are themselves plain data or globals that
+# passed this same policy.
+
+_BUILTINS = [
+    # containers and scalars (REDUCE/NEWOBJ targets and copyreg bases)
+    "builtins.object", "builtins.list", "builtins.tuple", "builtins.dict", "builtins.set",
+    "builtins.frozenset", "builtins.bytearray", "builtins.bytes", "builtins.str", "builtins.int",
+    "builtins.float", "builtins.complex", "builtins.bool", "builtins.slice", "builtins.range",
+    "builtins.Ellipsis", "builtins.NotImplemented",
+    # copyreg helpers used by the protocol-0/1/2 reduce paths: they call cls.__new__ / base.__init__
+    # of a class that itself had to pass this policy.
+    "copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__",
+    # bytes for protocols < 3: resolved to a latin-1-only shim (see _restricted_encode)
+    "_codecs.encode", "codecs.encode",
+    "types.SimpleNamespace",
+]
+
+_STDLIB = [
+    "collections.OrderedDict", "collections.defaultdict", "collections.deque",
+    "collections.Counter", "collections.UserDict", "collections.UserList",
+    "collections.UserString", "collections.ChainMap",
+    "datetime.date", "datetime.datetime", "datetime.time", "datetime.timedelta",
+    "datetime.timezone",
+    "decimal.Decimal", "fractions.Fraction", "uuid.UUID", "uuid.SafeUUID",
+    # path objects: constructing one does no I/O
+    "pathlib.Path", "pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePath",
+    "pathlib.PurePosixPath", "pathlib.PureWindowsPath",
+]
+
+_NUMPY = [
+    "numpy.ndarray", "numpy.dtype", "numpy.matrix",
+    # numpy.memmap: only as joblib's `subclass` marker; resolves to _RestrictedMemmap (no files)
+    "numpy.memmap",
+    "numpy.matrixlib.defmatrix.matrix",           # files from 2015-2016
+    # array / scalar reconstructors, NumPy 2 names then NumPy 1 names
+    "numpy._core.multiarray._reconstruct", "numpy._core.multiarray.scalar",
+    "numpy._core.numeric._frombuffer", "numpy._core._internal._convert_to_stringdtype_kwargs",
+    "numpy.core.multiarray._reconstruct", "numpy.core.multiarray.scalar",
+    "numpy.core.numeric._frombuffer",
+    # masked arrays
+    "numpy.ma.MaskedArray", "numpy.ma.core.MaskedArray", "numpy.ma.core._mareconstruct",
+    "numpy.ma.core.MaskedConstant",
+    # random generators (estimators keep RandomState objects); ctors take a bit-generator name
+    "numpy.random._pickle.__randomstate_ctor", "numpy.random._pickle.__generator_ctor",
+    "numpy.random._pickle.__bit_generator_ctor",
+    "numpy.random.mtrand.RandomState", "numpy.random._generator.Generator",
+    "numpy.random._mt19937.MT19937", "numpy.random._pcg64.PCG64",
+    "numpy.random._pcg64.PCG64DXSM", "numpy.random._philox.Philox", "numpy.random._sfc64.SFC64",
+    "numpy.random.bit_generator.SeedSequence",
+    "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
+    # joblib's array placeholder: the C loader handles it internally; joblib's own unpickler asks
+    # for it through find_class. Its BUILD only stores metadata. (The pre-0.10 NDArrayWrapper and
+    # ZNDArrayWrapper are NOT trusted: they open companion files named by the stream.)
+    "joblib.numpy_pickle.NumpyArrayWrapper",
+    "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
+    "sklearn.externals._joblib.numpy_pickle.NumpyArrayWrapper",
+]
+
+_PANDAS = [
+    "pandas.DataFrame", "pandas.Series", "pandas.Index", "pandas.RangeIndex",
+    "pandas.MultiIndex", "pandas.CategoricalIndex", "pandas.DatetimeIndex",
+    "pandas.TimedeltaIndex", "pandas.PeriodIndex", "pandas.IntervalIndex",
+    "pandas.Categorical", "pandas.Timestamp", "pandas.Timedelta", "pandas.Period",
+    "pandas.Interval", "pandas.NA",
+    "pandas.CategoricalDtype", "pandas.DatetimeTZDtype", "pandas.PeriodDtype",
+    "pandas.IntervalDtype", "pandas.SparseDtype", "pandas.StringDtype", "pandas.BooleanDtype",
+    "pandas.Int8Dtype", "pandas.Int16Dtype", "pandas.Int32Dtype", "pandas.Int64Dtype",
+    "pandas.UInt8Dtype", "pandas.UInt16Dtype", "pandas.UInt32Dtype", "pandas.UInt64Dtype",
+    "pandas.Float32Dtype", "pandas.Float64Dtype",
+    "pandas.arrays.DatetimeArray", "pandas.arrays.TimedeltaArray", "pandas.arrays.PeriodArray",
+    "pandas.arrays.IntervalArray", "pandas.arrays.SparseArray", "pandas.arrays.StringArray",
+    "pandas.arrays.BooleanArray", "pandas.arrays.IntegerArray", "pandas.arrays.FloatingArray",
+    "pandas.core.internals.managers.BlockManager",
+    "pandas.core.internals.managers.SingleBlockManager",
+    "pandas.core.indexes.base._new_Index",
+    "pandas.core.indexes.datetimes._new_DatetimeIndex",
+    "pandas.core.indexes.timedeltas._new_TimedeltaIndex",
+    "pandas.core.indexes.period._new_PeriodIndex",
+    "pandas.core.indexes.interval._new_IntervalIndex",
+    "pandas._libs.internals._unpickle_block",
+    "pandas._libs.arrays.__pyx_unpickle_NDArrayBacked",
+    "pandas._libs.interval.__pyx_unpickle_IntervalMixin",
+    "pandas._libs.sparse.IntIndex", "pandas._libs.sparse.BlockIndex",
+    "pandas._libs.tslibs.nattype._nat_unpickle",
+    "pandas._libs.tslibs.timestamps._unpickle_timestamp",
+    "pandas._libs.tslibs.timedeltas._timedelta_unpickle",
+] + [
+    "pandas._libs.tslibs.offsets." + n for n in (
+        "Day", "Hour", "Minute", "Second", "Milli", "Micro", "Nano", "Week", "MonthEnd",
+        "MonthBegin", "QuarterEnd", "QuarterBegin", "YearEnd", "YearBegin", "BusinessDay",
+        "BusinessMonthEnd", "BusinessMonthBegin", "DateOffset")
+]
+
+DEFAULT_TRUSTED = frozenset(_BUILTINS + _STDLIB + _NUMPY + _PANDAS)
+
+# Names in DEFAULT_TRUSTED whose qualname has a dunder step (allowed only for these exact names).
+_DUNDER_OK = frozenset({"copyreg.__newobj__", "copyreg.__newobj_ex__"})
+
+# ------------------------------------------------------------------------------------------------
+# The denylist: refused even when the caller lists them.
+
+# Any member of these modules, or of their submodules, is refused.
+DENIED_MODULES = frozenset({
+    "os", "posix", "nt", "posixpath", "ntpath", "subprocess", "_posixsubprocess", "sys",
+    "importlib", "imp", "pkgutil", "zipimport", "marshal", "runpy", "code", "codeop", "shutil",
+    "socket", "_socket", "ssl", "ctypes", "_ctypes", "cffi", "webbrowser", "pty", "tty", "timeit",
+    "profile", "cProfile", "_lsprof", "pdb", "bdb", "trace", "pickle", "_pickle", "pickletools",
+    "shelve", "dbm", "multiprocessing", "concurrent", "threading", "_thread",
+    "signal", "asyncio", "urllib", "http", "ftplib", "smtplib", "telnetlib", "xmlrpc", "tempfile",
+    "glob", "fileinput", "io", "_io", "operator", "_operator", "inspect",
+    "gc", "weakref", "_weakref", "dill", "cloudpickle", "joblib", "fastjoblib", "torch._C",
+    "IPython", "idlelib", "tkinter", "turtle", "venv", "ensurepip", "distutils", "setuptools",
+    "pip", "site", "sysconfig", "platform", "resource", "fcntl", "mmap", "select", "selectors",
+    "_winapi", "winreg", "msvcrt",
+})
+# Exact names outside those modules.
+DENIED_NAMES = frozenset({
+    "builtins.eval", "builtins.exec", "builtins.compile", "builtins.getattr", "builtins.setattr",
+    "builtins.delattr", "builtins.__import__", "builtins.open", "builtins.input",
+    "builtins.breakpoint", "builtins.globals", "builtins.locals", "builtins.vars",
+    "builtins.help", "builtins.exit", "builtins.quit", "builtins.type",
+    "builtins.super", "builtins.classmethod", "builtins.staticmethod", "builtins.property",
+    "builtins.apply", "builtins.execfile", "builtins.reload", "builtins.file",
+    "builtins.hasattr",
+    "types.FunctionType", "types.LambdaType", "types.CodeType", "types.MethodType",
+    "types.BuiltinFunctionType", "types.BuiltinMethodType", "types.ModuleType",
+    "types.CellType", "types.FrameType", "types.GeneratorType", "types.new_class",
+    "types.MethodWrapperType", "types.WrapperDescriptorType", "types.MethodDescriptorType",
+    "numpy.load", "numpy.loads", "numpy.fromfile", "numpy.loadtxt", "numpy.genfromtxt",
+    "numpy.save", "numpy.savez", "numpy.savez_compressed", "numpy.fromregex",
+    "numpy.testing._private.utils.runstring", "numpy.f2py", "numpy.distutils",
+    "numpy.ctypeslib.load_library", "numpy.lib.format.read_array",
+    "numpy.lib.format.open_memmap",
+    "torch.load", "torch.hub.load", "torch.serialization.load", "torch.jit.load",
+    "pandas.read_pickle", "pandas.io.pickle.read_pickle", "pandas.eval",
+    "pandas.core.computation.eval.eval", "pandas.read_csv",
+    "functools.reduce", "codecs.open", "codecs.decode", "_codecs.decode", "codecs.lookup",
+    "builtins.reduce",
+})
+# Module prefixes that are denied only for some members (module, every name under it).
+_DENIED_MODULE_PREFIX_NAMES = frozenset({
+    "numpy.lib.npyio", "numpy.lib._npyio_impl", "numpy.testing", "numpy.f2py",
+    "numpy.distutils", "numpy.ctypeslib", "torch.serialization", "torch.hub",
+    "pandas.io", "keras.models", "tensorflow.io", "dill._dill", "logging.config", "pydoc",
+    "doctest", "zipfile", "tarfile", "sqlite3", "gzip", "bz2", "lzma", "zlib", "cgi", "urllib3",
+    "requests", "torch.storage", "torch.hub", "numpy.lib._datasource", "numpy.lib.format",
+})
+# A last component with one of these names is refused wherever it lives (loaders and executors
+# re-exported under other modules: sklearn.externals.joblib.load, pandas.eval, mypkg.system ...).
+_GADGET_LEAVES = frozenset({
+    "load", "loads", "load_pickle", "read_pickle", "unpickle", "eval", "exec", "execfile",
+    "system", "popen", "spawn", "spawnv", "spawnl", "run_path", "run_module", "import_module",
+    "__import__", "compile", "getattr", "setattr", "delattr", "attrgetter", "methodcaller",
+    "open_memmap", "fromfile", "loadtxt", "genfromtxt", "runstring", "call_subprocess",
+})
+
+
+def _module_denied(module):
+    parts = module.split(".")
+    for i in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:i])
+        if prefix in DENIED_MODULES or prefix in _DENIED_MODULE_PREFIX_NAMES:
+            return True
+    return False
+
+
+# Module names that may not appear as an inner component of a dotted name either (only names that
+# no data module would use as a submodule: "io", "code", "signal" ... are left out on purpose).
+_GADGET_COMPONENTS = frozenset({
+    "os", "posix", "nt", "subprocess", "sys", "builtins", "__builtin__", "importlib", "marshal",
+    "pickle", "cPickle", "ctypes", "shutil", "socket", "runpy", "pty", "webbrowser",
+    "cloudpickle", "dill",
+})
+
+# Trusted names that live in an otherwise denied module.
+_ARRAY_WRAPPERS = frozenset({
+    "joblib.numpy_pickle.NumpyArrayWrapper",
+    "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
+    "sklearn.externals._joblib.numpy_pickle.NumpyArrayWrapper",
+})
+_DENY_EXEMPT = _ARRAY_WRAPPERS | {"types.SimpleNamespace"}
+
+
+def is_denied(fullname):
+    """True if "module.qualname" is on the hard denylist (any split of the dots)."""
+    if fullname in _DENY_EXEMPT:
+        return False
+    if fullname in DENIED_NAMES:
+        return True
+    parts = fullname.split(".")
+    # every prefix of the dotted name may be the module part
+    for i in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:i])
+        if prefix in DENIED_MODULES or prefix in _DENIED_MODULE_PREFIX_NAMES:
+            return True
+        if prefix in DENIED_NAMES:
+            return True
+    if parts[0] == "types":
+        return True
+    # walking through a dunder (numpy.ndarray.__init__.__globals__) or through a module attribute
+    # named like a gadget module (pathlib.os.system): refused whatever the prefix
+    if fullname not in _DUNDER_OK and any(p.startswith("__") and p.endswith("__")
+                                          for p in parts[1:]):
+        return True
+    if any(p in _GADGET_COMPONENTS for p in parts[1:]):
+        return True
+    if parts[-1] in _GADGET_LEAVES:
+        return True
+    return False
+
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_dotted(fullname):
+    if not isinstance(fullname, str):
+        raise TypeError(f"trusted names must be str, got {type(fullname).__name__}")
+    parts = fullname.split(".")
+    if len(parts) < 2 or not all(_IDENT.match(p) for p in parts):
+        if "*" in fullname:
+            raise ValueError(f"trusted name {fullname!r}: wildcards are not supported; list exact "
+                             "'module.qualname' names")
+        raise ValueError(f"trusted name {fullname!r} is not a 'module.qualname' dotted name")
+
+
+def _compat_name(module, name):
+    """Map Python 2 names (protocols 0-2) to their Python 3 equivalents, as pickle does."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    if module in _compat_pickle.IMPORT_MAPPING:
+        return _compat_pickle.IMPORT_MAPPING[module], name
+    return module, name
+
+
+class _WrapperName(str):
+    """Returned for joblib's array-wrapper global when joblib itself is not importable."""
+
+
+def _restricted_encode(obj, encoding="utf-8", errors="strict"):
+    """Stand-in for codecs.encode in restricted loads: latin-1 str -> bytes only."""
+    if type(obj) is not str or encoding not in ("latin1", "latin-1", "iso-8859-1") \
+            or errors != "strict":
+        raise UntrustedGlobalError("_codecs.encode",
+                                   f"only encode(str, 'latin1') is allowed, got encoding "
+                                   f"{encoding!r}")
+    return obj.encode("latin-1")
+
+
+class _RestrictedMemmap:
+    """Stand-in for numpy.memmap in restricted loads.
+
+    joblib files name ``numpy.memmap`` as the ``subclass`` of an array dumped from a memmap, and
+    fastjoblib's loader only compares that value with ``numpy.matrix``; but calling the real class
+    (REDUCE/NEWOBJ) opens, creates or truncates any file the stream names (mode 'w+'), so it is
+    never handed out.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        raise UntrustedGlobalError("numpy.memmap", "constructing a memmap opens files")
+
+    def __repr__(self):
+        return "<restricted numpy.memmap>"
+
+
+_SHIMS = {"_codecs.encode": _restricted_encode, "codecs.encode": _restricted_encode,
+          "numpy.memmap": _RestrictedMemmap, "numpy.core.memmap.memmap": _RestrictedMemmap,
+          "numpy._core.memmap.memmap": _RestrictedMemmap}
+
+# Objects refused by identity after resolution (looked up lazily, only in already-imported
+# modules, so checking never imports anything).
+_IDENTITY_DENY = [
+    ("builtins", n) for n in ("eval", "exec", "compile", "getattr", "setattr", "delattr",
+                              "__import__", "open", "input", "breakpoint", "globals", "locals",
+                              "vars")
+] + [("numpy", "load"), ("numpy", "fromfile"), ("pickle", "loads"), ("pickle", "load"),
+     ("joblib", "load"), ("torch", "load"), ("pandas", "read_pickle"), ("pandas", "eval"),
+     ("functools", "reduce")]
+
+
+def _identity_denied(obj):
+    for mod, name in _IDENTITY_DENY:
+        m = sys.modules.get(mod)
+        if m is not None and getattr(m, name, None) is obj:
+            return f"{mod}.{name}"
+    return None
+
+
+def _resolve(module, name, fullname):
+    """Import `module` and walk `name`; only called once the name passed the policy."""
+    try:
+        __import__(module)
+        mod = sys.modules[module]
+    except Exception as exc:  # ImportError and anything import-time code raises
+        raise UntrustedGlobalError(fullname, f"cannot import module {module!r}: {exc}") from None
+    exempt = fullname in _DENY_EXEMPT
+    real = getattr(mod, "__name__", module)
+    if not isinstance(real, str) or (_module_denied(real) and not exempt):
+        raise UntrustedGlobalError(fullname, f"module resolves to denied module {real!r}")
+    obj = mod
+    for step in name.split("."):
+        if step.startswith("__") and step.endswith("__") and fullname not in _DUNDER_OK:
+            raise UntrustedGlobalError(fullname, f"dunder attribute {step!r} is not allowed")
+        try:
+            obj = getattr(obj, step)
+        except AttributeError:
+            raise UntrustedGlobalError(fullname, f"{step!r} not found") from None
+        if isinstance(obj, types.ModuleType):
+            raise UntrustedGlobalError(fullname, "resolves to a module")
+    hit = _identity_denied(obj)
+    if hit is not None:
+        raise UntrustedGlobalError(fullname, f"resolves to denied {hit}")
+    owner = getattr(obj, "__module__", None)
+    if isinstance(owner, str) and _module_denied(owner) and not exempt:
+        raise UntrustedGlobalError(fullname, f"defined in denied module {owner!r}")
+    return obj
+
+
+def make_find_class(trusted=True):
+    """Return ``find_class(module, name)`` enforcing the policy described in the module docstring.
+
+    trusted: ``True`` for DEFAULT_TRUSTED; or an iterable of exact "module.qualname" strings added
+    to DEFAULT_TRUSTED. Raises ValueError for a malformed or denylisted name, TypeError for a
+    non-iterable or a bare string.
+    """
+    if trusted is True:
+        allowed = DEFAULT_TRUSTED
+    else:
+        if isinstance(trusted, (str, bytes)) or trusted is None or trusted is False:
+            raise TypeError("trusted must be True or an iterable of 'module.qualname' strings")
+        extra = set()
+        for n in trusted:
+            _check_dotted(n)
+            if is_denied(n):
+                raise ValueError(f"{n!r} can never be trusted: it is on fastjoblib's denylist of "
+                                 "loaders and code-execution gadgets")
+            extra.add(n)
+        allowed = DEFAULT_TRUSTED | frozenset(extra)
+
+    def find_class(module, name):
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise UntrustedGlobalError(repr((module, name)), "global names must be str")
+        module, name = _compat_name(module, name)
+        fullname = f"{module}.{name}"
+        if is_denied(fullname):
+            raise UntrustedGlobalError(fullname, "on the denylist of loaders and code-execution "
+                                                 "gadgets")
+        if fullname not in allowed:
+            raise UntrustedGlobalError(fullname)
+        shim = _SHIMS.get(fullname)
+        if shim is not None:
+            return shim
+        if fullname in _ARRAY_WRAPPERS:
+            # The C loader handles these records itself and discards what find_class returns;
+            # joblib (or the long-gone sklearn.externals.joblib) need not be importable.
+            try:
+                obj = _resolve("joblib.numpy_pickle", "NumpyArrayWrapper", fullname)
+            except UntrustedGlobalError:
+                obj = _WrapperName(fullname)
+        else:
+            obj = _resolve(module, name, fullname)
+        returned[id(obj)] = obj  # strong ref: ids stay unique
+        return obj
+
+    returned = {}
+
+    def check_build(inst):
+        """Call before every BUILD: raises UntrustedGlobalError if `inst` may not get state."""
+        check_build_target(inst, returned)
+
+    find_class.trusted = allowed
+    find_class.check_build = check_build
+    return find_class
+
+
+# ------------------------------------------------------------------------------------------------
+# BUILD rule and a pure-Python reference unpickler.
+
+_NON_INSTANCE_TYPES = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
+                       types.MethodType, types.BuiltinMethodType, types.MethodWrapperType,
+                       types.WrapperDescriptorType, types.MethodDescriptorType,
+                       types.ClassMethodDescriptorType, types.GetSetDescriptorType,
+                       types.MemberDescriptorType, types.CodeType, classmethod, staticmethod,
+                       property)
+
+
+def check_build_target(inst, globals_seen):
+    """Raise UntrustedGlobalError if BUILD may not apply state to `inst`.
+
+    Refused: a type, module, function, builtin, method or descriptor, any function-like object
+    (its type defines ``__get__``: Python functions, numpy's array-function dispatchers such as
+    ``numpy.prod``, method descriptors, properties), and any object that a find_class call
+    returned during this load (`globals_seen`: ids of those objects). State may be applied only to
+    objects that NEWOBJ/REDUCE/OBJ/INST created during this load (or that a trusted constructor
+    returned, e.g. numpy's builtin dtype singletons, whose own __setstate__ is trusted).
+    """
+    if (isinstance(inst, _NON_INSTANCE_TYPES) or hasattr(type(inst), "__get__")
+            or id(inst) in globals_seen):
+        what = getattr(inst, "__qualname__", None) or type(inst).__name__
+        mod = getattr(inst, "__module__", None)
+        name = f"{mod}.{what}" if isinstance(mod, str) else str(what)
+        raise UntrustedGlobalError(name, "BUILD (setattr) on a global, not on an instance "
+                                         "created by this load")
+
+
+class RestrictedUnpickler(pickle._Unpickler):
+    """Stdlib pure-Python unpickler with the trust policy and the BUILD rule (plain pickles)."""
+
+    dispatch = pickle._Unpickler.dispatch.copy()
+
+    def __init__(self, file, *, trusted=True, **kwargs):
+        super().__init__(file, **kwargs)
+        self._policy = make_find_class(trusted)
+
+    def find_class(self, module, name):
+        return self._policy(module, name)
+
+    def load_build(self):
+        self._policy.check_build(self.stack[-2])
+        pickle._Unpickler.load_build(self)
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+    def get_extension(self, code):
+        # pickle's own version answers from copyreg's _extension_cache without asking
+        # find_class once any earlier load resolved the code: always ask the policy here.
+        key = copyreg._inverted_registry.get(code)
+        if not key:
+            raise pickle.UnpicklingError(f"unregistered extension code {code}")
+        self.append(self.find_class(*key))
+
+
+def restricted_loads(data, *, trusted=True):
+    """Load a plain pickle stream with the trust policy (pure Python reference)."""
+    return RestrictedUnpickler(io.BytesIO(data), trusted=trusted).load()
