@@ -1910,7 +1910,13 @@ save_trailer(fj_pk *p)
             goto done;
         }
     }
-    if (fj_pk_save(p, rec, FJ_SAVE_UNIQUE) == 0 && write_op(p, OP_POP) == 0) {
+    /* fast mode for the record: no memo entries and no references into the object's memo (the
+     * record's bytes stand alone, whatever strings it shares with the object) */
+    int fast = p->fast;
+    p->fast = 1;
+    int r = fj_pk_save(p, rec, FJ_SAVE_UNIQUE);
+    p->fast = fast;
+    if (r == 0 && write_op(p, OP_POP) == 0) {
         status = 0;
     }
 done:

@@ -21,7 +21,6 @@ The record is data read from the file: checking it never imports a module named 
 """
 import datetime
 import os
-import platform
 import re
 import sys
 import warnings
@@ -58,8 +57,8 @@ class VersionMismatchWarning(UserWarning):
 # ------------------------------------------------------------------------------------------------
 # versions of installed packages (never importing anything)
 
-_dist_cache = {}        # top-level module name -> version str or None (metadata lookups)
-_pkg_dists = None       # importlib.metadata.packages_distributions(), built on first need
+def _python_version():
+    return sys.version.split()[0]  # platform.python_version() without importing platform
 
 
 def _clean(v):
@@ -68,26 +67,21 @@ def _clean(v):
     return None
 
 
+_dist_cache = {}        # top-level module name -> version str or None (metadata lookups)
+
+
 def _metadata_version(name):
-    """Version of the distribution that provides top-level module `name`, or None."""
+    """Version of the installed distribution named like top-level module `name`, or None.
+    (A direct lookup, about 0.2 ms; importlib.metadata.packages_distributions() would map module
+    names to other distribution names but scans every installed distribution, ~150 ms.)"""
     try:
         return _dist_cache[name]
     except KeyError:
         pass
-    global _pkg_dists
-    version = None
     try:
         from importlib import metadata
-        if _pkg_dists is None:
-            _pkg_dists = metadata.packages_distributions()
-        for dist in _pkg_dists.get(name, ()) or (name,):
-            try:
-                version = _clean(metadata.version(dist))
-            except Exception:  # PackageNotFoundError, broken metadata
-                continue
-            if version is not None:
-                break
-    except Exception:
+        version = _clean(metadata.version(name))
+    except Exception:  # PackageNotFoundError, broken metadata, odd names
         version = None
     if len(_dist_cache) < 4096:
         _dist_cache[name] = version
@@ -98,7 +92,7 @@ def installed_version(name):
     """The installed version of top-level module `name`: its ``__version__`` when it is imported,
     else its distribution's metadata version, else None. Never imports `name`."""
     if name == "python":
-        return platform.python_version()
+        return _python_version()
     mod = sys.modules.get(name)
     if mod is not None:
         try:
@@ -118,17 +112,32 @@ def _fastjoblib_version():
     return _clean(getattr(mod, "__version__", None)) or "unknown"
 
 
+def _created():
+    """UTC time of the dump, ISO 8601 to the second. SOURCE_DATE_EPOCH (the reproducible-builds
+    convention) fixes it, so that two dumps of the same object can be byte-identical."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = None
+    if epoch:
+        try:
+            when = datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            when = None
+    if when is None:
+        when = datetime.datetime.now(datetime.timezone.utc)
+    return when.isoformat(timespec="seconds")
+
+
 def make_record(modules):
     """The provenance record of a dump whose globals come from the top-level modules `modules`
     (an iterable of str). Returns a small dict of str -> str."""
     np = sys.modules.get("numpy")
     rec = {
         RECORD_KEY: RECORD_FORMAT,
-        "python": platform.python_version(),
+        "python": _python_version(),
         "numpy": _clean(getattr(np, "__version__", None)) or "none",
         "fastjoblib": _fastjoblib_version(),
         "byteorder": sys.byteorder,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": _created(),
     }
     n = 0
     for name in sorted(modules):
