@@ -11,6 +11,7 @@
  * object: nothing mutable is global.
  */
 #include "pk.h"
+#include "progress.h"
 
 #include <structmember.h>
 #include <unistd.h>
@@ -2517,12 +2518,13 @@ fj_dump_pickle(PyObject *module, PyObject *args, PyObject *kwds)
 static PyObject *
 fj_dump(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"obj", "file", "protocol", "codec", "level", "threads", "trailer", NULL};
-    PyObject *obj, *file, *protocol = Py_None, *trailer = Py_None;
+    static char *kwlist[] = {"obj", "file", "protocol", "codec", "level", "threads", "progress",
+                             "trailer", NULL};
+    PyObject *obj, *file, *protocol = Py_None, *progress = Py_None, *trailer = Py_None;
     const char *codec = NULL;
     int level = -1, threads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O$ziiO:dump", kwlist, &obj, &file, &protocol,
-                                     &codec, &level, &threads, &trailer)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O$ziiOO:dump", kwlist, &obj, &file, &protocol,
+                                     &codec, &level, &threads, &progress, &trailer)) {
         return NULL;
     }
     if (trailer != Py_None && !PyCallable_Check(trailer)) {
@@ -2534,18 +2536,34 @@ fj_dump(PyObject *module, PyObject *args, PyObject *kwds)
     if (resolve_protocol(st, protocol, &proto) < 0) {
         return NULL;
     }
+    if (progress != Py_None && !PyCallable_Check(progress)) {
+        PyErr_SetString(PyExc_TypeError, "progress must be None or a callable");
+        return NULL;
+    }
+    fj_progress prog = {0};
+    if (progress != Py_None && fj_progress_init(&prog, progress, -1) < 0) {
+        return NULL;
+    }
     fj_writer *w = writer_for(file, 0);
     if (w == NULL) {
+        fj_progress_clear(&prog);
+        return NULL;
+    }
+    /* progress counts what reaches the target: below the codec */
+    if (prog.cb != NULL && (w = fj_progress_writer(w, &prog)) == NULL) { /* owns the inner writer */
+        fj_progress_clear(&prog);
         return NULL;
     }
     if (codec != NULL) {
         if (fj_codec_writer == NULL) {
             w->free(w);
+            fj_progress_clear(&prog);
             PyErr_SetString(PyExc_NotImplementedError, "codecs are not built in");
             return NULL;
         }
         w = fj_codec_writer(codec, level, threads, w); /* owns the inner writer */
         if (w == NULL) {
+            fj_progress_clear(&prog);
             return NULL;
         }
     }
@@ -2558,6 +2576,7 @@ fj_dump(PyObject *module, PyObject *args, PyObject *kwds)
     if (trailer != Py_None && (seen = PySet_New(NULL)) == NULL) {
         fj_memo_free(&memo);
         w->free(w);
+        fj_progress_clear(&prog);
         return NULL;
     }
     p.globals_seen = seen;
@@ -2566,9 +2585,10 @@ fj_dump(PyObject *module, PyObject *args, PyObject *kwds)
     Py_XDECREF(seen);
     fj_memo_free(&memo);
     if (r == 0) {
-        r = w->close(w);
+        r = w->close(w); /* the progress writer's close makes the final call */
     }
     w->free(w);
+    fj_progress_clear(&prog);
     if (r < 0) {
         return NULL;
     }
@@ -2581,9 +2601,11 @@ static PyMethodDef pickler_functions[] = {
     {"dump_pickle", (PyCFunction)(void (*)(void))fj_dump_pickle, METH_VARARGS | METH_KEYWORDS,
      "dump_pickle(obj, file, protocol=None, *, fix_imports=True, buffer_callback=None)"},
     {"dump", (PyCFunction)(void (*)(void))fj_dump, METH_VARARGS | METH_KEYWORDS,
-     "dump(obj, file, protocol, *, codec=None, level=-1, threads=0, trailer=None): joblib format;\n"
-     "trailer(frozenset of the top-level modules of the globals written) -> dict of str -> str\n"
-     "is saved and popped before STOP (provenance)"},
+     "dump(obj, file, protocol, *, codec=None, level=-1, threads=0, progress=None, trailer=None):\n"
+     "joblib format.\n"
+     "progress: None or callable(done_bytes, None), called every ~4 MiB written and at the end.\n"
+     "trailer: None or callable(frozenset of the top-level modules of the globals written) ->\n"
+     "dict of str -> str, saved and popped before STOP (provenance)."},
     {NULL, NULL, 0, NULL},
 };
 

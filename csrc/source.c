@@ -220,6 +220,53 @@ source_zero(fj_source *s)
     s->trunc_exc = PyExc_EOFError;
 }
 
+/* Underlying position: where the fd / file is (bytes taken from it), or the consumed offset. */
+static int64_t
+underlying_pos(const fj_source *s)
+{
+    switch (s->kind) {
+    case FJ_SRC_READER:
+        return s->base + s->end;
+    case FJ_SRC_PYFILE:
+        return s->base + s->real_end;
+    default:
+        return s->base + s->pos;
+    }
+}
+
+void
+fj_source_set_progress(fj_source *s, fj_progress *p)
+{
+    s->prog = p;
+    s->prog_base = underlying_pos(s);
+}
+
+int64_t
+fj_source_progress_count(const fj_source *s)
+{
+    return underlying_pos(s) - s->prog_base;
+}
+
+/* After bytes were taken from the underlying stream. 0 / -1 (the callback raised). */
+static inline int
+source_progress(fj_source *s)
+{
+    if (s->prog == NULL) {
+        return 0;
+    }
+    return fj_progress_update(s->prog, fj_source_progress_count(s));
+}
+
+/* Largest single read from the underlying stream: bounded while reporting progress. */
+static inline Py_ssize_t
+read_cap(const fj_source *s, Py_ssize_t n)
+{
+    if (s->prog != NULL && n > (Py_ssize_t)FJ_PROGRESS_STEP) {
+        return (Py_ssize_t)FJ_PROGRESS_STEP;
+    }
+    return n;
+}
+
 int
 fj_source_init_mem(fj_source *s, PyObject *obj)
 {
@@ -417,7 +464,7 @@ source_fill(fj_source *s, Py_ssize_t n)
             return -1;
         }
         while (s->end < n && !s->eof) {
-            Py_ssize_t got = s->reader->read(s->reader, s->own + s->end, s->cap - s->end);
+            Py_ssize_t got = s->reader->read(s->reader, s->own + s->end, read_cap(s, s->cap - s->end));
             if (got < 0) {
                 return -1;
             }
@@ -426,6 +473,9 @@ source_fill(fj_source *s, Py_ssize_t n)
                 break;
             }
             s->end += got;
+            if (source_progress(s) < 0) {
+                return -1;
+            }
         }
         return s->end >= n;
     }
@@ -452,7 +502,7 @@ source_fill(fj_source *s, Py_ssize_t n)
         return -1;
     }
     while (s->end < n) {
-        Py_ssize_t got = pyfile_read_into(s->m_readinto, s->m_read, s->own + s->end, want);
+        Py_ssize_t got = pyfile_read_into(s->m_readinto, s->m_read, s->own + s->end, read_cap(s, want));
         if (got < 0) {
             return -1;
         }
@@ -465,6 +515,9 @@ source_fill(fj_source *s, Py_ssize_t n)
         want -= got;
         if (want <= 0) {
             want = n - s->end;
+        }
+        if (source_progress(s) < 0) {
+            return -1;
         }
     }
     if (s->end < n) {
@@ -566,6 +619,9 @@ pyfile_append_line(fj_source *s)
     s->end += n;
     s->real_end = s->end;
     Py_DECREF(line);
+    if (source_progress(s) < 0) {
+        return -1;
+    }
     return 1;
 }
 
@@ -631,6 +687,9 @@ fj_source_readinto(fj_source *s, char *dst, Py_ssize_t n)
     memcpy(dst, s->buf + s->pos, (size_t)got);
     s->pos += got;
     if (got == n || s->kind == FJ_SRC_MEM) {
+        if (s->kind == FJ_SRC_MEM && source_progress(s) < 0) {
+            return -1;
+        }
         return got;
     }
     if (s->kind == FJ_SRC_PYFILE) {
@@ -639,7 +698,7 @@ fj_source_readinto(fj_source *s, char *dst, Py_ssize_t n)
         }
         /* window now empty (pos == end) since we consumed all of it */
         while (got < n) {
-            Py_ssize_t r = pyfile_read_into(s->m_readinto, s->m_read, dst + got, n - got);
+            Py_ssize_t r = pyfile_read_into(s->m_readinto, s->m_read, dst + got, read_cap(s, n - got));
             if (r < 0) {
                 return -1;
             }
@@ -649,6 +708,9 @@ fj_source_readinto(fj_source *s, char *dst, Py_ssize_t n)
             }
             got += r;
             s->base += r;
+            if (source_progress(s) < 0) {
+                return -1;
+            }
         }
         return got;
     }
@@ -656,7 +718,7 @@ fj_source_readinto(fj_source *s, char *dst, Py_ssize_t n)
     s->base += s->pos;
     s->pos = s->end = 0;
     while (got < n && !s->eof) {
-        Py_ssize_t r = s->reader->read(s->reader, dst + got, n - got);
+        Py_ssize_t r = s->reader->read(s->reader, dst + got, read_cap(s, n - got));
         if (r < 0) {
             return -1;
         }
@@ -666,6 +728,9 @@ fj_source_readinto(fj_source *s, char *dst, Py_ssize_t n)
         }
         got += r;
         s->base += r;
+        if (source_progress(s) < 0) {
+            return -1;
+        }
     }
     return got;
 }
@@ -679,6 +744,9 @@ fj_source_skip(fj_source *s, int64_t n)
     }
     s->pos += (Py_ssize_t)done;
     if (done == n || s->kind == FJ_SRC_MEM) {
+        if (s->kind == FJ_SRC_MEM && source_progress(s) < 0) {
+            return -1;
+        }
         return done;
     }
     int64_t left = n - done;
@@ -693,6 +761,9 @@ fj_source_skip(fj_source *s, int64_t n)
             return -1;
         }
         s->base += step;
+        if (source_progress(s) < 0) {
+            return -1;
+        }
         return done + step;
     }
     if (s->kind == FJ_SRC_PYFILE && rem >= 0) {
@@ -704,6 +775,9 @@ fj_source_skip(fj_source *s, int64_t n)
         if (r != NULL) {
             Py_DECREF(r);
             s->base += step;
+            if (source_progress(s) < 0) {
+                return -1;
+            }
             return done + step;
         }
         PyErr_Clear(); /* fall back to reading */

@@ -12,6 +12,7 @@
 #define FJ_SOURCE_H
 
 #include "fj.h"
+#include "progress.h"
 
 enum { FJ_SRC_MEM = 1, FJ_SRC_READER = 2, FJ_SRC_PYFILE = 3 };
 
@@ -36,12 +37,20 @@ typedef struct fj_source {
     PyObject *file, *m_read, *m_readinto, *m_peek, *m_readline;
     Py_ssize_t real_end;  /* buf[0:real_end) consumed from the file; buf[real_end:end) only peeked */
     int64_t safe_until;   /* absolute offset up to which reading ahead is allowed (inside a frame) */
+    /* progress reporting (NULL: off) on the bytes taken from the underlying stream */
+    fj_progress *prog;    /* borrowed */
+    int64_t prog_base;    /* underlying position when reporting started */
 } fj_source;
 
 int fj_source_init_mem(fj_source *s, PyObject *obj);
 int fj_source_init_reader(fj_source *s, fj_reader *r);   /* steals r (freed also on failure) */
 int fj_source_init_fd(fj_source *s, int fd);
 int fj_source_init_pyfile(fj_source *s, PyObject *file);
+/* Report progress on this source to `p` (borrowed, must outlive the source's use): the count is
+ * the bytes taken from the underlying fd / file since now (for memory: the bytes consumed). */
+void fj_source_set_progress(fj_source *s, fj_progress *p);
+/* Bytes taken from the underlying stream since fj_source_set_progress. */
+int64_t fj_source_progress_count(const fj_source *s);
 /* Leave the underlying stream positioned right after the last consumed byte. 0 / -1. */
 int fj_source_finish(fj_source *s);
 void fj_source_release(fj_source *s);

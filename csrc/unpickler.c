@@ -7,6 +7,8 @@
 #include "unpickler_impl.h"
 
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <structmember.h>
 
 /* Opcodes (pickle.py names). */
@@ -2581,22 +2583,94 @@ mem_reader_new(PyObject *obj)
     return &m->base;
 }
 
+/* Size of the container as stored: bytes from the current position to the end of `file` (an int
+ * fd, a file object or a bytes-like object), or -1 when unknown. Never raises, never seeks. */
+static int64_t
+container_size(PyObject *file)
+{
+    struct stat stt;
+    if (PyLong_Check(file)) {
+        int fd = PyLong_AsLong(file);
+        if (fd == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return -1;
+        }
+        off_t cur = lseek(fd, 0, SEEK_CUR);
+        if (cur < 0 || fstat(fd, &stt) != 0 || !S_ISREG(stt.st_mode) || stt.st_size < cur) {
+            return -1;
+        }
+        return (int64_t)(stt.st_size - cur);
+    }
+    if (!PyObject_HasAttrString(file, "read")) {
+        Py_buffer v;
+        if (PyObject_GetBuffer(file, &v, PyBUF_SIMPLE) < 0) {
+            PyErr_Clear();
+            return -1;
+        }
+        int64_t n = (int64_t)v.len;
+        PyBuffer_Release(&v);
+        return n;
+    }
+    int64_t size = -1, pos = -1;
+    PyObject *r = PyObject_CallMethod(file, "tell", NULL);
+    if (r != NULL) {
+        pos = PyLong_AsLongLong(r);
+        Py_DECREF(r);
+    }
+    if (pos < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    r = PyObject_CallMethod(file, "fileno", NULL);
+    if (r != NULL) {
+        int fd = PyLong_AsLong(r);
+        Py_DECREF(r);
+        if (fd >= 0 && fstat(fd, &stt) == 0 && S_ISREG(stt.st_mode)) {
+            size = (int64_t)stt.st_size;
+        }
+    }
+    PyErr_Clear();
+    if (size < 0) { /* io.BytesIO */
+        r = PyObject_CallMethod(file, "getbuffer", NULL);
+        if (r != NULL) {
+            Py_buffer v;
+            if (PyObject_GetBuffer(r, &v, PyBUF_SIMPLE) == 0) {
+                size = (int64_t)v.len;
+                PyBuffer_Release(&v);
+            }
+            Py_DECREF(r);
+        }
+        PyErr_Clear();
+    }
+    return size >= pos ? size - pos : -1;
+}
+
 static PyObject *
 core_load(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"file", "mmap_mode", "filename", "ensure_native", "codec", "find_class",
+    static char *kwlist[] = {"file", "mmap_mode", "filename", "ensure_native", "codec", "find_class", "progress",
                              "trailer", NULL};
     fj_state *st = fj_state_from_module(module);
     PyObject *file, *mmap_obj = Py_None, *filename = Py_None, *codec = Py_None, *find_class = Py_None;
-    PyObject *trailer = Py_None;
+    PyObject *progress = Py_None, *trailer = Py_None;
     int ensure_native = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OOpOOO:load", kwlist, &file, &mmap_obj, &filename,
-                                     &ensure_native, &codec, &find_class, &trailer)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OOpOOOO:load", kwlist, &file, &mmap_obj, &filename,
+                                     &ensure_native, &codec, &find_class, &progress, &trailer)) {
         return NULL;
     }
     if (trailer != Py_None && !PyList_Check(trailer)) {
         PyErr_SetString(PyExc_TypeError, "trailer must be None or a list");
         return NULL;
+    }
+    fj_progress prog = {0};
+    if (progress != Py_None) {
+        if (!PyCallable_Check(progress)) {
+            PyErr_SetString(PyExc_TypeError, "progress must be None or a callable");
+            return NULL;
+        }
+        if (fj_progress_init(&prog, progress, container_size(file)) < 0) {
+            return NULL;
+        }
     }
     const char *mmap_mode = NULL;
     if (mmap_obj != Py_None) {
@@ -2672,6 +2746,9 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
         if (inner == NULL) {
             goto done;
         }
+        if (prog.cb != NULL && (inner = fj_progress_reader(inner, &prog)) == NULL) { /* owns inner */
+            goto done;
+        }
         fj_reader *outer = fj_codec_reader(codec_name, inner); /* owns inner */
         if (outer == NULL) {
             goto done;
@@ -2701,6 +2778,9 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
     if (r < 0) {
         goto done;
     }
+    if (prog.cb != NULL && codec_name == NULL) {
+        fj_source_set_progress(&src, &prog);
+    }
     fj_up u;
     fj_up_init(&u, st, &src);
     u.joblib = 1;
@@ -2721,6 +2801,14 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
     if (res != NULL && fj_source_finish(&src) < 0) {
         Py_CLEAR(res);
     }
+    if (res != NULL && prog.cb != NULL) { /* the final call */
+        if (codec_name == NULL) {
+            prog.done = fj_source_progress_count(&src);
+        }
+        if (fj_progress_report(&prog) < 0) {
+            Py_CLEAR(res);
+        }
+    }
     if (res != NULL && compat) {
         if (PyErr_WarnFormat(PyExc_DeprecationWarning, 1,
                              "The file '%U' has been generated with a joblib version less than 0.10. "
@@ -2735,6 +2823,7 @@ done:
     }
     Py_XDECREF(filename);
     Py_XDECREF(check_build);
+    fj_progress_clear(&prog);
     return res;
 }
 
@@ -2747,9 +2836,11 @@ static PyMethodDef core_methods[] = {
      "load_pickle(file, /, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=None, find_class=None)\n--\n\n"
      "Read a pickled object from a file object or fd (pickle.load compatible)."},
     {"load", (PyCFunction)(void (*)(void))core_load, METH_VARARGS | METH_KEYWORDS,
-     "load(file, *, mmap_mode=None, filename=None, ensure_native=False, codec=None, find_class=None, trailer=None)\n--\n\n"
-     "Read one joblib (or plain pickle) stream.\n"
-     "trailer: a list; the object of a POP right before the final STOP is appended to it (provenance)."},
+     "load(file, *, mmap_mode=None, filename=None, ensure_native=False, codec=None, find_class=None,\n"
+     "     progress=None, trailer=None)\n--\n\n"
+     "Read one joblib (or plain pickle) stream. progress: None or callable(done_bytes, total_bytes).\n"
+     "trailer: None or a list; the object of a POP right before the final STOP is appended to it\n"
+     "(provenance)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -340,3 +340,69 @@ def test_concurrent_dumps_to_separate_files(tmp_path):
     for k in range(4):
         got = joblib.load(tmp_path / f"{k}.pkl")
         assert_deep_equal(objs[k], got)
+
+
+# --- progress reporting -------------------------------------------------------------------------
+
+STEP = 4 << 20
+
+
+def _check_spacing(calls, final):
+    dones = [d for d, _ in calls]
+    assert dones == sorted(dones)
+    assert dones[-1] == final
+    # at most one call per ~4 MiB: the gaps between non-final calls are at least the step
+    for a, b in zip(dones[:-2], dones[1:-1]):
+        assert b - a >= STEP
+
+
+@pytest.mark.parametrize("target", ["fd", "file"])
+def test_dump_progress(tmp_path, target):
+    big = np.arange(3 << 20, dtype="f8")       # 24 MiB in one contiguous payload
+    obj = {"big": big, "strided": big[::3], "list": list(range(50_000))}
+    path = tmp_path / "p.pkl"
+    calls = []
+    cb = lambda done, total: calls.append((done, total))  # noqa: E731
+    if target == "fd":
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _core.dump(obj, fd, 4, progress=cb)
+        finally:
+            os.close(fd)
+    else:
+        with open(path, "wb") as f:
+            _core.dump(obj, f, 4, progress=cb)
+    size = os.path.getsize(path)
+    assert all(total is None for _, total in calls)
+    _check_spacing(calls, size)
+    # reports come during the single 24 MiB payload, not only after it
+    assert len(calls) >= size // STEP
+    assert_deep_equal(obj, joblib.load(path))
+
+
+def test_dump_progress_exception_aborts(tmp_path):
+    class Stop(Exception):
+        pass
+
+    def cb(done, total):
+        raise Stop(done)
+
+    with open(tmp_path / "p.pkl", "wb") as f, pytest.raises(Stop) as exc:
+        _core.dump(np.zeros(2 << 20), f, 4, progress=cb)
+    assert exc.value.args[0] >= STEP
+    # a small dump only makes the final call, which may abort it too
+    with open(tmp_path / "q.pkl", "wb") as f, pytest.raises(Stop):
+        _core.dump([1, 2], f, 4, progress=cb)
+    with pytest.raises(TypeError):
+        _core.dump([1], io.BytesIO(), 4, progress=3)
+
+
+def test_dump_progress_counts_compressed_bytes(tmp_path):
+    path = tmp_path / "p.pkl.z"
+    calls = []
+    try:
+        with open(path, "wb") as f:
+            _core.dump(np.zeros(4 << 20), f, 4, codec="zlib", progress=lambda d, t: calls.append(d))
+    except NotImplementedError:
+        pytest.skip("codecs are not built into this checkout")
+    assert calls[-1] == os.path.getsize(path) < (4 << 20)
