@@ -445,3 +445,15 @@ def test_public_load_warns(tmp_path):
     with pytest.warns(VersionMismatchWarning, match="numpy") as rec:
         fastjoblib.load(p)
     assert [w.filename for w in rec if w.category is VersionMismatchWarning] == [__file__]
+
+
+def test_inspect_shows_record(tmp_path):
+    _inspect = pytest.importorskip("fastjoblib._inspect")
+    path = _dump_file(str(tmp_path / "i.pkl"), _model(), codec="zlib")
+    report = _inspect.inspect(path)
+    if "provenance" not in report:
+        pytest.skip("fastjoblib._inspect has no provenance key yet (the _inspect.py patch of the "
+                    "provenance part is not merged)")
+    with open(path, "rb") as f:
+        assert [report["provenance"]] == _load_with_record(f.fileno(), codec="zlib")[1]
+    assert _inspect.inspect(_dump_bytes(_model(), trailer=None))["provenance"] is None
