@@ -196,11 +196,11 @@ read_memmap(fj_up *u, PyArray_Descr *descr, PyObject *shape, const char *order, 
     }
     if (!padded && offset % 16 != 0) { /* joblib warns whenever the record has no padding */
         if (PyErr_WarnFormat(PyExc_UserWarning, 1,
-                             "The memmapped array %S loaded from the file %U is not byte aligned. This may cause "
+                             "The memmapped array %S loaded from the file %S is not byte aligned. This may cause "
                              "segmentation faults if this memmapped array is used in some libraries like BLAS or "
                              "PyTorch. To get rid of this warning, regenerate your pickle file with joblib >= 1.2.0. "
                              "See https://github.com/joblib/joblib/issues/563 for more details",
-                             arr, u->filename) < 0) {
+                             arr, u->filename != NULL ? u->filename : Py_None) < 0) {
             Py_DECREF(arr);
             return NULL;
         }

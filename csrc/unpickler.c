@@ -627,6 +627,57 @@ line_copy(const char *p, Py_ssize_t n)
     return s;
 }
 
+/* A plain decimal literal: optional sign, then 1-18 digits with no leading zero (except "0"),
+ * and nothing else. 1 with *out set, or 0 when the text is anything else (the caller falls back to
+ * PyLong_FromString, whose rules then apply unchanged). */
+static int
+parse_small_decimal(const char *p, Py_ssize_t n, long long *out)
+{
+    int neg = 0;
+    if (n > 0 && (p[0] == '-' || p[0] == '+')) {
+        neg = p[0] == '-';
+        p++;
+        n--;
+    }
+    if (n < 1 || n > 18 || (n > 1 && p[0] == '0')) {
+        return 0;
+    }
+    long long v = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return 0;
+        }
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = neg ? -v : v;
+    return 1;
+}
+
+/* The index of a text PUT / GET line. 0 / -1 (ValueError, or the caller's own for negatives). */
+static int
+parse_memo_index(const char *l, Py_ssize_t n, long long *idx)
+{
+    if (parse_small_decimal(l, n, idx)) {
+        return 0;
+    }
+    char *cs = line_copy(l, n);
+    if (cs == NULL) {
+        return -1;
+    }
+    char *endp;
+    PyObject *iv = PyLong_FromString(cs, &endp, 10);
+    PyMem_Free(cs);
+    if (iv == NULL) {
+        return -1;
+    }
+    *idx = PyLong_AsLongLong(iv);
+    Py_DECREF(iv);
+    if (*idx == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 load_int_text(fj_up *u, int is_long)
 {
@@ -640,6 +691,10 @@ load_int_text(fj_up *u, int is_long)
     }
     if (is_long && n > 0 && p[n - 1] == 'L') {
         n--;
+    }
+    long long small;
+    if (parse_small_decimal(p, n, &small)) {
+        return PyLong_FromLongLong(small);
     }
     char *s = line_copy(p, n);
     if (s == NULL) {
@@ -1392,19 +1447,8 @@ fj_up_load(fj_up *u)
             if (l == NULL) {
                 goto error;
             }
-            char *cs = line_copy(l, n);
-            if (cs == NULL) {
-                goto error;
-            }
-            char *endp;
-            PyObject *iv = PyLong_FromString(cs, &endp, 10);
-            PyMem_Free(cs);
-            if (iv == NULL) {
-                goto error;
-            }
-            long long idx = PyLong_AsLongLong(iv);
-            Py_DECREF(iv);
-            if (idx == -1 && PyErr_Occurred()) {
+            long long idx;
+            if (parse_memo_index(l, n, &idx) < 0) {
                 goto error;
             }
             if (idx < 0) {
@@ -1446,19 +1490,8 @@ fj_up_load(fj_up *u)
             if (l == NULL) {
                 goto error;
             }
-            char *cs = line_copy(l, n);
-            if (cs == NULL) {
-                goto error;
-            }
-            char *endp;
-            PyObject *iv = PyLong_FromString(cs, &endp, 10);
-            PyMem_Free(cs);
-            if (iv == NULL) {
-                goto error;
-            }
-            long long idx = PyLong_AsLongLong(iv);
-            Py_DECREF(iv);
-            if (idx == -1 && PyErr_Occurred()) {
+            long long idx;
+            if (parse_memo_index(l, n, &idx) < 0) {
                 goto error;
             }
             if (idx < 0) {
@@ -2811,7 +2844,7 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
     }
     if (res != NULL && compat) {
         if (PyErr_WarnFormat(PyExc_DeprecationWarning, 1,
-                             "The file '%U' has been generated with a joblib version less than 0.10. "
+                             "The file '%S' has been generated with a joblib version less than 0.10. "
                              "Please regenerate this pickle file.",
                              filename ? filename : Py_None) < 0) {
             Py_CLEAR(res);

@@ -573,3 +573,14 @@ def test_load_progress_counts_compressed_bytes(tmp_path):
         pytest.skip("codecs are not built into this checkout")
     np.testing.assert_array_equal(got, np.arange(3 << 20, dtype="f8"))
     _check_calls(calls, len(raw))
+
+
+def test_joblib_09_without_filename_warns_with_none(tmp_path, monkeypatch):
+    # companions resolve against the working directory when no filename is given; the
+    # deprecation text then names None (it used to format None with %U)
+    p = tmp_path / "old09.pkl"
+    oldformats.dump_joblib_09(OLD_OBJ(), str(p), protocol=2)
+    monkeypatch.chdir(tmp_path)
+    with open(p, "rb") as f, pytest.warns(DeprecationWarning, match="The file 'None' has been generated"):
+        got = _core.load(f)
+    _check_old(got)
