@@ -727,8 +727,8 @@ fj_codec_reader(const char *name, fj_reader *inner)
  */
 typedef struct {
     fj_writer base;
-    char *buf;
-    size_t len, cap;
+    PyObject *bytes;  /* grown in place with _PyBytes_Resize (large reallocs are mremap'd) */
+    Py_ssize_t len;
     int closed;
 } mem_writer;
 
@@ -736,25 +736,27 @@ static int
 memw_write(fj_writer *self, const char *data, Py_ssize_t len)
 {
     mem_writer *w = (mem_writer *)self;
-    if ((size_t)len > w->cap - w->len) {
-        size_t cap = w->cap ? w->cap : 4096;
-        while (cap - w->len < (size_t)len) {
-            if (cap > (size_t)PY_SSIZE_T_MAX / 2) {
+    Py_ssize_t cap = w->bytes != NULL ? PyBytes_GET_SIZE(w->bytes) : 0;
+    if (len > cap - w->len) {
+        Py_ssize_t ncap = cap > 0 ? cap : 65536;
+        while (ncap - w->len < len) {
+            if (ncap > PY_SSIZE_T_MAX / 2) {
                 PyErr_NoMemory();
                 return -1;
             }
-            cap *= 2;
+            ncap *= 2;
         }
-        char *p = PyMem_RawRealloc(w->buf, cap);
-        if (p == NULL) {
-            PyErr_NoMemory();
+        if (w->bytes == NULL) {
+            if ((w->bytes = PyBytes_FromStringAndSize(NULL, ncap)) == NULL) {
+                return -1;
+            }
+        }
+        else if (_PyBytes_Resize(&w->bytes, ncap) < 0) { /* clears w->bytes on failure */
             return -1;
         }
-        w->buf = p;
-        w->cap = cap;
     }
-    memcpy(w->buf + w->len, data, (size_t)len);
-    w->len += (size_t)len;
+    memcpy(PyBytes_AS_STRING(w->bytes) + w->len, data, (size_t)len);
+    w->len += len;
     return 0;
 }
 
@@ -769,7 +771,7 @@ static void
 memw_free(fj_writer *self)
 {
     mem_writer *w = (mem_writer *)self;
-    PyMem_RawFree(w->buf);
+    Py_XDECREF(w->bytes);
     PyMem_RawFree(w);
 }
 
@@ -843,7 +845,13 @@ codec_compress(PyObject *module, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_SystemError, "codec writer did not close its inner writer");
         goto done;
     }
-    res = PyBytes_FromStringAndSize(mw->buf, (Py_ssize_t)mw->len);
+    if (mw->bytes == NULL) {
+        res = PyBytes_FromStringAndSize(NULL, 0);
+    }
+    else if (_PyBytes_Resize(&mw->bytes, mw->len) == 0) {
+        res = mw->bytes; /* the reference moves to the caller */
+        mw->bytes = NULL;
+    }
 done:
     if (cw != NULL) {
         cw->free(cw);
