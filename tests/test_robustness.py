@@ -297,8 +297,9 @@ def _cycle(obj, path, i):
 
 def test_no_leaks_over_repeated_cycles(tmp_path):
     """Growth of tracemalloc's traced size over windows of 150 cycles after a warm-up. Free lists
-    and caches fill up and level off (the growth decays from window to window); a leak of even one
-    small object per cycle grows every window by >= 150 x 32 B = 4.8 KiB."""
+    and allocator caches fill up and level off (the growth decays from window to window, to about
+    1-3 KiB per window here after the warm-up, with churn: blocks of one window freed in the next);
+    a leak of even one small object per cycle grows every window by >= 150 x 32 B = 4800 B."""
     obj = _leak_corpus()
     path = str(tmp_path / "leak.pkl")
     probe_str = obj["str"]
@@ -312,11 +313,11 @@ def test_no_leaks_over_repeated_cycles(tmp_path):
     growth = []
     tracemalloc.start()
     try:
-        for i in range(300):  # warm-up under tracing
+        for i in range(400):  # warm-up under tracing
             _cycle(obj, path, i)
         gc.collect()
         prev = tracemalloc.get_traced_memory()[0]
-        for window in range(3):
+        for window in range(4):
             for i in range(150):
                 _cycle(obj, path, i)
             gc.collect()
@@ -325,5 +326,5 @@ def test_no_leaks_over_repeated_cycles(tmp_path):
             prev = cur
     finally:
         tracemalloc.stop()
-    assert min(growth) < 3 * 1024, growth
+    assert min(growth) < 4096, growth
     assert [sys.getrefcount(x) for x in probes] == refs
