@@ -221,6 +221,7 @@ write_payload(fj_pk *p, PyArrayObject *arr, int hasobj, int aligned)
         q.memo = &memo;
         q.proto = 5;
         q.bin = 1;
+        q.globals_seen = p->globals_seen; /* provenance: its globals count too */
         int r = fj_pk_dump_stream(&q, (PyObject *)arr);
         fj_memo_free(&memo);
         return r;

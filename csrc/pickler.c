@@ -1200,6 +1200,9 @@ save_global(fj_pk *p, PyObject *obj, PyObject *name_arg)
                      obj, module_name, name);
         goto error;
     }
+    if (p->globals_seen != NULL && PySet_Add(p->globals_seen, module_name) < 0) { /* provenance */
+        goto error;
+    }
     if (p->proto >= 2) {
         PyObject *key = PyTuple_Pack(2, module_name, name);
         if (key == NULL) {
@@ -1851,6 +1854,79 @@ fj_pk_save(fj_pk *p, PyObject *obj, int flags)
     return r;
 }
 
+/* ---- provenance trailer (begin) ------------------------------------------------------------
+ * _core.dump(..., trailer=f): after the object, f(frozenset of the top-level module names of every
+ * global written) returns a dict of str -> str that is saved and popped before STOP (readers that
+ * do not look for it never see it). */
+
+/* frozenset({name.partition('.')[0] for name in seen}). New reference or NULL. */
+static PyObject *
+top_level_modules(PyObject *seen)
+{
+    PyObject *tops = PySet_New(NULL), *it = NULL, *name, *top;
+    if (tops == NULL || (it = PyObject_GetIter(seen)) == NULL) {
+        goto error;
+    }
+    while ((name = PyIter_Next(it)) != NULL) {
+        Py_ssize_t dot = PyUnicode_FindChar(name, '.', 0, PyUnicode_GET_LENGTH(name), 1);
+        top = dot == -2 ? NULL : dot < 0 ? Py_NewRef(name) : PyUnicode_Substring(name, 0, dot);
+        Py_DECREF(name);
+        if (top == NULL || PySet_Add(tops, top) < 0) {
+            Py_XDECREF(top);
+            goto error;
+        }
+        Py_DECREF(top);
+    }
+    if (PyErr_Occurred()) {
+        goto error;
+    }
+    Py_DECREF(it);
+    Py_SETREF(tops, PyFrozenSet_New(tops));
+    return tops;
+error:
+    Py_XDECREF(it);
+    Py_XDECREF(tops);
+    return NULL;
+}
+
+static int
+save_trailer(fj_pk *p)
+{
+    PyObject *mods = NULL, *rec = NULL, *k, *v; /* k, v borrowed */
+    Py_ssize_t pos = 0;
+    int status = -1;
+    if ((mods = top_level_modules(p->globals_seen)) == NULL ||
+        (rec = PyObject_CallOneArg(p->trailer, mods)) == NULL) {
+        goto done;
+    }
+    if (!PyDict_CheckExact(rec)) {
+        PyErr_Format(PyExc_TypeError, "trailer must return a dict of str -> str, not %.200s",
+                     Py_TYPE(rec)->tp_name);
+        goto done;
+    }
+    while (PyDict_Next(rec, &pos, &k, &v)) {
+        if (!PyUnicode_CheckExact(k) || !PyUnicode_CheckExact(v)) {
+            PyErr_Format(PyExc_TypeError, "trailer must return a dict of str -> str, got an item "
+                         "%.200s -> %.200s", Py_TYPE(k)->tp_name, Py_TYPE(v)->tp_name);
+            goto done;
+        }
+    }
+    /* fast mode for the record: no memo entries and no references into the object's memo (the
+     * record's bytes stand alone, whatever strings it shares with the object) */
+    int fast = p->fast;
+    p->fast = 1;
+    int r = fj_pk_save(p, rec, FJ_SAVE_UNIQUE);
+    p->fast = fast;
+    if (r == 0 && write_op(p, OP_POP) == 0) {
+        status = 0;
+    }
+done:
+    Py_XDECREF(mods);
+    Py_XDECREF(rec);
+    return status;
+}
+/* ---- provenance trailer (end) -------------------------------------------------------------- */
+
 int
 fj_pk_dump_stream(fj_pk *p, PyObject *obj)
 {
@@ -1865,7 +1941,8 @@ fj_pk_dump_stream(fj_pk *p, PyObject *obj)
     if (p->proto >= 4) {
         fj_sink_set_framing(p->sink, 1);
     }
-    if (fj_pk_save(p, obj, 0) < 0 || write_op(p, OP_STOP) < 0) {
+    if (fj_pk_save(p, obj, 0) < 0 || (p->trailer != NULL && save_trailer(p) < 0) ||
+        write_op(p, OP_STOP) < 0) {
         fj_sink_commit_frame(p->sink);
         fj_sink_set_framing(p->sink, 0);
         return -1;
@@ -2441,12 +2518,17 @@ fj_dump_pickle(PyObject *module, PyObject *args, PyObject *kwds)
 static PyObject *
 fj_dump(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"obj", "file", "protocol", "codec", "level", "threads", "progress", NULL};
-    PyObject *obj, *file, *protocol = Py_None, *progress = Py_None;
+    static char *kwlist[] = {"obj", "file", "protocol", "codec", "level", "threads", "progress",
+                             "trailer", NULL};
+    PyObject *obj, *file, *protocol = Py_None, *progress = Py_None, *trailer = Py_None;
     const char *codec = NULL;
     int level = -1, threads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O$ziiO:dump", kwlist, &obj, &file, &protocol,
-                                     &codec, &level, &threads, &progress)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O$ziiOO:dump", kwlist, &obj, &file, &protocol,
+                                     &codec, &level, &threads, &progress, &trailer)) {
+        return NULL;
+    }
+    if (trailer != Py_None && !PyCallable_Check(trailer)) {
+        PyErr_SetString(PyExc_TypeError, "trailer must be None or a callable");
         return NULL;
     }
     fj_state *st = fj_state_from_module(module);
@@ -2490,7 +2572,17 @@ fj_dump(PyObject *module, PyObject *args, PyObject *kwds)
     fj_pk p;
     pk_init(&p, st, NULL, &memo, proto, 1);
     p.array_hook = 1;
+    PyObject *seen = NULL; /* provenance: module names of the globals written */
+    if (trailer != Py_None && (seen = PySet_New(NULL)) == NULL) {
+        fj_memo_free(&memo);
+        w->free(w);
+        fj_progress_clear(&prog);
+        return NULL;
+    }
+    p.globals_seen = seen;
+    p.trailer = seen != NULL ? trailer : NULL;
     int r = run_dump(&p, w, obj, NULL);
+    Py_XDECREF(seen);
     fj_memo_free(&memo);
     if (r == 0) {
         r = w->close(w); /* the progress writer's close makes the final call */
@@ -2509,8 +2601,11 @@ static PyMethodDef pickler_functions[] = {
     {"dump_pickle", (PyCFunction)(void (*)(void))fj_dump_pickle, METH_VARARGS | METH_KEYWORDS,
      "dump_pickle(obj, file, protocol=None, *, fix_imports=True, buffer_callback=None)"},
     {"dump", (PyCFunction)(void (*)(void))fj_dump, METH_VARARGS | METH_KEYWORDS,
-     "dump(obj, file, protocol, *, codec=None, level=-1, threads=0, progress=None): joblib format.\n"
-     "progress: None or callable(done_bytes, None), called every ~4 MiB written and at the end."},
+     "dump(obj, file, protocol, *, codec=None, level=-1, threads=0, progress=None, trailer=None):\n"
+     "joblib format.\n"
+     "progress: None or callable(done_bytes, None), called every ~4 MiB written and at the end.\n"
+     "trailer: None or callable(frozenset of the top-level modules of the globals written) ->\n"
+     "dict of str -> str, saved and popped before STOP (provenance)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -25,6 +25,10 @@ typedef struct {
     PyObject *reducer_override; /* borrowed, may be NULL */
     PyObject *dispatch_table;   /* borrowed, may be NULL (then copyreg's) */
     PyObject *buffer_callback;  /* borrowed, may be NULL */
+    /* provenance (_core.dump trailer=): NULL unless asked for */
+    PyObject *globals_seen;  /* set of the module names of the globals written (borrowed; shared
+                              * with nested object-array streams) */
+    PyObject *trailer;       /* callable(frozenset) -> record dict (borrowed; outermost only) */
 } fj_pk;
 
 int fj_pk_save(fj_pk *p, PyObject *obj, int flags);

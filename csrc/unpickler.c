@@ -97,6 +97,7 @@ fj_up_inherit_policy(fj_up *sub, const fj_up *parent)
 void
 fj_up_clear(fj_up *u)
 {
+    Py_CLEAR(u->trailer_pending); /* provenance */
     if (u->seen == &u->seen_own) {
         fj_memo_free(&u->seen_own);
         u->seen = NULL;
@@ -1108,6 +1109,20 @@ check_size(fj_up *u, uint64_t n, const char *what)
             goto error;                                                                              \
     } while (0)
 
+/* ---- provenance trailer (begin): a POP immediately followed by STOP hands its object to the
+ * caller's list (see unpickler_impl.h). */
+static int
+take_trailer(fj_up *u)
+{
+    int r = 0;
+    if (fj_source_tell(u->src) - 1 == u->trailer_at) {
+        r = PyList_Append(u->trailer, u->trailer_pending);
+    }
+    Py_CLEAR(u->trailer_pending);
+    return r;
+}
+/* ---- provenance trailer (end) */
+
 PyObject *
 fj_up_load(fj_up *u)
 {
@@ -1649,6 +1664,11 @@ fj_up_load(fj_up *u)
         case OP_POP:
             if (u->sp > u->fence) {
                 a = u->stack[--u->sp];
+                if (u->trailer != NULL) { /* provenance: kept until the next opcode is known */
+                    Py_XSETREF(u->trailer_pending, a);
+                    a = NULL;
+                    u->trailer_at = fj_source_tell(s);
+                }
                 Py_CLEAR(a);
             }
             else if ((k = pop_mark(u)) < 0) {
@@ -1792,6 +1812,9 @@ fj_up_load(fj_up *u)
             break;
         }
         case OP_STOP:
+            if (u->trailer_pending != NULL && take_trailer(u) < 0) {
+                goto error;
+            }
             if ((res = pop(u)) == NULL) {
                 goto error;
             }
@@ -2659,13 +2682,17 @@ static PyObject *
 core_load(PyObject *module, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"file", "mmap_mode", "filename", "ensure_native", "codec", "find_class", "progress",
-                             NULL};
+                             "trailer", NULL};
     fj_state *st = fj_state_from_module(module);
     PyObject *file, *mmap_obj = Py_None, *filename = Py_None, *codec = Py_None, *find_class = Py_None;
-    PyObject *progress = Py_None;
+    PyObject *progress = Py_None, *trailer = Py_None;
     int ensure_native = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OOpOOO:load", kwlist, &file, &mmap_obj, &filename,
-                                     &ensure_native, &codec, &find_class, &progress)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OOpOOOO:load", kwlist, &file, &mmap_obj, &filename,
+                                     &ensure_native, &codec, &find_class, &progress, &trailer)) {
+        return NULL;
+    }
+    if (trailer != Py_None && !PyList_Check(trailer)) {
+        PyErr_SetString(PyExc_TypeError, "trailer must be None or a list");
         return NULL;
     }
     fj_progress prog = {0};
@@ -2793,6 +2820,7 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
     u.mmap_mode = codec_name == NULL ? mmap_mode : NULL; /* compressed streams cannot be mapped */
     u.filename = filename;
     u.ensure_native = ensure_native;
+    u.trailer = trailer == Py_None ? NULL : trailer; /* provenance */
     if (find_class != Py_None) {
         if (policy_check_build(st, find_class, &check_build) < 0) {
             fj_up_clear(&u);
@@ -2842,8 +2870,10 @@ static PyMethodDef core_methods[] = {
      "Read a pickled object from a file object or fd (pickle.load compatible)."},
     {"load", (PyCFunction)(void (*)(void))core_load, METH_VARARGS | METH_KEYWORDS,
      "load(file, *, mmap_mode=None, filename=None, ensure_native=False, codec=None, find_class=None,\n"
-     "     progress=None)\n--\n\n"
-     "Read one joblib (or plain pickle) stream. progress: None or callable(done_bytes, total_bytes)."},
+     "     progress=None, trailer=None)\n--\n\n"
+     "Read one joblib (or plain pickle) stream. progress: None or callable(done_bytes, total_bytes).\n"
+     "trailer: None or a list; the object of a POP right before the final STOP is appended to it\n"
+     "(provenance)."},
     {NULL, NULL, 0, NULL},
 };
 

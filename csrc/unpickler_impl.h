@@ -41,6 +41,12 @@ struct fj_up {
     int ensure_native;
     int compat_mode;         /* an NDArrayWrapper was seen */
     int depth;               /* nesting of object-array streams */
+    /* provenance (_core.load trailer=): a list (borrowed) or NULL; outermost engine only. The
+     * object dropped by the last POP waits in trailer_pending (owned) with the offset after that
+     * POP; a STOP right there appends it to the list. */
+    PyObject *trailer;
+    PyObject *trailer_pending;
+    int64_t trailer_at;
 };
 
 /* Initialise / clear an engine over `src` (borrowed). */
