@@ -17,16 +17,19 @@
 typedef struct {
     fj_reader base;
     int fd;
+    int blocking; /* not a regular file (pipe, socket, tty): any read may block, so it always
+                     releases the GIL (a Python thread may be the one feeding it) */
 } fd_reader;
 
 static Py_ssize_t
 fd_reader_read(fj_reader *self, char *buf, Py_ssize_t len)
 {
     int fd = ((fd_reader *)self)->fd;
+    int blocking = ((fd_reader *)self)->blocking;
     for (;;) {
         ssize_t n;
         int err;
-        if (len >= NOGIL_MIN) {
+        if (blocking || len >= NOGIL_MIN) {
             Py_BEGIN_ALLOW_THREADS
             n = read(fd, buf, (size_t)(len > ((Py_ssize_t)1 << 30) ? ((Py_ssize_t)1 << 30) : len));
             err = errno;
@@ -68,6 +71,8 @@ fj_reader_fd(int fd)
     r->base.read = fd_reader_read;
     r->base.free = fd_reader_free;
     r->fd = fd;
+    struct stat sb;
+    r->blocking = !(fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode));
     return &r->base;
 }
 

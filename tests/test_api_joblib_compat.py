@@ -193,9 +193,10 @@ def test_codec_joblib_dump_fastjoblib_load(codec, objects, tmp_path, joblib_code
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("codec", CODECS)
-def test_codec_roundtrip_threads_identical_content(codec, threads, objects, tmp_path):
+def test_codec_roundtrip_threads_identical_content(codec, threads, objects, tmp_path, monkeypatch):
     """Whatever the thread count, the stream decompresses to the same bytes as an uncompressed
     dump of the same value (compression wraps the whole stream, as in joblib)."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")  # provenance 'created': byte-identical dumps
     payload = _codec_payload(objects)
     plain = str(tmp_path / "plain.pkl")
     comp = str(tmp_path / "comp.pkl")

@@ -245,11 +245,6 @@ def test_pipe_with_python_thread_on_the_other_end(mode, codec, shape):
     _run_pipe(mode, codec, shape)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug (csrc/source.c fd_reader_read): reads below NOGIL_MIN (64 KiB) keep the GIL, so "
-    "a small read blocking on a pipe/socket whose writer is a Python thread deadlocks (whether "
-    "a read blocks depends on the feeder's pace: not strict); fix: release the GIL for every "
-    "read on a non-regular fd"))
 def test_pipe_load_plain_with_python_feeder():
     _run_pipe("load", None, "small", timeout=10)
 

@@ -9,13 +9,14 @@ Importing the package is cheap: the C core (and numpy with it) is loaded on firs
 from pickle import PicklingError, UnpicklingError
 
 from ._persist import dump, load
+from ._provenance import VersionMismatchWarning
 
 __version__ = "0.1.0"
 
 __all__ = [
     "dump", "load", "dumps", "loads", "Pickler", "Unpickler", "dump_pickle", "load_pickle",
-    "PicklingError", "UnpicklingError", "UntrustedGlobalError", "inspect",
-    "register_zstd_with_joblib", "__version__",
+    "PicklingError", "UnpicklingError", "UntrustedGlobalError", "VersionMismatchWarning",
+    "inspect", "register_zstd_with_joblib", "__version__",
 ]
 
 _FROM_CORE = ("dumps", "Pickler", "dump_pickle")

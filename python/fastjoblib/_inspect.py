@@ -22,6 +22,7 @@ import struct
 import zlib
 from collections import Counter
 
+from ._provenance import as_record
 from ._trust import DEFAULT_TRUSTED, is_denied
 
 __all__ = ["inspect"]
@@ -495,6 +496,8 @@ class _Walk:
         self.extensions = []
         self.companions = []
         self.build_on_globals = set()
+        self.provenance = None
+        self._last_pop = None  # (symbolic value, offset after the POP), outermost stream
 
     # -- helpers --------------------------------------------------------------------------------
     def add_global(self, module, name):
@@ -554,6 +557,9 @@ class _Walk:
             if c == 0x2E:  # STOP
                 if metastack:
                     raise _Bad(f"STOP inside a MARK at offset {pos}")
+                if not nested and self._last_pop and self._last_pop[1] == pos \
+                        and isinstance(self._last_pop[0], _Dict):
+                    self.provenance = as_record(dict(self._last_pop[0].items))
                 return pop()
             elif c == 0x80:  # PROTO
                 p = rd.read(1, "PROTO")[0]
@@ -701,7 +707,9 @@ class _Walk:
                         self.dict_item(d, items[i], items[i + 1])
             elif c == 0x30:  # POP
                 if stack:
-                    stack.pop()
+                    v = stack.pop()
+                    if not nested:
+                        self._last_pop = (v, rd.tell())
                 else:
                     pop_mark()
             elif c == 0x32:  # DUP
@@ -878,6 +886,8 @@ def inspect(source):
                       '<extension code N>' and '<BUILD on module.name>' (state applied to a
                       global itself: the setattr gadget): a restricted load refuses the file
       stream_size, trailing_data, persistent_ids, out_of_band_buffers, companion_files
+      provenance      the record fastjoblib.dump writes (python / numpy / fastjoblib / pkg:<name>
+                      versions, byteorder, created), or None
     """
     read, size, close = _open_source(source)
     try:
@@ -934,4 +944,5 @@ def inspect(source):
         "persistent_ids": w.persistent_ids,
         "out_of_band_buffers": w.oob_buffers,
         "companion_files": w.companions,
+        "provenance": w.provenance,
     }

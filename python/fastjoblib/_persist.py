@@ -23,7 +23,7 @@ import secrets
 import stat
 import warnings
 
-from . import _compressors
+from . import _compressors, _provenance
 from ._compressors import COMPRESSORS, LZ4_NOT_INSTALLED_ERROR, MAX_PREFIX_LEN
 
 # numpy.memmap's modes (numpy/_core/memmap.py), to reproduce its error for invalid ones.
@@ -194,7 +194,8 @@ def _atomic_write(filename, write):
         raise
 
 
-def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=None):
+def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=None,
+         provenance=True):
     """Persist an arbitrary Python object into one file, in joblib's format.
 
     Same arguments, return value, errors and warnings as ``joblib.dump``; stock ``joblib.load``
@@ -218,6 +219,9 @@ def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=N
     progress: None, True, or a callable(done_bytes, None) (keyword only)
         True shows a progress bar (tqdm if installed, else a line on stderr) for dumps that take
         more than a second; a callable is called every few MiB written.
+    provenance: bool (keyword only)
+        Record the environment (Python, NumPy, fastjoblib and referenced packages' versions, byte
+        order, creation time) inside the stream; every loader returns the same object either way.
 
     Returns
     -------
@@ -239,7 +243,8 @@ def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=N
         extra["progress"] = make_progress(progress, "dump")
 
     def write(target):
-        core.dump(value, target, protocol, codec=codec, level=level, threads=nthreads, **extra)
+        core.dump(value, target, protocol, codec=codec, level=level, threads=nthreads,
+                  trailer=_provenance.make_record if provenance else None, **extra)
 
     try:
         if is_filename:
@@ -374,8 +379,9 @@ def _load_extras(trusted, progress):
 
 
 def _unpickle(source, extra, **kwargs):
+    trailer = []
     try:
-        return _core().load(source, **kwargs, **extra)
+        obj = _core().load(source, trailer=trailer, **kwargs, **extra)
     except UnicodeDecodeError as exc:
         raise ValueError(
             "You may be trying to read with "
@@ -386,6 +392,9 @@ def _unpickle(source, extra, **kwargs):
         if "progress" in extra:
             from ._progress import close_progress
             close_progress(extra["progress"])
+    if trailer:
+        _provenance.check_record(trailer[-1])
+    return obj
 
 
 def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=None,
