@@ -532,11 +532,15 @@ def test_public_names():
     assert callable(fastjoblib.dump) and callable(fastjoblib.load)
     with pytest.raises(AttributeError):
         fastjoblib.no_such_name  # noqa: B018
-    from fastjoblib import _core, _zstd_joblib
+    from fastjoblib import _api, _core, _zstd_joblib
 
-    for name in ["dumps", "loads", "Pickler", "Unpickler", "dump_pickle", "load_pickle"]:
+    for name in ["dumps", "Pickler", "dump_pickle"]:
         assert getattr(fastjoblib, name) is getattr(_core, name)
         assert name in dir(fastjoblib)
+    for name in ["loads", "Unpickler", "load_pickle"]:  # the C core's, plus trusted=
+        assert getattr(fastjoblib, name) is getattr(_api, name)
+        assert name in dir(fastjoblib)
+    assert issubclass(fastjoblib.Unpickler, _core.Unpickler)
     assert fastjoblib.register_zstd_with_joblib is _zstd_joblib.register_zstd_with_joblib
     from fastjoblib import dumps, loads  # noqa: F401 - from-imports go through __getattr__
 

@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import warnings
+from typing import Optional
 
 __all__ = ["VersionMismatchWarning", "make_record", "check_record", "as_record", "RECORD_KEY"]
 
@@ -67,7 +68,7 @@ def _clean(v):
     return None
 
 
-_dist_cache = {}        # top-level module name -> version str or None (metadata lookups)
+_dist_cache: dict[str, Optional[str]] = {}  # top-level module name -> version str or None (metadata lookups)
 
 
 def _metadata_version(name):
