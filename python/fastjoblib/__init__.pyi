@@ -14,13 +14,14 @@ from ._core import (
     dump_pickle as dump_pickle,
     dumps as dumps,
 )
+from ._provenance import VersionMismatchWarning as VersionMismatchWarning
 from ._trust import UntrustedGlobalError as UntrustedGlobalError
 
 __version__: str
 __all__ = [
     "dump", "load", "dumps", "loads", "Pickler", "Unpickler", "dump_pickle", "load_pickle",
-    "PicklingError", "UnpicklingError", "UntrustedGlobalError", "inspect",
-    "register_zstd_with_joblib", "__version__",
+    "PicklingError", "UnpicklingError", "UntrustedGlobalError", "VersionMismatchWarning",
+    "inspect", "register_zstd_with_joblib", "__version__",
 ]
 
 _Trusted = bool | Iterable[str] | None
@@ -45,6 +46,7 @@ def dump(
     *,
     threads: int | None = None,
     progress: _Progress = None,
+    provenance: bool = True,
 ) -> list[str]: ...
 @overload
 def dump(
@@ -55,6 +57,7 @@ def dump(
     *,
     threads: int | None = None,
     progress: _Progress = None,
+    provenance: bool = True,
 ) -> None: ...
 def load(
     filename: str | bytes | os.PathLike[str] | os.PathLike[bytes] | int | IO[bytes] | _ReadableFileobj,

@@ -29,6 +29,7 @@ def dump(
     level: int = -1,
     threads: int = 0,
     progress: Callable[[int, int | None], object] | None = None,
+    trailer: Callable[[frozenset[str]], dict[str, str]] | None = None,
 ) -> None: ...
 def load(
     file: int | _ReadableFileobj | ReadableBuffer,
@@ -39,6 +40,7 @@ def load(
     codec: _Codec | str | None = None,
     find_class: Callable[[str, str], Any] | None = None,
     progress: Callable[[int, int | None], object] | None = None,
+    trailer: list[Any] | None = None,
 ) -> Any: ...
 
 # plain pickle streams (stdlib-compatible signatures)
