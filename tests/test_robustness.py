@@ -27,12 +27,14 @@ import numpy as np
 import pytest
 
 from corpus import Config, assert_deep_equal, corpus
+import fastjoblib
 from fastjoblib import _core
 from fastjoblib._provenance import make_record
 
 MiB = 1 << 20
 HERE = os.path.dirname(os.path.abspath(__file__))
-PYTHON_DIR = os.path.join(os.path.dirname(HERE), "python")
+# the directory holding the fastjoblib package this test process imported (source tree or venv)
+PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(fastjoblib.__file__)))
 
 
 def _dump_path(obj, path, codec=None, trailer=None, threads=0):
