@@ -1259,10 +1259,12 @@ fj_up_load(fj_up *u)
         case OP_SHORT_BINBYTES:
             TAKE(p, 1);
             PUSH(read_bytes(u, (unsigned char)p[0]));
+            MEMOIZE_NEXT();
             break;
         case OP_BINBYTES:
             TAKE(p, 4);
             PUSH(read_bytes(u, (Py_ssize_t)rd_u32(p)));
+            MEMOIZE_NEXT();
             break;
         case OP_BINBYTES8: {
             TAKE(p, 8);
@@ -1325,6 +1327,7 @@ fj_up_load(fj_up *u)
             break;
         case OP_EMPTY_SET:
             PUSH(PySet_New(NULL));
+            MEMOIZE_NEXT();
             break;
         case OP_MARK:
             if (push_mark(u) < 0) {
@@ -1340,6 +1343,7 @@ fj_up_load(fj_up *u)
                 goto error;
             }
             PUSH(take_tuple(u, u->sp - n));
+            MEMOIZE_NEXT();
             break;
         }
         case OP_TUPLE:
@@ -1347,6 +1351,7 @@ fj_up_load(fj_up *u)
                 goto error;
             }
             PUSH(take_tuple(u, k));
+            MEMOIZE_NEXT();
             break;
         case OP_LIST:
             if ((k = pop_mark(u)) < 0) {
@@ -1561,6 +1566,7 @@ fj_up_load(fj_up *u)
             Py_CLEAR(b);
             PUSHV(c);
             c = NULL;
+            MEMOIZE_NEXT();
             break;
         case OP_GLOBAL:
             PUSH(load_global_lines(u));
@@ -1602,6 +1608,7 @@ fj_up_load(fj_up *u)
             Py_CLEAR(c);
             PUSHV(res);
             res = NULL;
+            MEMOIZE_NEXT();
             break;
         }
         case OP_REDUCE:
@@ -1623,6 +1630,7 @@ fj_up_load(fj_up *u)
             }
             Py_SETREF(u->stack[u->sp - 1], res);
             res = NULL;
+            MEMOIZE_NEXT();
             break;
         case OP_BUILD: {
             if ((b = pop(u)) == NULL || (a = top(u)) == NULL) {
