@@ -9,6 +9,7 @@
 
 #define CHUNK ((Py_ssize_t)256 * 1024)     /* greedy refill size */
 #define PREFETCH ((Py_ssize_t)64 * 1024)   /* peek size for Python files */
+#define READAHEAD ((Py_ssize_t)16 * 1024) /* reader refill outside a frame */
 #define NOGIL_MIN ((Py_ssize_t)64 * 1024)  /* release the GIL for reads at least this big */
 
 /* ---------------------------------------------------------------------------------------------
@@ -468,8 +469,25 @@ source_fill(fj_source *s, Py_ssize_t n)
         if (ensure_cap(s, n > CHUNK ? n : CHUNK) < 0) {
             return -1;
         }
+        /* How far to read ahead: inside a frame, to its end plus the next FRAME header (the
+         * pickler closes a frame before raw array bytes, which are better read straight into the
+         * array or not read at all under mmap_mode); outside frames, a modest READAHEAD. A greedy
+         * CHUNK here used to pull (and copy) up to 256 KiB of every following array payload. */
+        Py_ssize_t ahead = READAHEAD;
+        int64_t abs_end = s->base + s->end;
+        if (s->safe_until > abs_end) {
+            int64_t rest = s->safe_until - abs_end + 9;
+            ahead = rest > CHUNK ? CHUNK : (Py_ssize_t)rest;
+        }
+        Py_ssize_t target = s->end + ahead;
+        if (target < n) {
+            target = n;
+        }
+        if (target > s->cap) {
+            target = s->cap;
+        }
         while (s->end < n && !s->eof) {
-            Py_ssize_t got = s->reader->read(s->reader, s->own + s->end, read_cap(s, s->cap - s->end));
+            Py_ssize_t got = s->reader->read(s->reader, s->own + s->end, read_cap(s, target - s->end));
             if (got < 0) {
                 return -1;
             }

@@ -1056,17 +1056,39 @@ read_bytes(fj_up *u, Py_ssize_t n)
     return fj_source_read_bytes(u->src, n);
 }
 
+/* UTF-8 (surrogatepass) -> str. Short pure-ASCII text (most keys and labels) is copied straight
+ * into a new compact ASCII string; anything else (and 0/1 characters: the shared singletons) goes
+ * through PyUnicode_DecodeUTF8. Same result either way. */
+static inline PyObject *
+decode_utf8(const char *p, Py_ssize_t n)
+{
+    if (n > 1 && n <= 64) {
+        unsigned char acc = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            acc |= (unsigned char)p[i];
+        }
+        if (acc < 0x80) {
+            PyObject *s = PyUnicode_New(n, 127);
+            if (s != NULL) {
+                memcpy(PyUnicode_1BYTE_DATA(s), p, (size_t)n);
+            }
+            return s;
+        }
+    }
+    return PyUnicode_DecodeUTF8(p, n, "surrogatepass");
+}
+
 static PyObject *
 read_unicode(fj_up *u, Py_ssize_t n)
 {
     if (u->src->end - u->src->pos >= n) {
-        PyObject *s = PyUnicode_DecodeUTF8(u->src->buf + u->src->pos, n, "surrogatepass");
+        PyObject *s = decode_utf8(u->src->buf + u->src->pos, n);
         u->src->pos += n;
         return s;
     }
     if (n <= FJ_SOURCE_TAKE_MAX || u->src->kind == FJ_SRC_MEM) {
         const char *p = fj_source_take(u->src, n);
-        return p == NULL ? NULL : PyUnicode_DecodeUTF8(p, n, "surrogatepass");
+        return p == NULL ? NULL : decode_utf8(p, n);
     }
     PyObject *b = fj_source_read_bytes(u->src, n);
     if (b == NULL) {
@@ -1107,6 +1129,17 @@ check_size(fj_up *u, uint64_t n, const char *what)
         (v) = NULL;                                                                                  \
         if (push(u, pushed_) < 0)                                                                    \
             goto error;                                                                              \
+    } while (0)
+
+/* A MEMOIZE right after a push (the pickler memoizes most strings and containers as it creates
+ * them) is done here, saving a trip through the dispatch. Same effect as the MEMOIZE case. */
+#define MEMOIZE_NEXT()                                                                               \
+    do {                                                                                             \
+        if (s->pos < s->end && (unsigned char)s->buf[s->pos] == OP_MEMOIZE) {                       \
+            s->pos++;                                                                                \
+            if (memo_put(u, (uint64_t)u->memo_count, u->stack[u->sp - 1]) < 0)                      \
+                goto error;                                                                          \
+        }                                                                                            \
     } while (0)
 
 /* ---- provenance trailer (begin): a POP immediately followed by STOP hands its object to the
@@ -1207,10 +1240,12 @@ fj_up_load(fj_up *u)
         case OP_SHORT_BINUNICODE:
             TAKE(p, 1);
             PUSH(read_unicode(u, (unsigned char)p[0]));
+            MEMOIZE_NEXT();
             break;
         case OP_BINUNICODE:
             TAKE(p, 4);
             PUSH(read_unicode(u, (Py_ssize_t)rd_u32(p)));
+            MEMOIZE_NEXT();
             break;
         case OP_BINUNICODE8: {
             TAKE(p, 8);
@@ -1224,10 +1259,12 @@ fj_up_load(fj_up *u)
         case OP_SHORT_BINBYTES:
             TAKE(p, 1);
             PUSH(read_bytes(u, (unsigned char)p[0]));
+            MEMOIZE_NEXT();
             break;
         case OP_BINBYTES:
             TAKE(p, 4);
             PUSH(read_bytes(u, (Py_ssize_t)rd_u32(p)));
+            MEMOIZE_NEXT();
             break;
         case OP_BINBYTES8: {
             TAKE(p, 8);
@@ -1279,15 +1316,18 @@ fj_up_load(fj_up *u)
         }
         case OP_EMPTY_DICT:
             PUSH(PyDict_New());
+            MEMOIZE_NEXT();
             break;
         case OP_EMPTY_LIST:
             PUSH(PyList_New(0));
+            MEMOIZE_NEXT();
             break;
         case OP_EMPTY_TUPLE:
             PUSH(PyTuple_New(0));
             break;
         case OP_EMPTY_SET:
             PUSH(PySet_New(NULL));
+            MEMOIZE_NEXT();
             break;
         case OP_MARK:
             if (push_mark(u) < 0) {
@@ -1303,6 +1343,7 @@ fj_up_load(fj_up *u)
                 goto error;
             }
             PUSH(take_tuple(u, u->sp - n));
+            MEMOIZE_NEXT();
             break;
         }
         case OP_TUPLE:
@@ -1310,6 +1351,7 @@ fj_up_load(fj_up *u)
                 goto error;
             }
             PUSH(take_tuple(u, k));
+            MEMOIZE_NEXT();
             break;
         case OP_LIST:
             if ((k = pop_mark(u)) < 0) {
@@ -1524,6 +1566,7 @@ fj_up_load(fj_up *u)
             Py_CLEAR(b);
             PUSHV(c);
             c = NULL;
+            MEMOIZE_NEXT();
             break;
         case OP_GLOBAL:
             PUSH(load_global_lines(u));
@@ -1565,6 +1608,7 @@ fj_up_load(fj_up *u)
             Py_CLEAR(c);
             PUSHV(res);
             res = NULL;
+            MEMOIZE_NEXT();
             break;
         }
         case OP_REDUCE:
@@ -1586,6 +1630,7 @@ fj_up_load(fj_up *u)
             }
             Py_SETREF(u->stack[u->sp - 1], res);
             res = NULL;
+            MEMOIZE_NEXT();
             break;
         case OP_BUILD: {
             if ((b = pop(u)) == NULL || (a = top(u)) == NULL) {
