@@ -122,8 +122,10 @@ write_text(fj_pk *p, const char *s)
     return fj_sink_write(p->sink, s, (Py_ssize_t)strlen(s));
 }
 
+/* Write a memo reference: the 1-byte-index opcode, the 4-byte one, or the text form
+ * ("<letter><idx>\n") for protocol 0. Shared by GET and PUT. */
 static int
-memo_get(fj_pk *p, Py_ssize_t idx)
+write_memo_ref(fj_pk *p, Py_ssize_t idx, char short_op, char long_op, char text_op)
 {
     if (p->bin) {
         if (idx < 256) {
@@ -131,7 +133,7 @@ memo_get(fj_pk *p, Py_ssize_t idx)
             if (o == NULL) {
                 return -1;
             }
-            o[0] = OP_BINGET;
+            o[0] = short_op;
             o[1] = (char)idx;
         }
         else {
@@ -139,14 +141,20 @@ memo_get(fj_pk *p, Py_ssize_t idx)
             if (o == NULL) {
                 return -1;
             }
-            o[0] = OP_LONG_BINGET;
+            o[0] = long_op;
             put_u32(o + 1, (uint32_t)idx);
         }
         return 0;
     }
     char buf[32];
-    PyOS_snprintf(buf, sizeof(buf), "g%zd\n", idx);
+    PyOS_snprintf(buf, sizeof(buf), "%c%zd\n", text_op, idx);
     return write_text(p, buf);
+}
+
+static int
+memo_get(fj_pk *p, Py_ssize_t idx)
+{
+    return write_memo_ref(p, idx, OP_BINGET, OP_LONG_BINGET, 'g');
 }
 
 static int
@@ -162,28 +170,7 @@ memoize(fj_pk *p, PyObject *obj)
     if (p->proto >= 4) {
         return write_op(p, OP_MEMOIZE);
     }
-    if (p->bin) {
-        if (idx < 256) {
-            char *o = fj_sink_reserve(p->sink, 2);
-            if (o == NULL) {
-                return -1;
-            }
-            o[0] = OP_BINPUT;
-            o[1] = (char)idx;
-        }
-        else {
-            char *o = fj_sink_reserve(p->sink, 5);
-            if (o == NULL) {
-                return -1;
-            }
-            o[0] = OP_LONG_BINPUT;
-            put_u32(o + 1, (uint32_t)idx);
-        }
-        return 0;
-    }
-    char buf[32];
-    PyOS_snprintf(buf, sizeof(buf), "p%zd\n", idx);
-    return write_text(p, buf);
+    return write_memo_ref(p, idx, OP_BINPUT, OP_LONG_BINPUT, 'p');
 }
 
 /* If obj is (now) in the memo: the caller throws away what it pushed and fetches it back. */
