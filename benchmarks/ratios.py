@@ -360,7 +360,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small sizes (about 1/64)")
     parser.add_argument("--scale", type=float, default=None, help="size factor (overrides --quick)")
     parser.add_argument("--runs", type=int, default=None, help="rounds (default 5, quick 3)")
-    parser.add_argument("--workloads", default=",".join(W.WORKLOADS))
+    parser.add_argument("--workloads", default=",".join(W.DEFAULT_WORKLOADS))
     parser.add_argument("--codecs", default="", help="also compare compressed: e.g. zlib,lz4,zstd")
     parser.add_argument("--dir", default=None, help="where the files go (default: temp dir)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")

@@ -8,6 +8,7 @@ full sizes:
   dict_of_arrays   2,000 float32 arrays of 4-256 KiB each
   random_forest    RandomForestClassifier, 200 trees
   small_dicts      a list of 300,000 small dicts
+  smooth_array     a compressible 512 MiB float64 array: a smooth signal rounded to 2 decimals
   f_order_array    a 128 MiB Fortran-ordered float64 array
   strided_array    a 128 MiB strided view (every other column of a 256 MiB array)
   dataframe        a pandas DataFrame, 2,000,000 rows, numeric and string columns
@@ -21,6 +22,14 @@ MiB = 1 << 20
 def big_array(scale=1.0):
     n = max(int(512 * MiB * scale) // 8, 1)
     return np.random.default_rng(0).random(n)
+
+
+def smooth_array(scale=1.0):
+    """A smooth signal (slow sine plus a ramp) rounded to 2 decimals: compressible, like sensor
+    data; zlib-3 packs it about 6.8x."""
+    n = max(int(512 * MiB * scale) // 8, 1)
+    t = np.linspace(0.0, 1.0, n)
+    return np.round(np.sin(t * (800 * np.pi)) * 100.0 + t * 50.0, 2)
 
 
 def dict_of_arrays(scale=1.0):
@@ -86,6 +95,7 @@ def str_int_dict(scale=1.0):
 
 WORKLOADS = {
     "big_array": big_array,
+    "smooth_array": smooth_array,
     "dict_of_arrays": dict_of_arrays,
     "random_forest": random_forest,
     "small_dicts": small_dicts,
@@ -96,4 +106,7 @@ WORKLOADS = {
 }
 
 # Workloads made of arrays (mmap loads are measured on these).
-ARRAY_WORKLOADS = {"big_array", "dict_of_arrays", "f_order_array", "strided_array"}
+ARRAY_WORKLOADS = {"big_array", "smooth_array", "dict_of_arrays", "f_order_array", "strided_array"}
+
+# ratios.py's default set (smooth_array is for the compressed table: benchmarks/codec_table.py).
+DEFAULT_WORKLOADS = [w for w in WORKLOADS if w != "smooth_array"]
