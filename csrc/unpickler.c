@@ -892,11 +892,64 @@ do_additems(fj_up *u, PyObject *set, Py_ssize_t k)
     return 0;
 }
 
+/* ndarray.__setstate__ (NumPy 2.4 and earlier) reads one list item per element of an object
+ * array without checking the list's length: a state whose list is shorter than the shape crashes
+ * the process. Refuse such a state before NumPy sees it. `state` is ndarray's
+ * (shape, dtype, is_fortran, data), with a version in front (5 items), or MaskedArray's 7-tuple
+ * (version, shape, dtype, is_fortran, data, mask, fill_value). 0 = fine or not ours to judge. */
+static int
+check_ndarray_state(fj_up *u, PyObject *state)
+{
+    if (!PyTuple_Check(state)) {
+        return 0;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(state), off = n == 4 ? 0 : (n == 5 || n == 7) ? 1 : -1;
+    if (off < 0) {
+        return 0;
+    }
+    PyObject *shape = PyTuple_GET_ITEM(state, off);
+    PyObject *descr = PyTuple_GET_ITEM(state, off + 1);
+    PyObject *data = PyTuple_GET_ITEM(state, off + 3);
+    if (!PyTuple_Check(shape) || !PyArray_DescrCheck(descr) || !PyList_Check(data) ||
+        !PyDataType_FLAGCHK((PyArray_Descr *)descr, NPY_LIST_PICKLE)) {
+        return 0;
+    }
+    Py_ssize_t count = 1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(shape); i++) {
+        PyObject *d = PyTuple_GET_ITEM(shape, i);
+        if (!PyLong_Check(d)) {
+            return 0; /* NumPy rejects it itself */
+        }
+        Py_ssize_t v = PyLong_AsSsize_t(d);
+        if (v < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (v == 0) {
+            return 0;
+        }
+        if (count > PY_SSIZE_T_MAX / v) {
+            count = PY_SSIZE_T_MAX; /* more elements than any list can hold */
+        }
+        else {
+            count *= v;
+        }
+    }
+    if (PyList_GET_SIZE(data) < count) {
+        return raise_up(u, "invalid ndarray state: %zd objects for an array of %zd elements",
+                        PyList_GET_SIZE(data), count);
+    }
+    return 0;
+}
+
 /* BUILD with stdlib semantics; `state` borrowed, `inst` borrowed. */
 static int
 do_build(fj_up *u, PyObject *inst, PyObject *state)
 {
     PyObject *setstate;
+    if (PyArray_Check(inst) && check_ndarray_state(u, state) < 0) {
+        return -1;
+    }
     int found = lookup_attr(inst, u->st->up.str_setstate, &setstate);
     if (found < 0) {
         return -1;

@@ -1,0 +1,79 @@
+"""ndarray states that crash NumPy's own __setstate__ are refused with an UnpicklingError.
+
+NumPy (2.4 and earlier) fills an object array from the pickled list without checking the list's
+length, so `ndarray.__setstate__((1, (4,), dtype('O'), False, [{}, '@']))` reads past the list and
+kills the process (stdlib pickle.loads of the same bytes segfaults). fastjoblib checks the count
+before NumPy sees the state, in every loader (plain pickle streams and object arrays inside joblib
+files go through the same unpickler). Each case runs in a subprocess, so a regression shows as a failed test with the crash's
+return code, not as a dead test run.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import fastjoblib
+
+PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(fastjoblib.__file__)))
+
+PRELUDE = textwrap.dedent("""
+    import io, pickle, numpy as np, fastjoblib
+
+    class Evil:
+        def __init__(self, cls, state):
+            self.cls, self.state = cls, state
+        def __reduce__(self):
+            return (np.ndarray.__new__, (self.cls, (0,), 'b'), self.state)
+""")
+
+CASES = {
+    "object_short_list": "Evil(np.ndarray, (1, (4,), np.dtype('O'), False, [{}, '@']))",
+    "object_4_tuple": "Evil(np.ndarray, ((3, 5), np.dtype('O'), False, [1, 2]))",
+    "object_empty_list": "Evil(np.ndarray, (1, (1000,), np.dtype('O'), True, []))",
+    "struct_with_object_field": "Evil(np.ndarray, (1, (4,), np.dtype([('a', 'O'), ('b', 'i8')]),"
+                                " False, [(1, 2)]))",
+    "masked_array": "Evil(np.ma.MaskedArray, (1, (4,), np.dtype('O'), False, [{}], bytes(4), None))",
+    "huge_shape": "Evil(np.ndarray, (1, (2**40, 2**40), np.dtype('O'), False, [1]))",
+}
+
+
+def run(body):
+    env = dict(os.environ, PYTHONPATH=PYTHON_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(body)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_short_object_state_is_refused(case):
+    res = run("""
+        data = pickle.dumps(%s, protocol=2)
+        for loader in (fastjoblib.loads, lambda d: fastjoblib.load(io.BytesIO(d))):
+            try:
+                loader(data)
+            except pickle.UnpicklingError as exc:
+                print("refused:", exc)
+            else:
+                print("loaded")
+    """ % CASES[case])
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    lines = res.stdout.splitlines()
+    assert len(lines) == 2 and all(l.startswith("refused: invalid ndarray state") for l in lines), \
+        res.stdout + res.stderr[-2000:]
+
+
+def test_valid_object_arrays_still_load():
+    res = run("""
+        a = np.array([{}, '@', None, 3], dtype=object).reshape(2, 2)
+        s = np.zeros(3, dtype=[('a', 'O'), ('b', 'i8')]); s['a'] = ['x', 1, None]
+        m = np.ma.masked_array(np.array([1, 'a', None], dtype=object), mask=[0, 1, 0])
+        for obj in (a, s, m, np.array([], dtype=object), np.empty((0, 3), dtype=object)):
+            for proto in (2, 4, 5):
+                got = fastjoblib.loads(pickle.dumps(obj, protocol=proto))
+                assert type(got) is type(obj) and got.shape == obj.shape and got.dtype == obj.dtype
+                assert got.tolist() == obj.tolist(), (got, obj)
+        print("ok")
+    """)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "ok"
