@@ -36,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import workloads as W  # noqa: E402
-from ratios import _reset_peak, _settle, _status_kib  # noqa: E402
+from ratios import _reset_peak, _settle, _status_kib, measure_memory  # noqa: E402
 
 SETTINGS = {"zlib": ("zlib", 3), "gzip": ("gzip", 3), "lz4": "lz4", "bz2": "bz2", "xz": "xz",
             "zstd": ("zstd", 3)}
@@ -115,18 +115,6 @@ def memory_child(workload, scale, codecs, directory):
         os.unlink(path)
         out[codec] = {"dump": dump_peak, "load": load_peak}
     print(json.dumps(out))
-
-
-def measure_memory(workload, scale, codecs, directory):
-    if not os.path.exists("/proc/self/clear_refs"):
-        return None
-    cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", workload, "--scale",
-           repr(scale), "--codecs", ",".join(codecs), "--dir", directory]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        sys.stderr.write(res.stderr)
-        return None
-    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def fmt_t(t):
@@ -214,7 +202,7 @@ def main(argv=None):
             del obj
             gc.collect()
             if not args.no_memory:
-                mem = measure_memory(wl, args.scale, codecs, d)
+                mem = measure_memory(wl, args.scale, codecs, d, script=__file__)
                 for r in rows:
                     if r["workload"] == wl and mem is not None:
                         r["peak"] = mem[r["codec"]]

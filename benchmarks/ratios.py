@@ -253,10 +253,12 @@ def memory_child(workload, scale, codecs, directory):
     print(json.dumps(out))
 
 
-def measure_memory(workload, scale, codecs, directory):
+def measure_memory(workload, scale, codecs, directory, script=__file__):
+    """Run `script --memory-child workload ...` (this file's or codec_table.py's) and return the
+    JSON it prints last; None where the method is unavailable or the child failed."""
     if not os.path.exists("/proc/self/clear_refs"):
         return None
-    cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", workload,
+    cmd = [sys.executable, os.path.abspath(script), "--memory-child", workload,
            "--scale", repr(scale), "--codecs", ",".join(codecs), "--dir", directory]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
