@@ -222,7 +222,7 @@ HOSTILE = {
     "obj_opcode": (obj_opcode, "posix.system", "plain"),
     "py2_alias": (py2_alias, "subprocess.getoutput", "plain"),
     "pickle_loads_inner": (pickle_loads_inner, "pickle.loads", "plain"),
-    "getattr_chain": (getattr_chain, "builtins.getattr", "plain"),
+    "getattr_chain": (getattr_chain, "collections.OrderedDict.__init__", "plain"),
     "dunder_walk": (dunder_walk, "numpy.ndarray.__init__.__globals__", "plain"),
     "module_walk": (module_walk, "pathlib.os.system", "plain"),
     "runstring": (runstring, "numpy.testing._private.utils.runstring", "plain"),

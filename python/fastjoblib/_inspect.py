@@ -491,6 +491,7 @@ class _Walk:
         self.generations = set()
         self.protocol = None
         self.unresolved = 0
+        self.bad_getattr = False  # builtins.getattr applied to something other than a global
         self.persistent_ids = 0
         self.oob_buffers = 0
         self.extensions = []
@@ -778,7 +779,20 @@ class _Walk:
             elif c == 0x52:  # REDUCE
                 args = pop()
                 func = pop()
-                stack.append(_reduce_value(func, args))
+                if isinstance(func, _Global) and func.name == "builtins.getattr":
+                    # a restricted load answers getattr(GLOBAL, 'attr') as the global
+                    # GLOBAL.attr (fastjoblib._trust._PolicyGetattr), and refuses anything else
+                    if (isinstance(args, tuple) and len(args) == 2
+                            and isinstance(args[0], _Global) and isinstance(args[1], str)
+                            and not args[0].name.startswith("<")):
+                        full = f"{args[0].name}.{args[1]}"
+                        self.globals[full] += 1
+                        stack.append(_Global(full))
+                    else:
+                        self.bad_getattr = True
+                        stack.append(_reduce_value(func, args))
+                else:
+                    stack.append(_reduce_value(func, args))
             elif c == 0x81:  # NEWOBJ
                 args = pop()
                 cls = pop()
@@ -925,7 +939,10 @@ def inspect(source):
     else:
         fmt = "pickle"
     names = sorted(w.globals)
-    dangerous = sorted({n for n in names if is_denied(n)}
+    # builtins.getattr: a restricted load hands out a policy-checked stand-in (see the REDUCE
+    # case); what it looks up is listed as the dotted global it resolves to.
+    dangerous = sorted({n for n in names if is_denied(n) and n != "builtins.getattr"}
+                       | ({"<builtins.getattr not on a global>"} if w.bad_getattr else set())
                        | ({"<unresolved STACK_GLOBAL>"} if w.unresolved else set())
                        | {f"<extension code {c}>" for c in w.extensions}
                        | {f"<BUILD on {n}>" for n in w.build_on_globals})

@@ -67,9 +67,13 @@ What this does NOT prevent (read before trusting a name):
   ``fractions.Fraction('1e999999999')``); deep nesting and huge memo indexes are the unpickler's
   job.
 
-Known gaps in what loads: tz-aware pandas data whose zone is a ``zoneinfo.ZoneInfo`` pickles
-through ``builtins.getattr(ZoneInfo, '_unpickle')`` and is refused (``getattr`` is denied);
-``functools.partial``, user classes, enums, namedtuples and estimators must be listed by name
+``builtins.getattr`` itself stays denied, but a stream that names it gets a stand-in (see
+``_PolicyGetattr``): ``getattr(X, 'attr')`` is answered only when ``X`` is a global this policy
+handed out during this load, and then exactly as the global ``X.attr`` would be, through this same
+policy (allow-list, denylist, no dunders). That is how ``zoneinfo.ZoneInfo`` (tz-aware pandas
+data) pickles: ``getattr(ZoneInfo, '_unpickle')``; both names are trusted by default.
+
+Known gaps in what loads: ``functools.partial``, user classes, enums, namedtuples and estimators must be listed by name
 (``fastjoblib.inspect(path)['needs_trusted']`` prints them).
 
 ``RestrictedUnpickler`` is a pure-Python reference implementation (stdlib ``pickle._Unpickler``
@@ -140,6 +144,9 @@ _STDLIB = [
     "collections.UserString", "collections.ChainMap",
     "datetime.date", "datetime.datetime", "datetime.time", "datetime.timedelta",
     "datetime.timezone",
+    # IANA zones (pandas tz-aware data): built from a key, which zoneinfo validates against path
+    # traversal; pickled as builtins.getattr(ZoneInfo, '_unpickle')(key, flag), see _PolicyGetattr
+    "zoneinfo.ZoneInfo", "zoneinfo.ZoneInfo._unpickle",
     "decimal.Decimal", "fractions.Fraction", "uuid.UUID", "uuid.SafeUUID",
     # path objects: constructing one does no I/O
     "pathlib.Path", "pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePath",
@@ -460,6 +467,8 @@ def make_find_class(trusted=True):
             raise UntrustedGlobalError(repr((module, name)), "global names must be str")
         module, name = _compat_name(module, name)
         fullname = f"{module}.{name}"
+        if fullname == "builtins.getattr":
+            return policy_getattr
         if is_denied(fullname):
             raise UntrustedGlobalError(fullname, "on the denylist of loaders and code-execution "
                                                  "gadgets")
@@ -478,9 +487,13 @@ def make_find_class(trusted=True):
         else:
             obj = _resolve(module, name, fullname)
         returned[id(obj)] = obj  # strong ref: ids stay unique
+        names.setdefault(id(obj), (module, name))
         return obj
 
     returned = {}
+    names = {}  # id -> (module, qualname) of what find_class handed out
+    policy_getattr = _PolicyGetattr(find_class, returned, names)
+    returned[id(policy_getattr)] = policy_getattr  # BUILD may not give it state
 
     def check_build(inst):
         """Call before every BUILD: raises UntrustedGlobalError if `inst` may not get state."""
@@ -489,6 +502,35 @@ def make_find_class(trusted=True):
     find_class.trusted = allowed
     find_class.check_build = check_build
     return find_class
+
+
+class _PolicyGetattr:
+    """What a restricted load gets for the global ``builtins.getattr`` (which is denied as such).
+
+    ``getattr(obj, attr)`` is answered only when ``obj`` is an object that this load's find_class
+    handed out as the global ``module.qualname``; the answer is then ``find_class(module,
+    qualname + '.' + attr)``: the same allow-list, denylist and resolution rules, so nothing is
+    reachable this way that the dotted global could not reach (``getattr(ZoneInfo, '_unpickle')``
+    needs ``zoneinfo.ZoneInfo._unpickle`` to be trusted; dunder steps are refused).
+    """
+
+    __slots__ = ("_find_class", "_returned", "_names")
+
+    def __init__(self, find_class, returned, names):
+        self._find_class, self._returned, self._names = find_class, returned, names
+
+    def __call__(self, obj, attr, *default):
+        key = id(obj)
+        if self._returned.get(key) is not obj or key not in self._names:
+            raise UntrustedGlobalError("builtins.getattr", "only attributes of globals that "
+                                       "this load resolved can be looked up")
+        if not isinstance(attr, str):
+            raise UntrustedGlobalError("builtins.getattr", "attribute names must be str")
+        module, name = self._names[key]
+        return self._find_class(module, f"{name}.{attr}")
+
+    def __repr__(self):
+        return "<fastjoblib restricted getattr>"
 
 
 # ------------------------------------------------------------------------------------------------
