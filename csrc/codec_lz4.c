@@ -8,7 +8,8 @@
  * environment (used by the tests), the streams fall back to the package's Python API (below).
  *
  * Writer: the input is cut into 1 MiB jobs for the worker threads; a job is 8 frame blocks of
- * 128 KiB, each compressed independently (LZ4_compress_fast for levels 0..2, LZ4_compress_HC for
+ * 128 KiB, 4 frame blocks of
+ for levels 0..2, LZ4_compress_HC for
  * 3+, as lz4.frame maps compression_level), framed here as ONE standard LZ4 frame: magic,
  * FLG = version 01 | independent blocks | block checksums, BD = 256 KB max block, header checksum
  * (xxh32 >> 8); per block a 4-byte size (high bit = stored uncompressed), the data and its xxh32;
@@ -33,7 +34,7 @@
 #include <string.h>
 
 #define LZ4_JOB (1u << 20)        /* input per worker job */
-#define LZ4_SUB (128u * 1024)     /* input per frame block (fast on incompressible data) */
+#define LZ4_SUB (256u * 1024)     /* input per frame block = the BD maximum: a reader can place blocks */
 #define LZ4_BD_256KB 0x50
 #define LZ4_FLG (0x40 | 0x20 | 0x10) /* version 01, block independence, block checksum */
 #define LZ4_INPUT (256 * 1024)
