@@ -24,7 +24,9 @@
  * decoded in parallel on the worker pool, a block placed at "previous blocks full-sized" and moved
  * down afterwards if an earlier one came out shorter; linked-block frames (lz4.frame's default,
  * what joblib writes) are decoded serially with LZ4_decompress_safe_usingDict and the previous
- * 64 KiB as dictionary. Every length read from the input is checked before use.
+ * 64 KiB as dictionary, on a worker too. While a batch decodes, the caller's thread reads the next
+ * input into a second buffer. Memory: two input buffers of max(threads x 2 MiB, 8 MiB), one
+ * scratch block, 128 KiB of history. Every length read from the input is checked before use.
  */
 #include "fj.h"
 #include "codec.h"
@@ -521,6 +523,8 @@ typedef struct {
     fj_task task;             /* first member: the pool task */
     lz4c_reader *r;
     int first, count;         /* blocks[first : first + count] */
+    unsigned char *dst;       /* linked task: where the batch goes */
+    int done;                 /* linked task: blocks decoded */
 } lz4_dtask;
 
 struct lz4c_reader {
@@ -530,6 +534,7 @@ struct lz4c_reader {
     int threads;
     fj_pool *pool;            /* started at the first batch worth it */
     unsigned char *ibuf;      /* unread input: ibuf[ipos : ipos + ilen] */
+    unsigned char *ibuf2;     /* the other input buffer (read ahead while a batch decodes) */
     size_t icap, ipos, ilen;
     int input_eof;
     int state;
@@ -827,6 +832,13 @@ decode_linked(lz4c_reader *r, int nb, unsigned char *base)
     return nb;
 }
 
+static void
+run_linked_task(fj_task *task)
+{
+    lz4_dtask *t = (lz4_dtask *)task;
+    t->done = decode_linked(t->r, t->count, t->dst);
+}
+
 /* Decode the complete blocks in the input buffer into dst (room bytes). *made: bytes placed in
  * dst (more may wait in scratch). 0 / -1 (r->err_kind set; *made still valid). GIL held. */
 static int
@@ -902,17 +914,40 @@ decode_batch(lz4c_reader *r, unsigned char *dst, size_t room, size_t *made)
         return rc < 0 ? -1 : 0;
     }
 
-    int ndone = nb, ntasks = 0;
-    size_t total = 0;
-    Py_BEGIN_ALLOW_THREADS
-    if (r->linked) {
-        ndone = decode_linked(r, nb, dst);
+    /* Overlap: when the unplanned rest of the input is small (the usual case for big reads), it
+     * moves to the other input buffer and the workers decode this batch while we read ahead. */
+    size_t rest = r->ilen - off;
+    unsigned char *batch_buf = r->ibuf;
+    int use_pool = r->threads > 1 && (planned >= (512u << 10) || (r->linked && nb > 1));
+    int swapped = 0;
+    if (use_pool && r->pool == NULL && (r->pool = fj_pool_new(r->threads)) == NULL) {
+        use_pool = 0; /* decode inline */
     }
-    else {
-        if (nb > 1 && r->threads > 1 && r->pool == NULL) {
-            r->pool = fj_pool_new(r->threads); /* on failure: decode inline */
+    if (use_pool && !r->input_eof && rest <= r->icap / 4) {
+        if (r->ibuf2 == NULL) {
+            r->ibuf2 = PyMem_RawMalloc(r->icap);
         }
-        if (nb > 1 && r->pool != NULL) {
+        if (r->ibuf2 != NULL) {
+            memcpy(r->ibuf2, in + off, rest);
+            r->ibuf = r->ibuf2;
+            r->ibuf2 = NULL;
+            r->ipos = 0;
+            r->ilen = rest;
+            swapped = 1;
+        }
+    }
+    int ntasks = 0;
+    if (use_pool) {
+        if (r->linked) {
+            lz4_dtask *t = &r->tasks[ntasks++];
+            t->task.fn = run_linked_task;
+            t->task.state = FJ_TASK_IDLE;
+            t->r = r;
+            t->first = 0;
+            t->count = nb;
+            t->dst = dst;
+        }
+        else {
             size_t acc = 0;
             for (int i = 0; i < nb; i++) {
                 if (acc == 0) {
@@ -929,21 +964,39 @@ decode_batch(lz4c_reader *r, unsigned char *dst, size_t room, size_t *made)
                     acc = 0;
                 }
             }
-            for (int t = 0; t < ntasks; t++) {
-                fj_pool_submit(r->pool, &r->tasks[t].task);
-            }
-            for (int t = 0; t < ntasks; t++) {
-                fj_pool_wait(r->pool, &r->tasks[t].task);
+        }
+        for (int t = 0; t < ntasks; t++) {
+            fj_pool_submit(r->pool, &r->tasks[t].task);
+        }
+    }
+    int read_failed = 0;
+    if (swapped && ensure_input(r, r->icap) < 0) {
+        read_failed = 1; /* r->err_kind set; the batch still completes first */
+    }
+
+    int ndone = nb;
+    size_t total = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (use_pool) {
+        for (int t = 0; t < ntasks; t++) {
+            fj_pool_wait(r->pool, &r->tasks[t].task);
+        }
+        if (r->linked) {
+            ndone = r->tasks[0].done;
+        }
+    }
+    else if (r->linked) {
+        ndone = decode_linked(r, nb, dst);
+    }
+    else {
+        for (int i = 0; i < nb; i++) {
+            decode_block(r, &r->blks[i], NULL, 0);
+            if (r->blks[i].err != NULL) {
+                break;
             }
         }
-        else {
-            for (int i = 0; i < nb; i++) {
-                decode_block(r, &r->blks[i], NULL, 0);
-                if (r->blks[i].err != NULL) {
-                    break;
-                }
-            }
-        }
+    }
+    if (!r->linked) {
         /* move each block down to its true place (an earlier block may have come out short) */
         size_t cur = 0;
         for (int i = 0; i < nb; i++) {
@@ -981,12 +1034,15 @@ decode_batch(lz4c_reader *r, unsigned char *dst, size_t room, size_t *made)
     }
     Py_END_ALLOW_THREADS
     *made = total;
-    /* input consumed: the blocks done */
-    size_t used = 0;
-    for (int i = 0; i < ndone; i++) {
-        used += 4 + r->blks[i].csize + ck;
+    if (swapped) {
+        r->ibuf2 = batch_buf; /* free again: the next swap fills it */
     }
-    consume(r, used);
+    else {
+        consume(r, off); /* on an error below the stream is dead anyway */
+    }
+    if (read_failed) {
+        return -1;
+    }
     if (ndone < nb) {
         return set_err(r, RE_CORRUPT, r->blks[ndone].err);
     }
@@ -1053,6 +1109,7 @@ lz4c_free(fj_reader *self)
     Py_CLEAR(r->err_value);
     Py_CLEAR(r->err_tb);
     PyMem_RawFree(r->ibuf);
+    PyMem_RawFree(r->ibuf2);
     PyMem_RawFree(r->hist);
     PyMem_RawFree(r->tmpdict);
     PyMem_RawFree(r->scratch);
