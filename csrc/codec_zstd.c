@@ -143,6 +143,18 @@ fj_zstd_writer(int level, int threads, fj_writer *inner)
     if ((mod = import_zstandard()) == NULL) {
         goto error;
     }
+    {
+        PyObject *maxl = PyObject_GetAttrString(mod, "MAX_COMPRESSION_LEVEL");
+        long max_level = maxl != NULL ? PyLong_AsLong(maxl) : -1;
+        Py_XDECREF(maxl);
+        if (max_level == -1 && PyErr_Occurred()) {
+            goto error;
+        }
+        if (level > max_level) { /* from_level() would clamp it silently */
+            PyErr_Format(PyExc_ValueError, "level must be less than %ld", max_level + 1);
+            goto error;
+        }
+    }
     /* threads=1: compress in the caller's thread (zstandard threads=0). With threads, libzstd's
      * multithreaded mode cuts the single frame into jobs of ZSTD_JOB bytes: its default at level 3
      * (8 MiB) was slower on 2 cores and needs about twice the memory (peak extra RSS during a
