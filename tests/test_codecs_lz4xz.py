@@ -361,3 +361,23 @@ def test_xz_standard_streams_and_concatenation():
     assert _core._decompress("xz", comp + _core._compress("xz", data, level=1)) == data * 2
     with pytest.raises(EOFError):
         _core._decompress("xz", comp[:-1])
+
+
+def test_lz4_streams_larger_than_the_input_buffer():
+    """Several input batches (the reader reads ahead into a second buffer while blocks decode)."""
+    rng = np.random.default_rng(5)
+    big = rng.bytes(20 * MIB) + mixed_bytes(6 * MIB, seed=9)
+    ours = _core._compress("lz4", big)
+    linked = frame(big, lz4_frame.BLOCKSIZE_MAX64KB, True, content_checksum=True)
+    indep = frame(big, lz4_frame.BLOCKSIZE_MAX4MB, False, block_checksum=True)
+    for comp in (ours, linked, indep):
+        for chunk, inner in [(0, 0), (3 * MIB + 1, 0), (0, 1 * MIB + 3), (777 * KIB, 5 * MIB)]:
+            assert _core._decompress("lz4", comp, chunk=chunk, inner_chunk=inner) == big
+    # damage deep inside the stream, after several batches
+    for comp in (ours, indep):
+        bad = bytearray(comp)
+        bad[len(bad) * 3 // 4] ^= 0x40
+        with pytest.raises(RuntimeError):
+            _core._decompress("lz4", bytes(bad))
+        with pytest.raises(EOFError):
+            _core._decompress("lz4", comp[:len(comp) * 2 // 3])
