@@ -1,10 +1,17 @@
 /* codec_lzma.c: .lzma ("alone", joblib's 'lzma') and .xz with liblzma.
  *
- * Writer: one liblzma encoder fed from the caller's memory with the GIL released. 'xz' with more
- * than one thread uses liblzma's multithreaded encoder (lzma_stream_encoder_mt: independent blocks
- * inside ONE standard .xz stream); 'lzma' (FORMAT_ALONE) cannot be parallel. Preset 0..9, default 6,
- * CRC-64 check for xz, like lzma.LZMAFile. Reader: lzma_auto_decoder into the caller's buffer,
- * continuing across concatenated streams.
+ * Writer: one liblzma encoder fed from the caller's memory with the GIL released. 'xz' always uses
+ * liblzma's multithreaded encoder (lzma_stream_encoder_mt, also with one thread): independent
+ * blocks inside ONE standard .xz stream, each block header carrying its compressed and
+ * uncompressed sizes, which is what lets the multithreaded decoder split the work. Block size:
+ * max(dictionary, 1 MiB) instead of liblzma's 3 x dictionary, which bounds the encoder memory per
+ * thread to about 12 x dictionary + 2 x block (lzma_stream_encoder_mt_memusage; the dictionary of
+ * the high presets is itself large: ~96 MiB per thread at preset 6). 'lzma' (FORMAT_ALONE) cannot
+ * be parallel. Preset 0..9, default 6, CRC-64 check for xz, like lzma.LZMAFile.
+ * Reader: .xz through lzma_stream_decoder_mt (threads = usable CPUs), .lzma through
+ * lzma_alone_decoder, into the caller's buffer, continuing across concatenated streams. Every
+ * decoder has a hard memory limit (FJ_LZMA_MEMLIMIT): a header asking for more (an 18-byte
+ * hostile .lzma header can ask for a 4 GiB dictionary) raises LZMAError naming the limit.
  */
 #include "fj.h"
 #include "codec.h"
@@ -14,6 +21,10 @@
 
 #define LZMA_OUTBUF (256 * 1024)
 #define LZMA_FEED (4u << 20) /* input handed to lzma_code per GIL release */
+/* Hard memory cap of every decoder: xz's largest dictionary (--lzma2=dict=1536MiB) plus room for
+ * the decoder's own state and, for .xz, the multithreaded decoder's block buffers. */
+#define FJ_LZMA_MEMLIMIT ((uint64_t)1600 << 20)
+#define LZMA_MIN_BLOCK ((uint64_t)1 << 20)
 
 typedef struct {
     fj_writer base;
@@ -164,16 +175,19 @@ fj_lzma_writer(int xz, int level, int threads, fj_writer *inner)
         }
         rc = lzma_alone_encoder(&w->s, &opt);
     }
-    else if (threads > 1) {
+    else {
+        lzma_options_lzma opt;
         lzma_mt mt;
+        if (lzma_lzma_preset(&opt, (uint32_t)level)) {
+            PyErr_Format(PyExc_ValueError, "Invalid compression preset: %d", level);
+            goto error;
+        }
         memset(&mt, 0, sizeof(mt));
         mt.threads = (uint32_t)threads;
         mt.preset = (uint32_t)level;
         mt.check = LZMA_CHECK_CRC64;
+        mt.block_size = opt.dict_size > LZMA_MIN_BLOCK ? opt.dict_size : LZMA_MIN_BLOCK;
         rc = lzma_stream_encoder_mt(&w->s, &mt);
-    }
-    else {
-        rc = lzma_easy_encoder(&w->s, (uint32_t)level, LZMA_CHECK_CRC64);
     }
     if (rc != LZMA_OK) {
         lzma_error(rc, "cannot start the xz/lzma encoder");
@@ -193,19 +207,58 @@ typedef struct {
     int inited;
 } unxz_state;
 
+static lzma_ret
+start_decoder(unxz_state *st, int xz)
+{
+    if (!xz) {
+        return lzma_alone_decoder(&st->s, FJ_LZMA_MEMLIMIT);
+    }
+    int threads = fj_codec_threads(0);
+    if (threads > 64) {
+        threads = 64;
+    }
+    if (threads == 1) {
+        return lzma_stream_decoder(&st->s, FJ_LZMA_MEMLIMIT, 0);
+    }
+    /* Above memlimit_threading the decoder goes on in one thread; above memlimit_stop it fails. */
+    uint64_t threading = lzma_physmem() / 4;
+    if (threading == 0 || threading > FJ_LZMA_MEMLIMIT) {
+        threading = threading == 0 ? (uint64_t)256 << 20 : FJ_LZMA_MEMLIMIT;
+    }
+    lzma_mt mt;
+    memset(&mt, 0, sizeof(mt));
+    mt.threads = (uint32_t)threads;
+    mt.timeout = 0;
+    mt.memlimit_threading = threading;
+    mt.memlimit_stop = FJ_LZMA_MEMLIMIT;
+    return lzma_stream_decoder_mt(&st->s, &mt);
+}
+
 static int
-unxz_init(void *vst, char *msg, size_t cap)
+unxz_init_any(void *vst, char *msg, size_t cap, int xz)
 {
     unxz_state *st = vst;
     lzma_stream init = LZMA_STREAM_INIT;
     st->s = init;
-    lzma_ret rc = lzma_auto_decoder(&st->s, UINT64_MAX, 0);
+    lzma_ret rc = start_decoder(st, xz);
     if (rc != LZMA_OK) {
         snprintf(msg, cap, "cannot start the decoder (%d)", (int)rc);
         return rc == LZMA_MEM_ERROR ? FJ_DEC_NOMEM : FJ_DEC_ERR;
     }
     st->inited = 1;
     return FJ_DEC_OK;
+}
+
+static int
+unxz_init(void *vst, char *msg, size_t cap)
+{
+    return unxz_init_any(vst, msg, cap, 1);
+}
+
+static int
+unlzma_init(void *vst, char *msg, size_t cap)
+{
+    return unxz_init_any(vst, msg, cap, 0);
 }
 
 static int
@@ -244,6 +297,12 @@ unxz_run(void *vst, const unsigned char **in, size_t *in_len, unsigned char **ou
     case LZMA_DATA_ERROR:
         snprintf(msg, cap, "Corrupt input data");
         return FJ_DEC_ERR;
+    case LZMA_MEMLIMIT_ERROR:
+        snprintf(msg, cap, "Memory usage limit exceeded: decoding this stream needs %llu MiB, "
+                 "more than fastjoblib's limit of %llu MiB for lzma/xz decoders",
+                 (unsigned long long)((lzma_memusage(s) + (1u << 20) - 1) >> 20),
+                 (unsigned long long)(FJ_LZMA_MEMLIMIT >> 20));
+        return FJ_DEC_ERR;
     default:
         snprintf(msg, cap, "decoder error %d", (int)rc);
         return FJ_DEC_ERR;
@@ -265,7 +324,7 @@ static const fj_sdec_ops xz_dec = {
     "\xfd" "7zXZ\0", 6, "lzma", "LZMAError",
 };
 static const fj_sdec_ops lzma_dec = {
-    "lzma", sizeof(unxz_state), unxz_init, unxz_run, unxz_end,
+    "lzma", sizeof(unxz_state), unlzma_init, unxz_run, unxz_end,
     "\x5d\0", 2, "lzma", "LZMAError",
 };
 
