@@ -22,6 +22,7 @@
 #include "fj.h"
 #include "codec.h"
 
+#include <pthread.h>
 #include <string.h>
 
 #define PR_CHUNK (256 * 1024)         /* input read size */
@@ -52,6 +53,13 @@ typedef struct {
     size_t pos;               /* consumer: input consumed (SER) */
     size_t opos;              /* consumer: output served (PAR) */
     int accepted;
+    /* direct mode: the worker decodes into the caller's buffer at the predicted place. dest is
+     * set by the consumer and read by the worker when it starts, both under r->lock; a worker
+     * that started with dest == NULL uses `out`. */
+    unsigned char *dest;
+    size_t dest_cap;
+    int started;
+    int nodirect;             /* decoded again after a direct attempt: never direct again */
 } pseg;
 
 struct preader {
@@ -80,6 +88,9 @@ struct preader {
     int perr;
     char perr_msg[200];
     PyObject *perr_type, *perr_value, *perr_tb;
+    size_t bs;                /* output of a full segment (learned from the first one), 0: unknown */
+    pthread_mutex_t lock;     /* seg->dest / seg->started */
+    int lock_inited;
 };
 
 /* ----- prefix reader: bytes already read, then the inner reader ------------------------------ */
@@ -127,9 +138,15 @@ static void
 run_pseg(fj_task *task)
 {
     pseg *seg = (pseg *)task;
-    const fj_pdec_ops *ops = seg->r->ops;
+    preader *r = seg->r;
+    const fj_pdec_ops *ops = r->ops;
     char msg[200];
     int res = SEG_FAIL;
+    pthread_mutex_lock(&r->lock);
+    seg->started = 1;
+    unsigned char *dest = seg->dest;
+    size_t dest_cap = seg->dest_cap;
+    pthread_mutex_unlock(&r->lock);
     seg->out_len = 0;
     seg->used = 0;
     if (ops->body_init(seg->st, NULL, 0, msg, sizeof(msg)) != FJ_DEC_OK) {
@@ -140,7 +157,7 @@ run_pseg(fj_task *task)
     const unsigned char *in = seg->in;
     size_t in_len = seg->in_len;
     for (;;) {
-        if (seg->out_cap - seg->out_len < 4096) {
+        if (dest == NULL && seg->out_cap - seg->out_len < 4096) {
             size_t ncap = seg->out_cap < ops->out_hint ? ops->out_hint + 65536 : seg->out_cap * 2;
             if (ncap > PR_OUT_MAX) {
                 break; /* leave it to the serial decoder */
@@ -152,8 +169,10 @@ run_pseg(fj_task *task)
             seg->out = p;
             seg->out_cap = ncap;
         }
-        unsigned char *out = seg->out + seg->out_len;
-        size_t room = seg->out_cap - seg->out_len, out_len = room;
+        unsigned char *base = dest != NULL ? dest : seg->out;
+        size_t cap = dest != NULL ? dest_cap : seg->out_cap;
+        unsigned char *out = base + seg->out_len;
+        size_t room = cap - seg->out_len, out_len = room;
         size_t before = in_len;
         int rc = ops->body_run(seg->st, &in, &in_len, &out, &out_len, msg, sizeof(msg));
         size_t made = room - out_len;
@@ -175,13 +194,14 @@ run_pseg(fj_task *task)
                 break; /* input ended inside a block: not a boundary */
             }
         }
-        else if (made == 0 && before == in_len && out_len > 0) {
-            break; /* no progress */
+        else if (made == 0 && before == in_len) {
+            break; /* no progress: an error, or (direct) more output than predicted */
         }
     }
     ops->end(seg->st);
     if (res != SEG_FAIL && ops->check_update != NULL) {
-        seg->check = ops->check_update(ops->check_init, seg->out, seg->out_len);
+        seg->check = ops->check_update(ops->check_init, dest != NULL ? dest : seg->out,
+                                       seg->out_len);
     }
     seg->res = res;
 }
@@ -308,6 +328,8 @@ pop_seg(preader *r)
     wait_seg(r, seg);
     seg->task.state = FJ_TASK_IDLE;
     seg->in_len = 0;
+    seg->dest = NULL;
+    seg->started = 0;
     r->head = (r->head + 1) % r->nslots;
     r->count--;
 }
@@ -371,6 +393,9 @@ cut_segment(preader *r)
         seg->pos = seg->opos = 0;
         seg->accepted = 0;
         seg->out_len = 0;
+        seg->dest = NULL;
+        seg->started = 0;
+        seg->nodirect = 0;
         r->next_spec = at_marker;
         r->count++;
         if (seg->spec) {
@@ -378,6 +403,87 @@ cut_segment(preader *r)
         }
         return 1;
     }
+}
+
+/* Direct mode: place the output of queued segments straight into the caller's buffer
+ * buf[produced:want], predicting that every segment decodes to r->bs bytes. A prediction that
+ * turns out wrong is caught when the segment is reached (its dest is not where the output
+ * continues) and undone by drain_direct. */
+static void
+assign_direct(preader *r, unsigned char *buf, size_t produced, size_t want)
+{
+    size_t bs = r->bs, off = produced;
+    if (bs == 0 || r->pool == NULL || want - produced < 2 * bs) {
+        return;
+    }
+    pthread_mutex_lock(&r->lock);
+    for (int i = 0; i < r->count; i++) {
+        pseg *seg = &r->slots[(r->head + i) % r->nslots];
+        if (!seg->spec) {
+            break; /* no prediction past a segment that is not decoded in parallel */
+        }
+        if (seg->accepted) {
+            off += seg->out_len - seg->opos;
+            continue;
+        }
+        if (off > want || want - off < bs) {
+            break;
+        }
+        if (seg->dest == NULL && !seg->started && !seg->nodirect) {
+            seg->dest = buf + off;
+            seg->dest_cap = bs;
+        }
+        off += bs;
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* Before the caller's buffer is written by anyone else (serial decode, a misplaced segment) or
+ * handed back: no worker may write into it any more. Unstarted segments go back to their own
+ * buffers; started ones are waited for and decoded again into their own buffers. */
+static void
+drain_direct(preader *r)
+{
+    int any = 0;
+    pthread_mutex_lock(&r->lock);
+    for (int i = 0; i < r->count; i++) {
+        pseg *seg = &r->slots[(r->head + i) % r->nslots];
+        if (seg->dest != NULL) {
+            if (!seg->started) {
+                seg->dest = NULL;
+            }
+            else {
+                any = 1;
+            }
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    if (!any) {
+        return;
+    }
+    for (int i = 0; i < r->count; i++) {
+        pseg *seg = &r->slots[(r->head + i) % r->nslots];
+        if (seg->dest != NULL) {
+            wait_seg(r, seg);
+            seg->dest = NULL;
+            seg->started = 0;
+            seg->nodirect = 1;
+            fj_pool_submit(r->pool, &seg->task);
+        }
+    }
+}
+
+/* Does any segment other than `self` own a direct region overlapping [lo, hi)? */
+static int
+direct_conflict(preader *r, const pseg *self, const unsigned char *lo, const unsigned char *hi)
+{
+    for (int i = 0; i < r->count; i++) {
+        const pseg *seg = &r->slots[(r->head + i) % r->nslots];
+        if (seg != self && seg->dest != NULL && seg->dest < hi && lo < seg->dest + seg->dest_cap) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* Drop every task, wait for running ones (GIL released). */
@@ -645,6 +751,7 @@ preader_read(fj_reader *self, char *buf, Py_ssize_t len)
         pseg *seg = head_seg(r);
         if (!r->ser) {
             if (r->at_boundary && seg->spec) {
+                assign_direct(r, (unsigned char *)buf, produced, want);
                 wait_seg(r, seg);
                 if (seg->res == SEG_CLEAN && ops->end_continues && !seg->at_marker) {
                     /* a stream ended where the input was cut for length (or ended): what
@@ -652,20 +759,36 @@ preader_read(fj_reader *self, char *buf, Py_ssize_t len)
                     seg->res = SEG_END;
                     seg->used = seg->in_len;
                 }
+                if (seg->dest != NULL &&
+                    (seg->dest != (unsigned char *)buf + produced || seg->res == SEG_FAIL)) {
+                    /* mispredicted place or size: decoded again into its own buffer */
+                    drain_direct(r);
+                    continue;
+                }
                 if (seg->res != SEG_FAIL) {
+                    const unsigned char *src = seg->dest != NULL ? seg->dest : seg->out;
                     if (!seg->accepted) {
                         seg->accepted = 1;
                         if (ops->check_combine != NULL) {
                             r->check = ops->check_combine(r->check, seg->check, seg->out_len);
                         }
                         r->total += seg->out_len;
-                        hist_push(r, seg->out, seg->out_len);
+                        hist_push(r, src, seg->out_len);
+                        if (r->bs == 0 && seg->res == SEG_CLEAN && seg->at_marker) {
+                            r->bs = seg->out_len;
+                        }
                     }
                     size_t n = seg->out_len - seg->opos;
                     if (n > want - produced) {
                         n = want - produced;
                     }
-                    memcpy(buf + produced, seg->out + seg->opos, n);
+                    if (seg->dest == NULL) {
+                        unsigned char *to = (unsigned char *)buf + produced;
+                        if (direct_conflict(r, seg, to, to + n)) {
+                            drain_direct(r); /* longer than predicted: the next ones move */
+                        }
+                        memcpy(to, src + seg->opos, n);
+                    } /* else: already in place (dest == buf + produced and n == out_len) */
                     seg->opos += n;
                     produced += n;
                     if (seg->opos == seg->out_len) {
@@ -683,6 +806,7 @@ preader_read(fj_reader *self, char *buf, Py_ssize_t len)
                 }
             }
             /* serial from here, with the history */
+            drain_direct(r);
             wait_seg(r, seg);
             int rc = ops->body_init(r->st, r->hist, r->hist_len, msg, sizeof(msg));
             if (rc != FJ_DEC_OK) {
@@ -751,8 +875,10 @@ preader_read(fj_reader *self, char *buf, Py_ssize_t len)
             goto fail;
         }
     }
+    drain_direct(r);
     return (Py_ssize_t)produced;
 fail:
+    drain_direct(r);
     if (kind == PE_PYTHON) {
         PyErr_Fetch(&r->perr_type, &r->perr_value, &r->perr_tb);
         r->perr = PE_PYTHON;
@@ -808,6 +934,9 @@ preader_free(fj_reader *self)
     if (r->inner != NULL) {
         r->inner->free(r->inner);
     }
+    if (r->lock_inited) {
+        pthread_mutex_destroy(&r->lock);
+    }
     PyMem_RawFree(r);
 }
 
@@ -833,6 +962,8 @@ fj_preader_new(const fj_pdec_ops *ops, int threads, fj_reader *inner)
     r->ops = ops;
     r->threads = threads;
     r->nslots = 2 * threads;
+    pthread_mutex_init(&r->lock, NULL);
+    r->lock_inited = 1;
     r->slots = PyMem_RawCalloc((size_t)r->nslots, sizeof(pseg));
     r->st = PyMem_RawCalloc(1, ops->state_size);
     if (r->slots == NULL || r->st == NULL) {
