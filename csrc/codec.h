@@ -158,6 +158,9 @@ typedef struct fj_pdec_ops {
     size_t tail_len;
     /* 0, or -1 with msg: verify tail[0:tail_len] against the check and the output length. */
     int (*tail)(const unsigned char *tail, uint32_t check, uint64_t total, char *msg, size_t cap);
+    /* Go parallel only with at least this many candidate markers in the first few MiB (smaller
+     * inputs do not repay the threads and buffers). */
+    int min_markers;
 } fj_pdec_ops;
 
 /* threads: <= 0 all usable CPUs; 1: the serial reader (fj_sreader_new). Owns inner. */

@@ -438,13 +438,13 @@ static const fj_pdec_ops zlib_pdec = {
     &zlib_dec, sizeof(inflate_state), deflate_find, sizeof(deflate_marker), sizeof(deflate_marker),
     0, DEFLATE_BLOCK, DEFLATE_DICT,
     inflate_init_zlib, inflate_head, inflate_body_init, inflate_body_run, inflate_at_boundary,
-    inflate_end, 1, adler_update, adler_combine, 4, zlib_tail,
+    inflate_end, 1, adler_update, adler_combine, 4, zlib_tail, 2,
 };
 static const fj_pdec_ops gzip_pdec = {
     &gzip_dec, sizeof(inflate_state), deflate_find, sizeof(deflate_marker), sizeof(deflate_marker),
     0, DEFLATE_BLOCK, DEFLATE_DICT,
     inflate_init_gzip, inflate_head, inflate_body_init, inflate_body_run, inflate_at_boundary,
-    inflate_end, 0, crc_update, crc_combine, 8, gzip_tail,
+    inflate_end, 0, crc_update, crc_combine, 8, gzip_tail, 2,
 };
 
 fj_reader *

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #define PR_CHUNK (256 * 1024)         /* input read size */
+#define PR_FIRST (64 * 1024)          /* the first read */
 #define PR_PROBE (4 * 1024 * 1024)    /* no marker in this much input: serial reader */
 #define PR_SEG_MAX (4 * 1024 * 1024)  /* a segment is cut without a marker past this */
 #define PR_OUT_MAX (16 * 1024 * 1024) /* a worker gives up on a segment producing more */
@@ -60,6 +61,7 @@ typedef struct {
     size_t dest_cap;
     int started;
     int nodirect;             /* decoded again after a direct attempt: never direct again */
+    int unsubmitted;          /* spec, not yet handed to the pool (assign_direct first) */
 } pseg;
 
 struct preader {
@@ -88,7 +90,8 @@ struct preader {
     int perr;
     char perr_msg[200];
     PyObject *perr_type, *perr_value, *perr_tb;
-    size_t bs;                /* output of a full segment (learned from the first one), 0: unknown */
+    size_t bs;                /* predicted output of a segment: the last full one's, at first
+                                 the codec's out_hint */
     pthread_mutex_t lock;     /* seg->dest / seg->started */
     int lock_inited;
 };
@@ -213,7 +216,7 @@ pend_reserve(preader *r, size_t need)
     if (r->pend_cap - r->pend_len >= need) {
         return 0;
     }
-    size_t ncap = r->pend_cap > 0 ? r->pend_cap : PR_CHUNK;
+    size_t ncap = r->pend_cap > 0 ? r->pend_cap : need;
     while (ncap - r->pend_len < need) {
         ncap *= 2;
     }
@@ -234,10 +237,12 @@ pend_fill(preader *r)
     if (r->input_eof) {
         return 0;
     }
-    if (pend_reserve(r, PR_CHUNK) < 0) {
+    /* the first read is small: small (serial) inputs pay for no big buffer */
+    size_t chunk = r->pend_cap == 0 ? PR_FIRST : PR_CHUNK;
+    if (pend_reserve(r, chunk) < 0) {
         return -1;
     }
-    Py_ssize_t n = r->inner->read(r->inner, (char *)r->pend + r->pend_len, PR_CHUNK);
+    Py_ssize_t n = r->inner->read(r->inner, (char *)r->pend + r->pend_len, (Py_ssize_t)chunk);
     if (n < 0) {
         return -1;
     }
@@ -398,9 +403,7 @@ cut_segment(preader *r)
         seg->nodirect = 0;
         r->next_spec = at_marker;
         r->count++;
-        if (seg->spec) {
-            fj_pool_submit(r->pool, &seg->task);
-        }
+        seg->unsubmitted = seg->spec; /* submitted by submit_segments, after assign_direct */
         return 1;
     }
 }
@@ -468,6 +471,18 @@ drain_direct(preader *r)
             seg->dest = NULL;
             seg->started = 0;
             seg->nodirect = 1;
+            fj_pool_submit(r->pool, &seg->task);
+        }
+    }
+}
+
+static void
+submit_segments(preader *r)
+{
+    for (int i = 0; i < r->count; i++) {
+        pseg *seg = &r->slots[(r->head + i) % r->nslots];
+        if (seg->unsubmitted) {
+            seg->unsubmitted = 0;
             fj_pool_submit(r->pool, &seg->task);
         }
     }
@@ -567,14 +582,23 @@ raise_kind(preader *r, int kind, const char *msg)
 static int
 probe_input(preader *r)
 {
+    int found = 0;
     for (;;) {
-        if (find_cut(r, r->scan) >= 0) {
+        ptrdiff_t c;
+        while (found < r->ops->min_markers && (c = find_cut(r, r->scan)) >= 0) {
+            found++;
+            r->scan = (size_t)c - r->ops->cut + 1; /* past this marker's first byte */
+        }
+        if (found >= r->ops->min_markers) {
             break;
         }
         if (r->input_eof || r->pend_len >= PR_PROBE) {
             return 0;
         }
-        r->scan = r->pend_len >= r->ops->marker_len ? r->pend_len - r->ops->marker_len + 1 : 0;
+        size_t tail = r->pend_len >= r->ops->marker_len ? r->pend_len - r->ops->marker_len + 1 : 0;
+        if (tail > r->scan) {
+            r->scan = tail;
+        }
         if (pend_fill(r) < 0) {
             return -1;
         }
@@ -740,6 +764,12 @@ preader_read(fj_reader *self, char *buf, Py_ssize_t len)
                 break;
             }
         }
+        if (r->count > 0 && r->pool != NULL) {
+            if (!r->ser && r->at_boundary) {
+                assign_direct(r, (unsigned char *)buf, produced, want);
+            }
+            submit_segments(r);
+        }
         if (r->count == 0) {
             if (ops->end_continues && r->at_boundary && !r->ser) {
                 r->phase = PH_DONE; /* the last stream ended exactly at the end of input */
@@ -751,7 +781,6 @@ preader_read(fj_reader *self, char *buf, Py_ssize_t len)
         pseg *seg = head_seg(r);
         if (!r->ser) {
             if (r->at_boundary && seg->spec) {
-                assign_direct(r, (unsigned char *)buf, produced, want);
                 wait_seg(r, seg);
                 if (seg->res == SEG_CLEAN && ops->end_continues && !seg->at_marker) {
                     /* a stream ended where the input was cut for length (or ended): what
@@ -774,7 +803,7 @@ preader_read(fj_reader *self, char *buf, Py_ssize_t len)
                         }
                         r->total += seg->out_len;
                         hist_push(r, src, seg->out_len);
-                        if (r->bs == 0 && seg->res == SEG_CLEAN && seg->at_marker) {
+                        if (seg->res == SEG_CLEAN && seg->at_marker && seg->out_len > 0) {
                             r->bs = seg->out_len;
                         }
                     }
@@ -962,6 +991,7 @@ fj_preader_new(const fj_pdec_ops *ops, int threads, fj_reader *inner)
     r->ops = ops;
     r->threads = threads;
     r->nslots = 2 * threads;
+    r->bs = ops->out_hint;
     pthread_mutex_init(&r->lock, NULL);
     r->lock_inited = 1;
     r->slots = PyMem_RawCalloc((size_t)r->nslots, sizeof(pseg));
