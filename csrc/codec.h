@@ -161,6 +161,9 @@ typedef struct fj_pdec_ops {
     /* Go parallel only with at least this many candidate markers in the first few MiB (smaller
      * inputs do not repay the threads and buffers). */
     int min_markers;
+    /* May be NULL. Does the input start like our writer's output? 1 yes, 0 no (the serial reader
+     * at once, no probe), -1 more bytes needed. Only speed depends on the answer. */
+    int (*sniff)(const unsigned char *buf, size_t len);
 } fj_pdec_ops;
 
 /* threads: <= 0 all usable CPUs; 1: the serial reader (fj_sreader_new). Owns inner. */

@@ -242,7 +242,7 @@ bunzip_at_boundary(void *st)
 static const fj_pdec_ops bz2_pdec = {
     &bz2_dec, sizeof(bunzip_state), bz2_find, 10, 0, 1, 2 * 900000, 0,
     NULL, NULL, bunzip_body_init, bunzip_body_run, bunzip_at_boundary, bunzip_end,
-    0, NULL, NULL, 0, NULL, 1,
+    0, NULL, NULL, 0, NULL, 1, NULL,
 };
 
 fj_reader *

@@ -6,7 +6,9 @@
  * ratio cost is ~0.2% against one zlib.compress stream at the same level). A non-last block ends
  * with Z_SYNC_FLUSH (an empty stored block: byte-aligned, `00 00 ff ff`) followed by one more
  * empty stored block written by hand (`00 00 00 ff ff`), so every block boundary carries the
- * 9-byte marker `00 00 ff ff 00 00 00 ff ff`; the last block ends with Z_FINISH. The per-block
+ * 9-byte marker `00 00 ff ff 00 00 00 ff ff`; the last block ends with Z_FINISH. The deflate data
+ * starts with one more empty stored block (`00 00 00 ff ff`, which zlib itself never writes first):
+ * the reader's cue to look for markers at all. The per-block
  * Adler-32 / CRC-32 are computed by the workers and combined in order. The concatenation, framed
  * by one zlib header + Adler-32 or one gzip header + CRC-32 + ISIZE, is ONE ordinary zlib stream /
  * gzip member that any inflater reads.
@@ -141,6 +143,10 @@ deflate_emit(void *vctx, fj_bjob *job, fj_writer *inner, int first)
                 return -1;
             }
             ctx->check = 1;
+        }
+        /* an empty stored block first: tells our reader that this stream has block markers */
+        if (fj_codec_put(inner, deflate_extra, sizeof(deflate_extra)) < 0) {
+            return -1;
         }
     }
     ctx->check = ctx->gzip ? (uint32_t)crc32_combine(ctx->check, job->check, (z_off_t)job->in_len)
@@ -434,17 +440,39 @@ gzip_tail(const unsigned char *t, uint32_t check, uint64_t total, char *msg, siz
     return 0;
 }
 
+/* Our writer starts the deflate data with an empty stored block (zlib.compress never does): files
+ * without it (joblib's) go to the serial reader without reading ahead. */
+static int
+zlib_sniff(const unsigned char *b, size_t len)
+{
+    if (len < 2 + sizeof(deflate_extra)) {
+        return -1;
+    }
+    return (b[0] & 0x0f) == 8 && ((unsigned)b[0] * 256 + b[1]) % 31 == 0 && !(b[1] & 0x20) &&
+           memcmp(b + 2, deflate_extra, sizeof(deflate_extra)) == 0;
+}
+
+static int
+gzip_sniff(const unsigned char *b, size_t len)
+{
+    if (len < 10 + sizeof(deflate_extra)) {
+        return -1;
+    }
+    return b[0] == 0x1f && b[1] == 0x8b && b[2] == 8 && b[3] == 0 &&
+           memcmp(b + 10, deflate_extra, sizeof(deflate_extra)) == 0;
+}
+
 static const fj_pdec_ops zlib_pdec = {
     &zlib_dec, sizeof(inflate_state), deflate_find, sizeof(deflate_marker), sizeof(deflate_marker),
     0, DEFLATE_BLOCK, DEFLATE_DICT,
     inflate_init_zlib, inflate_head, inflate_body_init, inflate_body_run, inflate_at_boundary,
-    inflate_end, 1, adler_update, adler_combine, 4, zlib_tail, 2,
+    inflate_end, 1, adler_update, adler_combine, 4, zlib_tail, 2, zlib_sniff,
 };
 static const fj_pdec_ops gzip_pdec = {
     &gzip_dec, sizeof(inflate_state), deflate_find, sizeof(deflate_marker), sizeof(deflate_marker),
     0, DEFLATE_BLOCK, DEFLATE_DICT,
     inflate_init_gzip, inflate_head, inflate_body_init, inflate_body_run, inflate_at_boundary,
-    inflate_end, 0, crc_update, crc_combine, 8, gzip_tail, 2,
+    inflate_end, 0, crc_update, crc_combine, 8, gzip_tail, 2, gzip_sniff,
 };
 
 fj_reader *

@@ -17,6 +17,17 @@
  * checked, and a following stream (gzip member, bz2 stream) starts over. Memory: 2 x threads
  * segments in flight, each at most SEG_MAX input and OUT_MAX output (a worker gives up beyond that
  * and the consumer decodes that segment serially, streaming).
+ *
+ * Direct placement: while a read() is in progress, segments not yet started are given a place in
+ * the caller's buffer (predicting that each decodes to as much as the last full one did) and the
+ * worker inflates straight there. A segment found elsewhere than where the output continues, or
+ * failing, is decoded again into its own buffer (drain_direct); no worker writes into the caller's
+ * buffer after read() returns or while anyone else writes there.
+ *
+ * Which inputs go parallel: the first read is checked by ops->sniff (deflate: our writer starts
+ * the data with an empty stored block; anything else, e.g. joblib's files, goes to the serial
+ * reader at once), then at least ops->min_markers markers must show up in the first PR_PROBE
+ * bytes; otherwise the bytes read so far are replayed into the plain fj_sreader.
  */
 #define _GNU_SOURCE
 #include "fj.h"
@@ -583,6 +594,17 @@ static int
 probe_input(preader *r)
 {
     int found = 0;
+    if (r->ops->sniff != NULL) {
+        int ours;
+        while ((ours = r->ops->sniff(r->pend, r->pend_len)) < 0 && !r->input_eof) {
+            if (pend_fill(r) < 0) {
+                return -1;
+            }
+        }
+        if (ours != 1) {
+            return 0;
+        }
+    }
     for (;;) {
         ptrdiff_t c;
         while (found < r->ops->min_markers && (c = find_cut(r, r->scan)) >= 0) {

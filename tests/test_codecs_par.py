@@ -61,9 +61,11 @@ def assert_same_as_serial(name, blob, threads=(2, 3), **kw):
 def marked_stream(parts, wbits=15, level=6, extra=True):
     """A zlib (wbits 15) / gzip (31) stream of `parts` compressed by ONE compressobj (so later parts
     may reference earlier ones), each part but the last ended by Z_SYNC_FLUSH + an empty stored
-    block: the boundaries carry our 9-byte marker although blocks are not independent."""
+    block: the boundaries carry our 9-byte marker although blocks are not independent. Like our
+    writer's output it starts with an empty stored block (the reader's cue to look for markers)."""
     c = zlib.compressobj(level, zlib.DEFLATED, wbits)
-    out = []
+    out = [c.flush(zlib.Z_SYNC_FLUSH)]
+    assert out[0].endswith(b"\x00\x00\x00\xff\xff") and len(out[0]) == (7 if wbits == 15 else 15)
     for i, p in enumerate(parts):
         out.append(c.compress(p))
         if i < len(parts) - 1:
@@ -82,6 +84,7 @@ def test_deflate_blocks_are_independent_and_marked():
     data = mixed(3 * BS + 1000, seed=1)
     comp = _core._compress("zlib", data, level=6, threads=2)
     assert comp[:2] == zlib.compress(b"", 6)[:2]  # zlib's exact header bytes
+    assert comp[2:7] == b"\x00\x00\x00\xff\xff"  # then an empty stored block: "has markers"
     assert comp.count(MARKER) == 3
     # every block between markers inflates alone (raw, no dictionary) to exactly BS bytes
     body = comp[2:-4]
@@ -178,12 +181,19 @@ def test_back_references_across_markers(wbits, name):
     assert error is None and value == b"".join(parts)
 
 
-def test_plain_sync_flush_streams_and_joblib_files_load():
-    # Z_SYNC_FLUSH alone (no extra empty block): no marker, serial path
+def test_streams_without_the_cue_or_without_markers():
+    # Z_SYNC_FLUSH alone (no extra empty block): no marker
     parts = [rand_bytes(100 * KIB, i) for i in range(5)]
     comp = marked_stream(parts, extra=False)
     value, error = assert_same_as_serial("zlib", comp)
     assert error is None and value == b"".join(parts)
+    # markers but no leading empty stored block (another producer): read serially, same result
+    parts = [rand_bytes(300 * KIB, i) for i in range(4)]
+    comp = marked_stream(parts)
+    assert comp[2:7] == b"\x00\x00\x00\xff\xff"
+    for blob in (comp[:2] + comp[7:], comp):
+        value, error = assert_same_as_serial("zlib", blob)
+        assert error is None and value == b"".join(parts)
 
 
 def test_long_stretch_without_markers_and_huge_segments():
