@@ -7,8 +7,8 @@
  * with Z_SYNC_FLUSH (an empty stored block: byte-aligned, `00 00 ff ff`) followed by one more
  * empty stored block written by hand (`00 00 00 ff ff`), so every block boundary carries the
  * 9-byte marker `00 00 ff ff 00 00 00 ff ff`; the last block ends with Z_FINISH. The deflate data
- * starts with one more empty stored block (`00 00 00 ff ff`, which zlib itself never writes first):
- * the reader's cue to look for markers at all. The per-block
+ * of a multi-block stream starts with one more empty stored block (`00 00 00 ff ff`, which zlib
+ * itself never writes first): the reader's cue to look for markers at all. The per-block
  * Adler-32 / CRC-32 are computed by the workers and combined in order. The concatenation, framed
  * by one zlib header + Adler-32 or one gzip header + CRC-32 + ISIZE, is ONE ordinary zlib stream /
  * gzip member that any inflater reads.
@@ -144,8 +144,9 @@ deflate_emit(void *vctx, fj_bjob *job, fj_writer *inner, int first)
             }
             ctx->check = 1;
         }
-        /* an empty stored block first: tells our reader that this stream has block markers */
-        if (fj_codec_put(inner, deflate_extra, sizeof(deflate_extra)) < 0) {
+        /* an empty stored block first: tells our reader that this stream has block markers
+         * (a single-block stream has none: read serially without looking) */
+        if (!job->last && fj_codec_put(inner, deflate_extra, sizeof(deflate_extra)) < 0) {
             return -1;
         }
     }
@@ -466,13 +467,13 @@ static const fj_pdec_ops zlib_pdec = {
     &zlib_dec, sizeof(inflate_state), deflate_find, sizeof(deflate_marker), sizeof(deflate_marker),
     0, DEFLATE_BLOCK, DEFLATE_DICT,
     inflate_init_zlib, inflate_head, inflate_body_init, inflate_body_run, inflate_at_boundary,
-    inflate_end, 1, adler_update, adler_combine, 4, zlib_tail, 2, zlib_sniff,
+    inflate_end, 1, adler_update, adler_combine, 4, zlib_tail, 1, zlib_sniff,
 };
 static const fj_pdec_ops gzip_pdec = {
     &gzip_dec, sizeof(inflate_state), deflate_find, sizeof(deflate_marker), sizeof(deflate_marker),
     0, DEFLATE_BLOCK, DEFLATE_DICT,
     inflate_init_gzip, inflate_head, inflate_body_init, inflate_body_run, inflate_at_boundary,
-    inflate_end, 0, crc_update, crc_combine, 8, gzip_tail, 2, gzip_sniff,
+    inflate_end, 0, crc_update, crc_combine, 8, gzip_tail, 1, gzip_sniff,
 };
 
 fj_reader *
