@@ -100,6 +100,15 @@ def test_deflate_blocks_are_independent_and_marked():
     assert dd.decompress(gz) == data and dd.eof and dd.unused_data == b""  # one member
 
 
+@pytest.mark.parametrize("name,hdr", [("zlib", 2), ("gzip", 10)])
+def test_marker_cue_only_on_multi_block_streams(name, hdr):
+    cue = b"\x00\x00\x00\xff\xff"
+    for size, multi in ((0, False), (1000, False), (BS, False), (BS + 1, True), (3 * BS, True)):
+        comp = _core._compress(name, mixed(size, seed=3), threads=2)
+        assert (comp[hdr:hdr + 5] == cue) == multi, size
+        assert comp.count(MARKER) == (size - 1) // BS if size else comp.count(MARKER) == 0
+
+
 @pytest.mark.parametrize("name", ["zlib", "gzip"])
 def test_independent_blocks_cost_under_one_percent(name):
     n = 3 * MIB
