@@ -695,14 +695,20 @@ fj_codec_writer(const char *name, int level, int threads, fj_writer *inner)
 fj_reader *
 fj_codec_reader(const char *name, fj_reader *inner)
 {
+    return fj_codec_reader_threads(name, 0, inner);
+}
+
+fj_reader *
+fj_codec_reader_threads(const char *name, int threads, fj_reader *inner)
+{
     if (strcmp(name, "zlib") == 0) {
-        return fj_deflate_reader(0, inner);
+        return fj_deflate_reader_threads(0, threads, inner);
     }
     if (strcmp(name, "gzip") == 0) {
-        return fj_deflate_reader(1, inner);
+        return fj_deflate_reader_threads(1, threads, inner);
     }
     if (strcmp(name, "bz2") == 0) {
-        return fj_bz2_reader(inner);
+        return fj_bz2_reader_threads(threads, inner);
     }
     if (strcmp(name, "lzma") == 0) {
         return fj_lzma_reader(0, inner);
@@ -863,15 +869,16 @@ done:
 static PyObject *
 codec_decompress(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"name", "data", "chunk", "inner_chunk", NULL};
+    static char *kwlist[] = {"name", "data", "chunk", "inner_chunk", "threads", NULL};
     const char *name;
     Py_buffer view = {0};
     Py_ssize_t chunk = 0, inner_chunk = 0;
+    int threads = 0;
     PyObject *out = NULL; /* grown in place (large reallocs are mremap'd: no copy) */
     fj_reader *cr = NULL;
     Py_ssize_t len = 0, cap = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sy*|nn:_decompress", kwlist, &name, &view,
-                                     &chunk, &inner_chunk)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sy*|nni:_decompress", kwlist, &name,
+                                     &view, &chunk, &inner_chunk, &threads)) {
         return NULL;
     }
     mem_reader *mr = PyMem_RawCalloc(1, sizeof(mem_reader));
@@ -884,7 +891,7 @@ codec_decompress(PyObject *module, PyObject *args, PyObject *kwargs)
     mr->data = view.buf;
     mr->len = (size_t)view.len;
     mr->chunk = inner_chunk > 0 ? (size_t)inner_chunk : 0;
-    if ((cr = fj_codec_reader(name, &mr->base)) == NULL) { /* owns mr */
+    if ((cr = fj_codec_reader_threads(name, threads, &mr->base)) == NULL) { /* owns mr */
         goto error;
     }
     cap = view.len > (1 << 20) ? view.len : (1 << 20);
@@ -935,9 +942,10 @@ static PyMethodDef codec_methods[] = {
      "Compress `data` with the codec writer (test entry point). chunk > 0 splits the input into "
      "writes of that size."},
     {"_decompress", (PyCFunction)(void (*)(void))codec_decompress, METH_VARARGS | METH_KEYWORDS,
-     "_decompress(name, data, chunk=0, inner_chunk=0) -> bytes\n\n"
+     "_decompress(name, data, chunk=0, inner_chunk=0, threads=0) -> bytes\n\n"
      "Decompress `data` with the codec reader (test entry point). chunk / inner_chunk > 0 cap the "
-     "size of each read from the codec / of each read the codec makes from its input."},
+     "size of each read from the codec / of each read the codec makes from its input. threads: "
+     "decoding threads of the zlib/gzip/bz2 readers (0: all cores, 1: serial)."},
     {NULL, NULL, 0, NULL},
 };
 

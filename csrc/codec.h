@@ -8,8 +8,12 @@
  *    writer. Memory is bounded by 2 x threads blocks in flight. Used by zlib/gzip (pigz-style
  *    deflate), bz2 (one stream per block) and lz4 (independent frame blocks).
  *  - the stream reader (fj_sreader_new): a bounded input buffer refilled from the inner reader and
- *    a C decoder that writes straight into the caller's buffer, GIL released. Used by zlib, gzip,
- *    bz2, lzma and xz.
+ *    a C decoder that writes straight into the caller's buffer, GIL released. Used by lzma and xz,
+ *    and by zlib, gzip and bz2 for input without block markers (joblib's files, small files).
+ *  - the parallel segment reader (fj_preader_new, codec_par.c): zlib, gzip and bz2 input that
+ *    carries our block markers is cut into segments decoded on a worker pool (straight into the
+ *    caller's buffer when the place is predictable), validated so that output and errors are
+ *    exactly those of the serial reader for any input.
  *
  * lzma/xz writers (liblzma, its own threads for xz), zstd (the `zstandard` package) and the lz4
  * reader (the `lz4` package) are stand-alone fj_writer / fj_reader implementations.
@@ -115,5 +119,58 @@ int fj_codec_raise(const char *mod, const char *attr, const char *fmt, ...);
 int fj_codec_put(fj_writer *inner, const void *buf, size_t len);
 /* Truncated-stream error, same type and text as the stdlib/joblib compressed readers (EOFError). */
 int fj_codec_raise_truncated(void);
+
+/* ----- parallel segment reader (codec_par.c) ------------------------------------------------- *
+ * For streams our block writers produce: independent segments separated by a findable marker.
+ * The reader cuts the input at candidate markers, inflates the segments speculatively on a worker
+ * pool (each from scratch, no history), and accepts a worker's result only when the true decode
+ * is at a clean boundary at that segment's start AND the worker decoded it cleanly to its end
+ * (or to the stream end). Anything else is decoded serially by the consumer, with the preceding
+ * output as history, so output and errors are those of a serial decoder for every input. Files
+ * without a marker in the first few MiB (joblib's own, small ones) go to fj_sreader_new. */
+typedef struct fj_pdec_ops {
+    const fj_sdec_ops *serial; /* the plain decoder: name, magic, error class, files w/o markers */
+    size_t state_size;         /* decoder state (one per worker + one for the consumer) */
+    /* Position of the first candidate marker in buf[from:len) (only whole markers), or -1. */
+    ptrdiff_t (*find)(const unsigned char *buf, size_t len, size_t from);
+    size_t marker_len;
+    size_t cut;                /* a segment boundary is at marker position + cut */
+    int end_continues;         /* a stream end exactly at a marker boundary goes on with the next
+                                  segment (bz2: the next stream starts there) */
+    size_t out_hint;           /* expected output of one segment */
+    size_t hist_size;          /* history handed to the serial body decoder (0: none) */
+    /* Stream header (may be NULL): head_init, then head consumes from in; FJ_DEC_END once the
+     * header is complete (the body starts at *in), FJ_DEC_OK for more input, or an error. */
+    int (*head_init)(void *st, char *msg, size_t cap);
+    int (*head)(void *st, const unsigned char **in, size_t *in_len, char *msg, size_t cap);
+    /* Body decoder, started at a boundary with the preceding output (hist, may be empty); run as
+     * fj_sdec_ops.run; at_boundary: after all input was consumed, the decoder stands exactly on a
+     * boundary where an independent segment may start. end releases (safe on a fresh state). */
+    int (*body_init)(void *st, const unsigned char *hist, size_t hist_len, char *msg, size_t cap);
+    int (*body_run)(void *st, const unsigned char **in, size_t *in_len, unsigned char **out,
+                    size_t *out_len, char *msg, size_t msgcap);
+    int (*at_boundary)(void *st);
+    void (*end)(void *st);
+    /* Checksum over a stream's output (check_update NULL: none) and its trailer. */
+    uint32_t check_init;
+    uint32_t (*check_update)(uint32_t c, const unsigned char *p, size_t n);
+    uint32_t (*check_combine)(uint32_t a, uint32_t b, uint64_t len_b);
+    size_t tail_len;
+    /* 0, or -1 with msg: verify tail[0:tail_len] against the check and the output length. */
+    int (*tail)(const unsigned char *tail, uint32_t check, uint64_t total, char *msg, size_t cap);
+    /* Go parallel only with at least this many candidate markers in the first few MiB (smaller
+     * inputs do not repay the threads and buffers). */
+    int min_markers;
+    /* May be NULL. Does the input start like our writer's output? 1 yes, 0 no (the serial reader
+     * at once, no probe), -1 more bytes needed. Only speed depends on the answer. */
+    int (*sniff)(const unsigned char *buf, size_t len);
+} fj_pdec_ops;
+
+/* threads: <= 0 all usable CPUs; 1: the serial reader (fj_sreader_new). Owns inner. */
+fj_reader *fj_preader_new(const fj_pdec_ops *ops, int threads, fj_reader *inner);
+/* fj_codec_reader with a thread count (0: all cores; 1: serial); used by _core._decompress. */
+fj_reader *fj_codec_reader_threads(const char *name, int threads, fj_reader *inner);
+fj_reader *fj_deflate_reader_threads(int gzip, int threads, fj_reader *inner);
+fj_reader *fj_bz2_reader_threads(int threads, fj_reader *inner);
 
 #endif

@@ -3,8 +3,11 @@
  * Writer: the input is cut into blocks of two bzip2 blocks' worth (2 x level x 100 kB), each
  * compressed in a worker as a complete, independent .bz2 stream; the streams are concatenated.
  * Multi-stream files are standard: bzip2, bz2.decompress and bz2.BZ2File (joblib's reader) read
- * them. Reader: libbz2 into the caller's buffer, continuing across concatenated streams.
+ * them. Reader: libbz2, continuing across concatenated streams; files with several streams are
+ * decoded in parallel by codec_par.c (one or more whole streams per worker; a stream starts with
+ * "BZh" + level + the block magic "1AY&SY", byte-aligned), others serially into the caller's buffer.
  */
+#define _GNU_SOURCE /* memmem */
 #include "fj.h"
 #include "codec.h"
 
@@ -184,8 +187,72 @@ static const fj_sdec_ops bz2_dec = {
     "BZh", 3, NULL, NULL,
 };
 
+/* ----- parallel reader hooks (codec_par.c): segments start at "BZh" level "1AY&SY" ------------ */
+static ptrdiff_t
+bz2_find(const unsigned char *buf, size_t len, size_t from)
+{
+    while (from + 10 <= len) {
+        const unsigned char *p = memmem(buf + from + 4, len - from - 4, "1AY&SY", 6);
+        if (p == NULL) {
+            return -1;
+        }
+        size_t m = (size_t)(p - buf) - 4;
+        if (buf[m] == 'B' && buf[m + 1] == 'Z' && buf[m + 2] == 'h' && buf[m + 3] >= '1' &&
+            buf[m + 3] <= '9') {
+            return (ptrdiff_t)m;
+        }
+        from = m + 1;
+    }
+    return -1;
+}
+
+static int
+bunzip_body_init(void *st, const unsigned char *hist, size_t hist_len, char *msg, size_t cap)
+{
+    return bunzip_init(st, msg, cap); /* streams need no history */
+}
+
+/* As bunzip_run, going on with the next stream when one starts right after the end (as the
+ * serial reader does); FJ_DEC_END when the bytes after an end are not (all there as) a stream. */
+static int
+bunzip_body_run(void *vst, const unsigned char **in, size_t *in_len, unsigned char **out,
+                size_t *out_len, char *msg, size_t cap)
+{
+    for (;;) {
+        int rc = bunzip_run(vst, in, in_len, out, out_len, msg, cap);
+        if (rc != FJ_DEC_END) {
+            return rc;
+        }
+        if (*in_len < 3 || memcmp(*in, "BZh", 3) != 0) {
+            return FJ_DEC_END;
+        }
+        bunzip_end(vst);
+        if ((rc = bunzip_init(vst, msg, cap)) != FJ_DEC_OK) {
+            return rc;
+        }
+    }
+}
+
+static int
+bunzip_at_boundary(void *st)
+{
+    return 0; /* boundaries are stream ends (FJ_DEC_END) */
+}
+
+static const fj_pdec_ops bz2_pdec = {
+    &bz2_dec, sizeof(bunzip_state), bz2_find, 10, 0, 1, 2 * 900000, 0,
+    NULL, NULL, bunzip_body_init, bunzip_body_run, bunzip_at_boundary, bunzip_end,
+    0, NULL, NULL, 0, NULL, 1, NULL,
+};
+
+fj_reader *
+fj_bz2_reader_threads(int threads, fj_reader *inner)
+{
+    return fj_preader_new(&bz2_pdec, threads, inner);
+}
+
 fj_reader *
 fj_bz2_reader(fj_reader *inner)
 {
-    return fj_sreader_new(&bz2_dec, inner);
+    return fj_bz2_reader_threads(0, inner);
 }
