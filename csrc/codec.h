@@ -8,15 +8,18 @@
  *    writer. Memory is bounded by 2 x threads blocks in flight. Used by zlib/gzip (pigz-style
  *    deflate), bz2 (one stream per block) and lz4 (independent frame blocks).
  *  - the stream reader (fj_sreader_new): a bounded input buffer refilled from the inner reader and
- *    a C decoder that writes straight into the caller's buffer, GIL released. Used by lzma and xz,
- *    and by zlib, gzip and bz2 for input without block markers (joblib's files, small files).
+ *    a C decoder that writes straight into the caller's buffer, GIL released. Used by lzma, and
+ *    by zlib, gzip and bz2 for input without block markers (joblib's files, small files).
  *  - the parallel segment reader (fj_preader_new, codec_par.c): zlib, gzip and bz2 input that
  *    carries our block markers is cut into segments decoded on a worker pool (straight into the
  *    caller's buffer when the place is predictable), validated so that output and errors are
  *    exactly those of the serial reader for any input.
  *
- * lzma/xz writers (liblzma, its own threads for xz), zstd (the `zstandard` package) and the lz4
- * reader (the `lz4` package) are stand-alone fj_writer / fj_reader implementations.
+ * Stand-alone fj_writer / fj_reader implementations: the lzma/xz writers (liblzma; xz through its
+ * threaded encoder, blocks with sizes), the xz reader (liblzma's threaded decoder), zstd (the
+ * `zstandard` package, libzstd's own threads) and the lz4 frame reader (liblz4's functions found
+ * in the `lz4` package's extension with dlsym; independent blocks decoded in parallel on the pool,
+ * linked blocks serially with a 64 KiB history; the package's Python API as the fallback).
  */
 #ifndef FJ_CODEC_H
 #define FJ_CODEC_H
