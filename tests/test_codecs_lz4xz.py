@@ -192,7 +192,9 @@ def test_lz4_our_frames_for_standard_readers():
 
 def run_py(code, env_extra=None, cpus=None):
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.path.join(ROOT, "python") + os.pathsep + env.get("PYTHONPATH", "")
+    # the fastjoblib this test process imported (the source tree in a dev build, the venv in CI)
+    pkg_dir = os.path.dirname(os.path.dirname(os.path.abspath(fastjoblib.__file__)))
+    env["PYTHONPATH"] = pkg_dir + os.pathsep + env.get("PYTHONPATH", "")
     env.update(env_extra or {})
     pre = "import os\n"
     if cpus is not None:
