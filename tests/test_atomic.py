@@ -99,7 +99,10 @@ def test_real_sigint_leaves_old_or_new_file(tmp_path):
     dump, never a partial one, and no temporary is left."""
     path = str(tmp_path / "data.pkl")
     code = textwrap.dedent(f"""
-        import sys, numpy as np, fastjoblib
+        import signal, sys, numpy as np, fastjoblib
+        # a shell's background job inherits SIGINT ignored (and Python then keeps it ignored):
+        # take the default KeyboardInterrupt handler whatever the parent's disposition
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         path = {path!r}
         a = np.arange(2**21, dtype=np.float64)
         i = 0
