@@ -942,12 +942,40 @@ check_ndarray_state(fj_up *u, PyObject *state)
     return 0;
 }
 
+/* dtype.__setstate__ (NumPy 2.4 and earlier) uses the `fields` item as a dict without checking
+ * its type: (3, '|', None, -1, -1, 63) on a copied dtype segfaults (stdlib pickle too). Refuse
+ * a state whose fields item is neither None nor a dict (NumPy checks the other items itself).
+ * Where it sits, by length: 9, 8, 7 = (version, endian, subarray, names, fields, ...);
+ * 6 = (version, endian, subarray, fields, elsize, alignment); 5 = (endian, subarray, fields,
+ * elsize, alignment). 0 = fine or not ours to judge. */
+static int
+check_descr_state(fj_up *u, PyObject *state)
+{
+    if (!PyTuple_Check(state)) {
+        return 0;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(state);
+    Py_ssize_t at = (n >= 7 && n <= 9) ? 4 : n == 6 ? 3 : n == 5 ? 2 : -1;
+    if (at < 0) {
+        return 0; /* NumPy rejects other lengths itself */
+    }
+    PyObject *fields = PyTuple_GET_ITEM(state, at);
+    if (fields != Py_None && !PyDict_Check(fields)) {
+        return raise_up(u, "invalid dtype state: fields is a %.100s, not a dict",
+                        Py_TYPE(fields)->tp_name);
+    }
+    return 0;
+}
+
 /* BUILD with stdlib semantics; `state` borrowed, `inst` borrowed. */
 static int
 do_build(fj_up *u, PyObject *inst, PyObject *state)
 {
     PyObject *setstate;
     if (PyArray_Check(inst) && check_ndarray_state(u, state) < 0) {
+        return -1;
+    }
+    if (PyArray_DescrCheck(inst) && check_descr_state(u, state) < 0) {
         return -1;
     }
     int found = lookup_attr(inst, u->st->up.str_setstate, &setstate);

@@ -1,4 +1,4 @@
-"""ndarray states that crash NumPy's own __setstate__ are refused with an UnpicklingError.
+"""ndarray and dtype states that crash NumPy's own __setstate__ are refused (UnpicklingError).
 
 NumPy (2.4 and earlier) fills an object array from the pickled list without checking the list's
 length, so `ndarray.__setstate__((1, (4,), dtype('O'), False, [{}, '@']))` reads past the list and
@@ -38,6 +38,37 @@ CASES = {
     "huge_shape": "Evil(np.ndarray, (1, (2**40, 2**40), np.dtype('O'), False, [1]))",
 }
 
+# dtype.__setstate__ uses the `fields` item as a dict unchecked (found by tests/test_fuzz.py)
+DTYPE_CASES = {
+    "fields_int_v3": "(3, '|', None, -1, -1, 63)",
+    "fields_int_v1": "(1, '|', None, -1, -1, 63)",
+    "fields_str_len8": "(3, '<', None, None, 'x', -1, -1, 0)",
+    "fields_list_len5": "('|', None, [1], -1, -1)",
+}
+
+
+
+
+@pytest.mark.parametrize("case", sorted(DTYPE_CASES))
+def test_bad_dtype_state_is_refused(case):
+    res = run("""
+        class EvilDtype:
+            def __reduce__(self):
+                return (np.dtype, ('O8', False, True), %s)
+        data = pickle.dumps(EvilDtype(), protocol=2)
+        for loader in (fastjoblib.loads, lambda d: fastjoblib.load(io.BytesIO(d))):
+            try:
+                loader(data)
+            except pickle.UnpicklingError as exc:
+                print("refused:", exc)
+            else:
+                print("loaded")
+    """ % DTYPE_CASES[case])
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    lines = res.stdout.splitlines()
+    assert len(lines) == 2 and all(l.startswith("refused: invalid dtype state") for l in lines), \
+        res.stdout + res.stderr[-2000:]
+
 
 def run(body):
     env = dict(os.environ, PYTHONPATH=PYTHON_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -68,7 +99,9 @@ def test_valid_object_arrays_still_load():
         a = np.array([{}, '@', None, 3], dtype=object).reshape(2, 2)
         s = np.zeros(3, dtype=[('a', 'O'), ('b', 'i8')]); s['a'] = ['x', 1, None]
         m = np.ma.masked_array(np.array([1, 'a', None], dtype=object), mask=[0, 1, 0])
-        for obj in (a, s, m, np.array([], dtype=object), np.empty((0, 3), dtype=object)):
+        nested = np.zeros(2, dtype=[('n', [('x', 'O'), ('y', '<i4')]), ('z', '<f8')])
+        nested['n']['x'] = ['p', {}]
+        for obj in (a, s, m, nested, np.array([], dtype=object), np.empty((0, 3), dtype=object)):
             for proto in (2, 4, 5):
                 got = fastjoblib.loads(pickle.dumps(obj, protocol=proto))
                 assert type(got) is type(obj) and got.shape == obj.shape and got.dtype == obj.dtype
