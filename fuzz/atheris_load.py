@@ -26,31 +26,14 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))  # fuzz_seeds
 
 import atheris  # noqa: E402
 
 with atheris.instrument_imports():
     import fastjoblib._provenance  # noqa: F401  (pure Python: instrumented)
-import numpy as np  # noqa: E402
 from fastjoblib import _core  # noqa: E402
-
-CODECS = ["zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"]
-
-
-class Thing:
-    def __init__(self, a):
-        self.a = a
-
-
-def seed_objects():
-    return [
-        {"a": np.arange(6, dtype="<i4"), "b": [1, 2.5, "x", b"y", None, True], "c": (1, 2)},
-        [np.arange(5.0).reshape(5, 1)[::2], np.zeros((2, 3), dtype=">f8"), np.array(3.5)],
-        np.array([{"k": 1}, "s", None, 2**70], dtype=object),
-        {"s": {1, 2}, "f": frozenset({3}), "ba": bytearray(b"ab"), "big": 2**100, "neg": -5},
-        np.array([(1, 2.0)], dtype=[("i", "<i2"), ("f", "<f4")]),
-        [np.asfortranarray(np.eye(3)), "héllo", 1.5, complex(1, 2)],
-    ]
+from fuzz_seeds import CODECS, build_seeds, seed_objects  # noqa: E402
 
 
 def make_corpus(directory):
@@ -91,21 +74,9 @@ _INTERESTING = [b"\x00", b"\xff", b"\x7f", b"\x80", b"\xff\xff\xff\xff", b"\xff\
 def seeds():
     """plain pickle streams, joblib streams, {codec: compressed joblib streams}"""
     if not _SEEDS:
-        from fastjoblib._provenance import make_record
-
-        plain, joblib = [], []
-        for obj in seed_objects():
-            for proto in range(6):
-                try:
-                    plain.append(_core.dumps(obj, proto))
-                except Exception:
-                    pass
-                buf = io.BytesIO()
-                _core.dump(obj, buf, proto, trailer=make_record if proto % 2 else None)
-                joblib.append(buf.getvalue())
+        plain, joblib, compressed = build_seeds(codec_stride=3)
         _SEEDS["plain"], _SEEDS["joblib"] = plain, joblib
-        for name in CODECS:
-            _SEEDS[name] = [_core._compress(name, s) for s in joblib[::3]]
+        _SEEDS.update(compressed)
     return _SEEDS
 
 

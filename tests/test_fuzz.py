@@ -18,20 +18,17 @@ The examples are derandomized: CI runs the same inputs on every change. Longer, 
 runs: fuzz/atheris_load.py (see fuzz/README.md).
 """
 import faulthandler
-import io
 import os
 import sys
 import tempfile
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastjoblib import _core
-from fastjoblib._provenance import make_record
+from fuzz_seeds import CODECS, build_seeds
 
-CODECS = ["zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"]
 UNDER_ASAN = "asan" in os.environ.get("LD_PRELOAD", "")
 # per-test budget: ~5-10 s each on 2 shared cores normally; the sanitizer pass runs fewer
 EXAMPLES = int(os.environ.get("FASTJOBLIB_FUZZ_EXAMPLES", 300 if UNDER_ASAN else 2500))
@@ -42,40 +39,9 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database
 
 
 # ------------------------------------------------------------------------------------------------
-# seeds
+# seeds (tests/fuzz_seeds.py, shared with fuzz/atheris_load.py)
 
-class Thing:
-    def __init__(self, a):
-        self.a = a
-
-
-def _seed_objects():
-    return [
-        {"a": np.arange(6, dtype="<i4"), "b": [1, 2.5, "x", b"y", None, True], "c": (1, 2)},
-        [np.arange(5.0).reshape(5, 1)[::2], np.zeros((2, 3), dtype=">f8"), np.array(3.5)],
-        np.array([{"k": 1}, "s", None, 2**70], dtype=object),
-        {"s": {1, 2}, "f": frozenset({3}), "ba": bytearray(b"ab"), "big": 2**100, "neg": -5},
-        np.array([(1, 2.0)], dtype=[("i", "<i2"), ("f", "<f4")]),
-        [Thing(np.ones(3, dtype=np.uint8)), Thing("t"), np.asfortranarray(np.eye(3))],
-    ]
-
-
-def _build_seeds():
-    plain, joblib = [], []
-    for obj in _seed_objects():
-        for proto in (0, 1, 2, 3, 4, 5):
-            try:
-                plain.append(_core.dumps(obj, proto))
-            except Exception:
-                pass
-            buf = io.BytesIO()
-            _core.dump(obj, buf, proto, trailer=make_record if proto % 2 else None)
-            joblib.append(buf.getvalue())
-    compressed = {name: [_core._compress(name, s) for s in joblib[::5]] for name in CODECS}
-    return plain, joblib, compressed
-
-
-PLAIN, JOBLIB, COMPRESSED = _build_seeds()
+PLAIN, JOBLIB, COMPRESSED = build_seeds(codec_stride=5)
 ALL = PLAIN + JOBLIB
 
 
