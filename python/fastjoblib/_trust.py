@@ -519,7 +519,7 @@ class _PolicyGetattr:
     def __init__(self, find_class, returned, names):
         self._find_class, self._returned, self._names = find_class, returned, names
 
-    def __call__(self, obj, attr, *default):
+    def __call__(self, obj, attr):
         key = id(obj)
         if self._returned.get(key) is not obj or key not in self._names:
             raise UntrustedGlobalError("builtins.getattr", "only attributes of globals that "
