@@ -944,17 +944,24 @@ check_ndarray_state(fj_up *u, PyObject *state)
 
 /* dtype.__setstate__ (NumPy 2.4 and earlier) uses the `fields` item as a dict without checking
  * its type: (3, '|', None, -1, -1, 63) on a copied dtype segfaults (stdlib pickle too). Refuse
- * a state whose fields item is neither None nor a dict (NumPy checks the other items itself).
+ * a state whose fields item is neither None nor a dict (NumPy checks the other items itself),
+ * and a datetime/timedelta state without its metadata item.
  * Where it sits, by length: 9, 8, 7 = (version, endian, subarray, names, fields, ...);
  * 6 = (version, endian, subarray, fields, elsize, alignment); 5 = (endian, subarray, fields,
  * elsize, alignment). 0 = fine or not ours to judge. */
 static int
-check_descr_state(fj_up *u, PyObject *state)
+check_descr_state(fj_up *u, PyArray_Descr *descr, PyObject *state)
 {
     if (!PyTuple_Check(state)) {
         return 0;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(state);
+    /* datetime64 / timedelta64 read their unit from the 9th item (metadata) unchecked: any
+     * shorter state segfaults NumPy. */
+    if ((descr->type_num == NPY_DATETIME || descr->type_num == NPY_TIMEDELTA) && n != 9) {
+        return raise_up(u, "invalid dtype state: a datetime64/timedelta64 state needs its unit "
+                           "(9 items, got %zd)", n);
+    }
     Py_ssize_t at = (n >= 7 && n <= 9) ? 4 : n == 6 ? 3 : n == 5 ? 2 : -1;
     if (at < 0) {
         return 0; /* NumPy rejects other lengths itself */
@@ -975,7 +982,7 @@ do_build(fj_up *u, PyObject *inst, PyObject *state)
     if (PyArray_Check(inst) && check_ndarray_state(u, state) < 0) {
         return -1;
     }
-    if (PyArray_DescrCheck(inst) && check_descr_state(u, state) < 0) {
+    if (PyArray_DescrCheck(inst) && check_descr_state(u, (PyArray_Descr *)inst, state) < 0) {
         return -1;
     }
     int found = lookup_attr(inst, u->st->up.str_setstate, &setstate);

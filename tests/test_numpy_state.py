@@ -44,6 +44,8 @@ DTYPE_CASES = {
     "fields_int_v1": "(1, '|', None, -1, -1, 63)",
     "fields_str_len8": "(3, '<', None, None, 'x', -1, -1, 0)",
     "fields_list_len5": "('|', None, [1], -1, -1)",
+    "datetime_without_unit": ("M8", "(3, '<', None, None, None, -1, -1, 63)"),
+    "timedelta_without_unit": ("m8", "('<', None, None, -1, -1)"),
 }
 
 
@@ -54,7 +56,7 @@ def test_bad_dtype_state_is_refused(case):
     res = run("""
         class EvilDtype:
             def __reduce__(self):
-                return (np.dtype, ('O8', False, True), %s)
+                return (np.dtype, (%r, False, True), %s)
         data = pickle.dumps(EvilDtype(), protocol=2)
         for loader in (fastjoblib.loads, lambda d: fastjoblib.load(io.BytesIO(d))):
             try:
@@ -63,7 +65,7 @@ def test_bad_dtype_state_is_refused(case):
                 print("refused:", exc)
             else:
                 print("loaded")
-    """ % DTYPE_CASES[case])
+    """ % (DTYPE_CASES[case] if isinstance(DTYPE_CASES[case], tuple) else ("O8", DTYPE_CASES[case])))
     assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
     lines = res.stdout.splitlines()
     assert len(lines) == 2 and all(l.startswith("refused: invalid dtype state") for l in lines), \
@@ -101,7 +103,10 @@ def test_valid_object_arrays_still_load():
         m = np.ma.masked_array(np.array([1, 'a', None], dtype=object), mask=[0, 1, 0])
         nested = np.zeros(2, dtype=[('n', [('x', 'O'), ('y', '<i4')]), ('z', '<f8')])
         nested['n']['x'] = ['p', {}]
-        for obj in (a, s, m, nested, np.array([], dtype=object), np.empty((0, 3), dtype=object)):
+        dt = np.array(['2024-01-01T00:00', 'NaT'], dtype='M8[m]')
+        td = np.array([1, 2], dtype='m8[ns]')
+        for obj in (a, s, m, nested, dt, td, np.array([], dtype=object),
+                    np.empty((0, 3), dtype=object)):
             for proto in (2, 4, 5):
                 got = fastjoblib.loads(pickle.dumps(obj, protocol=proto))
                 assert type(got) is type(obj) and got.shape == obj.shape and got.dtype == obj.dtype
