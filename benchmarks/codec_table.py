@@ -11,7 +11,8 @@ signal rounded to 2 decimals; random_forest: 200 trees) and codec, at joblib's s
 
 * joblib.dump / joblib.load and fastjoblib.dump / fastjoblib.load (threads=None: all cores) on a
   real file in --dir, interleaved (the order alternates from round to round), median of --runs
-  rounds (--slow-runs for bz2 and xz, which joblib compresses at 2-20 MB/s). Throughput is the
+  rounds (--slow-runs for bz2 and xz on workloads above 64 MiB uncompressed, which joblib
+  compresses at 2-20 MB/s; smaller workloads get --runs for every codec). Throughput is the
   UNCOMPRESSED joblib stream (the size of an uncompressed fastjoblib.dump) per second.
 * joblib has no zstd: the zstd row compares fastjoblib zstd-3 with joblib zlib-3 (the issue's
   target: at least 10x the throughput with a smaller file), reusing that workload's joblib zlib-3
@@ -84,6 +85,9 @@ def time_pair(obj, setting_joblib, setting_ours, runs, directory):
                    "size": v["size"]} for name, v in res.items()}
 
 
+SLOW_ABOVE = 64 << 20  # --slow-runs applies to bz2/xz only above this uncompressed size
+
+
 def raw_size(obj, directory):
     import fastjoblib
 
@@ -125,7 +129,7 @@ def report(rows, args, nthreads):
     lines = []
     size = "full sizes" if args.scale == 1.0 else "scale %g" % args.scale
     lines.append("## Compressed dump/load: fastjoblib vs joblib (%s, medians of %d runs, %d for "
-                 "bz2/xz; fastjoblib threads=None = %d threads)" % (size, args.runs,
+                 "bz2/xz on the workloads above 64 MiB; fastjoblib threads=None = %d threads)" % (size, args.runs,
                                                                     args.slow_runs, nthreads))
     lines.append("")
     lines.append("Times in s; throughput = uncompressed MB/s; x = joblib time / fastjoblib time "
@@ -160,7 +164,7 @@ def main(argv=None):
     ap.add_argument("--codecs", default="zlib,gzip,lz4,bz2,xz,zstd")
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--slow-runs", type=int, default=1, help="runs for bz2 and xz")
+    ap.add_argument("--slow-runs", type=int, default=1, help="runs for bz2 and xz on workloads above 64 MiB")
     ap.add_argument("--dir", default=None)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--json", default=None, help="also write the rows here")
@@ -183,7 +187,7 @@ def main(argv=None):
             zlib_joblib = None
             for codec in codecs:
                 t0 = time.perf_counter()
-                runs = args.slow_runs if codec in SLOW else args.runs
+                runs = args.slow_runs if codec in SLOW and raw > SLOW_ABOVE else args.runs
                 if codec == "zstd":
                     if zlib_joblib is None:
                         zlib_joblib = time_pair(obj, ("zlib", 3), ("zlib", 3), runs, d)["joblib"]

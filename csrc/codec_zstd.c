@@ -1,7 +1,9 @@
 /* codec_zstd.c: zstd through the `zstandard` package (no system headers needed).
  *
- * Writer: zstandard.ZstdCompressor(level, threads, job_size, write_checksum=True).compressobj(); the caller's
- * memory goes in as memoryviews of at most 8 MiB per call (the package releases the GIL, and with
+ * Writer: zstandard.ZstdCompressor(level, threads, job_size, write_checksum=True).stream_writer()
+ * onto a tiny sink whose write() hands the compressed bytes straight to the inner fj_writer, in
+ * pieces of at most ZSTD_OUT_SIZE (no output accumulates in Python objects). The caller's memory
+ * goes in as memoryviews of at most 8 MiB per call (the package releases the GIL, and with
  * threads > 1 libzstd compresses on its own worker threads). ONE standard zstd frame.
  * Reader: ZstdDecompressor().stream_reader(source, read_across_frames=True).readinto(caller's
  * memory): bounded output per call and no copy. `source` is a tiny object whose read() pulls from
@@ -15,9 +17,10 @@
 #include <string.h>
 
 #define ZSTD_FEED (8 << 20)
-#define ZSTD_JOB (4 << 20)  /* libzstd job size with threads */
+#define ZSTD_JOB (3 << 20)  /* libzstd job size with threads */
+#define ZSTD_OUT_SIZE (256 * 1024) /* compressed bytes per sink write */
 /* Each job reloads the full window of the data before it (libzstd's default reloads 1/8 at level
- * 3): without it 4 MiB jobs cost ~10% of ratio on compressible arrays; with it the output is
+ * 3): without it 3-4 MiB jobs cost ~10% of ratio on compressible arrays; with it the output is
  * within 1% of (here: smaller than) one single-threaded stream, at the same speed. */
 #define ZSTD_OVERLAP_LOG 9
 #define ZSTD_READ_SIZE (256 * 1024)
@@ -49,25 +52,47 @@ import_zstandard(void)
 typedef struct {
     fj_writer base;
     fj_writer *inner;
-    PyObject *cobj; /* compressobj */
+    PyObject *capsule; /* points at this struct; self of the sink's write() builtin */
+    PyObject *sink;    /* SimpleNamespace(write=<builtin>) */
+    PyObject *sw;      /* ZstdCompressor(...).stream_writer(sink) */
+    PyObject *flush_frame; /* zstandard.FLUSH_FRAME */
     int failed, closed;
 } zstd_writer;
 
-static int
-put_result(zstd_writer *w, PyObject *res)
+/* sink.write(b): the stream writer's compressed output goes straight to the inner writer */
+static PyObject *
+sink_write(PyObject *capsule, PyObject *arg)
 {
-    if (res == NULL) {
-        return -1;
+    zstd_writer *w = PyCapsule_GetPointer(capsule, "fastjoblib.zstd_writer");
+    if (w == NULL) {
+        return NULL;
     }
     Py_buffer v;
-    if (PyObject_GetBuffer(res, &v, PyBUF_SIMPLE) < 0) {
-        Py_DECREF(res);
-        return -1;
+    if (PyObject_GetBuffer(arg, &v, PyBUF_SIMPLE) < 0) {
+        return NULL;
     }
     int rc = v.len > 0 ? fj_codec_put(w->inner, v.buf, (size_t)v.len) : 0;
+    Py_ssize_t n = v.len;
     PyBuffer_Release(&v);
-    Py_DECREF(res);
-    return rc;
+    return rc < 0 ? NULL : PyLong_FromSsize_t(n);
+}
+
+static PyMethodDef sink_write_def = {"write", sink_write, METH_O, NULL};
+
+/* SimpleNamespace(name=fn): the duck-typed file object zstandard's streams talk to */
+static PyObject *
+make_namespace(const char *name, PyObject *fn)
+{
+    PyObject *types = PyImport_ImportModule("types");
+    PyObject *ns = types ? PyObject_GetAttrString(types, "SimpleNamespace") : NULL;
+    PyObject *kw = ns ? Py_BuildValue("{s:O}", name, fn) : NULL;
+    PyObject *noargs = kw ? PyTuple_New(0) : NULL;
+    PyObject *res = noargs ? PyObject_Call(ns, noargs, kw) : NULL;
+    Py_XDECREF(noargs);
+    Py_XDECREF(kw);
+    Py_XDECREF(ns);
+    Py_XDECREF(types);
+    return res;
 }
 
 static int
@@ -84,11 +109,12 @@ zstd_w_write(fj_writer *self, const char *data, Py_ssize_t len)
         if (mv == NULL) {
             goto error;
         }
-        PyObject *res = PyObject_CallMethod(w->cobj, "compress", "O", mv);
+        PyObject *res = PyObject_CallMethod(w->sw, "write", "O", mv);
         Py_DECREF(mv);
-        if (put_result(w, res) < 0) {
+        if (res == NULL) {
             goto error;
         }
+        Py_DECREF(res);
         data += n;
         len -= n;
     }
@@ -107,10 +133,12 @@ zstd_w_close(fj_writer *self)
         return -1;
     }
     w->closed = 1;
-    if (put_result(w, PyObject_CallMethod(w->cobj, "flush", NULL)) < 0) {
+    PyObject *res = PyObject_CallMethod(w->sw, "flush", "O", w->flush_frame);
+    if (res == NULL) {
         w->failed = 1;
         return -1;
     }
+    Py_DECREF(res);
     return w->inner->close(w->inner);
 }
 
@@ -118,7 +146,10 @@ static void
 zstd_w_free(fj_writer *self)
 {
     zstd_writer *w = (zstd_writer *)self;
-    Py_XDECREF(w->cobj);
+    Py_XDECREF(w->sw); /* before the sink it writes to */
+    Py_XDECREF(w->sink);
+    Py_XDECREF(w->capsule);
+    Py_XDECREF(w->flush_frame);
     if (w->inner != NULL) {
         w->inner->free(w->inner);
     }
@@ -160,10 +191,11 @@ fj_zstd_writer(int level, int threads, fj_writer *inner)
         }
     }
     /* threads=1: compress in the caller's thread (zstandard threads=0). With threads, libzstd's
-     * multithreaded mode cuts the single frame into jobs of ZSTD_JOB bytes: its default at level 3
-     * (8 MiB) was slower on 2 cores and needs about twice the memory (peak extra RSS during a
-     * 512 MiB dump, 2 threads: 43 MiB with the default, 23 MiB with 4 MiB jobs), and
-     * ZSTD_OVERLAP_LOG keeps the ratio of one stream. */
+     * multithreaded mode cuts the single frame into jobs of ZSTD_JOB bytes. libzstd's buffers grow
+     * with the job size (peak extra RSS of a 512 MiB random-array dump through stream_writer, 2
+     * threads: 119 MiB with 8 MiB jobs, 37.5 with 4, 25.9 with 3, 20.0 with 2); 3 MiB jobs are
+     * as fast as 4 on 2 cores (0.329 vs 0.328 s for the 512 MiB smooth array, medians of 9) where
+     * 2 MiB jobs are 3.5% slower. ZSTD_OVERLAP_LOG keeps the ratio of one stream. */
     {
         PyObject *cls = PyObject_GetAttrString(mod, "ZstdCompressor");
         PyObject *pcls = cls ? PyObject_GetAttrString(mod, "ZstdCompressionParameters") : NULL;
@@ -193,8 +225,28 @@ fj_zstd_writer(int level, int threads, fj_writer *inner)
         Py_XDECREF(pcls);
         Py_XDECREF(cls);
     }
-    if (comp == NULL || (w->cobj = PyObject_CallMethod(comp, "compressobj", NULL)) == NULL) {
+    if (comp == NULL || (w->flush_frame = PyObject_GetAttrString(mod, "FLUSH_FRAME")) == NULL ||
+        (w->capsule = PyCapsule_New(w, "fastjoblib.zstd_writer", NULL)) == NULL) {
         goto error;
+    }
+    {
+        PyObject *fn = PyCFunction_New(&sink_write_def, w->capsule);
+        w->sink = fn ? make_namespace("write", fn) : NULL;
+        Py_XDECREF(fn);
+        PyObject *meth = w->sink ? PyObject_GetAttrString(comp, "stream_writer") : NULL;
+        PyObject *kw = meth ? Py_BuildValue("{s:n,s:O}", "write_size", (Py_ssize_t)ZSTD_OUT_SIZE,
+                                            "closefd", Py_False)
+                            : NULL;
+        PyObject *args = kw ? PyTuple_Pack(1, w->sink) : NULL;
+        if (args != NULL) {
+            w->sw = PyObject_Call(meth, args, kw);
+        }
+        Py_XDECREF(args);
+        Py_XDECREF(kw);
+        Py_XDECREF(meth);
+        if (w->sw == NULL) {
+            goto error;
+        }
     }
     Py_DECREF(comp);
     Py_DECREF(mod);
@@ -482,7 +534,7 @@ zstd_r_free(fj_reader *self)
 fj_reader *
 fj_zstd_reader(fj_reader *inner)
 {
-    PyObject *mod = NULL, *types = NULL, *fn = NULL, *dec = NULL;
+    PyObject *mod = NULL, *fn = NULL, *dec = NULL;
     zstd_reader *r = PyMem_RawCalloc(1, sizeof(zstd_reader));
     if (r == NULL) {
         inner->free(inner);
@@ -493,26 +545,15 @@ fj_zstd_reader(fj_reader *inner)
     r->base.free = zstd_r_free;
     r->inner = inner;
     zw_start(&r->walk);
-    if ((mod = import_zstandard()) == NULL || (types = PyImport_ImportModule("types")) == NULL) {
+    if ((mod = import_zstandard()) == NULL) {
         goto error;
     }
     if ((r->capsule = PyCapsule_New(r, "fastjoblib.zstd_reader", NULL)) == NULL ||
         (fn = PyCFunction_New(&source_read_def, r->capsule)) == NULL) {
         goto error;
     }
-    {
-        PyObject *ns = PyObject_GetAttrString(types, "SimpleNamespace");
-        PyObject *kw = ns ? Py_BuildValue("{s:O}", "read", fn) : NULL;
-        PyObject *noargs = kw ? PyTuple_New(0) : NULL;
-        if (noargs != NULL) {
-            r->source = PyObject_Call(ns, noargs, kw);
-        }
-        Py_XDECREF(noargs);
-        Py_XDECREF(kw);
-        Py_XDECREF(ns);
-        if (r->source == NULL) {
-            goto error;
-        }
+    if ((r->source = make_namespace("read", fn)) == NULL) {
+        goto error;
     }
     if ((dec = PyObject_CallMethod(mod, "ZstdDecompressor", NULL)) == NULL) {
         goto error;
@@ -535,13 +576,11 @@ fj_zstd_reader(fj_reader *inner)
     }
     Py_DECREF(dec);
     Py_DECREF(fn);
-    Py_DECREF(types);
     Py_DECREF(mod);
     return &r->base;
 error:
     Py_XDECREF(dec);
     Py_XDECREF(fn);
-    Py_XDECREF(types);
     Py_XDECREF(mod);
     zstd_r_free(&r->base);
     return NULL;

@@ -415,3 +415,34 @@ def test_compress_accepts_buffers_and_threads_default():
     assert zlib.decompress(comp) == arr.tobytes()
     comp = _core._compress("gzip", memoryview(arr.tobytes()), threads=-3)
     assert gzip.decompress(comp) == arr.tobytes()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name", CODECS)
+def test_write_error_in_compressed_dump_propagates(name, threads):
+    # the compressed bytes reach the file through each codec's own output path (for zstd a sink
+    # that zstandard's stream_writer calls back): a failing write must surface as the same
+    # exception, with nothing swallowed and no crash, also when it happens at close/flush
+    import fastjoblib
+
+    class Failing:
+        def __init__(self, fail_after):
+            self.n = 0
+            self.fail_after = fail_after
+
+        def write(self, b):
+            self.n += 1
+            if self.n > self.fail_after:
+                raise OSError("disk full")
+            return len(b)
+
+        def tell(self):
+            return 0
+
+    data = np.random.default_rng(1).random(1 << 19)  # 4 MiB, incompressible: output flows early
+    for fail_after in (0, 1, 3):
+        with pytest.raises(OSError, match="disk full"):
+            fastjoblib.dump(data, Failing(fail_after), compress=(name, 1), threads=threads)
+    small = {"a": 1}  # all output appears at close
+    with pytest.raises(OSError, match="disk full"):
+        fastjoblib.dump(small, Failing(0), compress=(name, 1), threads=threads)
