@@ -393,6 +393,44 @@ def test_terabyte_claim_fails_before_allocating(tmp_path):
         _core.load(Stream(data))
 
 
+@pytest.mark.parametrize("codec", ["zlib", "gzip", "lz4", "zstd", "xz"])
+def test_compressed_claim_below_physical_memory_costs_no_memory(tmp_path, codec):
+    # A compressed stream has no known length, so an array that claims up to the machine's
+    # physical memory gets its np.empty up front: address space only. A small file claiming
+    # 2 GiB must end in the EOF error without its resident memory growing by anything near that.
+    import resource
+    import subprocess
+    import sys
+
+    phys = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    claim = min(2 << 30, phys // 4) // 8
+    p = tmp_path / "small.pkl"
+    joblib.dump(np.arange(4.0), p, protocol=2)
+    raw = p.read_bytes()
+    shape = b"\x8a\x04" + claim.to_bytes(4, "little") + b"\x85"
+    assert raw.count(b"K\x04\x85") == 1
+    raw = raw.replace(b"K\x04\x85", shape)
+    q = tmp_path / ("claim." + codec)
+    q.write_bytes(_core._compress(codec, raw, level=1))
+    code = (
+        "import resource, sys, fastjoblib\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    fastjoblib.load(sys.argv[1])\n"
+        "except ValueError as e:\n"
+        "    assert 'EOF: reading array data' in str(e), e\n"
+        "else:\n"
+        "    raise SystemExit('no error')\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(_core.__file__)))
+    out = subprocess.run([sys.executable, "-c", code, str(q)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    grown_kib = int(out.stdout.split()[-1])
+    assert grown_kib < 64 * 1024, (grown_kib, claim * 8)
+
+
 def test_text_and_npy_files_raise(tmp_path):
     t = tmp_path / "t.txt"
     t.write_text("hello world\nthis is not a pickle\n")
