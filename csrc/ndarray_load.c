@@ -6,22 +6,9 @@
 #include "unpickler_impl.h"
 
 #include <string.h>
-#include <unistd.h>
 
-/* Streams of unknown length (compressed, pipes): an array that claims at most the machine's
- * physical memory gets its whole np.empty up front. That is only address space until the bytes
- * arrive (a hostile claim costs no RSS and ends in the EOF error), and it is NumPy's own
- * allocation: owndata, and NumPy's huge-page advice, which halves the page-fault cost of filling
- * it (zstd into 512 MiB: 0.25 s with huge pages, 0.47 s without). Bigger claims, or an up-front
- * allocation the system refuses, grow while the bytes come, starting at GROW_START. */
+/* Streams of unknown length: the array memory grows as the bytes arrive, starting here. */
 #define GROW_START ((int64_t)64 << 20)
-
-static int64_t
-physical_memory(void)
-{
-    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
-    return pages > 0 && size > 0 ? (int64_t)pages * size : GROW_START;
-}
 
 static int
 raise_eof(int64_t expected, int64_t got)
@@ -29,22 +16,6 @@ raise_eof(int64_t expected, int64_t got)
     PyErr_Format(PyExc_ValueError, "EOF: reading array data, expected %lld bytes got %lld", (long long)expected,
                  (long long)got);
     return -1;
-}
-
-/* Fill arr (nbytes of data) from the source; the EOF error if it ends early. Steals arr. */
-static PyObject *
-fill_array(fj_source *s, PyObject *arr, int64_t nbytes)
-{
-    Py_ssize_t got = fj_source_readinto(s, PyArray_DATA((PyArrayObject *)arr), (Py_ssize_t)nbytes);
-    if (got < 0) {
-        Py_DECREF(arr);
-        return NULL;
-    }
-    if (got < nbytes) {
-        Py_DECREF(arr);
-        return raise_eof(nbytes, got), NULL;
-    }
-    return arr;
 }
 
 /* joblib's _is_numpy_array_byte_order_mismatch on a dtype. 1 / 0 / -1. */
@@ -134,20 +105,21 @@ read_in_memory(fj_up *u, PyArray_Descr *descr, int nd, npy_intp *dims, int fortr
     if (rem >= 0 || nbytes <= GROW_START) {
         Py_INCREF(descr);
         PyObject *arr = PyArray_Empty(nd, dims, descr, fortran); /* steals descr */
-        return arr == NULL ? NULL : fill_array(s, arr, nbytes);
-    }
-    if (nbytes <= physical_memory()) {
-        Py_INCREF(descr);
-        PyObject *arr = PyArray_Empty(nd, dims, descr, fortran); /* steals descr */
-        if (arr != NULL) {
-            return fill_array(s, arr, nbytes);
-        }
-        if (!PyErr_ExceptionMatches(PyExc_MemoryError)) {
+        if (arr == NULL) {
             return NULL;
         }
-        PyErr_Clear(); /* address space refused (strict overcommit): grow instead */
+        Py_ssize_t got = fj_source_readinto(s, PyArray_DATA((PyArrayObject *)arr), (Py_ssize_t)nbytes);
+        if (got < 0) {
+            Py_DECREF(arr);
+            return NULL;
+        }
+        if (got < nbytes) {
+            Py_DECREF(arr);
+            return raise_eof(nbytes, got), NULL;
+        }
+        return arr;
     }
-    /* Unknown length and a claim above physical memory: grow while the bytes come. */
+    /* Unknown length (a pipe, a compressed stream) and a big claim: grow while the bytes come. */
     char *mem = NULL;
     int64_t cap = 0, got = 0;
     while (got < nbytes) {

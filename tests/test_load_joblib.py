@@ -394,10 +394,9 @@ def test_terabyte_claim_fails_before_allocating(tmp_path):
 
 
 @pytest.mark.parametrize("codec", ["zlib", "gzip", "lz4", "zstd", "xz"])
-def test_compressed_claim_below_physical_memory_costs_no_memory(tmp_path, codec):
-    # A compressed stream has no known length, so an array that claims up to the machine's
-    # physical memory gets its np.empty up front: address space only. A small file claiming
-    # 2 GiB must end in the EOF error without its resident memory growing by anything near that.
+def test_compressed_big_claim_costs_no_memory(tmp_path, codec):
+    # A compressed stream has no known length: a small file whose array claims 2 GiB must end in
+    # the EOF error without its resident memory growing by anything near the claim.
     import resource
     import subprocess
     import sys
