@@ -79,6 +79,22 @@ sink_write(PyObject *capsule, PyObject *arg)
 
 static PyMethodDef sink_write_def = {"write", sink_write, METH_O, NULL};
 
+/* obj.name(arg, **kw); steals kw (NULL: an error is already set). */
+static PyObject *
+call_method_kw(PyObject *obj, const char *name, PyObject *arg, PyObject *kw)
+{
+    if (kw == NULL) {
+        return NULL;
+    }
+    PyObject *meth = PyObject_GetAttrString(obj, name);
+    PyObject *args = meth ? PyTuple_Pack(1, arg) : NULL;
+    PyObject *res = args ? PyObject_Call(meth, args, kw) : NULL;
+    Py_XDECREF(args);
+    Py_XDECREF(meth);
+    Py_DECREF(kw);
+    return res;
+}
+
 /* SimpleNamespace(name=fn): the duck-typed file object zstandard's streams talk to */
 static PyObject *
 make_namespace(const char *name, PyObject *fn)
@@ -233,20 +249,12 @@ fj_zstd_writer(int level, int threads, fj_writer *inner)
         PyObject *fn = PyCFunction_New(&sink_write_def, w->capsule);
         w->sink = fn ? make_namespace("write", fn) : NULL;
         Py_XDECREF(fn);
-        PyObject *meth = w->sink ? PyObject_GetAttrString(comp, "stream_writer") : NULL;
-        PyObject *kw = meth ? Py_BuildValue("{s:n,s:O}", "write_size", (Py_ssize_t)ZSTD_OUT_SIZE,
-                                            "closefd", Py_False)
-                            : NULL;
-        PyObject *args = kw ? PyTuple_Pack(1, w->sink) : NULL;
-        if (args != NULL) {
-            w->sw = PyObject_Call(meth, args, kw);
-        }
-        Py_XDECREF(args);
-        Py_XDECREF(kw);
-        Py_XDECREF(meth);
-        if (w->sw == NULL) {
-            goto error;
-        }
+    }
+    if (w->sink == NULL ||
+        (w->sw = call_method_kw(comp, "stream_writer", w->sink,
+                                Py_BuildValue("{s:n,s:O}", "write_size", (Py_ssize_t)ZSTD_OUT_SIZE,
+                                              "closefd", Py_False))) == NULL) {
+        goto error;
     }
     Py_DECREF(comp);
     Py_DECREF(mod);
@@ -558,21 +566,12 @@ fj_zstd_reader(fj_reader *inner)
     if ((dec = PyObject_CallMethod(mod, "ZstdDecompressor", NULL)) == NULL) {
         goto error;
     }
-    {
-        PyObject *meth = PyObject_GetAttrString(dec, "stream_reader");
-        PyObject *kw = meth ? Py_BuildValue("{s:n,s:O,s:O}", "read_size", (Py_ssize_t)ZSTD_READ_SIZE,
-                                            "read_across_frames", Py_True, "closefd", Py_False)
-                            : NULL;
-        PyObject *args = kw ? PyTuple_Pack(1, r->source) : NULL;
-        if (args != NULL) {
-            r->sreader = PyObject_Call(meth, args, kw);
-        }
-        Py_XDECREF(args);
-        Py_XDECREF(kw);
-        Py_XDECREF(meth);
-        if (r->sreader == NULL) {
-            goto error;
-        }
+    r->sreader = call_method_kw(dec, "stream_reader", r->source,
+                                Py_BuildValue("{s:n,s:O,s:O}", "read_size",
+                                              (Py_ssize_t)ZSTD_READ_SIZE, "read_across_frames",
+                                              Py_True, "closefd", Py_False));
+    if (r->sreader == NULL) {
+        goto error;
     }
     Py_DECREF(dec);
     Py_DECREF(fn);
