@@ -127,6 +127,10 @@ read_in_memory(fj_up *u, PyArray_Descr *descr, int nd, npy_intp *dims, int fortr
         if (ncap > nbytes) {
             ncap = nbytes;
         }
+        if (fj_up_charge(u, ncap - cap) < 0) {
+            PyMem_RawFree(mem);
+            return NULL;
+        }
         char *p = PyMem_RawRealloc(mem, (size_t)ncap);
         if (p == NULL) {
             PyMem_RawFree(mem);
@@ -233,10 +237,17 @@ read_object_array(fj_up *u)
  * corrupted file), and creating an array of it then crashes inside NumPy. Check the structure
  * before allocating: every name maps to (dtype, offset[, title]), recursively. 0 / -1. */
 static int
-validate_descr(fj_up *u, PyArray_Descr *d, int depth)
+validate_descr(fj_up *u, PyArray_Descr *d, int depth, fj_memo *visited)
 {
     if (depth > 32) {
         PyErr_SetString(u->st->UnpicklingError, "NumpyArrayWrapper dtype nested too deeply");
+        return -1;
+    }
+    /* a sub-dtype shared by many fields (through the memo) is checked once: linear time */
+    if (fj_memo_get(visited, (PyObject *)d) != NULL) {
+        return 0;
+    }
+    if (fj_memo_set(visited, (PyObject *)d, 0) < 0) {
         return -1;
     }
     int r = -1;
@@ -248,7 +259,7 @@ validate_descr(fj_up *u, PyArray_Descr *d, int depth)
         if (!PyTuple_Check(sub) || PyTuple_GET_SIZE(sub) != 2 || !PyArray_DescrCheck(PyTuple_GET_ITEM(sub, 0))) {
             goto bad;
         }
-        if (validate_descr(u, (PyArray_Descr *)PyTuple_GET_ITEM(sub, 0), depth + 1) < 0) {
+        if (validate_descr(u, (PyArray_Descr *)PyTuple_GET_ITEM(sub, 0), depth + 1, visited) < 0) {
             goto done;
         }
     }
@@ -271,7 +282,7 @@ validate_descr(fj_up *u, PyArray_Descr *d, int depth)
             }
             int ok = PyTuple_Check(v) && PyTuple_GET_SIZE(v) >= 2 && PyArray_DescrCheck(PyTuple_GET_ITEM(v, 0)) &&
                      PyLong_Check(PyTuple_GET_ITEM(v, 1));
-            if (ok && validate_descr(u, (PyArray_Descr *)PyTuple_GET_ITEM(v, 0), depth + 1) < 0) {
+            if (ok && validate_descr(u, (PyArray_Descr *)PyTuple_GET_ITEM(v, 0), depth + 1, visited) < 0) {
                 Py_DECREF(v);
                 goto done;
             }
@@ -316,8 +327,14 @@ numpy_wrapper_build(fj_up *u, PyObject *state)
         return NULL;
     }
     PyArray_Descr *descr = (PyArray_Descr *)dtype;
-    if ((PyDataType_HASFIELDS(descr) || PyDataType_HASSUBARRAY(descr)) && validate_descr(u, descr, 0) < 0) {
-        return NULL;
+    if (PyDataType_HASFIELDS(descr) || PyDataType_HASSUBARRAY(descr)) {
+        fj_memo visited;
+        fj_memo_init(&visited);
+        int vr = validate_descr(u, descr, 0, &visited);
+        fj_memo_free(&visited);
+        if (vr < 0) {
+            return NULL;
+        }
     }
     PyObject *order_o = PyDict_GetItemWithError(state, up->str_order);
     if (order_o == NULL && PyErr_Occurred()) {

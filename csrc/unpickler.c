@@ -75,7 +75,22 @@ fj_up_init(fj_up *u, fj_state *st, fj_source *src)
     src->trunc_exc = st->UnpicklingError;
 }
 
-void
+static int
+policy_hook(PyObject *policy, const char *name, PyObject **out)
+{
+    PyObject *n = PyUnicode_FromString(name);
+    if (n == NULL) {
+        return -1;
+    }
+    int r = lookup_attr(policy, n, out);
+    Py_DECREF(n);
+    if (r > 0 && *out == Py_None) {
+        Py_CLEAR(*out);
+    }
+    return r < 0 ? -1 : 0;
+}
+
+int
 fj_up_restrict(fj_up *u, PyObject *find_class, PyObject *check_build)
 {
     u->find_class = find_class;
@@ -83,6 +98,24 @@ fj_up_restrict(fj_up *u, PyObject *find_class, PyObject *check_build)
     u->restricted = 1;
     fj_memo_init(&u->seen_own);
     u->seen = &u->seen_own;
+    fj_policy *pol = &u->pol_own;
+    u->pol = pol;
+    if (policy_hook(find_class, "filter_state", &pol->filter_state) < 0 ||
+        policy_hook(find_class, "check_object", &pol->check_object) < 0 ||
+        policy_hook(find_class, "before_call", &pol->before_call) < 0 ||
+        policy_hook(find_class, "budget", &pol->budget_cap) < 0) {
+        return -1;
+    }
+    if (pol->budget_cap != NULL) {
+        if ((pol->budget = fj_budget_from(pol->budget_cap)) == NULL) {
+            return -1;
+        }
+        if (fj_budget_install(pol->budget_cap, &pol->old_handler) < 0) {
+            pol->old_handler = NULL;
+            return -1;
+        }
+    }
+    return 0;
 }
 
 void
@@ -92,6 +125,7 @@ fj_up_inherit_policy(fj_up *sub, const fj_up *parent)
     sub->restricted = parent->restricted;
     sub->check_build = parent->check_build;
     sub->seen = parent->seen;
+    sub->pol = parent->pol;
 }
 
 void
@@ -102,6 +136,22 @@ fj_up_clear(fj_up *u)
         fj_memo_free(&u->seen_own);
         u->seen = NULL;
     }
+    if (u->pol == &u->pol_own) {
+        fj_policy *pol = &u->pol_own;
+        fj_budget_uninstall(pol->old_handler); /* steals */
+        pol->old_handler = NULL;
+        Py_CLEAR(pol->filter_state);
+        Py_CLEAR(pol->check_object);
+        Py_CLEAR(pol->before_call);
+        Py_CLEAR(pol->budget_cap);
+        pol->budget = NULL;
+        PyMem_Free(pol->hkeys);
+        PyMem_Free(pol->hcounts);
+        pol->hkeys = NULL;
+        pol->hcounts = NULL;
+        pol->hmask = pol->hused = 0;
+    }
+    u->pol = NULL;
     for (Py_ssize_t i = 0; i < u->sp; i++) {
         Py_DECREF(u->stack[i]);
     }
@@ -528,6 +578,9 @@ fj_up_find_class(fj_up *u, PyObject *module, PyObject *name)
             else if (PySys_Audit("pickle.find_class", "OO", module, name) < 0) {
                 return NULL;
             }
+            if (u->restricted && fj_memo_set(u->seen, ph, 0) < 0) {
+                return NULL;
+            }
             return Py_NewRef(ph);
         }
     }
@@ -570,7 +623,7 @@ check_build_target(fj_up *u, PyObject *inst)
         what = "descriptor";
     }
     else if (u->seen != NULL && fj_memo_get(u->seen, inst) != NULL) {
-        what = "global";
+        what = "global or an object shared outside this load";
     }
     if (what == NULL) {
         return 0;
@@ -588,6 +641,197 @@ check_build_target(fj_up *u, PyObject *inst)
                      tp->tp_name, what, (long long)fj_source_tell(u->src) - 1);
     }
     return -1;
+}
+
+
+/* ---------------------------------------------------------------------------------------------
+ * Restricted loading: what the stream may call and mutate.
+ *
+ * `seen` holds every object this load did not create: what find_class handed out, and what a
+ * call returned while something else also held a reference to it (a singleton, a cached or
+ * module-level object). Such objects may be passed around and called, but no opcode may change
+ * them (BUILD, SETITEM(S), APPEND(S), ADDITEMS). Only objects in `seen` may be called: a callable
+ * that a call returned fresh (a bound method, a partial) is not a global that passed the policy. */
+
+static int
+refuse_not_created(fj_up *u, const char *op, PyObject *obj)
+{
+    PyErr_Format(u->st->UnpicklingError,
+                 "refused %s on a %.200s object that this load did not create (a global, or an object "
+                 "shared with the rest of the process) (offset %lld)",
+                 op, Py_TYPE(obj)->tp_name, (long long)fj_source_tell(u->src) - 1);
+    return -1;
+}
+
+/* May the opcode `op` change `target` (borrowed)? 0 / -1. */
+static inline int
+guard_mutation(fj_up *u, const char *op, PyObject *target)
+{
+    if (u->restricted && u->seen != NULL && fj_memo_get(u->seen, target) != NULL) {
+        return refuse_not_created(u, op, target);
+    }
+    return 0;
+}
+
+/* Before a call of `func` with `args` (a tuple) and `kw` (dict or NULL) under a policy. */
+static int
+guard_call(fj_up *u, PyObject *func, PyObject *args, PyObject *kw)
+{
+    if (u->seen == NULL || fj_memo_get(u->seen, func) == NULL) {
+        PyErr_Format(u->st->UnpicklingError,
+                     "refused call of a %.200s object: under trusted=, only globals that passed the "
+                     "policy may be called (offset %lld)",
+                     Py_TYPE(func)->tp_name, (long long)fj_source_tell(u->src) - 1);
+        return -1;
+    }
+    if (u->pol != NULL && u->pol->before_call != NULL) {
+        PyObject *r = PyObject_CallFunctionObjArgs(u->pol->before_call, func, args, kw ? kw : Py_None, NULL);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+/* After a call returned `res` (borrowed; the caller holds the only reference it took). */
+static int
+guard_result(fj_up *u, PyObject *res)
+{
+    int shared = Py_REFCNT(res) > 1;
+    if (shared && fj_memo_set(u->seen, res, 1) < 0) {
+        return -1;
+    }
+    if (u->pol != NULL && u->pol->check_object != NULL) {
+        PyObject *r = PyObject_CallFunctionObjArgs(u->pol->check_object, res, shared ? Py_True : Py_False, NULL);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+/* Hash flooding: count, per full hash value, the distinct keys inserted into dicts and sets by
+ * this load's opcodes. Distinct keys sharing one hash make every insert and lookup walk all of
+ * them (quadratic time); ints, floats, tuples of them and the like have hashes a file can
+ * choose. More than FLOOD_MAX keys on one hash is refused. */
+#define FLOOD_MAX 64
+
+static int
+flood_count(fj_up *u, PyObject *key)
+{
+    fj_policy *pol = u->pol;
+    Py_hash_t h = PyObject_Hash(key);
+    if (h == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (pol->hused * 2 >= pol->hmask) { /* grow (also the first time: hmask 0) */
+        size_t ncap = pol->hmask ? (pol->hmask + 1) * 2 : 1024;
+        Py_hash_t *nk = PyMem_Calloc(ncap, sizeof(Py_hash_t));
+        uint32_t *nc = PyMem_Calloc(ncap, sizeof(uint32_t));
+        if (nk == NULL || nc == NULL) {
+            PyMem_Free(nk);
+            PyMem_Free(nc);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (size_t i = 0; pol->hmask && i <= pol->hmask; i++) {
+            if (pol->hcounts[i] == 0) {
+                continue;
+            }
+            size_t j = (size_t)pol->hkeys[i] & (ncap - 1);
+            while (nc[j] != 0) {
+                j = (j + 1) & (ncap - 1);
+            }
+            nk[j] = pol->hkeys[i];
+            nc[j] = pol->hcounts[i];
+        }
+        PyMem_Free(pol->hkeys);
+        PyMem_Free(pol->hcounts);
+        pol->hkeys = nk;
+        pol->hcounts = nc;
+        pol->hmask = ncap - 1;
+    }
+    size_t j = ((size_t)h * 0x9E3779B97F4A7C15ull) & pol->hmask;
+    while (pol->hcounts[j] != 0 && pol->hkeys[j] != h) {
+        j = (j + 1) & pol->hmask;
+    }
+    if (pol->hcounts[j] == 0) {
+        pol->hkeys[j] = h;
+        pol->hused++;
+    }
+    if (++pol->hcounts[j] > FLOOD_MAX) {
+        PyErr_Format(u->st->UnpicklingError,
+                     "refused: more than %d distinct dict keys or set items share one hash value "
+                     "(hash flooding: inserting them would take quadratic time) (offset %lld)",
+                     FLOOD_MAX, (long long)fj_source_tell(u->src) - 1);
+        return -1;
+    }
+    return 0;
+}
+
+/* Under a policy, after an insert into `container` that had `before` items: count the key when
+ * it was new. */
+static inline int
+flood_after_insert(fj_up *u, PyObject *container, Py_ssize_t before, PyObject *key)
+{
+    if (!u->restricted || u->pol == NULL) {
+        return 0;
+    }
+    Py_ssize_t now = PyObject_Size(container);
+    if (now < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    return now > before ? flood_count(u, key) : 0;
+}
+
+/* Names a file may never set on an object: dunders (__class__, __array_interface__, __dict__...). */
+static inline int
+is_dunder(PyObject *k)
+{
+    if (!PyUnicode_Check(k)) {
+        return 0;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(k);
+    return n >= 4 && PyUnicode_READ_CHAR(k, 0) == '_' && PyUnicode_READ_CHAR(k, 1) == '_' &&
+           PyUnicode_READ_CHAR(k, n - 1) == '_' && PyUnicode_READ_CHAR(k, n - 2) == '_';
+}
+
+static int
+refuse_dunder_keys(fj_up *u, PyObject *d)
+{
+    if (d == NULL || !PyDict_Check(d)) {
+        return 0;
+    }
+    Py_ssize_t i = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(d, &i, &k, &v)) {
+        if (is_dunder(k)) {
+            PyErr_Format(u->st->UnpicklingError,
+                         "refused BUILD: a state may not set the special attribute %R under trusted= "
+                         "(offset %lld)", k, (long long)fj_source_tell(u->src) - 1);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* NumPy's dtype and ndarray __setstate__ change the object in place, and whatever already refers
+ * to it (a structured dtype's fields, a view, an array of that dtype) is not told: under a policy
+ * they may only get state while nothing but the unpickler's stack and one memo slot hold them. */
+static int
+guard_numpy_build(fj_up *u, PyObject *inst)
+{
+    if ((PyArray_DescrCheck(inst) || PyArray_Check(inst)) && Py_REFCNT(inst) > 2) {
+        PyErr_Format(u->st->UnpicklingError,
+                     "refused BUILD on a %.200s that is already in use (%zd references): NumPy "
+                     "changes it in place (offset %lld)",
+                     Py_TYPE(inst)->tp_name, (Py_ssize_t)Py_REFCNT(inst), (long long)fj_source_tell(u->src) - 1);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -781,10 +1025,15 @@ instantiate(fj_up *u, PyObject *cls, PyObject *args)
         int has = PyObject_HasAttrString(cls, "__getinitargs__");
         use_call = has;
     }
-    if (use_call) {
-        return PyObject_Call(cls, args, NULL);
+    if (u->restricted && guard_call(u, cls, args, NULL) < 0) {
+        return NULL;
     }
-    return PyObject_CallMethodOneArg(cls, u->st->up.str_new, cls);
+    PyObject *res = use_call ? PyObject_Call(cls, args, NULL)
+                             : PyObject_CallMethodOneArg(cls, u->st->up.str_new, cls);
+    if (res != NULL && u->restricted && guard_result(u, res) < 0) {
+        Py_CLEAR(res);
+    }
+    return res;
 }
 
 static int
@@ -794,11 +1043,19 @@ do_setitems(fj_up *u, PyObject *d, Py_ssize_t k)
     if (n % 2 != 0) {
         return raise_up(u, "odd number of items for SETITEMS");
     }
+    if (guard_mutation(u, "SETITEMS", d) < 0) {
+        return -1;
+    }
     int exact = PyDict_CheckExact(d);
+    int flood = u->restricted && u->pol != NULL;
     for (Py_ssize_t i = k; i < u->sp; i += 2) {
+        Py_ssize_t before = exact ? PyDict_GET_SIZE(d) : (flood ? PyObject_Size(d) : 0);
+        if (before < 0) {
+            PyErr_Clear();
+        }
         int r = exact ? PyDict_SetItem(d, u->stack[i], u->stack[i + 1])
                       : PyObject_SetItem(d, u->stack[i], u->stack[i + 1]);
-        if (r < 0) {
+        if (r < 0 || (flood && before >= 0 && flood_after_insert(u, d, before, u->stack[i]) < 0)) {
             return -1;
         }
     }
@@ -809,6 +1066,9 @@ do_setitems(fj_up *u, PyObject *d, Py_ssize_t k)
 static int
 do_appends(fj_up *u, PyObject *lst, Py_ssize_t k)
 {
+    if (guard_mutation(u, "APPENDS", lst) < 0) {
+        return -1;
+    }
     if (PyList_CheckExact(lst)) {
         if (u->sp - k <= 4) {
             for (Py_ssize_t i = k; i < u->sp; i++) {
@@ -866,9 +1126,15 @@ do_appends(fj_up *u, PyObject *lst, Py_ssize_t k)
 static int
 do_additems(fj_up *u, PyObject *set, Py_ssize_t k)
 {
+    if (guard_mutation(u, "ADDITEMS", set) < 0) {
+        return -1;
+    }
+    int flood = u->restricted && u->pol != NULL;
     if (PySet_Check(set)) {
         for (Py_ssize_t i = k; i < u->sp; i++) {
-            if (PySet_Add(set, u->stack[i]) < 0) {
+            Py_ssize_t before = PySet_GET_SIZE(set);
+            if (PySet_Add(set, u->stack[i]) < 0 ||
+                (flood && PySet_GET_SIZE(set) > before && flood_count(u, u->stack[i]) < 0)) {
                 return -1;
             }
         }
@@ -880,8 +1146,13 @@ do_additems(fj_up *u, PyObject *set, Py_ssize_t k)
         return -1;
     }
     for (Py_ssize_t i = k; i < u->sp; i++) {
+        Py_ssize_t before = flood ? PyObject_Size(set) : 0;
+        if (before < 0) {
+            PyErr_Clear();
+        }
         PyObject *res = PyObject_CallOneArg(add, u->stack[i]);
-        if (res == NULL) {
+        if (res == NULL || (flood && before >= 0 && flood_after_insert(u, set, before, u->stack[i]) < 0)) {
+            Py_XDECREF(res);
             Py_DECREF(add);
             return -1;
         }
@@ -979,6 +1250,16 @@ static int
 do_build(fj_up *u, PyObject *inst, PyObject *state)
 {
     PyObject *setstate;
+    if (u->restricted) {
+        if (refuse_dunder_keys(u, state) < 0) {
+            return -1;
+        }
+        if (PyTuple_Check(state) && PyTuple_GET_SIZE(state) == 2 &&
+            (refuse_dunder_keys(u, PyTuple_GET_ITEM(state, 0)) < 0 ||
+             refuse_dunder_keys(u, PyTuple_GET_ITEM(state, 1)) < 0)) {
+            return -1;
+        }
+    }
     if (PyArray_Check(inst) && check_ndarray_state(u, state) < 0) {
         return -1;
     }
@@ -1136,6 +1417,9 @@ long_from_bytes(const char *p, Py_ssize_t n)
 static inline PyObject *
 read_bytes(fj_up *u, Py_ssize_t n)
 {
+    if (n >= ((Py_ssize_t)1 << 16) && fj_up_charge(u, n) < 0) {
+        return NULL;
+    }
     if (u->src->end - u->src->pos >= n) {
         PyObject *b = PyBytes_FromStringAndSize(u->src->buf + u->src->pos, n);
         u->src->pos += n;
@@ -1169,6 +1453,9 @@ decode_utf8(const char *p, Py_ssize_t n)
 static PyObject *
 read_unicode(fj_up *u, Py_ssize_t n)
 {
+    if (n >= ((Py_ssize_t)1 << 16) && fj_up_charge(u, 2 * n) < 0) {
+        return NULL;
+    }
     if (u->src->end - u->src->pos >= n) {
         PyObject *s = decode_utf8(u->src->buf + u->src->pos, n);
         u->src->pos += n;
@@ -1198,6 +1485,9 @@ check_size(fj_up *u, uint64_t n, const char *what)
 
 /* ---------------------------------------------------------------------------------------------
  * The opcode loop */
+
+/* What the budget of a restricted load charges per opcode: about one small object's worth. */
+#define FJ_OP_COST 64
 
 #define TAKE(p, n)                                                                                   \
     do {                                                                                             \
@@ -1255,6 +1545,11 @@ fj_up_load(fj_up *u)
     /* the load's own stack base: nested loads share nothing but the source */
 
     for (;;) {
+        /* restricted loads with a budget: a fixed cost per opcode (the objects opcodes create) */
+        if (u->pol != NULL && u->pol->budget != NULL && (++u->ops & 1023) == 0 &&
+            fj_budget_charge(u->pol->budget, 1024 * FJ_OP_COST) < 0) {
+            goto error;
+        }
         int op = fj_source_getc(s);
         if (op < 0) {
             if (op == -2) {
@@ -1369,6 +1664,9 @@ fj_up_load(fj_up *u)
             if (check_size(u, n, "BYTEARRAY8") < 0) {
                 goto error;
             }
+            if (fj_up_charge(u, (int64_t)n) < 0) {
+                goto error;
+            }
             PUSH(fj_source_read_bytearray(s, (Py_ssize_t)n));
             break;
         }
@@ -1470,6 +1768,20 @@ fj_up_load(fj_up *u)
             if (a == NULL) {
                 goto error;
             }
+            if (u->restricted && u->pol != NULL) { /* hash flooding: refuse before building it */
+                c = PySet_New(NULL);
+                for (Py_ssize_t fi = 0; c != NULL && fi < PyTuple_GET_SIZE(a); fi++) {
+                    Py_ssize_t before = PySet_GET_SIZE(c);
+                    if (PySet_Add(c, PyTuple_GET_ITEM(a, fi)) < 0 ||
+                        (PySet_GET_SIZE(c) > before && flood_count(u, PyTuple_GET_ITEM(a, fi)) < 0)) {
+                        Py_CLEAR(c);
+                    }
+                }
+                if (c == NULL) {
+                    goto error;
+                }
+                Py_CLEAR(c);
+            }
             b = PyFrozenSet_New(a);
             Py_CLEAR(a);
             PUSHV(b);
@@ -1477,6 +1789,10 @@ fj_up_load(fj_up *u)
             break;
         case OP_APPEND:
             if ((a = pop(u)) == NULL || (b = top(u)) == NULL) {
+                goto error;
+            }
+            if (guard_mutation(u, "APPEND", b) < 0) {
+                b = NULL;
                 goto error;
             }
             if (PyList_CheckExact(b)) {
@@ -1690,7 +2006,13 @@ fj_up_load(fj_up *u)
                 raise_up(u, "NEWOBJ: %.200s has no __new__", tp->tp_name);
                 goto error;
             }
+            if (u->restricted && guard_call(u, a, b, kw) < 0) {
+                goto error;
+            }
             res = tp->tp_new(tp, b, kw);
+            if (res != NULL && u->restricted && guard_result(u, res) < 0) {
+                Py_CLEAR(res);
+            }
             Py_CLEAR(a);
             Py_CLEAR(b);
             Py_CLEAR(c);
@@ -1710,10 +2032,18 @@ fj_up_load(fj_up *u)
                 PyErr_Format(PyExc_TypeError, "REDUCE argument must be a tuple, not %.200s", Py_TYPE(b)->tp_name);
                 goto error;
             }
+            if (u->restricted && guard_call(u, a, b, NULL) < 0) {
+                a = NULL;
+                goto error;
+            }
             res = PyObject_Call(a, b, NULL);
             a = NULL;
             Py_CLEAR(b);
             if (res == NULL) {
+                goto error;
+            }
+            if (u->restricted && guard_result(u, res) < 0) {
+                Py_CLEAR(res);
                 goto error;
             }
             Py_SETREF(u->stack[u->sp - 1], res);
@@ -1725,7 +2055,7 @@ fj_up_load(fj_up *u)
                 a = NULL;
                 goto error;
             }
-            if (u->restricted && check_build_target(u, a) < 0) {
+            if (u->restricted && (guard_numpy_build(u, a) < 0 || check_build_target(u, a) < 0)) {
                 a = NULL; /* borrowed */
                 goto error;
             }
@@ -1742,9 +2072,24 @@ fj_up_load(fj_up *u)
                 res = NULL;
                 break;
             }
+            if (u->restricted && u->pol != NULL && u->pol->filter_state != NULL) {
+                /* the policy may refuse the state or hand back a checked one to use instead */
+                c = PyObject_CallFunctionObjArgs(u->pol->filter_state, a, b, NULL);
+                if (c == NULL) {
+                    a = NULL;
+                    goto error;
+                }
+                Py_SETREF(b, c);
+                c = NULL;
+            }
             int r = do_build(u, a, b);
-            a = NULL;
             Py_CLEAR(b);
+            if (r == 0 && u->restricted && u->pol != NULL && u->pol->check_object != NULL) {
+                c = PyObject_CallOneArg(u->pol->check_object, a);
+                r = c == NULL ? -1 : 0;
+                Py_CLEAR(c);
+            }
+            a = NULL;
             if (r < 0) {
                 goto error;
             }
@@ -2213,7 +2558,10 @@ unpickler_load(UnpicklerObject *self, PyObject *Py_UNUSED(ignored))
                 goto done;
             }
         }
-        fj_up_restrict(&u, fc, cb);
+        if (fj_up_restrict(&u, fc, cb) < 0) {
+            fj_up_clear(&u);
+            goto done;
+        }
     }
     self->loading = 1;
     self->proto = 0;
@@ -2623,12 +2971,11 @@ run_pickle_load(fj_state *st, fj_source *src, int fix_imports, const char *encod
     u.encoding = encoding;
     u.errors = errors;
     u.buffers = it;
-    if (find_class != NULL) {
-        fj_up_restrict(&u, find_class, cb);
+    if (find_class == NULL || fj_up_restrict(&u, find_class, cb) == 0) {
+        res = fj_up_load(&u);
     }
-    res = fj_up_load(&u);
     fj_up_clear(&u);
-    if (fj_source_finish(src) < 0) {
+    if (res != NULL && fj_source_finish(src) < 0) {
         Py_CLEAR(res);
     }
     Py_XDECREF(it);
@@ -2959,7 +3306,10 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
             fj_up_clear(&u);
             goto done;
         }
-        fj_up_restrict(&u, find_class, check_build);
+        if (fj_up_restrict(&u, find_class, check_build) < 0) {
+            fj_up_clear(&u);
+            goto done;
+        }
     }
     res = fj_up_load(&u);
     int compat = u.compat_mode;
@@ -3081,6 +3431,9 @@ fj_unpickler_exec(PyObject *module, fj_state *st)
     }
     up->MemoProxy_type = PyType_FromModuleAndSpec(module, &umemoproxy_spec, NULL);
     if (up->MemoProxy_type == NULL) {
+        return -1;
+    }
+    if (PyModule_AddFunctions(module, fj_budget_methods) < 0) {
         return -1;
     }
     if (PyModule_AddFunctions(module, core_methods) < 0) {

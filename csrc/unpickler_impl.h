@@ -5,6 +5,23 @@
 #include "fj.h"
 #include "memo.h"
 #include "source.h"
+#include "budget.h"
+
+/* What a restricted load adds beyond find_class / check_build: optional hooks of the policy
+ * object (owned references) and the load's memory budget. Shared with nested object-array
+ * streams. */
+typedef struct {
+    PyObject *filter_state;  /* callable(inst, state) -> state to BUILD with, or NULL */
+    PyObject *check_object;  /* callable(obj): raises if obj may not enter the load, or NULL */
+    PyObject *before_call;   /* callable(func, args, kwargs): raises to refuse the call, or NULL */
+    PyObject *budget_cap;    /* capsule of the budget, or NULL */
+    PyObject *old_handler;   /* NumPy memory handler to restore after the load, or NULL */
+    fj_budget *budget;       /* inside budget_cap, or NULL */
+    /* hash-flooding guard: full hash -> number of distinct keys inserted with it */
+    Py_hash_t *hkeys;
+    uint32_t *hcounts;
+    size_t hmask, hused;
+} fj_policy;
 
 struct fj_up {
     fj_state *st;
@@ -33,6 +50,9 @@ struct fj_up {
     fj_memo *seen;           /* objects find_class returned (strong refs); shared with nested
                               * object-array streams; points at seen_own in the outermost engine */
     fj_memo seen_own;
+    fj_policy *pol;          /* restricted loads: hooks and budget (points at pol_own at the top) */
+    fj_policy pol_own;
+    uint32_t ops;            /* opcodes run (the budget charges a fixed cost per 1024) */
     PyObject *persistent_load; /* callable or NULL (borrowed) */
     /* joblib array hook */
     int joblib;
@@ -53,8 +73,10 @@ struct fj_up {
 void fj_up_init(fj_up *u, fj_state *st, fj_source *src);
 void fj_up_clear(fj_up *u);
 /* Turn restricted loading on with `find_class` (borrowed) and an optional check_build callable
- * (borrowed, may be NULL). */
-void fj_up_restrict(fj_up *u, PyObject *find_class, PyObject *check_build);
+ * (borrowed, may be NULL). The policy object's optional filter_state, check_object, before_call
+ * and budget attributes are looked up too (and the budget's NumPy handler installed for the
+ * load). 0 / -1 with an exception (the engine must still be cleared). */
+int fj_up_restrict(fj_up *u, PyObject *find_class, PyObject *check_build);
 /* A nested engine (object-array stream) under the same policy as `parent`. */
 void fj_up_inherit_policy(fj_up *sub, const fj_up *parent);
 /* Run the opcode loop until STOP. New reference or NULL. */
@@ -67,5 +89,11 @@ PyObject *fj_default_find_class(fj_state *st, int proto, int fix_imports, PyObje
 /* ndarray_load.c: the BUILD of a joblib wrapper `inst` (type is one of the placeholders) with
  * `state`. Returns the array (new reference) or NULL. */
 PyObject *fj_ndarray_build(fj_up *u, PyObject *inst, PyObject *state);
+/* Restricted loads with a budget: count n bytes the file asks for. 0 / -1 (MemoryError). */
+static inline int
+fj_up_charge(fj_up *u, int64_t n)
+{
+    return (u->pol != NULL && u->pol->budget != NULL) ? fj_budget_charge(u->pol->budget, n) : 0;
+}
 
 #endif

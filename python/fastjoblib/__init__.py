@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "dump", "load", "dumps", "loads", "Pickler", "Unpickler", "dump_pickle", "load_pickle",
-    "PicklingError", "UnpicklingError", "UntrustedGlobalError", "VersionMismatchWarning",
-    "inspect", "register_zstd_with_joblib", "__version__",
+    "PicklingError", "UnpicklingError", "UntrustedGlobalError", "BudgetExceededError",
+    "VersionMismatchWarning", "inspect", "register_zstd_with_joblib", "__version__",
 ]
 
 _FROM_CORE = ("dumps", "Pickler", "dump_pickle")
@@ -34,6 +34,8 @@ def __getattr__(name):
         value = getattr(_api, name)
     elif name == "UntrustedGlobalError":
         from ._trust import UntrustedGlobalError as value
+    elif name == "BudgetExceededError":
+        from ._guard import BudgetExceededError as value
     elif name == "inspect":
         from ._inspect import inspect as value
     elif name == "register_zstd_with_joblib":

@@ -15,13 +15,14 @@ from ._core import (
     dumps as dumps,
 )
 from ._provenance import VersionMismatchWarning as VersionMismatchWarning
+from ._guard import BudgetExceededError as BudgetExceededError
 from ._trust import UntrustedGlobalError as UntrustedGlobalError
 
 __version__: str
 __all__ = [
     "dump", "load", "dumps", "loads", "Pickler", "Unpickler", "dump_pickle", "load_pickle",
-    "PicklingError", "UnpicklingError", "UntrustedGlobalError", "VersionMismatchWarning",
-    "inspect", "register_zstd_with_joblib", "__version__",
+    "PicklingError", "UnpicklingError", "UntrustedGlobalError", "BudgetExceededError",
+    "VersionMismatchWarning", "inspect", "register_zstd_with_joblib", "__version__",
 ]
 
 _Trusted = bool | Iterable[str] | None
@@ -66,6 +67,7 @@ def load(
     *,
     trusted: _Trusted = None,
     progress: _Progress = None,
+    max_bytes: int | None = None,
 ) -> Any: ...
 def inspect(source: Any) -> dict[str, Any]: ...
 

@@ -6,25 +6,41 @@ add ``trusted=`` (see ``fastjoblib.load``) on top of the C core's signatures.
 from . import _core
 
 
-def _policy(trusted):
+def _policy(trusted, max_bytes=None, source=None):
     if trusted is None or trusted is False:
+        if max_bytes is not None:
+            raise ValueError("max_bytes= bounds restricted loads: pass it with trusted=")
         return None
+    from ._guard import input_size
     from ._trust import make_find_class
-    return make_find_class(trusted)
+    policy = make_find_class(trusted, max_bytes=max_bytes)
+    policy.budget_obj.set_input_size(input_size(source))
+    return policy
+
+
+def _run(fn, source, policy, **kwargs):
+    try:
+        return fn(source, find_class=policy, **kwargs)
+    except MemoryError as exc:
+        if policy is not None:
+            from ._guard import reraise_budget
+            reraise_budget(policy, exc)
+        raise
 
 
 def loads(data, /, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=None,
-          trusted=None):
-    """Like ``pickle.loads``; ``trusted=`` restricts the globals the stream may import."""
-    return _core.loads(data, fix_imports=fix_imports, encoding=encoding, errors=errors,
-                       buffers=buffers, find_class=_policy(trusted))
+          trusted=None, max_bytes=None):
+    """Like ``pickle.loads``; ``trusted=`` restricts what the stream may import and do
+    (docs/SECURITY.md), ``max_bytes=`` bounds the memory it may take under ``trusted=``."""
+    return _run(_core.loads, data, _policy(trusted, max_bytes, data), fix_imports=fix_imports,
+                encoding=encoding, errors=errors, buffers=buffers)
 
 
 def load_pickle(file, /, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=None,
-                trusted=None):
-    """Like ``pickle.load``; ``trusted=`` restricts the globals the stream may import."""
-    return _core.load_pickle(file, fix_imports=fix_imports, encoding=encoding, errors=errors,
-                             buffers=buffers, find_class=_policy(trusted))
+                trusted=None, max_bytes=None):
+    """Like ``pickle.load``; ``trusted=`` and ``max_bytes=`` as in ``loads``."""
+    return _run(_core.load_pickle, file, _policy(trusted, max_bytes, file),
+                fix_imports=fix_imports, encoding=encoding, errors=errors, buffers=buffers)
 
 
 class Unpickler(_core.Unpickler):
@@ -40,3 +56,13 @@ class Unpickler(_core.Unpickler):
         policy = _policy(trusted)
         if policy is not None:
             self.find_class = policy
+
+    def load(self):
+        try:
+            return super().load()
+        except MemoryError as exc:
+            policy = getattr(self, "find_class", None)
+            if getattr(policy, "budget_obj", None) is not None:
+                from ._guard import reraise_budget
+                reraise_budget(policy, exc)
+            raise

@@ -71,10 +71,12 @@ class _Global:
 
 class _Obj:
     """The result of REDUCE / NEWOBJ / OBJ / INST: a callable (symbolic) applied to args."""
-    __slots__ = ("func", "args", "state")
+    __slots__ = ("func", "args", "state", "dtype")
 
     def __init__(self, func, args):
         self.func, self.args, self.state = func, args, None
+        self.dtype = None  # _dtype_from's answer, kept: a sub-dtype shared through the memo
+        # by many fields is rebuilt once (linear time, not exponential in the nesting depth)
 
     def cls_name(self):
         f = self.func
@@ -94,10 +96,18 @@ class _Dict:
 
     def set(self, k, v):
         self.n += 1
-        # only flat keys are kept: hashing a hostile, deeply nested tuple would recurse in C
-        if type(k) in (str, int, bytes, bool, float) or k is None:
-            if k in self.items or len(self.items) < _KEEP_ITEMS:
-                self.items[k] = v
+        # only flat keys are kept: hashing a hostile, deeply nested tuple would recurse in C.
+        # Numbers have hashes a file can choose (thousands of keys on one hash value: quadratic
+        # time), so only the first few are kept; str/bytes hashes are randomised.
+        t = type(k)
+        if t is str or t is bytes:
+            keep = _KEEP_ITEMS
+        elif t in (int, bool, float) or k is None:
+            keep = 64
+        else:
+            return
+        if len(self.items) < keep or (t in (str, bytes) and k in self.items):
+            self.items[k] = v
 
 
 class _Opaque:
@@ -360,11 +370,17 @@ def _container(read, size):
 
 def _dtype_from(sym, depth=0):
     """numpy dtype from numpy's dtype reduce: dtype(descr, False, True) + BUILD state tuple."""
-    import numpy as np
     if depth > 32:
         raise _Bad("dtype nesting too deep")
     if not isinstance(sym, _Obj):
         raise _Bad("array dtype is not a pickled dtype")
+    if sym.dtype is None:
+        sym.dtype = _dtype_build(sym, depth)
+    return sym.dtype
+
+
+def _dtype_build(sym, depth):
+    import numpy as np
     cname = sym.cls_name()
     if cname != "numpy.dtype":
         # e.g. NumPy 2 StringDType (numpy._core._internal._convert_to_stringdtype_kwargs):
@@ -431,6 +447,18 @@ def _dtype_from(sym, depth=0):
     return dt, "numpy.dtype"
 
 
+def _struct_text(dt):
+    """repr(dt.descr) for a structured dtype of reasonable size; a summary for one whose field
+    tree is huge once expanded (sub-dtypes shared by many fields) or that has no descr."""
+    from ._guard import dtype_weight
+    if dtype_weight(dt, {}) <= 1000:
+        try:
+            return repr(dt.descr)
+        except ValueError:  # overlapping or out-of-order fields
+            pass
+    return f"structured dtype: {len(dt.names)} fields, itemsize {dt.itemsize}"
+
+
 def _array_record(state, rd):
     """Validate the wrapper state dict; -> record dict (payload not yet consumed)."""
     if not isinstance(state, _Dict):
@@ -451,7 +479,7 @@ def _array_record(state, rd):
     sub = s.get("subclass")
     rec = {
         "dtype": dt.str if dt is not None and not dt.fields else (
-            repr(dt.descr) if dt is not None else dkind),
+            _struct_text(dt) if dt is not None else dkind),
         "shape": shape,
         "order": order,
         "object": hasobject,

@@ -366,12 +366,14 @@ def _warn_compat(filename):
     )
 
 
-def _load_extras(trusted, progress):
+def _load_extras(trusted, progress, max_bytes=None):
     """Keyword arguments for _core.load from the trust and progress options."""
     extra = {}
     if trusted is not None and trusted is not False:
         from ._trust import make_find_class
-        extra["find_class"] = make_find_class(trusted)
+        extra["find_class"] = make_find_class(trusted, max_bytes=max_bytes)
+    elif max_bytes is not None:
+        raise ValueError("max_bytes= bounds restricted loads: pass it with trusted=")
     if progress is not None and progress is not False:
         from ._progress import make_progress
         extra["progress"] = make_progress(progress, "load")
@@ -380,8 +382,17 @@ def _load_extras(trusted, progress):
 
 def _unpickle(source, extra, **kwargs):
     trailer = []
+    policy = extra.get("find_class")
+    if policy is not None:
+        from ._guard import input_size
+        policy.budget_obj.set_input_size(input_size(source))
     try:
         obj = _core().load(source, trailer=trailer, **kwargs, **extra)
+    except MemoryError as exc:
+        if policy is not None:
+            from ._guard import reraise_budget
+            reraise_budget(policy, exc)
+        raise
     except UnicodeDecodeError as exc:
         raise ValueError(
             "You may be trying to read with "
@@ -398,7 +409,7 @@ def _unpickle(source, extra, **kwargs):
 
 
 def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=None,
-         progress=None):
+         progress=None, max_bytes=None):
     """Reconstruct a Python object from a file written by ``joblib.dump`` or ``fastjoblib.dump``.
 
     Same arguments, errors and warnings as ``joblib.load``. Like pickle, loading runs code named
@@ -418,12 +429,17 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=N
         data classes (builtins, numpy, pandas, datetime, ...) may be imported; an iterable adds
         exact names to that list (``python -m fastjoblib inspect --trusted FILE`` prints what a
         file needs). Anything else raises ``fastjoblib.UntrustedGlobalError`` before it is
-        imported or called, nested object-array streams included.
+        imported or called, nested object-array streams included. See docs/SECURITY.md for
+        everything a restricted load guarantees.
+    max_bytes: None or int
+        With trusted=: the most memory the file may make the load take (arrays, containers,
+        strings); None = 1 GiB + 1000 x the file's size. Going over raises
+        ``fastjoblib.BudgetExceededError`` before the memory is taken.
     progress: None, True, or a callable(done_bytes, total_bytes)
         True shows a progress bar (tqdm if installed, else a line on stderr) for loads that take
         more than a second; a callable is called every few MiB read.
     """
-    extra = _load_extras(trusted, progress)
+    extra = _load_extras(trusted, progress, max_bytes)
     if ensure_native_byte_order == "auto":
         ensure_native_byte_order = mmap_mode is None
 

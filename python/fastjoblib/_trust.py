@@ -35,7 +35,10 @@ unpickler calls it for every global in the stream, nested object-array streams i
   identity and by its ``__module__`` against the denylist (a user-trusted alias of ``os.system``
   is still refused).
 
-Two trusted names resolve to stand-ins rather than the real objects:
+Some trusted names resolve to stand-ins rather than the real objects:
+
+* ``fractions.Fraction`` / ``decimal.Decimal``: only what they pickle as (``Fraction(int, int)``,
+  ``Decimal(str)``), ints of at most 100,000 bits: ``Fraction('1e9999999')`` runs for minutes.
 
 * ``codecs.encode`` / ``_codecs.encode`` (what protocols 0-2 use for ``bytes``): a shim that only
   performs ``str.encode('latin1')``; the real function runs any registered codec.
@@ -63,9 +66,10 @@ What this does NOT prevent (read before trusting a name):
 * EXT1/EXT2/EXT4 opcodes name globals through copyreg's extension registry: the unpickler must
   pass the registered (module, name) to find_class on every use, never answer from a cache
   (stdlib ``pickle`` caches them in ``copyreg._extension_cache`` and then skips find_class).
-* Denial of service: trusted constructors accept huge sizes (``bytes(10**12)``, an ndarray shape,
-  ``fractions.Fraction('1e999999999')``); deep nesting and huge memo indexes are the unpickler's
-  job.
+* Denial of service by this policy alone: trusted constructors accept huge sizes
+  (``bytes(10**12)``, an ndarray shape). The C engine and ``_guard`` bound them (the load's memory
+  budget, hash-flooding detection, the Fraction/Decimal stand-ins below); docs/SECURITY.md is the
+  whole threat model of ``trusted=``, of which this module is the name part.
 
 ``builtins.getattr`` itself stays denied, but a stream that names it gets a stand-in (see
 ``_PolicyGetattr``): ``getattr(X, 'attr')`` is answered only when ``X`` is a global this policy
@@ -267,7 +271,12 @@ DENIED_NAMES = frozenset({
 _DENIED_MODULE_PREFIX_NAMES = frozenset({
     "numpy.lib.npyio", "numpy.lib._npyio_impl", "numpy.testing", "numpy.f2py",
     "numpy.distutils", "numpy.ctypeslib", "torch.serialization", "torch.hub",
-    "pandas.io", "keras.models", "tensorflow.io", "dill._dill", "logging.config", "pydoc",
+    "pandas.io", "keras.models", "tensorflow.io", "dill._dill", "logging", "pydoc",
+    "numpy.ma.mrecords", "numpy.rec.fromfile", "linecache", "netrc", "mailbox", "mimetypes",
+    "poplib", "imaplib", "nntplib", "socketserver", "wave", "aifc", "sunau", "sndhdr", "imghdr",
+    "filecmp", "zipapp", "xml", "plistlib", "atexit", "faulthandler", "tracemalloc", "warnings",
+    "locale", "configparser", "sched", "pandas.plotting", "matplotlib", "readline", "rlcompleter",
+    "copyreg", "codecs", "_codecs", "random", "numpy.random.mtrand.seed",
     "doctest", "zipfile", "tarfile", "sqlite3", "gzip", "bz2", "lzma", "zlib", "cgi", "urllib3",
     "requests", "torch.storage", "torch.hub", "numpy.lib._datasource", "numpy.lib.format",
 })
@@ -278,7 +287,28 @@ _GADGET_LEAVES = frozenset({
     "system", "popen", "spawn", "spawnv", "spawnl", "run_path", "run_module", "import_module",
     "__import__", "compile", "getattr", "setattr", "delattr", "attrgetter", "methodcaller",
     "open_memmap", "fromfile", "loadtxt", "genfromtxt", "runstring", "call_subprocess",
+    # file, network and process access under any name (methods reached through getattr on a
+    # listed class too: pathlib.Path.write_text, ConfigParser.read ...)
+    "open", "urlopen", "urlretrieve", "read", "readlines", "write", "writelines", "read_text",
+    "read_bytes", "write_text", "write_bytes", "touch", "mkdir", "makedirs", "rmdir", "unlink",
+    "remove", "rename", "replace", "symlink_to", "hardlink_to", "link_to", "chmod", "lchmod",
+    "chown", "iterdir", "glob", "rglob", "walk", "stat", "lstat", "exists", "is_file", "is_dir",
+    "readlink", "resolve", "expanduser", "absolute", "samefile", "owner", "group", "tofile",
+    "dump", "dumps", "save", "savez", "savez_compressed", "savetxt", "fromregex", "memmap",
+    "DataSource", "fromtextfile", "openfile", "parse", "getLogger", "basicConfig",
+    # process-wide state: seeds, options, registries, hooks
+    "seed", "set_state", "setstate", "manual_seed", "set_printoptions", "seterr", "seterrcall",
+    "setbufsize", "set_option", "reset_option", "setrecursionlimit", "register",
+    "unregister", "setlocale", "simplefilter", "filterwarnings", "resetwarnings", "settrace",
+    "setprofile", "setdefaulttimeout", "putenv", "unsetenv", "chdir", "add_extension",
+    "remove_extension", "clear_extension_cache", "update_wrapper", "set_default_dtype",
+    "set_num_threads", "install", "enable",
+    # functions that write into an argument (a shared object handed to them would change)
+    "copyto", "place", "put", "putmask", "fill_diagonal", "put_along_axis", "shuffle",
+    "update", "setdefault", "move_to_end",
 })
+# Leaf prefixes refused wherever they live: pandas' and others' readers and writers.
+_GADGET_LEAF_PREFIXES = ("read_", "to_", "write_", "save_", "load_", "open_", "from_file")
 
 
 def _module_denied(module):
@@ -304,7 +334,12 @@ _ARRAY_WRAPPERS = frozenset({
     "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
     "sklearn.externals._joblib.numpy_pickle.NumpyArrayWrapper",
 })
-_DENY_EXEMPT = _ARRAY_WRAPPERS | {"types.SimpleNamespace"}
+_DENY_EXEMPT = _ARRAY_WRAPPERS | {"types.SimpleNamespace", "copyreg._reconstructor",
+                                   "copyreg.__newobj__", "copyreg.__newobj_ex__",
+                                   "codecs.encode", "_codecs.encode",
+                                   # resolve to stand-ins that refuse to be called (_SHIMS)
+                                   "numpy.memmap", "numpy.core.memmap.memmap",
+                                   "numpy._core.memmap.memmap"}
 
 
 def is_denied(fullname):
@@ -330,7 +365,7 @@ def is_denied(fullname):
         return True
     if any(p in _GADGET_COMPONENTS for p in parts[1:]):
         return True
-    if parts[-1] in _GADGET_LEAVES:
+    if parts[-1] in _GADGET_LEAVES or parts[-1].startswith(_GADGET_LEAF_PREFIXES):
         return True
     return False
 
@@ -388,7 +423,38 @@ class _RestrictedMemmap:
         return "<restricted numpy.memmap>"
 
 
-_SHIMS = {"_codecs.encode": _restricted_encode, "codecs.encode": _restricted_encode,
+_MAX_INT_BITS = 100_000
+
+
+def _small_int(x, what):
+    if type(x) is not int or x.bit_length() > _MAX_INT_BITS:
+        raise UntrustedGlobalError(what, f"only ints of at most {_MAX_INT_BITS} bits are allowed "
+                                         "(what it pickles as); a string or a huge int can take "
+                                         "minutes to convert")
+    return x
+
+
+def _restricted_fraction(numerator=0, denominator=None):
+    """Stand-in for fractions.Fraction: Fraction(int, int), what a Fraction pickles as."""
+    import fractions
+    _small_int(numerator, "fractions.Fraction")
+    if denominator is not None:
+        _small_int(denominator, "fractions.Fraction")
+    return fractions.Fraction(numerator, denominator)
+
+
+def _restricted_decimal(value="0", context=None):
+    """Stand-in for decimal.Decimal: Decimal(str), what a Decimal pickles as (or a small int)."""
+    import decimal
+    if type(value) is not str:
+        _small_int(value, "decimal.Decimal")
+    if context is not None:
+        raise UntrustedGlobalError("decimal.Decimal", "a context argument is not allowed")
+    return decimal.Decimal(value)
+
+
+_SHIMS = {"fractions.Fraction": _restricted_fraction, "decimal.Decimal": _restricted_decimal,
+          "_codecs.encode": _restricted_encode, "codecs.encode": _restricted_encode,
           "numpy.memmap": _RestrictedMemmap, "numpy.core.memmap.memmap": _RestrictedMemmap,
           "numpy._core.memmap.memmap": _RestrictedMemmap}
 
@@ -441,11 +507,12 @@ def _resolve(module, name, fullname):
     return obj
 
 
-def make_find_class(trusted=True):
+def make_find_class(trusted=True, max_bytes=None):
     """Return ``find_class(module, name)`` enforcing the policy described in the module docstring.
 
     trusted: ``True`` for DEFAULT_TRUSTED; or an iterable of exact "module.qualname" strings added
-    to DEFAULT_TRUSTED. Raises ValueError for a malformed or denylisted name, TypeError for a
+    to DEFAULT_TRUSTED. max_bytes: the load's memory budget (None: 1 GiB + 1000 x the input's
+    size, once the caller sets it with ``find_class.budget_obj.set_input_size``; see _guard). Raises ValueError for a malformed or denylisted name, TypeError for a
     non-iterable or a bare string.
     """
     if trusted is True:
@@ -501,7 +568,8 @@ def make_find_class(trusted=True):
 
     find_class.trusted = allowed
     find_class.check_build = check_build
-    return find_class
+    from ._guard import attach
+    return attach(find_class, returned, max_bytes)
 
 
 class _PolicyGetattr:

@@ -1,0 +1,277 @@
+/* budget.c: see budget.h. */
+#include "budget.h"
+
+#include <string.h>
+
+#define CAPSULE_NAME "mem_handler" /* NumPy's name for handler capsules */
+
+struct fj_budget {
+    PyDataMem_Handler handler; /* ours: first member, the capsule points here */
+    PyDataMem_Handler base;    /* a copy of the handler in force when the budget was made */
+    PyObject *base_capsule;    /* keeps `base` alive */
+    int64_t limit;             /* <= 0: unlimited */
+    int64_t used;              /* atomic */
+    int64_t peak;              /* atomic, best effort */
+    int64_t refused;           /* the request that went over (0: none) */
+};
+
+static int
+take(fj_budget *b, int64_t n)
+{
+    int64_t now = __atomic_add_fetch(&b->used, n, __ATOMIC_RELAXED);
+    if (b->limit > 0 && now > b->limit) {
+        __atomic_sub_fetch(&b->used, n, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->refused, n > 0 ? n : 1, __ATOMIC_RELAXED);
+        return -1;
+    }
+    int64_t pk = __atomic_load_n(&b->peak, __ATOMIC_RELAXED);
+    if (now > pk) {
+        __atomic_store_n(&b->peak, now, __ATOMIC_RELAXED);
+    }
+    return 0;
+}
+
+static void
+give(fj_budget *b, int64_t n)
+{
+    __atomic_sub_fetch(&b->used, n, __ATOMIC_RELAXED);
+}
+
+static void *
+h_malloc(void *ctx, size_t size)
+{
+    fj_budget *b = ctx;
+    if (size > INT64_MAX || take(b, (int64_t)size) < 0) {
+        return NULL;
+    }
+    void *p = b->base.allocator.malloc(b->base.allocator.ctx, size);
+    if (p == NULL) {
+        give(b, (int64_t)size);
+    }
+    return p;
+}
+
+static void *
+h_calloc(void *ctx, size_t nelem, size_t elsize)
+{
+    fj_budget *b = ctx;
+    if (elsize != 0 && nelem > (size_t)INT64_MAX / elsize) {
+        return NULL;
+    }
+    int64_t size = (int64_t)(nelem * elsize);
+    if (take(b, size) < 0) {
+        return NULL;
+    }
+    void *p = b->base.allocator.calloc(b->base.allocator.ctx, nelem, elsize);
+    if (p == NULL) {
+        give(b, size);
+    }
+    return p;
+}
+
+/* The old size is not known: the new size is charged in full and never given back by realloc
+ * (conservative; free gives back the final size). */
+static void *
+h_realloc(void *ctx, void *ptr, size_t new_size)
+{
+    fj_budget *b = ctx;
+    if (new_size > INT64_MAX || take(b, (int64_t)new_size) < 0) {
+        return NULL;
+    }
+    void *p = b->base.allocator.realloc(b->base.allocator.ctx, ptr, new_size);
+    if (p == NULL) {
+        give(b, (int64_t)new_size);
+    }
+    return p;
+}
+
+static void
+h_free(void *ctx, void *ptr, size_t size)
+{
+    fj_budget *b = ctx;
+    if (ptr != NULL) {
+        give(b, (int64_t)size);
+    }
+    b->base.allocator.free(b->base.allocator.ctx, ptr, size);
+}
+
+static void
+budget_capsule_free(PyObject *cap)
+{
+    fj_budget *b = PyCapsule_GetPointer(cap, CAPSULE_NAME);
+    if (b != NULL) {
+        Py_XDECREF(b->base_capsule);
+        PyMem_RawFree(b);
+    }
+}
+
+fj_budget *
+fj_budget_from(PyObject *capsule)
+{
+    if (!PyCapsule_IsValid(capsule, CAPSULE_NAME) ||
+        PyCapsule_GetDestructor(capsule) != budget_capsule_free) {
+        PyErr_SetString(PyExc_TypeError, "not a fastjoblib budget");
+        return NULL;
+    }
+    return PyCapsule_GetPointer(capsule, CAPSULE_NAME);
+}
+
+static int
+raise_over(fj_budget *b, int64_t n)
+{
+    PyErr_Format(PyExc_MemoryError,
+                 "restricted load refused: the file asks for more memory than its budget of "
+                 "max_bytes=%lld (%lld in use, %lld more requested); pass a larger max_bytes= to "
+                 "load() if you expect this file to be that large",
+                 (long long)b->limit, (long long)__atomic_load_n(&b->used, __ATOMIC_RELAXED),
+                 (long long)n);
+    return -1;
+}
+
+int
+fj_budget_charge(fj_budget *b, int64_t n)
+{
+    if (n < 0) {
+        n = INT64_MAX;
+    }
+    if (take(b, n) < 0) {
+        return raise_over(b, n);
+    }
+    return 0;
+}
+
+int
+fj_budget_install(PyObject *capsule, PyObject **old)
+{
+    *old = PyDataMem_SetHandler(capsule);
+    return *old == NULL ? -1 : 0;
+}
+
+void
+fj_budget_uninstall(PyObject *old)
+{
+    if (old == NULL) {
+        return;
+    }
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *ours = PyDataMem_SetHandler(old);
+    if (ours == NULL) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(ours);
+    Py_DECREF(old);
+    PyErr_Restore(et, ev, tb);
+}
+
+/* _budget(limit) -> capsule */
+static PyObject *
+budget_new(PyObject *module, PyObject *arg)
+{
+    long long limit = PyLong_AsLongLong(arg);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *base_cap = PyDataMem_GetHandler();
+    if (base_cap == NULL) {
+        return NULL;
+    }
+    PyDataMem_Handler *base = PyCapsule_GetPointer(base_cap, CAPSULE_NAME);
+    if (base == NULL) {
+        Py_DECREF(base_cap);
+        return NULL;
+    }
+    fj_budget *b = PyMem_RawCalloc(1, sizeof(*b));
+    if (b == NULL) {
+        Py_DECREF(base_cap);
+        return PyErr_NoMemory();
+    }
+    b->base = *base;
+    b->base_capsule = base_cap;
+    b->limit = limit;
+    snprintf(b->handler.name, sizeof(b->handler.name), "fastjoblib_budget");
+    b->handler.version = 1;
+    b->handler.allocator.ctx = b;
+    b->handler.allocator.malloc = h_malloc;
+    b->handler.allocator.calloc = h_calloc;
+    b->handler.allocator.realloc = h_realloc;
+    b->handler.allocator.free = h_free;
+    PyObject *cap = PyCapsule_New(&b->handler, CAPSULE_NAME, budget_capsule_free);
+    if (cap == NULL) {
+        Py_DECREF(base_cap);
+        PyMem_RawFree(b);
+    }
+    return cap;
+}
+
+static PyObject *
+budget_charge(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_budget_charge(budget, nbytes)");
+        return NULL;
+    }
+    fj_budget *b = fj_budget_from(args[0]);
+    if (b == NULL) {
+        return NULL;
+    }
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(args[1], &overflow);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (overflow > 0) {
+        n = INT64_MAX;
+    }
+    if (n <= 0) {
+        Py_RETURN_NONE;
+    }
+    if (fj_budget_charge(b, n) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* _budget_state(budget) -> (used, peak, limit, refused) */
+static PyObject *
+budget_state(PyObject *module, PyObject *arg)
+{
+    fj_budget *b = fj_budget_from(arg);
+    if (b == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("LLLL", (long long)__atomic_load_n(&b->used, __ATOMIC_RELAXED),
+                         (long long)__atomic_load_n(&b->peak, __ATOMIC_RELAXED), (long long)b->limit,
+                         (long long)__atomic_load_n(&b->refused, __ATOMIC_RELAXED));
+}
+
+static PyObject *
+budget_set_limit(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_budget_set_limit(budget, limit)");
+        return NULL;
+    }
+    fj_budget *b = fj_budget_from(args[0]);
+    if (b == NULL) {
+        return NULL;
+    }
+    long long limit = PyLong_AsLongLong(args[1]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    b->limit = limit;
+    Py_RETURN_NONE;
+}
+
+PyMethodDef fj_budget_methods[] = {
+    {"_budget", (PyCFunction)budget_new, METH_O,
+     "_budget(limit) -> a memory budget for a restricted load (limit <= 0: unlimited)."},
+    {"_budget_charge", (PyCFunction)(void (*)(void))budget_charge, METH_FASTCALL,
+     "_budget_charge(budget, nbytes): count nbytes; MemoryError when over the limit."},
+    {"_budget_state", (PyCFunction)budget_state, METH_O,
+     "_budget_state(budget) -> (used, peak, limit, refused request or 0)."},
+    {"_budget_set_limit", (PyCFunction)(void (*)(void))budget_set_limit, METH_FASTCALL,
+     "_budget_set_limit(budget, limit)."},
+    {NULL, NULL, 0, NULL},
+};

@@ -1,0 +1,30 @@
+/* budget.h: the memory budget of a restricted load (trusted=, max_bytes=).
+ *
+ * One budget per load, held by a capsule ("fastjoblib.budget") that the Python policy creates and
+ * the C engine finds as the policy's `budget` attribute. It counts, against one limit:
+ *   - NumPy array data allocated while the load runs, through a NumPy memory handler installed in
+ *     the loading thread's context for the duration of the load (net: frees give bytes back);
+ *   - explicit charges: the joblib record reader's growing buffers, long byte/str opcodes, a
+ *     fixed cost per opcode, and what the Python policy charges before calling a callable.
+ * Going over the limit refuses the allocation before it is made: a MemoryError whose text names
+ * the limit, and `exceeded` is set so the Python layer can re-raise its own error type. */
+#ifndef FJ_BUDGET_H
+#define FJ_BUDGET_H
+
+#include "fj.h"
+
+typedef struct fj_budget fj_budget;
+
+/* The budget inside a capsule made by _core._budget(), or NULL with TypeError. Borrowed. */
+fj_budget *fj_budget_from(PyObject *capsule);
+/* Count n bytes; -1 with MemoryError when over the limit (GIL held). */
+int fj_budget_charge(fj_budget *b, int64_t n);
+/* Install the budget's NumPy handler in this context; *old gets the previous one (new ref). */
+int fj_budget_install(PyObject *capsule, PyObject **old);
+/* Put `old` back (steals it); keeps any exception that is set. */
+void fj_budget_uninstall(PyObject *old);
+
+/* Module-level functions (_budget, _budget_charge, _budget_state, _budget_set_limit). */
+extern PyMethodDef fj_budget_methods[];
+
+#endif

@@ -1,0 +1,516 @@
+"""Attacks on ``trusted=`` as a security boundary (docs/SECURITY.md), one class per section.
+
+Each hostile stream runs in a child process (a crash there fails the test instead of killing the
+run) under a 4 GiB address-space limit; the child reports what happened as JSON. The boundary
+holds when every stream raises a clear exception (or loads harmlessly) and the child survives.
+"""
+import io
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+
+import numpy as np
+import pytest
+
+import fastjoblib
+from fastjoblib import _trust
+from fastjoblib._trust import DEFAULT_TRUSTED, is_denied, make_find_class
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# ------------------------------------------------------------------------------------------------
+# A tiny pickle assembler: hostile streams are written opcode by opcode.
+
+def g(module, name):
+    """STACK_GLOBAL of module.name"""
+    return s(module) + s(name) + b"\x93"
+
+
+def s(text):
+    b = text.encode()
+    return b"\x8c" + bytes([len(b)]) + b
+
+
+def i(n):
+    return b"J" + struct.pack("<i", n)
+
+
+def by(data):
+    return b"C" + bytes([len(data)]) + data if len(data) < 256 else b"B" + struct.pack("<I", len(data)) + data
+
+
+def p4(body):
+    return b"\x80\x04" + body + b"."
+
+
+# ------------------------------------------------------------------------------------------------
+# The child
+
+_CHILD = textwrap.dedent(r"""
+    import json, pickle, resource, sys, time
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+    import fastjoblib
+    cases = pickle.loads(sys.stdin.buffer.read())
+    out = {}
+    for name, (how, data, kw) in cases.items():
+        t = time.monotonic()
+        try:
+            if how == "loads":
+                fastjoblib.loads(data, **kw)
+            elif how == "load":
+                import io
+                fastjoblib.load(io.BytesIO(data), **kw)
+            elif how == "inspect":
+                fastjoblib.inspect(data)
+            res = "loaded"
+        except Exception as exc:
+            res = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
+        out[name] = [res, time.monotonic() - t]
+    print(json.dumps(out))
+""")
+
+
+def run_child(cases, timeout=300):
+    """cases: {name: (how, bytes, kwargs)} -> {name: (result text, seconds)}"""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    p = subprocess.run([sys.executable, "-c", _CHILD], input=pickle.dumps(cases),
+                       capture_output=True, timeout=timeout, env=env)
+    assert p.returncode == 0, (p.returncode, p.stderr.decode()[-3000:])
+    return {k: tuple(v) for k, v in json.loads(p.stdout.decode().splitlines()[-1]).items()}
+
+
+def assert_refused(results, *words):
+    for name, (res, _) in results.items():
+        assert res != "loaded", f"{name}: a hostile stream loaded"
+        assert any(w in res for w in words), f"{name}: {res}"
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. Memory exposed through __array_interface__ and friends
+
+def _namespace_with(attr, value_ops):
+    """SimpleNamespace() given `attr` through BUILD; then handed to numpy.matrix."""
+    return (g("numpy", "matrix") + g("types", "SimpleNamespace") + b")R}" + s(attr) + value_ops
+            + b"sb\x85R")
+
+
+_IFACE = (b"}(" + s("shape") + b"K\x01\x85" + s("typestr") + s("<i8") + s("data")
+          + b"\x8a\x05AAAAA\x89\x86" + s("version") + b"K\x03u")
+
+
+def test_array_interface_from_the_issue():
+    data = (b"\x80\x04\x8c\x05numpy\x8c\x06matrix\x93\x8c\x05types\x8c\x0fSimpleNamespace\x93)R}"
+            b"\x8c\x13__array_interface__}(\x8c\x05shapeK\x01\x85\x8c\x07typestr\x8c\x03<i8\x8c"
+            b"\x04data\x8a\x05AAAAA\x89\x86\x8c\x07versionK\x03usb\x85R.")
+    assert_refused(run_child({"issue": ("loads", data, {"trusted": True})}), "special attribute")
+
+
+def test_memory_exposing_attributes_never_reach_a_constructor():
+    cases = {}
+    for attr in ("__array_interface__", "__array_struct__", "__array__", "__array_priority__",
+                 "__class__", "__dict__", "__buffer__"):
+        cases[f"ns-{attr}"] = ("loads", p4(_namespace_with(attr, _IFACE)), {"trusted": True})
+    # other allowed classes with a __dict__, other array constructors
+    for mod, cls in (("collections", "OrderedDict"), ("collections", "UserDict"),
+                     ("collections", "UserList"), ("collections", "Counter")):
+        for cmod, ctor in (("numpy", "matrix"), ("numpy.ma", "MaskedArray"), ("numpy", "dtype"),
+                           ("pandas", "Series"), ("pandas", "Index")):
+            body = (g(cmod, ctor) + g(mod, cls) + b")R}" + s("__array_interface__") + _IFACE
+                    + b"sb\x85R")
+            cases[f"{cls}-{ctor}"] = ("loads", p4(body), {"trusted": True})
+    # slot state (setattr) rather than the instance dict
+    cases["slotstate-class"] = ("loads", p4(g("types", "SimpleNamespace") + b")RN}" + s("__class__")
+                                            + g("collections", "OrderedDict") + b"s\x86b"),
+                                {"trusted": True})
+    # a mapping straight into the constructor (SimpleNamespace(mapping), Python 3.13+; a
+    # TypeError before)
+    cases["ctor-mapping"] = ("loads", p4(g("numpy", "matrix") + g("types", "SimpleNamespace")
+                                         + b"}" + s("__array_interface__") + _IFACE
+                                         + b"s\x85R\x85R"), {"trusted": True})
+    assert_refused(run_child(cases), "special attribute", "TypeError")
+
+
+def test_default_classes_expose_memory_only_as_numpy_does():
+    """Audit: no default-trusted class defines __array_interface__ / __array_struct__ itself
+    unless it is an ndarray or NumPy scalar (whose memory NumPy made)."""
+    import importlib
+    offenders = []
+    for name in sorted(DEFAULT_TRUSTED):
+        mod, _, qual = name.rpartition(".")
+        try:
+            obj = getattr(importlib.import_module(mod), qual)
+        except Exception:
+            continue
+        if isinstance(obj, type) and any(
+                a in vars(k) for k in obj.__mro__ for a in ("__array_interface__", "__array_struct__")):
+            if not issubclass(obj, (np.ndarray, np.generic)):
+                offenders.append(name)
+    assert offenders == []
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. dtype and ndarray states that lie
+
+def _dtype(code, state):
+    return g("numpy", "dtype") + b"(" + s(code) + b"\x89\x88tR" + state + b"b"
+
+
+def _state(endian="|", sub=b"N", names=b"N", fields=b"N", elsize=-1, align=-1, flags=0):
+    return (b"(K\x03" + s(endian) + sub + names + fields + i(elsize) + i(align) + i(flags) + b"t")
+
+
+def _array_of(dtype_ops, raw):
+    return (g("numpy._core.multiarray", "_reconstruct") + b"(" + g("numpy", "ndarray") + b"K\x00\x85"
+            + by(b"b") + b"tR(K\x01K\x01\x85" + dtype_ops + b"\x89" + by(raw) + b"tb")
+
+
+def test_dtype_state_from_the_issue():
+    data = (b"\x80\x04\x8c\x08builtins\x8c\x04list\x93(\x8c\x16numpy._core.multiarray\x8c\x0c_reconstruct"
+            b"\x93(\x8c\x05numpy\x8c\x07ndarray\x93(K\x00tC\x01btR(K\x01(K\x01t\x8c\x05numpy\x8c\x05dtype"
+            b"\x93(\x8c\x02O8\x89\x88tR(K\x03\x8c\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89C"
+            b"\x08AAAAAAAAtbtR.")
+    assert_refused(run_child({"issue": ("loads", data, {"trusted": True})}), "refused")
+
+
+def test_dtype_lies_are_refused_or_rebuilt():
+    obj_field = b"}(" + s("a") + _dtype("O8", _state(flags=63)) + b"K\x00\x86u"
+    cases = {
+        # an object dtype whose flags deny holding references, in an array of raw bytes
+        "object-flags-0": _array_of(_dtype("O8", _state(flags=0)), b"A" * 8),
+        # a structured dtype with an object field and flags 0
+        "struct-object-flags-0": _array_of(_dtype("V8", _state(names=b"(" + s("a") + b"t",
+                                                               fields=obj_field, elsize=8,
+                                                               flags=0)), b"A" * 8),
+        # itemsize smaller than its fields
+        "itemsize-too-small": _array_of(_dtype("V8", _state(
+            names=b"(" + s("a") + b"t", fields=b"}(" + s("a") + _dtype("f8", _state("<"))
+            + b"K\x04\x86u", elsize=4, flags=0)), b"A" * 4),
+        # a plain dtype turned into a structured one
+        "kind-change": _array_of(_dtype("f8", _state(names=b"(" + s("a") + b"t", fields=obj_field,
+                                                     elsize=8, flags=63)), b"A" * 8),
+        # subarray whose base holds objects, flags 0
+        "subarray-object": _array_of(_dtype("V16", _state(sub=b"(" + _dtype("O8", _state(flags=63))
+                                                          + b"K\x02\x85\x86", elsize=16, flags=0)),
+                                     b"A" * 16),
+        # datetime without its unit
+        "datetime-no-unit": _array_of(_dtype("M8", _state("<")), b"A" * 8),
+        # unicode itemsize not a multiple of 4
+        "unicode-odd": _array_of(_dtype("U1", _state("<", elsize=5, align=4, flags=8)), b"A" * 5),
+        # raw bytes shorter than the shape needs
+        "short-raw": (g("numpy._core.multiarray", "_reconstruct") + b"(" + g("numpy", "ndarray")
+                      + b"K\x00\x85" + by(b"b") + b"tR(K\x01J\x00\x00\x00\x10\x85"
+                      + _dtype("f8", _state("<")) + b"\x89" + by(b"A" * 8) + b"tb"),
+    }
+    res = run_child({k: ("loads", p4(v), {"trusted": True}) for k, v in cases.items()})
+    assert_refused(res, "refused", "NumPy refuses", "dtype", "state")
+
+
+def test_dtype_changed_after_use_is_refused():
+    """BUILD a dtype again once a structured dtype (or an array) uses it: the refcount rule."""
+    inner = g("numpy", "dtype") + b"(" + s("V8") + b"\x89\x88tR\x94"  # memo 0
+    body = (inner + _state(elsize=8, flags=0) + b"b0"  # built once, popped
+            + g("numpy", "dtype") + b"(" + s("V8") + b"\x89\x88tR"
+            + b"(K\x03" + s("|") + b"N(" + s("a") + b"t}(" + s("a") + b"h\x00K\x00\x86u"
+            + i(8) + i(1) + i(0) + b"tb"  # a struct using it
+            + b"h\x00(K\x03" + s("|") + b"NNN" + i(8) + i(-1) + i(63) + b"tb")  # again
+    res = run_child({"rebuild": ("loads", p4(body + b"\x86"), {"trusted": True})})
+    assert_refused(res, "already in use", "refused")
+
+
+def test_singleton_dtype_not_rebuilt():
+    """dtype('f8', False, False) is NumPy's shared float64 dtype: BUILD on it is refused."""
+    body = g("numpy", "dtype") + b"(" + s("f8") + b"\x89\x89tR" + _state(">") + b"b"
+    res = run_child({"singleton": ("loads", p4(body), {"trusted": True})})
+    assert_refused(res, "did not create", "global", "already in use")
+    assert np.dtype("f8").byteorder == "="
+
+
+def test_random_state_index_out_of_range():
+    """MT19937's pos indexes a 624-word buffer unchecked by NumPy: every later draw would read
+    past it. The hostile streams are real pickles with pos = 1000000."""
+    good = pickle.dumps(np.random.RandomState(0), 4)
+    raw = pickle.dumps(np.random.MT19937(0), 4)
+    import re
+    pos = re.compile(rb"\x8c\x03pos\x94M..", re.S)  # 'pos': BININT2
+    assert pos.search(raw) and pos.search(good)
+    far = b"\x8c\x03pos\x94J\x40\x42\x0f\x00"
+    res = run_child({"mt-pos": ("loads", pos.sub(far, raw, 1), {"trusted": True}),
+                     "rs-pos": ("loads", pos.sub(far, good, 1), {"trusted": True}),
+                     "good": ("loads", good, {"trusted": True})})
+    assert res.pop("good")[0] == "loaded"
+    assert_refused(res, "pos must be in 0..624")
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. No change to objects that existed before the load
+
+def test_nat_singleton_from_the_issue():
+    data = (b"\x80\x04\x8c\x1bpandas._libs.tslibs.nattype\x8c\r_nat_unpickle\x93(tR(\x8c\tisoformat"
+            b"\x8c\x05PWNED\x8c\x08to_numpyNdb.")
+    child = textwrap.dedent(f"""
+        import pandas as pd, fastjoblib
+        try:
+            fastjoblib.loads({data!r}, trusted=True)
+            print("loaded")
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+        print(pd.NaT.isoformat())
+    """)
+    p = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    out = p.stdout.splitlines()
+    assert p.returncode == 0 and out[0].startswith("UnpicklingError"), p
+    assert out[-1] == "NaT"
+
+
+def test_shared_objects_are_never_mutated():
+    cases = {
+        # SETITEMS / APPENDS / ADDITEMS on a global
+        "setitems-global": p4(g("pandas", "NA") + b"(" + s("k") + s("v") + b"u"),
+        "appends-global": p4(g("collections", "deque") + b"(K\x01e"),
+        # BUILD on a cached ZoneInfo returned by a trusted callable
+        "build-cached-zone": p4(g("builtins", "getattr") + b"(" + g("zoneinfo", "ZoneInfo")
+                                + s("_unpickle") + b"tR(" + s("UTC") + b"K\x01tR}" + s("key")
+                                + s("x") + b"sb"),
+        # calling something that is not a global (a list the stream made)
+        "call-non-global": p4(b"](tR"),
+        # a dtype singleton through copy=False, given a new byte order
+        "dtype-singleton": p4(g("numpy", "dtype") + b"(" + s("i8") + b"\x89\x89tR"
+                              + _state(">") + b"b"),
+    }
+    res = run_child({k: ("loads", v, {"trusted": True}) for k, v in cases.items()})
+    assert_refused(res, "did not create", "global", "only globals", "refused")
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. Time linear in the file's size
+
+def _shared_tree_dtype(depth):
+    dt = np.dtype("i1")
+    for _ in range(depth):
+        dt = np.dtype({"names": ["a", "b"], "formats": [dt, dt], "offsets": [0, 0], "itemsize": 1})
+    return dt
+
+
+def test_shared_dtype_tree_is_linear():
+    """A structured dtype whose two fields share the sub-dtype below, 40 levels deep: 2**40
+    fields once expanded, a few KB in the file. Under trusted= it is refused at once (NumPy itself
+    walks the expanded tree in np.empty / repr); fastjoblib's own walks (the array-record check,
+    inspect) are linear."""
+    dt = _shared_tree_dtype(40)
+    plain = pickle.dumps(dt, 4)
+    assert len(plain) < 8000
+    res = run_child({"loads": ("loads", plain, {"trusted": True}),
+                     "inspect": ("inspect", plain, {})}, timeout=120)
+    assert "more than 100000 fields" in res["loads"][0], res
+    assert res["inspect"][0] == "loaded", res
+    # a joblib array record of a moderately deep one: the record check and inspect are linear
+    # (depth 15: 65535 expanded fields, under the limit)
+    dt16 = _shared_tree_dtype(15)
+    buf = io.BytesIO()
+    fastjoblib.dump(np.zeros(1, dtype=dt16), buf)
+    res = run_child({"load": ("load", buf.getvalue(), {"trusted": True}),
+                     "load-unrestricted": ("load", buf.getvalue(), {}),
+                     "inspect": ("inspect", buf.getvalue(), {})}, timeout=120)
+    for name, (r, _) in res.items():
+        assert r == "loaded", (name, r)
+
+
+def test_hash_flooding_is_refused():
+    mod = 2**61 - 1
+    keys = [k * mod + 7 for k in range(1, 3000)]
+    as_dict = pickle.dumps({k: None for k in keys[:200]}, 4)
+    as_set = pickle.dumps(set(keys[:200]), 4)
+    as_frozenset = pickle.dumps(frozenset(keys[:200]), 4)
+    as_call = p4(g("builtins", "set") + pickle.dumps(keys[:200], 2)[2:-1] + b"\x85R")
+    fine = pickle.dumps({k: None for k in range(5000)}, 4)
+    res = run_child({"dict": ("loads", as_dict, {"trusted": True}),
+                     "set": ("loads", as_set, {"trusted": True}),
+                     "frozenset": ("loads", as_frozenset, {"trusted": True}),
+                     "set-call": ("loads", as_call, {"trusted": True}),
+                     "fine": ("loads", fine, {"trusted": True})})
+    assert res.pop("fine")[0] == "loaded"
+    assert_refused(res, "hash flooding")
+
+
+def test_slow_constructors_take_only_what_they_pickle_as():
+    import decimal
+    import fractions
+    cases = {
+        "fraction-str": p4(g("fractions", "Fraction") + s("1e9999999") + b"\x85R"),
+        "fraction-huge": p4(g("fractions", "Fraction") + b"\x8b" + struct.pack("<i", 1 << 20)
+                            + b"\x01" * (1 << 20) + b"K\x03\x86R"),
+        "decimal-huge-int": p4(g("decimal", "Decimal") + b"\x8b" + struct.pack("<i", 1 << 20)
+                               + b"\x01" * (1 << 20) + b"\x85R"),
+    }
+    res = run_child({k: ("loads", v, {"trusted": True}) for k, v in cases.items()}, timeout=120)
+    assert_refused(res, "at most 100000 bits")
+    for proto in range(6):
+        obj = [fractions.Fraction(3, 7), decimal.Decimal("-1.5e-7"), fractions.Fraction(2**200, 3)]
+        assert fastjoblib.loads(pickle.dumps(obj, proto), trusted=True) == obj
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. Memory within a budget
+
+def test_range_blowup_from_the_issue():
+    data = b"\x80\x04\x8c\x08builtins\x8c\x04list\x93(\x8c\x08builtins\x8c\x05range\x93(J\x00\x87\x93\x03tRtR."
+    res = run_child({"issue": ("loads", data, {"trusted": True})})
+    assert "BudgetExceededError" in res["issue"][0], res
+    assert "max_bytes" in res["issue"][0]
+
+
+def test_allocations_from_small_numbers_are_budgeted():
+    cases = {
+        "bytes-n": p4(g("builtins", "bytes") + b"\x8a\x05\x00\x00\x00\x00\x01\x85R"),
+        "bytearray-n": p4(g("builtins", "bytearray") + b"\x8a\x05\x00\x00\x00\x00\x01\x85R"),
+        "ndarray-shape": p4(g("numpy", "ndarray") + b"(J\x00\x00\x01\x00J\x00\x00\x01\x00t\x85R"),
+        "reconstruct-state": p4(g("numpy._core.multiarray", "_reconstruct") + b"(" + g("numpy", "ndarray")
+                                + b"K\x00\x85" + by(b"b") + b"tR(K\x01(J\x00\x00\x00\x08t"
+                                + g("numpy", "dtype") + b"(" + s("O8") + b"\x89\x88tR" + _state(flags=63)
+                                + b"b\x89]tb"),
+        "tuple-range": p4(g("builtins", "tuple") + g("builtins", "range") + b"J\x00\x00\x00\x40\x85R\x85R"),
+        "series-rangeindex": p4(g("pandas", "Series") + b"K\x01" + g("pandas", "RangeIndex")
+                                + b"J\x00\x00\x00\x40\x85R\x86R"),
+    }
+    res = run_child({k: ("loads", v, {"trusted": True}) for k, v in cases.items()})
+    assert_refused(res, "BudgetExceededError", "refused")
+
+
+def test_compressed_bomb_is_budgeted(tmp_path):
+    """A small zlib file whose array is 256 MiB of zeros: refused under max_bytes=64 MiB before
+    the memory is taken, and loads when the budget allows it."""
+    path = str(tmp_path / "bomb.pkl.z")
+    fastjoblib.dump(np.zeros(32 << 20), path, compress=("zlib", 9))
+    small = os.path.getsize(path)
+    assert small < 1 << 20
+    with pytest.raises(fastjoblib.BudgetExceededError, match="max_bytes=67108864"):
+        fastjoblib.load(path, trusted=True, max_bytes=64 << 20)
+    assert fastjoblib.load(path, trusted=True).nbytes == 256 << 20
+
+
+def test_budget_argument_rules():
+    data = pickle.dumps(np.zeros(1 << 20), 4)  # 8 MiB of array data
+    with pytest.raises(ValueError, match="trusted="):
+        fastjoblib.loads(data, max_bytes=10)
+    with pytest.raises(fastjoblib.BudgetExceededError):
+        fastjoblib.loads(data, trusted=True, max_bytes=1 << 20)
+    assert fastjoblib.loads(data, trusted=True, max_bytes=64 << 20).shape == (1 << 20,)
+    with pytest.raises(ValueError):
+        fastjoblib.loads(data, trusted=True, max_bytes=0)
+    assert issubclass(fastjoblib.BudgetExceededError, pickle.UnpicklingError)
+    assert issubclass(fastjoblib.BudgetExceededError, MemoryError)
+
+
+def test_budget_is_only_for_the_load():
+    """The NumPy memory handler of a restricted load is this load's only: arrays made after it
+    (and in unrestricted loads) are not counted or refused."""
+    data = pickle.dumps(np.zeros(1000), 4)
+    fastjoblib.loads(data, trusted=True, max_bytes=1 << 20)
+    big = np.ones(1 << 22)  # 32 MiB, over that budget
+    assert big.sum() == 1 << 22
+    assert fastjoblib.loads(pickle.dumps(big, 4), trusted=True).shape == big.shape
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. File, network and process access refused even when listed
+
+IO_GADGETS = [
+    "logging.FileHandler", "logging.handlers.RotatingFileHandler", "logging.StreamHandler",
+    "linecache.getline", "linecache.getlines", "fileinput.input", "shelve.open", "dbm.open",
+    "sqlite3.connect", "socket.socket", "socket.create_connection", "urllib.request.urlopen",
+    "http.client.HTTPConnection", "tempfile.NamedTemporaryFile", "tempfile.mkstemp", "shutil.copy",
+    "shutil.rmtree", "glob.glob", "numpy.load", "numpy.loadtxt", "numpy.genfromtxt",
+    "numpy.fromfile", "numpy.fromregex", "numpy.memmap.__new__", "numpy.ma.mrecords.fromtextfile",
+    "numpy.ma.mrecords.openfile", "numpy.lib.npyio.DataSource", "numpy.DataSource",
+    "numpy.rec.fromfile", "numpy.save", "numpy.savetxt", "pandas.read_csv", "pandas.read_parquet",
+    "pandas.read_hdf", "pandas.DataFrame.to_csv", "pandas.DataFrame.to_pickle", "pandas.io.sql.read_sql",
+    "pathlib.Path.read_text", "pathlib.Path.write_text", "pathlib.Path.write_bytes",
+    "pathlib.Path.unlink", "pathlib.Path.touch", "pathlib.Path.open", "pathlib.Path.iterdir",
+    "configparser.ConfigParser", "xml.dom.minidom.parse", "plistlib.load", "mimetypes.init",
+    "zipfile.ZipFile", "tarfile.open", "gzip.open", "atexit.register", "warnings.simplefilter",
+    "random.seed", "numpy.random.seed", "numpy.random.mtrand.seed", "copyreg.pickle",
+    "copyreg.add_extension", "codecs.register", "locale.setlocale", "faulthandler.enable",
+    "pandas.set_option", "numpy.set_printoptions", "numpy.seterr", "numpy.copyto", "numpy.put",
+]
+
+
+@pytest.mark.parametrize("name", IO_GADGETS)
+def test_io_and_process_gadgets_refused_even_when_listed(name):
+    assert is_denied(name), name
+    with pytest.raises(ValueError, match="denylist"):
+        make_find_class([name])
+
+
+def test_filehandler_from_the_issue(tmp_path):
+    target = str(tmp_path / "created-by-a-file")
+    data = p4(g("logging", "FileHandler") + b"(" + s(target) + b"tR")
+    with pytest.raises(Exception):
+        fastjoblib.loads(data, trusted=True)
+    assert not os.path.exists(target)
+
+
+def test_callables_calling_stream_callables_are_safe():
+    """Audit of defaults that call a callable they are given: defaultdict, _reconstructor and the
+    numpy.random constructors may only be handed globals that passed the policy (or objects this
+    load made), and a call's shared callable result is refused (see docs/SECURITY.md)."""
+    cases = {
+        # defaultdict with a denied factory: refused at the name, never reaches the constructor
+        "defaultdict-eval": p4(g("collections", "defaultdict") + b"(" + g("builtins", "eval") + b"\x85R"),
+        # _reconstructor with a base that is not a class the policy allowed
+        "reconstructor-os": p4(g("copyreg", "_reconstructor") + b"(" + g("builtins", "object")
+                               + g("os", "system") + s("id") + b"tR"),
+        # __bit_generator_ctor given a callable that is not a bit generator
+        "bitgen-ctor-open": p4(g("numpy.random._pickle", "__bit_generator_ctor") + b"("
+                               + g("builtins", "open") + b"\x85R"),
+    }
+    res = run_child({k: ("loads", v, {"trusted": True}) for k, v in cases.items()})
+    assert_refused(res, "refused", "denylist")
+
+
+# ------------------------------------------------------------------------------------------------
+# Compatibility: what legitimately loads still loads
+
+def test_real_data_still_loads_trusted():
+    import pandas as pd
+    objs = {
+        "frame": pd.DataFrame({"a": np.arange(4), "b": list("wxyz"),
+                               "t": pd.date_range("2024", periods=4, tz="Europe/Paris")}),
+        "nat": [pd.NaT, pd.NA, pd.Timestamp("2024-01-01")],
+        "dtypes": [np.dtype([("a", "<i4"), ("b", "O"), ("c", "<f8", (2, 3))], align=True),
+                   np.dtype("M8[3s]"), np.dtype(">U7"), np.dtype("f8", metadata={"k": 1}),
+                   np.dtype({"names": ["x"], "formats": ["<i2"], "offsets": [4], "itemsize": 12,
+                             "titles": ["T"]})],
+        "arrays": [np.zeros((3, 2), dtype="i1,f4,S3"), np.array([None, {"a": 1}], dtype=object),
+                   np.ma.masked_array([1, 2, 3], mask=[0, 1, 0])],
+        "rngs": [np.random.RandomState(3), np.random.default_rng(4),
+                 np.random.Generator(np.random.Philox(5))],
+    }
+    def same(a, b):
+        if isinstance(a, list):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        if isinstance(a, np.random.RandomState):
+            return repr(a.get_state(legacy=False)) == repr(b.get_state(legacy=False))
+        if isinstance(a, np.random.Generator):
+            return repr(a.bit_generator.state) == repr(b.bit_generator.state)
+        if isinstance(a, np.ndarray):
+            return type(a) is type(b) and a.dtype == b.dtype and repr(a) == repr(b)
+        if isinstance(a, np.dtype):
+            return a == b and a.metadata == b.metadata and a.isalignedstruct == b.isalignedstruct
+        return repr(a) == repr(b)
+
+    for name, obj in objs.items():
+        for proto in (2, 3, 4, 5):
+            out = fastjoblib.loads(pickle.dumps(obj, proto), trusted=True)
+            assert same(obj, out), (name, proto)
+            buf = io.BytesIO()
+            fastjoblib.dump(obj, buf, protocol=proto)
+            buf.seek(0)
+            fastjoblib.load(buf, trusted=True)
+    assert np.dtype("f8").byteorder == "="
