@@ -13,6 +13,10 @@ The first input byte picks the target (low 4 bits, modulo 10) and the mode (high
                    splice), so that the run stays meaningful even when libFuzzer gets no
                    coverage feedback from the C extension (gcc builds: see README.md)
 
+FJ_FUZZ_TRUSTED=1: every load runs under trusted= (the default allow-list plus the names the
+trusted seeds need), and targets 0-2 mutate real pandas / NumPy / scikit-learn streams
+(tests/fuzz_seeds.py: build_trusted_seeds) as well: the security boundary of docs/SECURITY.md.
+
 Every input must load or raise an Exception; a crash (signal, sanitizer report), a BaseException
 that is not an Exception, or a timeout (-timeout=N) is a finding.
 
@@ -33,7 +37,7 @@ import atheris  # noqa: E402
 with atheris.instrument_imports():
     import fastjoblib._provenance  # noqa: F401  (pure Python: instrumented)
 from fastjoblib import _core  # noqa: E402
-from fuzz_seeds import CODECS, build_seeds, seed_objects  # noqa: E402
+from fuzz_seeds import CODECS, build_seeds, build_trusted_seeds, seed_objects  # noqa: E402
 
 
 def make_corpus(directory):
@@ -75,6 +79,9 @@ def seeds():
     """plain pickle streams, joblib streams, {codec: compressed joblib streams}"""
     if not _SEEDS:
         plain, joblib, compressed = build_seeds(codec_stride=3)
+        if _TRUSTED:
+            plain = plain + TRUSTED_SEEDS
+            joblib = joblib + TRUSTED_SEEDS
         _SEEDS["plain"], _SEEDS["joblib"] = plain, joblib
         _SEEDS.update(compressed)
     return _SEEDS
@@ -120,6 +127,18 @@ def _policy(module, name):
 
 
 _KW = {"find_class": _policy} if _AVOID_NUMPY else {}
+_TRUSTED = os.environ.get("FJ_FUZZ_TRUSTED") == "1"
+TRUSTED_SEEDS, TRUSTED_NAMES = build_trusted_seeds() if _TRUSTED else ([], [])
+
+
+def _kw(body):
+    """Keyword arguments of one load: a fresh trusted= policy per input in FJ_FUZZ_TRUSTED mode."""
+    if not _TRUSTED:
+        return _KW
+    from fastjoblib._trust import make_find_class
+    policy = make_find_class(TRUSTED_NAMES)
+    policy.budget_obj.set_input_size(len(body))
+    return {"find_class": policy}
 
 # FJ_FUZZ_STRUCTURED=1: every input is a mutation program (what a run without coverage feedback
 # should use). FJ_FUZZ_STATS=path: outcome counts per target written there every 20000 inputs.
@@ -164,13 +183,13 @@ def TestOneInput(data):
     outcome = "ok"
     try:
         if target == 0:
-            _core.loads(body, **_KW)
+            _core.loads(body, **_kw(body))
         elif target == 1:
-            _core.load(body, trailer=[], **_KW)
+            _core.load(body, trailer=[], **_kw(body))
         elif target == 2:
-            _core.load(body, **_KW)
+            _core.load(body, **_kw(body))
         elif via_load:
-            _core.load(body, codec=CODECS[target - 3], **_KW)
+            _core.load(body, codec=CODECS[target - 3], **_kw(body))
         else:
             _core._decompress(CODECS[target - 3], body)
     except Exception as exc:

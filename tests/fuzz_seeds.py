@@ -46,3 +46,45 @@ def build_seeds(codec_stride):
     compressed = {name: [_core._compress(name, s) for s in joblib[::codec_stride]]
                   for name in CODECS}
     return plain, joblib, compressed
+
+
+def trusted_seed_objects():
+    """Real data of the kinds users load with trusted=: pandas frames, NumPy arrays, dtypes and
+    random generators, a fitted scikit-learn pipeline (no Cython tree: its __setstate__ trusts
+    its arrays, see docs/SECURITY.md)."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.RandomState(0)
+    x = rng.normal(size=(40, 3))
+    y = (x[:, 0] > 0).astype(int)
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    frame = pd.DataFrame({"a": np.arange(5), "b": list("vwxyz"),
+                          "t": pd.date_range("2024-01-01", periods=5, tz="UTC"),
+                          "c": pd.Categorical(list("ababa"))})
+    return [
+        {"frame": frame, "series": frame["a"] * 1.5},
+        {"rs": np.random.RandomState(1), "gen": np.random.default_rng(2),
+         "dt": np.dtype([("a", "<i4"), ("b", "O"), ("c", "<f8", (2,))]),
+         "m8": np.array([1, 2], dtype="m8[3s]"), "rec": np.zeros(2, dtype="i1,f4,S3")},
+        {"model": model},
+    ]
+
+
+def build_trusted_seeds():
+    """(streams, trusted names): pickle protocols 2 and 5 and joblib dumps of trusted_seed_objects,
+    and the names a restricted load of them needs (as inspect reports them)."""
+    from fastjoblib._inspect import inspect
+    streams = []
+    for obj in trusted_seed_objects():
+        for proto in (2, 5):
+            streams.append(_core.dumps(obj, proto))
+            buf = io.BytesIO()
+            _core.dump(obj, buf, proto)
+            streams.append(buf.getvalue())
+    names = set()
+    for st in streams:
+        names.update(inspect(st).get("needs_trusted", []))
+    return streams, sorted(names)

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastjoblib import _core
-from fuzz_seeds import CODECS, build_seeds
+from fuzz_seeds import CODECS, build_seeds, build_trusted_seeds
 
 UNDER_ASAN = "asan" in os.environ.get("LD_PRELOAD", "")
 # per-test budget: ~5-10 s each on 2 shared cores normally; the sanitizer pass runs fewer
@@ -43,6 +43,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database
 
 PLAIN, JOBLIB, COMPRESSED = build_seeds(codec_stride=5)
 ALL = PLAIN + JOBLIB
+TRUSTED_SEEDS, TRUSTED_NAMES = build_trusted_seeds()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -145,3 +146,30 @@ def test_fuzz_codec_decoders(last_input, name, data):
     if data.draw(st.booleans()):
         _run(last_input, lambda b: _core._decompress(name, b, chunk=7, inner_chunk=1), blob)
     _run(last_input, _load_mem, blob, codec=name)
+
+
+def _load_trusted(data):
+    import fastjoblib
+    if data[:1] == b"\x80" and data.find(b"NumpyArrayWrapper") < 0:
+        fastjoblib.loads(data, trusted=TRUSTED_NAMES)
+    else:
+        _core.load(data, find_class=_trust_policy())
+
+
+def _trust_policy():
+    from fastjoblib._trust import make_find_class
+    return make_find_class(TRUSTED_NAMES)
+
+
+def test_trusted_seeds_load():
+    import fastjoblib
+    for s in TRUSTED_SEEDS:
+        fastjoblib.loads(s, trusted=TRUSTED_NAMES) if s.find(b"NumpyArrayWrapper") < 0 \
+            else _core.load(s, find_class=_trust_policy())
+
+
+@FUZZ
+@given(data=mutated(TRUSTED_SEEDS))
+def test_fuzz_trusted(last_input, data):
+    """Mutated real pandas / NumPy / scikit-learn streams under trusted=: load or raise."""
+    _run(last_input, _load_trusted, data)
