@@ -712,20 +712,26 @@ guard_result(fj_up *u, PyObject *res)
     return 0;
 }
 
-/* Hash flooding: count, per full hash value, the distinct keys inserted into dicts and sets by
- * this load's opcodes. Distinct keys sharing one hash make every insert and lookup walk all of
- * them (quadratic time); ints, floats, tuples of them and the like have hashes a file can
- * choose. More than FLOOD_MAX keys on one hash is refused. */
+/* Hash flooding: count, per container and full hash value, the distinct keys this load's
+ * opcodes insert into dicts and sets. Distinct keys sharing one hash make every insert and lookup
+ * in that container walk all of them (quadratic time); ints, floats, tuples of them and the like
+ * have hashes a file can choose (str and bytes hashes are randomised: not counted). More than
+ * FLOOD_MAX keys on one hash in one container is refused. */
 #define FLOOD_MAX 64
 
 static int
-flood_count(fj_up *u, PyObject *key)
+flood_count(fj_up *u, PyObject *container, PyObject *key)
 {
     fj_policy *pol = u->pol;
-    Py_hash_t h = PyObject_Hash(key);
-    if (h == -1 && PyErr_Occurred()) {
+    if (PyUnicode_CheckExact(key) || PyBytes_CheckExact(key)) {
+        return 0;
+    }
+    Py_hash_t kh = PyObject_Hash(key);
+    if (kh == -1 && PyErr_Occurred()) {
         return -1;
     }
+    /* one counter per (container, hash): mix the container's address into the hash */
+    Py_hash_t h = (Py_hash_t)((size_t)kh ^ ((size_t)container * 0xD6E8FEB86659FD93ull));
     if (pol->hused * 2 >= pol->hmask) { /* grow (also the first time: hmask 0) */
         size_t ncap = pol->hmask ? (pol->hmask + 1) * 2 : 1024;
         Py_hash_t *nk = PyMem_Calloc(ncap, sizeof(Py_hash_t));
@@ -784,7 +790,7 @@ flood_after_insert(fj_up *u, PyObject *container, Py_ssize_t before, PyObject *k
         PyErr_Clear();
         return 0;
     }
-    return now > before ? flood_count(u, key) : 0;
+    return now > before ? flood_count(u, container, key) : 0;
 }
 
 /* Names a file may never set on an object: dunders (__class__, __array_interface__, __dict__...). */
@@ -1134,7 +1140,7 @@ do_additems(fj_up *u, PyObject *set, Py_ssize_t k)
         for (Py_ssize_t i = k; i < u->sp; i++) {
             Py_ssize_t before = PySet_GET_SIZE(set);
             if (PySet_Add(set, u->stack[i]) < 0 ||
-                (flood && PySet_GET_SIZE(set) > before && flood_count(u, u->stack[i]) < 0)) {
+                (flood && PySet_GET_SIZE(set) > before && flood_count(u, set, u->stack[i]) < 0)) {
                 return -1;
             }
         }
@@ -1773,7 +1779,7 @@ fj_up_load(fj_up *u)
                 for (Py_ssize_t fi = 0; c != NULL && fi < PyTuple_GET_SIZE(a); fi++) {
                     Py_ssize_t before = PySet_GET_SIZE(c);
                     if (PySet_Add(c, PyTuple_GET_ITEM(a, fi)) < 0 ||
-                        (PySet_GET_SIZE(c) > before && flood_count(u, PyTuple_GET_ITEM(a, fi)) < 0)) {
+                        (PySet_GET_SIZE(c) > before && flood_count(u, c, PyTuple_GET_ITEM(a, fi)) < 0)) {
                         Py_CLEAR(c);
                     }
                 }

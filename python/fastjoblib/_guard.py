@@ -378,7 +378,7 @@ def _flood_check(func, items):
     counts = collections.Counter()
     seen = set()
     for k in items:
-        if id(k) in seen:
+        if type(k) in (str, bytes) or id(k) in seen:  # str/bytes hashes are randomised
             continue
         seen.add(id(k))
         try:
