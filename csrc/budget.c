@@ -12,15 +12,23 @@ struct fj_budget {
     int64_t limit;             /* <= 0: unlimited */
     int64_t used;              /* atomic */
     int64_t peak;              /* atomic, best effort */
+    int64_t total;             /* atomic: every byte taken, frees not given back */
     int64_t refused;           /* the request that went over (0: none) */
 };
+
+/* Bytes a load may take over its whole run, frees not given back, as a multiple of the limit:
+ * allocating and freeing 800 MB forty times stays within any peak budget but not within time
+ * linear in the file's size. */
+#define FJ_TOTAL_FACTOR 4
 
 static int
 take(fj_budget *b, int64_t n)
 {
     int64_t now = __atomic_add_fetch(&b->used, n, __ATOMIC_RELAXED);
-    if (b->limit > 0 && now > b->limit) {
+    int64_t total = __atomic_add_fetch(&b->total, n, __ATOMIC_RELAXED);
+    if (b->limit > 0 && (now > b->limit || total / FJ_TOTAL_FACTOR > b->limit)) {
         __atomic_sub_fetch(&b->used, n, __ATOMIC_RELAXED);
+        __atomic_sub_fetch(&b->total, n, __ATOMIC_RELAXED);
         __atomic_store_n(&b->refused, n > 0 ? n : 1, __ATOMIC_RELAXED);
         return -1;
     }
@@ -121,8 +129,9 @@ raise_over(fj_budget *b, int64_t n)
 {
     PyErr_Format(PyExc_MemoryError,
                  "restricted load refused: the file asks for more memory than its budget of "
-                 "max_bytes=%lld (%lld in use, %lld more requested); pass a larger max_bytes= to "
-                 "load() if you expect this file to be that large",
+                 "max_bytes=%lld (%lld in use, %lld more requested; at most 4 x max_bytes over the "
+                 "whole load); pass a larger max_bytes= to load() if you expect this file to be "
+                 "that large",
                  (long long)b->limit, (long long)__atomic_load_n(&b->used, __ATOMIC_RELAXED),
                  (long long)n);
     return -1;

@@ -100,6 +100,7 @@ fj_up_restrict(fj_up *u, PyObject *find_class, PyObject *check_build)
     u->seen = &u->seen_own;
     fj_policy *pol = &u->pol_own;
     u->pol = pol;
+    fj_memo_init(&pol->escaped);
     if (policy_hook(find_class, "filter_state", &pol->filter_state) < 0 ||
         policy_hook(find_class, "check_object", &pol->check_object) < 0 ||
         policy_hook(find_class, "before_call", &pol->before_call) < 0 ||
@@ -145,6 +146,7 @@ fj_up_clear(fj_up *u)
         Py_CLEAR(pol->before_call);
         Py_CLEAR(pol->budget_cap);
         pol->budget = NULL;
+        fj_memo_free(&pol->escaped);
         PyMem_Free(pol->hkeys);
         PyMem_Free(pol->hcounts);
         pol->hkeys = NULL;
@@ -625,6 +627,9 @@ check_build_target(fj_up *u, PyObject *inst)
     else if (u->seen != NULL && fj_memo_get(u->seen, inst) != NULL) {
         what = "global or an object shared outside this load";
     }
+    else if (u->pol != NULL && fj_memo_get(&u->pol->escaped, inst) != NULL) {
+        what = "object already handed to a call, which may have kept it";
+    }
     if (what == NULL) {
         return 0;
     }
@@ -663,12 +668,83 @@ refuse_not_created(fj_up *u, const char *op, PyObject *obj)
     return -1;
 }
 
+/* collections.deque or a subclass (APPENDS targets under a policy: deques pickle their items so). */
+static int
+is_deque(PyObject *o)
+{
+    for (PyTypeObject *t = Py_TYPE(o); t != NULL; t = t->tp_base) {
+        if (strcmp(t->tp_name, "collections.deque") == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* May the opcode `op` change `target` (borrowed)? 0 / -1. */
 static inline int
 guard_mutation(fj_up *u, const char *op, PyObject *target)
 {
     if (u->restricted && u->seen != NULL && fj_memo_get(u->seen, target) != NULL) {
         return refuse_not_created(u, op, target);
+    }
+    if (u->restricted && u->pol != NULL && fj_memo_get(&u->pol->escaped, target) != NULL) {
+        PyErr_Format(u->st->UnpicklingError,
+                     "refused %s on a %.200s object that was already handed to a call (the callee may "
+                     "have kept it, in a cache shared with the rest of the process) (offset %lld)",
+                     op, Py_TYPE(target)->tp_name, (long long)fj_source_tell(u->src) - 1);
+        return -1;
+    }
+    return 0;
+}
+
+/* Remember the arguments of a call (and the items of tuple, list and dict arguments). */
+static int
+mark_escaped(fj_up *u, PyObject *args, PyObject *kw)
+{
+    if (u->pol == NULL) {
+        return 0;
+    }
+    fj_memo *m = &u->pol->escaped;
+    PyObject *groups[2] = {args, kw};
+    for (int gi = 0; gi < 2; gi++) {
+        PyObject *grp = groups[gi];
+        if (grp == NULL) {
+            continue;
+        }
+        Py_ssize_t pos = 0, n = PyTuple_Check(grp) ? PyTuple_GET_SIZE(grp) : 0;
+        PyObject *k, *a;
+        for (Py_ssize_t i = 0;; i++) {
+            if (PyTuple_Check(grp)) {
+                if (i >= n) {
+                    break;
+                }
+                a = PyTuple_GET_ITEM(grp, i);
+            }
+            else if (!PyDict_Next(grp, &pos, &k, &a)) {
+                break;
+            }
+            if (fj_memo_set(m, a, 0) < 0) {
+                return -1;
+            }
+            if (PyTuple_CheckExact(a) || PyList_CheckExact(a)) {
+                Py_ssize_t len = PySequence_Fast_GET_SIZE(a);
+                PyObject **items = PySequence_Fast_ITEMS(a);
+                for (Py_ssize_t j = 0; j < len; j++) {
+                    if (fj_memo_set(m, items[j], 0) < 0) {
+                        return -1;
+                    }
+                }
+            }
+            else if (PyDict_CheckExact(a)) {
+                Py_ssize_t dp = 0;
+                PyObject *dk, *dv;
+                while (PyDict_Next(a, &dp, &dk, &dv)) {
+                    if (fj_memo_set(m, dv, 0) < 0) {
+                        return -1;
+                    }
+                }
+            }
+        }
     }
     return 0;
 }
@@ -691,7 +767,7 @@ guard_call(fj_up *u, PyObject *func, PyObject *args, PyObject *kw)
         }
         Py_DECREF(r);
     }
-    return 0;
+    return mark_escaped(u, args, kw);
 }
 
 /* After a call returned `res` (borrowed; the caller holds the only reference it took). */
@@ -775,22 +851,6 @@ flood_count(fj_up *u, PyObject *container, PyObject *key)
         return -1;
     }
     return 0;
-}
-
-/* Under a policy, after an insert into `container` that had `before` items: count the key when
- * it was new. */
-static inline int
-flood_after_insert(fj_up *u, PyObject *container, Py_ssize_t before, PyObject *key)
-{
-    if (!u->restricted || u->pol == NULL) {
-        return 0;
-    }
-    Py_ssize_t now = PyObject_Size(container);
-    if (now < 0) {
-        PyErr_Clear();
-        return 0;
-    }
-    return now > before ? flood_count(u, container, key) : 0;
 }
 
 /* Names a file may never set on an object: dunders (__class__, __array_interface__, __dict__...). */
@@ -1054,14 +1114,17 @@ do_setitems(fj_up *u, PyObject *d, Py_ssize_t k)
     }
     int exact = PyDict_CheckExact(d);
     int flood = u->restricted && u->pol != NULL;
+    if (u->restricted && !PyDict_Check(d)) { /* no other type's __setitem__ on file data */
+        PyErr_Format(u->st->UnpicklingError,
+                     "refused SETITEMS on a %.200s object: under trusted=, only dicts take items "
+                     "(offset %lld)", Py_TYPE(d)->tp_name, (long long)fj_source_tell(u->src) - 1);
+        return -1;
+    }
     for (Py_ssize_t i = k; i < u->sp; i += 2) {
-        Py_ssize_t before = exact ? PyDict_GET_SIZE(d) : (flood ? PyObject_Size(d) : 0);
-        if (before < 0) {
-            PyErr_Clear();
-        }
+        Py_ssize_t before = PyDict_Check(d) ? PyDict_GET_SIZE(d) : 0;
         int r = exact ? PyDict_SetItem(d, u->stack[i], u->stack[i + 1])
                       : PyObject_SetItem(d, u->stack[i], u->stack[i + 1]);
-        if (r < 0 || (flood && before >= 0 && flood_after_insert(u, d, before, u->stack[i]) < 0)) {
+        if (r < 0 || (flood && PyDict_GET_SIZE(d) > before && flood_count(u, d, u->stack[i]) < 0)) {
             return -1;
         }
     }
@@ -1073,6 +1136,12 @@ static int
 do_appends(fj_up *u, PyObject *lst, Py_ssize_t k)
 {
     if (guard_mutation(u, "APPENDS", lst) < 0) {
+        return -1;
+    }
+    if (u->restricted && !PyList_Check(lst) && !is_deque(lst)) {
+        PyErr_Format(u->st->UnpicklingError,
+                     "refused APPENDS on a %.200s object: under trusted=, only lists and deques take "
+                     "items (offset %lld)", Py_TYPE(lst)->tp_name, (long long)fj_source_tell(u->src) - 1);
         return -1;
     }
     if (PyList_CheckExact(lst)) {
@@ -1135,6 +1204,12 @@ do_additems(fj_up *u, PyObject *set, Py_ssize_t k)
     if (guard_mutation(u, "ADDITEMS", set) < 0) {
         return -1;
     }
+    if (u->restricted && !PyAnySet_Check(set)) {
+        PyErr_Format(u->st->UnpicklingError,
+                     "refused ADDITEMS on a %.200s object: under trusted=, only sets take items "
+                     "(offset %lld)", Py_TYPE(set)->tp_name, (long long)fj_source_tell(u->src) - 1);
+        return -1;
+    }
     int flood = u->restricted && u->pol != NULL;
     if (PySet_Check(set)) {
         for (Py_ssize_t i = k; i < u->sp; i++) {
@@ -1152,12 +1227,10 @@ do_additems(fj_up *u, PyObject *set, Py_ssize_t k)
         return -1;
     }
     for (Py_ssize_t i = k; i < u->sp; i++) {
-        Py_ssize_t before = flood ? PyObject_Size(set) : 0;
-        if (before < 0) {
-            PyErr_Clear();
-        }
+        Py_ssize_t before = PyAnySet_Check(set) ? PySet_GET_SIZE(set) : 0;
         PyObject *res = PyObject_CallOneArg(add, u->stack[i]);
-        if (res == NULL || (flood && before >= 0 && flood_after_insert(u, set, before, u->stack[i]) < 0)) {
+        if (res == NULL ||
+            (flood && PyAnySet_Check(set) && PySet_GET_SIZE(set) > before && flood_count(u, set, u->stack[i]) < 0)) {
             Py_XDECREF(res);
             Py_DECREF(add);
             return -1;

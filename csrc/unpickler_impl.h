@@ -17,6 +17,9 @@ typedef struct {
     PyObject *budget_cap;    /* capsule of the budget, or NULL */
     PyObject *old_handler;   /* NumPy memory handler to restore after the load, or NULL */
     fj_budget *budget;       /* inside budget_cap, or NULL */
+    /* objects handed to a call as an argument (or inside a tuple, list or dict argument): the
+     * callee may have kept them (a class-level cache), so opcodes may no longer change them */
+    fj_memo escaped;
     /* hash-flooding guard: full hash -> number of distinct keys inserted with it */
     Py_hash_t *hkeys;
     uint32_t *hcounts;

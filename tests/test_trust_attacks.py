@@ -518,3 +518,101 @@ def test_real_data_still_loads_trusted():
             buf.seek(0)
             fastjoblib.load(buf, trusted=True)
     assert np.dtype("f8").byteorder == "="
+
+
+# ------------------------------------------------------------------------------------------------
+# Found by the red team of 2026-12-06 (each was a crash, a file read, a budget bypass or a hang
+# against the first version of this boundary)
+
+def _nab(cls_mod, cls_name, state_ops):
+    """pandas' NDArrayBacked unpickler: an array object of cls, then BUILD with (dtype, ndarray)."""
+    return (g("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked") + g(cls_mod, cls_name)
+            + i(82904607) + b"N\x87R" + state_ops)
+
+
+def test_red_team_pandas_arrays_with_inconsistent_state():
+    import pandas as pd
+    bad_codes = pd.Categorical([10, 20])._from_backing_data(np.array([0, 1 << 40], dtype=np.int64))
+    cases = {
+        "categorical-codes": p4(g("builtins", "list") + pickle.dumps(bad_codes, 2)[2:-1] + b"\x85R"),
+        "timedelta-u1": p4(g("builtins", "list") + _nab("pandas.arrays", "TimedeltaArray",
+                           pickle.dumps((np.dtype("m8[ns]"), np.arange(3, dtype=np.uint8)), 2)[2:-1]
+                           + b"b") + b"\x85R"),
+        "no-state-used": p4(g("builtins", "str") + _nab("pandas.arrays", "PeriodArray", b"")
+                            + b"\x85R"),
+        "no-state-kept": p4(_nab("pandas.arrays", "PeriodArray", b"")),
+        "setitems-on-array": p4(_nab("pandas.arrays", "PeriodArray", b"") + b"(J\x00\x00\x00\x00"
+                                + i(1) + b"u"),
+    }
+    res = run_child({k: ("loads", v, {"trusted": True}) for k, v in cases.items()})
+    assert_refused(res, "refused", "codes outside", "backed by", "before it got its data",
+                   "without its data", "only dicts")
+
+
+def test_red_team_block_manager_placements():
+    import pandas as pd
+    df = pd.DataFrame({"a": [1, 2], "b": [3, 4]})
+    good = pickle.dumps(df, 4)
+    blk = (g("pandas._libs.internals", "_unpickle_block") + pickle.dumps(np.arange(4).reshape(2, 2), 2)[2:-1]
+           + pickle.dumps(slice(0, 1 << 30, 1), 2)[2:-1] + i(2) + b"\x87R")
+    axes = b"(" + pickle.dumps(pd.Index([10, 20]), 2)[2:-1] + pickle.dumps(pd.RangeIndex(2), 2)[2:-1] + b"l"
+    mgr = g("pandas.core.internals.managers", "BlockManager") + blk + b"\x85" + axes + b"\x89\x87R"
+    neg = mgr.replace(pickle.dumps(slice(0, 1 << 30, 1), 2)[2:-1],
+                      pickle.dumps(np.array([-1, 0]), 2)[2:-1])
+    res = run_child({"slice": ("loads", p4(g("pandas", "DataFrame") + mgr + b"\x85R"), {"trusted": True}),
+                     "negative": ("loads", p4(g("pandas", "DataFrame") + neg.replace(b"\x89\x87R", b"\x88\x87R")
+                                              + b"\x85R"), {"trusted": True}),
+                     "good": ("loads", good, {"trusted": True})})
+    assert res.pop("good")[0] == "loaded"
+    assert_refused(res, "placement")
+
+
+def test_red_team_wrappers_and_names():
+    big = b"\x8a\x05\x00\x5e\xd0\xb2\x00"  # 3 * 10**9
+    mod = 2**61 - 1
+    keys = pickle.dumps([k * mod + 1 for k in range(1, 300)], 2)[2:-1]
+    cases = {
+        "reconstructor-bytearray": p4(g("copyreg", "_reconstructor") + g("builtins", "bytearray")
+                                      + g("builtins", "bytearray") + big + b"\x87R"),
+        "newobj-bytes": p4(g("copyreg", "__newobj__") + g("builtins", "bytes") + big + b"\x86R"),
+        "generator-ctor-bytearray": p4(g("numpy.random._pickle", "__generator_ctor") + big
+                                       + g("builtins", "bytearray") + b"\x86R"),
+        "generator-ctor-set": p4(g("numpy.random._pickle", "__generator_ctor") + keys
+                                 + g("builtins", "set") + b"\x86R"),
+        "set-of-object-array": p4(g("builtins", "set") + g("numpy._core.multiarray", "_reconstruct")
+                                  + g("numpy", "ndarray") + b"K\x00\x85" + by(b"b") + b"\x87R"
+                                  + b"(K\x01" + i(299) + b"\x85" + g("numpy", "dtype") + s("O8")
+                                  + b"\x89\x88\x87R" + _state(flags=63) + b"b\x89" + keys + b"tb\x85R"),
+        "dateutil-tz": p4(g("pandas", "DatetimeTZDtype") + s("ns") + s("dateutil//etc/passwd") + b"\x86R"),
+        "timestamp-parse": p4(g("pandas", "Timestamp") + b"X" + struct.pack("<I", 200000) + b"1." * 100000
+                              + b"\x85R"),
+        "offset-in-cache-rebuilt": p4(g("pandas._libs.tslibs.offsets", "MonthEnd") + i(1) + b"\x89\x86R\x94"
+                                      + g("pandas", "PeriodDtype") + b"h\x00\x85R0h\x00}" + s("n") + i(5)
+                                      + b"sb"),
+        "mt19937-numpy-str-name": p4(g("numpy.random._pickle", "__bit_generator_ctor") + s("MT19937")
+                                     + b"\x85R}(" + s("bit_generator")
+                                     + pickle.dumps(np.str_("MT19937"), 2)[2:-1] + s("state") + b"}("
+                                     + s("key") + pickle.dumps(np.arange(624, dtype=np.uint32), 2)[2:-1]
+                                     + s("pos") + i(10**7) + b"uub"),
+    }
+    res = run_child({k: ("loads", v, {"trusted": True}) for k, v in cases.items()})
+    assert_refused(res, "BudgetExceeded", "only NumPy's bit generators", "hash flooding",
+                   "dateutil", "characters", "handed to a call", "pos must be")
+
+
+@pytest.mark.parametrize("name", [
+    "scipy.io.savemat", "scipy.io.loadmat", "sklearn.datasets.clear_data_home",
+    "sklearn.datasets.fetch_openml", "uuid.getnode", "pathlib.Path.is_fifo", "dateutil.tz.tzfile",
+    "numpy.test", "yaml.unsafe_load", "h5py.File", "PIL.Image.open"])
+def test_red_team_listed_io_names_refused(name):
+    with pytest.raises(ValueError, match="denylist"):
+        make_find_class([name])
+
+
+def test_red_team_inspect_is_bounded(tmp_path):
+    import zlib
+    dup_flood = zlib.compress(b"\x80\x04(N" + b"2" * 3_000_000, 1)
+    bomb = zlib.compress(b"\x80\x04" + b"N0" * 60_000_000 + b"N.", 1)
+    res = run_child({"dup": ("inspect", dup_flood, {}), "bomb": ("inspect", bomb, {})}, timeout=120)
+    for name, (r, secs) in res.items():
+        assert "ValueError" in r and ("expands to more than" in r or "items on the stack" in r), (name, r)

@@ -20,12 +20,15 @@ def _policy(trusted, max_bytes=None, source=None):
 
 def _run(fn, source, policy, **kwargs):
     try:
-        return fn(source, find_class=policy, **kwargs)
+        obj = fn(source, find_class=policy, **kwargs)
     except MemoryError as exc:
         if policy is not None:
             from ._guard import reraise_budget
             reraise_budget(policy, exc)
         raise
+    if policy is not None:
+        policy.finish()
+    return obj
 
 
 def loads(data, /, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=None,
@@ -58,11 +61,15 @@ class Unpickler(_core.Unpickler):
             self.find_class = policy
 
     def load(self):
+        policy = getattr(self, "find_class", None)
+        guarded = getattr(policy, "budget_obj", None) is not None
         try:
-            return super().load()
+            obj = super().load()
         except MemoryError as exc:
-            policy = getattr(self, "find_class", None)
-            if getattr(policy, "budget_obj", None) is not None:
+            if guarded:
                 from ._guard import reraise_budget
                 reraise_budget(policy, exc)
             raise
+        if guarded:
+            policy.finish()
+        return obj

@@ -33,6 +33,8 @@ _BASE = GiB
 _PER_INPUT_BYTE = 1000
 # Distinct items sharing one hash value that a container built by a call may hold.
 _FLOOD_MAX = 64
+# Longest string argument a pandas callable may be given (Timestamp('1.' * n) is quadratic).
+_MAX_PANDAS_STR = 1024
 
 
 class BudgetExceededError(pickle.UnpicklingError, MemoryError):
@@ -92,10 +94,26 @@ _CALLABLE_TYPES = (type, types.ModuleType, types.FunctionType, types.BuiltinFunc
                    types.MethodDescriptorType, types.ClassMethodDescriptorType)
 
 
-def _make_check_object(returned):
+def _make_check_object(returned, pending):
     weights = {}
 
     def check_object(obj, shared=False):
+        if not shared:
+            mod = type(obj).__module__
+            if type(mod) is str:
+                if mod.startswith("numpy.random"):
+                    _rng_check_built(obj)
+                elif mod.startswith("pandas"):
+                    pd = sys.modules.get("pandas")
+                    nab = getattr(getattr(pd, "_libs", None), "arrays", None)
+                    if nab is not None and isinstance(obj, nab.NDArrayBacked):
+                        why = _pd_ndarray_backed_problem(pd, obj)
+                        if why == "pending":
+                            pending[id(obj)] = obj
+                        elif why is not None:
+                            raise _bad_state(type(obj).__name__, why)
+                        else:
+                            pending.pop(id(obj), None)
         np = sys.modules.get("numpy")
         if np is not None and isinstance(obj, np.dtype) and (obj.fields or obj.subdtype) \
                 and dtype_weight(obj, weights) > _MAX_DTYPE_WEIGHT:
@@ -303,7 +321,7 @@ def _rng_state(state, depth=0):
         return state
     if type(state) is dict:
         name = state.get("bit_generator")
-        spec = _RNG_INDEX.get(name) if type(name) is str else None
+        spec = _RNG_INDEX.get(str(name)) if isinstance(name, str) else None
         if spec is not None:
             key, hi = spec
             holder = state.get("state") if name == "MT19937" else state
@@ -317,7 +335,40 @@ def _rng_state(state, depth=0):
     return state
 
 
+def _rng_check_built(obj):
+    """After BUILD or a call: the bit generator's state as NumPy now holds it (whatever the
+    stream's spelling of it) keeps its buffer index in range; SeedSequence's pool matches its
+    size."""
+    bg = obj
+    if not hasattr(obj, "state") or isinstance(obj, type):
+        bg = getattr(obj, "_bit_generator", None) or getattr(obj, "bit_generator", None)
+    st = getattr(bg, "state", None) if bg is not None else None
+    if type(st) is dict:
+        name = type(bg).__name__
+        spec = _RNG_INDEX.get(name)
+        if spec is not None:
+            key, hi = spec
+            holder = st.get("state") if name == "MT19937" else st
+            v = holder.get(key) if type(holder) is dict else None
+            try:
+                ok = 0 <= int(v) <= hi
+            except Exception:
+                ok = False
+            if not ok:
+                raise _bad_state(name, f"{key} must be in 0..{hi}")
+    pool = getattr(obj, "pool", None)
+    if type(obj).__name__ == "SeedSequence" and pool is not None:
+        size = getattr(obj, "pool_size", None)
+        if not (getattr(pool, "shape", None) == (size,) and str(pool.dtype) == "uint32"):
+            raise _bad_state("SeedSequence", "pool does not match pool_size")
+
+
 def _filter_state(inst, state):
+    _refuse_dateutil(state, 0)
+    pd = sys.modules.get("pandas")
+    if pd is not None and type(inst).__name__ in ("BlockManager", "SingleBlockManager") \
+            and type(inst).__module__ == "pandas.core.internals.managers":
+        return _pd_manager_state(state)
     np = sys.modules.get("numpy")
     if np is not None:
         if isinstance(inst, np.dtype):
@@ -331,14 +382,120 @@ def _filter_state(inst, state):
 
 
 # ------------------------------------------------------------------------------------------------
+# pandas: objects whose Cython code indexes with the file's numbers (boundscheck off)
+
+def _pd_ndarray_backed_problem(pd, obj):
+    """Why a pandas NDArrayBacked array (Categorical, DatetimeArray, ...) is unsafe to use, or
+    None. 'pending' when it has no data yet (made by __pyx_unpickle_NDArrayBacked, BUILD to come)."""
+    try:
+        arr = obj._ndarray
+    except Exception:
+        return "pending"
+    import numpy as np
+    if not isinstance(arr, np.ndarray):
+        return "pending"
+    try:
+        dtype = obj.dtype
+    except Exception:
+        return "pending"
+    if isinstance(obj, pd.Categorical):
+        if arr.dtype.kind not in "iu":
+            return f"codes of dtype {arr.dtype}"
+        n = len(dtype.categories) if dtype.categories is not None else 0
+        if arr.size and (int(arr.min()) < -1 or int(arr.max()) >= n):
+            return f"codes outside -1..{n - 1}"
+        return None
+    kinds = {"DatetimeArray": "M", "TimedeltaArray": "m", "PeriodArray": "i"}
+    kind = kinds.get(type(obj).__name__)
+    if kind is not None and (arr.dtype.kind != kind or arr.dtype.itemsize != 8):
+        return f"a {type(obj).__name__} backed by {arr.dtype} data"
+    if isinstance(dtype, np.dtype) and arr.dtype != dtype and kind is None:
+        return f"{arr.dtype} data for dtype {dtype}"
+    return None
+
+
+def _locs(loc, n):
+    """Indices of a block placement (BlockPlacement, slice, array, list), checked in 0..n-1."""
+    import numpy as np
+    ind = getattr(loc, "indexer", loc)
+    if isinstance(ind, slice):
+        start, stop, step = ind.start or 0, ind.stop, ind.step or 1
+        if not (_is_int(start, 0) and _is_int(stop, 0) and _is_int(step, 1)
+                and start <= stop <= n):
+            raise _bad_state("pandas block", f"placement {ind} outside 0..{n - 1}")
+        return np.arange(start, stop, step)
+    a = np.asarray(ind)
+    if a.ndim != 1 or a.dtype.kind not in "iu":
+        raise _bad_state("pandas block", "placement is not a 1-D integer array")
+    if a.size and (int(a.min()) < 0 or int(a.max()) >= n):
+        raise _bad_state("pandas block", f"placement outside 0..{n - 1}")
+    return a
+
+
+def _check_blocks(axes, blocks):
+    """blocks: [(values, placement)] of a BlockManager (2 axes) / SingleBlockManager (1 axis)."""
+    import numpy as np
+    if not isinstance(axes, (list, tuple)) or len(axes) not in (1, 2):
+        raise _bad_state("pandas manager", "malformed axes")
+    try:
+        lens = [len(a) for a in axes]
+    except Exception:
+        raise _bad_state("pandas manager", "malformed axes") from None
+    n_items = lens[0]
+    seen = []
+    for values, loc in blocks:
+        locs = _locs(loc, n_items)
+        shape = getattr(values, "shape", None)
+        if shape is None:
+            raise _bad_state("pandas block", "values without a shape")
+        if len(axes) == 2:
+            ok = (tuple(shape) == (len(locs), lens[1])
+                  or (len(shape) == 1 and len(locs) == 1 and shape[0] == lens[1]))
+        else:
+            ok = len(shape) >= 1 and shape[0] == n_items
+        if not ok:
+            raise _bad_state("pandas block", f"values of shape {tuple(shape)} for "
+                                             f"{len(locs)} items x {lens[1:]}")
+        if len(axes) == 2:
+            seen.append(locs)
+    if len(axes) == 2:
+        allp = np.concatenate(seen) if seen else np.zeros(0, dtype=np.intp)
+        if allp.size != n_items or np.unique(allp).size != n_items:
+            raise _bad_state("pandas manager", "block placements do not cover the items once")
+
+
+def _pd_manager_call(pd, func, args):
+    from pandas.core.internals import managers
+    if func is managers.BlockManager and len(args) >= 2:
+        blocks, axes = args[0], args[1]
+        _check_blocks(axes, [(getattr(b, "values", None), getattr(b, "mgr_locs", None))
+                             for b in blocks])
+    elif func is managers.SingleBlockManager and len(args) >= 2:
+        b = args[0]
+        _check_blocks([args[1]], [(getattr(b, "values", b), getattr(b, "mgr_locs",
+                                                                    slice(0, len(args[1]))))])
+
+
+def _pd_manager_state(state):
+    """BlockManager / SingleBlockManager __setstate__ input (pandas' '0.14.1' layout)."""
+    if type(state) is tuple and len(state) >= 4 and type(state[3]) is dict \
+            and "0.14.1" in state[3]:
+        st = state[3]["0.14.1"]
+        if type(st) is not dict or "axes" not in st or "blocks" not in st:
+            raise _bad_state("pandas manager", "malformed state")
+        _check_blocks(st["axes"], [(b.get("values"), b.get("mgr_locs")) for b in st["blocks"]
+                                   if type(b) is dict] if isinstance(st["blocks"], list) else [])
+        return state
+    raise _bad_state("pandas manager", "only pandas' own state layout is accepted")
+
+
+# ------------------------------------------------------------------------------------------------
 # before_call: sizes and hash flooding
 
 _INT_SIZED = (bytes, bytearray)  # bytes(n) / bytearray(n) allocate n bytes
 _CONTAINERS = (list, tuple, set, frozenset, dict, bytes, bytearray, collections.deque,
                collections.Counter, collections.OrderedDict, collections.UserList,
                collections.UserDict, collections.defaultdict)
-_HASHED = (set, frozenset, dict, collections.Counter, collections.OrderedDict,
-           collections.UserDict, collections.defaultdict)
 
 
 def _virtual_nbytes(np, a):
@@ -375,18 +532,33 @@ def _lazy_size(np, pd_range, x):
 
 
 def _flood_check(func, items):
-    counts = collections.Counter()
-    seen = set()
+    """Refuse more than _FLOOD_MAX distinct (unequal) items sharing one hash value. Equal items
+    are no flood (a lookup stops at the first equal key), so each new item is compared with the
+    few kept for its hash: linear time."""
+    reps = {}
     for k in items:
-        if type(k) in (str, bytes) or id(k) in seen:  # str/bytes hashes are randomised
+        if type(k) in (str, bytes):  # randomised hashes
             continue
-        seen.add(id(k))
         try:
             h = hash(k)
         except TypeError:
-            return  # the constructor raises on its own
-        counts[h] += 1
-        if counts[h] > _FLOOD_MAX:
+            return  # the callee raises on its own
+        lst = reps.get(h)
+        if lst is None:
+            reps[h] = [k]
+            continue
+        dup = False
+        for r in lst:
+            try:
+                if r is k or bool(r == k):
+                    dup = True
+                    break
+            except Exception:
+                pass
+        if dup:
+            continue
+        lst.append(k)
+        if len(lst) > _FLOOD_MAX:
             raise pickle.UnpicklingError(
                 f"refused {getattr(func, '__qualname__', func)!s}(...): more than {_FLOOD_MAX} "
                 "distinct items share one hash value (hash flooding: building it would take "
@@ -401,8 +573,49 @@ def _keys_of(x):
     return ()
 
 
-def _make_before_call(budget):
+def _refuse_dateutil(x, depth):
+    """pandas reads any file a 'dateutil/...' time-zone string names (dateutil.tz.gettz)."""
+    if type(x) is str:
+        if x.startswith("dateutil/"):
+            raise _refuse(("pandas tz", f"time-zone string {x[:80]!r}: dateutil zones are read "
+                                        "from files the string names"))
+    elif depth < 2 and type(x) in (tuple, list):
+        for v in x:
+            _refuse_dateutil(v, depth + 1)
+    elif depth < 2 and type(x) is dict:
+        for v in x.values():
+            _refuse_dateutil(v, depth + 1)
+
+
+def _effective_call(func, args, kwargs):
+    """The call a helper makes for the stream: copyreg's reconstructors call their class."""
+    import copyreg
+    if func is copyreg.__newobj__ and args:
+        return args[0], args[1:], kwargs
+    if func is copyreg.__newobj_ex__ and len(args) == 3:
+        return args[0], tuple(args[1]) if isinstance(args[1], tuple) else (), args[2]
+    if func is copyreg._reconstructor and len(args) == 3:
+        return args[1], (args[2],) if args[2] is not None else (), None
+    return func, args, kwargs
+
+
+def _make_before_call(budget, pending):
+    flood_checked = {}
+
+    def flood_scan(func, x):
+        if id(x) in flood_checked:
+            return
+        np = sys.modules.get("numpy")
+        if isinstance(x, (list, tuple)) or (np is not None and isinstance(x, np.ndarray)
+                                            and x.dtype.hasobject):
+            _flood_check(func, x.ravel() if hasattr(x, "ravel") else x)
+            flood_checked[id(x)] = x
+        elif isinstance(x, dict):
+            _flood_check(func, list(x))
+            flood_checked[id(x)] = x
+
     def before_call(func, args, kwargs):
+        func, args, kwargs = _effective_call(func, args, kwargs)
         np = sys.modules.get("numpy")
         pd = sys.modules.get("pandas")
         pd_range = getattr(pd, "RangeIndex", None) if pd is not None else None
@@ -411,18 +624,41 @@ def _make_before_call(budget):
             n = _lazy_size(np, pd_range, v)
             if n:
                 budget.charge(n)
+            _refuse_dateutil(v, 0)
+            inner = v if type(v) in (tuple, list) else (
+                list(v.values()) if type(v) is dict else ())
+            for w in [v, *inner[:64]]:
+                if pending and id(w) in pending:
+                    raise _bad_state(type(w).__name__, "used before it got its data")
+                flood_scan(func, w)
         if func in _CONTAINERS and args:
             a0 = args[0]
             if func in _INT_SIZED and type(a0) is int:
                 budget.charge(a0)
             elif np is not None and isinstance(a0, np.ndarray):
                 budget.charge(64 * a0.size)  # one Python object per element
-            if func in _HASHED:
-                if func in (dict, collections.OrderedDict, collections.UserDict) \
-                        and isinstance(a0, (list, tuple)):
-                    _flood_check(func, [p[0] for p in a0 if type(p) is tuple and len(p) == 2])
-                else:
-                    _flood_check(func, _keys_of(a0))
+            if func in (dict, collections.OrderedDict, collections.UserDict) \
+                    and isinstance(a0, (list, tuple)):
+                _flood_check(func, [p[0] for p in a0 if type(p) is tuple and len(p) == 2])
+        fmod = getattr(func, "__module__", None)
+        if type(fmod) is str and fmod.startswith("pandas"):
+            # pandas parses date, period and frequency strings in super-linear time
+            for v in vals:
+                if type(v) is str and len(v) > _MAX_PANDAS_STR:
+                    raise _bad_state(getattr(func, "__qualname__", "pandas"),
+                                     f"a string argument of {len(v)} characters (at most "
+                                     f"{_MAX_PANDAS_STR}: pandas parses them in quadratic time)")
+            if fmod == "pandas.core.internals.managers":
+                _pd_manager_call(pd, func, args)
+        torch = sys.modules.get("torch")
+        if torch is not None and func is getattr(torch.Tensor, "new_empty", None) and len(args) >= 2:
+            try:  # torch's allocations are not NumPy's: charge what new_empty is asked for
+                n = 1
+                for d in (args[1] if isinstance(args[1], (tuple, list)) else args[1:]):
+                    n *= int(d)
+                budget.charge(n * args[0].element_size())
+            except (TypeError, ValueError, AttributeError):
+                pass
     return before_call
 
 
@@ -455,11 +691,19 @@ def reraise_budget(policy, exc):
 
 
 def attach(find_class, returned, max_bytes=None):
-    """Give a policy (``make_find_class``'s find_class) the hooks the C engine looks up."""
-    find_class.check_object = _make_check_object(returned)
+    """Give a policy (``make_find_class``'s find_class) the hooks the C engine looks up, and
+    ``finish()``, which the caller runs on the loaded value."""
+    pending = {}  # pandas arrays made without their data (BUILD to come): id -> object
+    find_class.check_object = _make_check_object(returned, pending)
     find_class.filter_state = _filter_state
     budget = Budget(max_bytes)
     find_class.budget_obj = budget
     find_class.budget = budget.capsule
-    find_class.before_call = _make_before_call(budget)
+    find_class.before_call = _make_before_call(budget, pending)
+
+    def finish():
+        if pending:
+            obj = next(iter(pending.values()))
+            raise _bad_state(type(obj).__name__, "left without its data at the end of the load")
+    find_class.finish = finish
     return find_class

@@ -31,6 +31,9 @@ _CHUNK = 1 << 20          # skip / decompress granularity
 _KEEP_STR = 4096          # strings longer than this are kept only as their length
 _KEEP_ITEMS = 4096        # dict items / tuple elements kept per container
 _MAX_NDIM = 64
+_MAX_STACK = 2 << 20      # stack / mark-stack entries (a DUP flood would grow them without end)
+# What a compressed stream may expand to by default: 64 MiB + 16 x the compressed size.
+_EXPAND_BASE, _EXPAND_PER_BYTE = 64 << 20, 16
 
 _WRAPPERS = {
     "joblib.numpy_pickle.NumpyArrayWrapper",
@@ -147,12 +150,13 @@ def _reduce_value(func, args):
 class _Reader:
     """Buffered exact reads over `read(n)`, with the uncompressed offset and bounded skips."""
 
-    def __init__(self, read, size=None):
+    def __init__(self, read, size=None, limit=None):
         self._read = read
         self._buf = b""
         self._i = 0
         self._off = 0          # offset of _buf[0] in the stream
         self.size = size       # total stream size when known (uncompressed input)
+        self.limit = limit     # most bytes a compressed stream may expand to, or None
 
     def tell(self):
         return self._off + self._i
@@ -170,6 +174,9 @@ class _Reader:
             if not chunk:
                 break
             chunk = bytes(chunk)
+            if self.limit is not None and self._off + avail + len(chunk) > self.limit:
+                raise _Bad(f"the compressed stream expands to more than {self.limit} bytes: "
+                           "inspect stops there (pass a larger max_bytes= to inspect it all)")
             parts.append(chunk)
             avail += len(chunk)
         self._buf = b"".join(parts)
@@ -579,7 +586,11 @@ class _Walk:
                 raise _Bad(f"stack underflow at offset {rd.tell()}")
             return stack[-1]
 
+        ops = 0
         while True:
+            ops += 1
+            if not ops & 4095 and (len(stack) > _MAX_STACK or len(metastack) > _MAX_STACK):
+                raise _Bad(f"more than {_MAX_STACK} items on the stack at offset {rd.tell()}")
             pos = rd.tell()
             op = rd.read(1, "opcode")
             c = op[0]
@@ -899,12 +910,13 @@ class _Walk:
         stack[-1] = _ARRAY
 
 
-def inspect(source):
+def inspect(source, max_bytes=None):
     """Describe a joblib file or pickle stream without importing or calling anything from it.
 
     source: a path (str / os.PathLike), a binary file object (read from its current position),
     or a bytes-like object. Raises ValueError for damaged or hostile input, TypeError for another
-    source type; a missing path raises the usual OSError.
+    source type; a missing path raises the usual OSError. max_bytes: the most a compressed file
+    may expand to (default 64 MiB + 16 x its size): beyond that, ValueError.
 
     Returns a dict:
       container       'raw', 'zlib', 'gzip', 'bz2', 'lzma', 'xz', 'lz4', 'zstd' or 'zfile'
@@ -935,7 +947,11 @@ def inspect(source):
     try:
         try:
             container, dread, dsize = _container(read, size)
-            rd = _Reader(dread, dsize)
+            limit = None
+            if container != "raw":
+                limit = max_bytes if max_bytes is not None else (
+                    _EXPAND_BASE + _EXPAND_PER_BYTE * (size if size is not None else 1 << 20))
+            rd = _Reader(dread, dsize, limit)
             w = _Walk(rd, container)
             w.run()
             end = rd.tell()

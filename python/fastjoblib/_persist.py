@@ -403,6 +403,8 @@ def _unpickle(source, extra, **kwargs):
         if "progress" in extra:
             from ._progress import close_progress
             close_progress(extra["progress"])
+    if policy is not None:
+        policy.finish()
     if trailer:
         _provenance.check_record(trailer[-1])
     return obj

@@ -277,6 +277,14 @@ _DENIED_MODULE_PREFIX_NAMES = frozenset({
     "filecmp", "zipapp", "xml", "plistlib", "atexit", "faulthandler", "tracemalloc", "warnings",
     "locale", "configparser", "sched", "pandas.plotting", "matplotlib", "readline", "rlcompleter",
     "copyreg", "codecs", "_codecs", "random", "numpy.random.mtrand.seed",
+    # file, network and process access in the scientific stack
+    "scipy.io", "scipy.datasets", "scipy.misc", "sklearn.datasets", "sklearn.utils._testing",
+    "pandas.util._tester", "numpy._pytesttester", "h5py", "tables", "netCDF4", "zarr",
+    "pyarrow.parquet", "pyarrow.fs", "pyarrow.csv", "pyarrow.feather", "pyarrow.dataset",
+    "pyarrow.orc", "pyarrow.json", "fsspec", "s3fs", "gcsfs", "adlfs", "boto3", "botocore",
+    "paramiko", "psutil", "docker", "sqlalchemy", "yaml", "jsonpickle", "PIL", "imageio",
+    "skimage.io", "cv2", "dateutil.tz.tzfile", "dateutil.zoneinfo", "tensorflow", "keras",
+    "torch.utils.data", "torch.hub", "uuid.getnode", "uuid.uuid1", "uuid._unix_getnode",
     "doctest", "zipfile", "tarfile", "sqlite3", "gzip", "bz2", "lzma", "zlib", "cgi", "urllib3",
     "requests", "torch.storage", "torch.hub", "numpy.lib._datasource", "numpy.lib.format",
 })
@@ -296,6 +304,9 @@ _GADGET_LEAVES = frozenset({
     "readlink", "resolve", "expanduser", "absolute", "samefile", "owner", "group", "tofile",
     "dump", "dumps", "save", "savez", "savez_compressed", "savetxt", "fromregex", "memmap",
     "DataSource", "fromtextfile", "openfile", "parse", "getLogger", "basicConfig",
+    "is_fifo", "is_socket", "is_symlink", "is_mount", "is_block_device", "is_char_device",
+    "imread", "imwrite", "imsave", "savemat", "loadmat", "test", "fetch_openml", "clear_data_home",
+    "unsafe_load", "full_load", "gettz", "tzfile",
     # process-wide state: seeds, options, registries, hooks
     "seed", "set_state", "setstate", "manual_seed", "set_printoptions", "seterr", "seterrcall",
     "setbufsize", "set_option", "reset_option", "setrecursionlimit", "register",
@@ -453,7 +464,39 @@ def _restricted_decimal(value="0", context=None):
     return decimal.Decimal(value)
 
 
-_SHIMS = {"fractions.Fraction": _restricted_fraction, "decimal.Decimal": _restricted_decimal,
+_BIT_GENERATORS = ("MT19937", "PCG64", "PCG64DXSM", "Philox", "SFC64")
+
+
+def _rng_ctor(which):
+    """Stand-ins for numpy.random._pickle's constructors: they call the `bit_generator_ctor` they
+    are given with the name they are given (bytearray(3 * 10**9), set(flood) ...); here the name
+    must be a bit generator (its class name, the class, or an instance this load made) and the
+    constructor NumPy's own."""
+    def ctor(bit_generator_name="MT19937", bit_generator_ctor=None):
+        import numpy.random as npr
+        from numpy.random import _pickle as real
+        bg = bit_generator_name
+        ok_name = (isinstance(bg, str) and str(bg) in _BIT_GENERATORS) or (
+            isinstance(bg, type) and bg.__name__ in _BIT_GENERATORS
+            and getattr(npr, bg.__name__, None) is bg) or isinstance(bg, npr.BitGenerator)
+        if not ok_name or bit_generator_ctor not in (None, real.__bit_generator_ctor, _RNG_SHIMS[2]):
+            raise UntrustedGlobalError(f"numpy.random._pickle.{which}",
+                                       "only NumPy's bit generators and constructor are allowed")
+        if isinstance(bg, str):
+            bg = str(bg)
+        f = getattr(real, which)
+        return f(bg) if which == "__bit_generator_ctor" else f(bg, real.__bit_generator_ctor)
+    ctor.__qualname__ = ctor.__name__ = f"restricted{which}"
+    return ctor
+
+
+_RNG_SHIMS = [_rng_ctor(n) for n in ("__randomstate_ctor", "__generator_ctor",
+                                     "__bit_generator_ctor")]
+
+_SHIMS = {"numpy.random._pickle.__randomstate_ctor": _RNG_SHIMS[0],
+          "numpy.random._pickle.__generator_ctor": _RNG_SHIMS[1],
+          "numpy.random._pickle.__bit_generator_ctor": _RNG_SHIMS[2],
+          "fractions.Fraction": _restricted_fraction, "decimal.Decimal": _restricted_decimal,
           "_codecs.encode": _restricted_encode, "codecs.encode": _restricted_encode,
           "numpy.memmap": _RestrictedMemmap, "numpy.core.memmap.memmap": _RestrictedMemmap,
           "numpy._core.memmap.memmap": _RestrictedMemmap}
