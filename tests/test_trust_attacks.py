@@ -612,7 +612,8 @@ def test_red_team_listed_io_names_refused(name):
 def test_red_team_inspect_is_bounded(tmp_path):
     import zlib
     dup_flood = zlib.compress(b"\x80\x04(N" + b"2" * 3_000_000, 1)
-    bomb = zlib.compress(b"\x80\x04" + b"N0" * 60_000_000 + b"N.", 1)
+    bomb = zlib.compress(b"\x80\x04" + b"N0" * 3_000_000 + b"N.", 1)
     res = run_child({"dup": ("inspect", dup_flood, {}), "bomb": ("inspect", bomb, {})}, timeout=120)
     for name, (r, secs) in res.items():
-        assert "ValueError" in r and ("expands to more than" in r or "items on the stack" in r), (name, r)
+        assert "ValueError" in r and ("expands to more than" in r or "items on the stack" in r
+                                      or "opcodes in a compressed stream" in r), (name, r)

@@ -34,6 +34,8 @@ _MAX_NDIM = 64
 _MAX_STACK = 2 << 20      # stack / mark-stack entries (a DUP flood would grow them without end)
 # What a compressed stream may expand to by default: 64 MiB + 16 x the compressed size.
 _EXPAND_BASE, _EXPAND_PER_BYTE = 64 << 20, 16
+# ... and the opcodes it may hold: 2M + 8 x the compressed size.
+_OPS_BASE, _OPS_PER_BYTE = 2 << 20, 8
 
 _WRAPPERS = {
     "joblib.numpy_pickle.NumpyArrayWrapper",
@@ -157,6 +159,7 @@ class _Reader:
         self._off = 0          # offset of _buf[0] in the stream
         self.size = size       # total stream size when known (uncompressed input)
         self.limit = limit     # most bytes a compressed stream may expand to, or None
+        self.max_ops = None    # most opcodes a compressed stream may hold, or None
 
     def tell(self):
         return self._off + self._i
@@ -587,10 +590,15 @@ class _Walk:
             return stack[-1]
 
         ops = 0
+        max_ops = rd.max_ops
         while True:
             ops += 1
-            if not ops & 4095 and (len(stack) > _MAX_STACK or len(metastack) > _MAX_STACK):
-                raise _Bad(f"more than {_MAX_STACK} items on the stack at offset {rd.tell()}")
+            if not ops & 4095:
+                if len(stack) > _MAX_STACK or len(metastack) > _MAX_STACK:
+                    raise _Bad(f"more than {_MAX_STACK} items on the stack at offset {rd.tell()}")
+                if max_ops is not None and ops > max_ops:
+                    raise _Bad(f"more than {max_ops} opcodes in a compressed stream of this size: "
+                               "inspect stops there (pass a larger max_bytes= to inspect it all)")
             pos = rd.tell()
             op = rd.read(1, "opcode")
             c = op[0]
@@ -916,7 +924,8 @@ def inspect(source, max_bytes=None):
     source: a path (str / os.PathLike), a binary file object (read from its current position),
     or a bytes-like object. Raises ValueError for damaged or hostile input, TypeError for another
     source type; a missing path raises the usual OSError. max_bytes: the most a compressed file
-    may expand to (default 64 MiB + 16 x its size): beyond that, ValueError.
+    may expand to (default 64 MiB + 16 x its size, and 2M + 8 x its size opcodes): beyond that,
+    ValueError.
 
     Returns a dict:
       container       'raw', 'zlib', 'gzip', 'bz2', 'lzma', 'xz', 'lz4', 'zstd' or 'zfile'
@@ -952,6 +961,9 @@ def inspect(source, max_bytes=None):
                 limit = max_bytes if max_bytes is not None else (
                     _EXPAND_BASE + _EXPAND_PER_BYTE * (size if size is not None else 1 << 20))
             rd = _Reader(dread, dsize, limit)
+            if container != "raw" and max_bytes is None:
+                # (a walk costs about 1 us an opcode: a small file of 'N0' x 30M would take 30 s)
+                rd.max_ops = _OPS_BASE + _OPS_PER_BYTE * (size if size is not None else 1 << 20)
             w = _Walk(rd, container)
             w.run()
             end = rd.tell()
