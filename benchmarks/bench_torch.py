@@ -8,8 +8,11 @@ Workloads: ``tensor``: one float32 tensor of 256 MiB; ``state_dict``: the state 
 Sequential of 50 Linear(1024, 1024) layers (100 parameter tensors, 200 MiB).
 
 Method: every contender dumps to a file in --dir and loads it back; in each round every contender
-runs once, the order rotating from round to round (interleaved); a cell is the median over the
-rounds (time.perf_counter). Pages stay in the page cache (no fsync, no cache dropping). Loads are
+runs once, the order rotating from round to round (interleaved), then the floor of a dump (os.write
+of the tensors' memory into a new file) runs; a cell is the median over the
+rounds (time.perf_counter). Files are deleted after each round, so every dump creates a new file
+(replacing an existing file costs more on ext4, which starts writeback when a file is renamed or
+truncated over another). Pages stay in the page cache (no fsync, no cache dropping). Loads are
 followed by touching every tensor's first byte only (a mapped load reads nothing more). Peak extra
 memory of a dump: in a forked child, the RSS high-water mark is reset (/proc/self/clear_refs), the
 dump runs once, and VmHWM minus the RSS before it is reported (Linux only).
@@ -50,6 +53,18 @@ def _touch(obj):
     for t in ts:
         if t.numel():
             t.view(-1)[0].item()
+
+
+def _raw_dump(obj, path):
+    """The floor of a dump: os.write of every tensor's memory into a new file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for t in (obj.values() if isinstance(obj, dict) else [obj]):
+            mv = memoryview(t.detach().numpy()).cast("B")
+            while mv:
+                mv = mv[os.write(fd, mv):]
+    finally:
+        os.close(fd)
 
 
 def contenders():
@@ -96,6 +111,14 @@ def run(directory, runs, quick, memory):
                 _touch(out)
                 times[(m, "load")].append(time.perf_counter() - t0)
                 del out
+            raw = paths["fastjoblib"] + ".raw"
+            gc.collect()
+            t0 = time.perf_counter()
+            _raw_dump(obj, raw)
+            times.setdefault(("raw", "dump"), []).append(time.perf_counter() - t0)
+            os.unlink(raw)
+            for p in paths.values():  # every dump writes a new file (as benchmarks/ratios.py)
+                os.unlink(p)
         peaks = {}
         if memory:
             for c in names:
@@ -105,8 +128,6 @@ def run(directory, runs, quick, memory):
                     os.unlink(paths[c] + ".mem")
                 except OSError:
                     pass
-        for p in paths.values():
-            os.unlink(p)
         results[wname] = ({k: statistics.median(v) for k, v in times.items()}, peaks)
     return results
 
@@ -118,8 +139,9 @@ def fmt(results, directory):
     for w, (t, peaks) in results.items():
         for op in ("dump", "load"):
             fj, jl, th = t[("fastjoblib", op)], t[("joblib", op)], t[("torch", op)]
-            lines.append(f"| {w} | {op} | {fj:.3f} s | {jl:.3f} s | {th:.3f} s | {jl / fj:.2f}x "
-                         f"| {th / fj:.2f}x |")
+            floor = (f" (os.write floor {t[('raw', op)]:.3f} s)" if ("raw", op) in t else "")
+            lines.append(f"| {w} | {op} | {fj:.3f} s{floor} | {jl:.3f} s | {th:.3f} s | "
+                         f"{jl / fj:.2f}x | {th / fj:.2f}x |")
         fm = t[("fastjoblib mmap_mode=r", "load")]
         jm = t[("joblib mmap_mode=r", "load")]
         tm = t[("torch mmap=True", "load")]
