@@ -424,7 +424,9 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=N
     mmap_mode: {None, 'r+', 'r', 'w+', 'c'} (and numpy's long aliases)
         Arrays of an uncompressed file given by path are memory-mapped. 'w+' (and 'write') map
         'r+': the file is never truncated. Ignored, with joblib's warning, for compressed files
-        and in-memory buffers; file objects are never mapped (as in joblib).
+        and in-memory buffers; file objects are never mapped (as in joblib). PyTorch tensors
+        written by fastjoblib.dump are mapped too: copy-on-write for 'r' and 'c' (writable
+        tensors, the file never changes), shared with the file for 'r+' / 'w+'.
     ensure_native_byte_order: bool or 'auto'
         'auto' = True when mmap_mode is None. Swaps foreign-endian in-memory arrays.
     trusted: None, True, or an iterable of "module.qualname" strings
