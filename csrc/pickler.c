@@ -1126,8 +1126,30 @@ done:
     return r;
 }
 
+/* One of name's dotted components is exactly "<locals>" (stdlib's get_dotted_path test). */
 static int
-save_global(fj_pk *p, PyObject *obj, PyObject *name_arg)
+is_local_path(PyObject *name)
+{
+    PyObject *parts = NULL, *dot = NULL;
+    int found = 0;
+    if ((dot = PyUnicode_FromString(".")) == NULL ||
+        (parts = PyUnicode_Split(name, dot, -1)) == NULL) {
+        Py_XDECREF(dot);
+        PyErr_Clear();
+        return 1; /* "<locals>" is in the name: treat as local */
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts) && !found; i++) {
+        found = PyUnicode_CompareWithASCIIString(PyList_GET_ITEM(parts, i), "<locals>") == 0;
+    }
+    Py_DECREF(parts);
+    Py_DECREF(dot);
+    return found;
+}
+
+/* module_arg: NULL = found by whichmodule(); else the module to look the name up in (the lookup
+ * must still give obj back) */
+static int
+save_global_in(fj_pk *p, PyObject *obj, PyObject *name_arg, PyObject *module_arg)
 {
     fj_pickler_state *ps = &p->st->pk;
     PyObject *name = NULL, *module_name = NULL, *module = NULL, *obj2 = NULL, *parent = NULL;
@@ -1154,7 +1176,17 @@ save_global(fj_pk *p, PyObject *obj, PyObject *name_arg)
         PyErr_Format(PyExc_TypeError, "__qualname__ / __name__ of %R is not a string", obj);
         goto error;
     }
-    module_name = whichmodule(p, obj, name);
+    /* a local object fails before any module is searched, as in stdlib's C pickler (whichmodule's
+     * scan would otherwise reach modules whose getattr raises, e.g. torch.classes) */
+    Py_ssize_t loc = PyUnicode_Find(name, p->st->pk.s_locals, 0, PyUnicode_GET_LENGTH(name), 1);
+    if (loc == -2) {
+        goto error;
+    }
+    if (loc >= 0 && is_local_path(name)) {
+        PyErr_Format(PyExc_AttributeError, "Can't pickle local object %R", name);
+        goto error;
+    }
+    module_name = module_arg != NULL ? Py_NewRef(module_arg) : whichmodule(p, obj, name);
     if (module_name == NULL) {
         goto error;
     }
@@ -1319,6 +1351,12 @@ done:
     Py_XDECREF(parent);
     Py_XDECREF(lastname);
     return status;
+}
+
+static int
+save_global(fj_pk *p, PyObject *obj, PyObject *name_arg)
+{
+    return save_global_in(p, obj, name_arg, NULL);
 }
 
 static int
@@ -1626,6 +1664,27 @@ save_other(fj_pk *p, PyObject *obj, PyTypeObject *type)
     PyObject *rv = NULL, *func = NULL;
     int status = -1;
 
+    if (p->n_reducers > 0 || p->n_names > 0) {
+        /* array-likes of other libraries (e.g. torch tensors): exact types only */
+        for (int i = 0; i < p->n_reducers; i++) {
+            if ((PyObject *)type == p->reducer_types[i]) {
+                rv = PyObject_CallOneArg(p->reducer_funcs[i], obj);
+                if (rv == NULL) {
+                    return -1;
+                }
+                if (rv != Py_NotImplemented) {
+                    goto reduce;
+                }
+                Py_CLEAR(rv);
+                break;
+            }
+        }
+        for (int i = 0; i < p->n_names; i++) {
+            if (obj == p->name_objs[i]) {
+                return save_global_in(p, obj, p->name_quals[i], p->name_modules[i]);
+            }
+        }
+    }
     if (p->reducer_override != NULL) {
         rv = PyObject_CallOneArg(p->reducer_override, obj);
         if (rv == NULL) {
@@ -2502,16 +2561,92 @@ fj_dump_pickle(PyObject *module, PyObject *args, PyObject *kwds)
 
 #pragma weak fj_codec_writer
 
+/* _core.dump(reducers=, global_names=): copy the two dicts' items into p (borrowed from the
+ * returned tuple, which the caller keeps until the dump ends, so a reducer that mutates the dicts
+ * changes nothing). Returns a new reference, or NULL with an exception set. */
+static PyObject *
+set_hooks(fj_pk *p, PyObject *reducers, PyObject *global_names)
+{
+    PyObject *ri = NULL, *ni = NULL, *item;
+    if (reducers != Py_None) {
+        if (!PyDict_Check(reducers)) {
+            PyErr_SetString(PyExc_TypeError, "reducers must be None or a dict {type: callable}");
+            return NULL;
+        }
+        if ((ri = PyDict_Items(reducers)) == NULL) {
+            return NULL;
+        }
+        if (PyList_GET_SIZE(ri) > FJ_MAX_REDUCERS) {
+            PyErr_Format(PyExc_ValueError, "at most %d reducers", FJ_MAX_REDUCERS);
+            goto error;
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ri); i++) {
+            item = PyList_GET_ITEM(ri, i); /* borrowed (key, value) tuple */
+            PyObject *k = PyTuple_GET_ITEM(item, 0), *v = PyTuple_GET_ITEM(item, 1);
+            if (!PyType_Check(k) || !PyCallable_Check(v)) {
+                PyErr_SetString(PyExc_TypeError, "reducers must be a dict {type: callable}");
+                goto error;
+            }
+            p->reducer_types[i] = k;
+            p->reducer_funcs[i] = v;
+        }
+        p->n_reducers = (int)PyList_GET_SIZE(ri);
+    }
+    if (global_names != Py_None) {
+        if (!PyDict_Check(global_names)) {
+            PyErr_SetString(PyExc_TypeError,
+                            "global_names must be None or a dict {object: (module, qualname)}");
+            goto error;
+        }
+        if ((ni = PyDict_Items(global_names)) == NULL) {
+            goto error;
+        }
+        if (PyList_GET_SIZE(ni) > FJ_MAX_NAMES) {
+            PyErr_Format(PyExc_ValueError, "at most %d global_names", FJ_MAX_NAMES);
+            goto error;
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ni); i++) {
+            item = PyList_GET_ITEM(ni, i);
+            PyObject *k = PyTuple_GET_ITEM(item, 0), *v = PyTuple_GET_ITEM(item, 1);
+            if (!PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 2 ||
+                !PyUnicode_Check(PyTuple_GET_ITEM(v, 0)) ||
+                !PyUnicode_Check(PyTuple_GET_ITEM(v, 1))) {
+                PyErr_SetString(PyExc_TypeError,
+                                "global_names must be a dict {object: (module, qualname)}");
+                goto error;
+            }
+            p->name_objs[i] = k;
+            p->name_modules[i] = PyTuple_GET_ITEM(v, 0);
+            p->name_quals[i] = PyTuple_GET_ITEM(v, 1);
+        }
+        p->n_names = (int)PyList_GET_SIZE(ni);
+    }
+    PyObject *keep = PyTuple_Pack(2, ri ? ri : Py_None, ni ? ni : Py_None);
+    Py_XDECREF(ri);
+    Py_XDECREF(ni);
+    if (keep == NULL) {
+        p->n_reducers = p->n_names = 0;
+    }
+    return keep;
+error:
+    p->n_reducers = p->n_names = 0;
+    Py_XDECREF(ri);
+    Py_XDECREF(ni);
+    return NULL;
+}
+
 static PyObject *
 fj_dump(PyObject *module, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"obj", "file", "protocol", "codec", "level", "threads", "progress",
-                             "trailer", NULL};
+                             "trailer", "reducers", "global_names", NULL};
     PyObject *obj, *file, *protocol = Py_None, *progress = Py_None, *trailer = Py_None;
+    PyObject *reducers = Py_None, *global_names = Py_None;
     const char *codec = NULL;
     int level = -1, threads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O$ziiOO:dump", kwlist, &obj, &file, &protocol,
-                                     &codec, &level, &threads, &progress, &trailer)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O$ziiOOOO:dump", kwlist, &obj, &file,
+                                     &protocol, &codec, &level, &threads, &progress, &trailer,
+                                     &reducers, &global_names)) {
         return NULL;
     }
     if (trailer != Py_None && !PyCallable_Check(trailer)) {
@@ -2560,7 +2695,10 @@ fj_dump(PyObject *module, PyObject *args, PyObject *kwds)
     pk_init(&p, st, NULL, &memo, proto, 1);
     p.array_hook = 1;
     PyObject *seen = NULL; /* provenance: module names of the globals written */
-    if (trailer != Py_None && (seen = PySet_New(NULL)) == NULL) {
+    PyObject *hooks = NULL; /* owns what p.reducer_* / p.name_* borrow */
+    if ((trailer != Py_None && (seen = PySet_New(NULL)) == NULL) ||
+        (hooks = set_hooks(&p, reducers, global_names)) == NULL) {
+        Py_XDECREF(seen);
         fj_memo_free(&memo);
         w->free(w);
         fj_progress_clear(&prog);
@@ -2570,6 +2708,7 @@ fj_dump(PyObject *module, PyObject *args, PyObject *kwds)
     p.trailer = seen != NULL ? trailer : NULL;
     int r = run_dump(&p, w, obj, NULL);
     Py_XDECREF(seen);
+    Py_DECREF(hooks);
     fj_memo_free(&memo);
     if (r == 0) {
         r = w->close(w); /* the progress writer's close makes the final call */
@@ -2592,7 +2731,11 @@ static PyMethodDef pickler_functions[] = {
      "joblib format.\n"
      "progress: None or callable(done_bytes, None), called every ~4 MiB written and at the end.\n"
      "trailer: None or callable(frozenset of the top-level modules of the globals written) ->\n"
-     "dict of str -> str, saved and popped before STOP (provenance)."},
+     "dict of str -> str, saved and popped before STOP (provenance).\n"
+     "reducers: None or {exact type: callable(obj) -> reduce value or NotImplemented} (at most 8),\n"
+     "tried first for objects of exactly that type (array-likes of other libraries).\n"
+     "global_names: None or {object: (module, qualname)} (at most 32): those objects are written\n"
+     "as that global (checked to resolve to the same object)."},
     {NULL, NULL, 0, NULL},
 };
 

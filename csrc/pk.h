@@ -10,6 +10,9 @@
 #define FJ_SAVE_NOPERS 1 /* do not call persistent_id (saving a persistent id itself) */
 #define FJ_SAVE_UNIQUE 2 /* caller knows nothing else references obj: no memo entry needed */
 
+#define FJ_MAX_REDUCERS 8 /* _core.dump(reducers=): exact types with their own reducer */
+#define FJ_MAX_NAMES 32   /* _core.dump(global_names=): objects written as a given global */
+
 typedef struct {
     fj_state *st;            /* borrowed */
     fj_sink *sink;           /* borrowed */
@@ -29,6 +32,15 @@ typedef struct {
     PyObject *globals_seen;  /* set of the module names of the globals written (borrowed; shared
                               * with nested object-array streams) */
     PyObject *trailer;       /* callable(frozenset) -> record dict (borrowed; outermost only) */
+    /* array-likes of other libraries (_core.dump reducers= / global_names=; outermost stream
+     * only). n_reducers == n_names == 0 unless given, so other dumps pay one test in save_other. */
+    int n_reducers;
+    PyObject *reducer_types[FJ_MAX_REDUCERS]; /* exact types (borrowed from the call's dict copy) */
+    PyObject *reducer_funcs[FJ_MAX_REDUCERS]; /* callable(obj) -> reduce value or NotImplemented */
+    int n_names;
+    PyObject *name_objs[FJ_MAX_NAMES];    /* objects written as the global module.qualname ... */
+    PyObject *name_modules[FJ_MAX_NAMES]; /* ... str */
+    PyObject *name_quals[FJ_MAX_NAMES];   /* ... str (dotted: protocol >= 4 only) */
 } fj_pk;
 
 int fj_pk_save(fj_pk *p, PyObject *obj, int flags);

@@ -127,6 +127,7 @@ fj_up_inherit_policy(fj_up *sub, const fj_up *parent)
     sub->check_build = parent->check_build;
     sub->seen = parent->seen;
     sub->pol = parent->pol;
+    sub->replace_globals = parent->replace_globals;
 }
 
 void
@@ -586,15 +587,30 @@ fj_up_find_class(fj_up *u, PyObject *module, PyObject *name)
             return Py_NewRef(ph);
         }
     }
+    PyObject *r;
     if (u->find_class != NULL) {
-        PyObject *r = PyObject_CallFunctionObjArgs(u->find_class, module, name, NULL);
-        /* remember what the policy handed out: BUILD may not give it state */
-        if (r != NULL && u->restricted && fj_memo_set(u->seen, r, 0) < 0) {
+        r = PyObject_CallFunctionObjArgs(u->find_class, module, name, NULL);
+    }
+    else {
+        r = fj_default_find_class(u->st, u->proto, u->fix_imports, module, name);
+    }
+    if (r != NULL && u->replace_globals != NULL) {
+        /* after the policy accepted the name: its stand-in (e.g. torch.from_numpy for mmap) */
+        PyObject *key = PyTuple_Pack(2, module, name), *alt = NULL; /* alt borrowed */
+        if (key == NULL || ((alt = PyDict_GetItemWithError(u->replace_globals, key)) == NULL &&
+                            PyErr_Occurred())) {
             Py_CLEAR(r);
         }
-        return r;
+        else if (alt != NULL) {
+            Py_SETREF(r, Py_NewRef(alt));
+        }
+        Py_XDECREF(key);
     }
-    return fj_default_find_class(u->st, u->proto, u->fix_imports, module, name);
+    /* remember what the policy handed out: BUILD may not give it state */
+    if (r != NULL && u->find_class != NULL && u->restricted && fj_memo_set(u->seen, r, 0) < 0) {
+        Py_CLEAR(r);
+    }
+    return r;
 }
 
 /* Restricted loading: may BUILD give state to `inst` (borrowed)? The policy's check_build first
@@ -3241,13 +3257,18 @@ static PyObject *
 core_load(PyObject *module, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"file", "mmap_mode", "filename", "ensure_native", "codec", "find_class", "progress",
-                             "trailer", NULL};
+                             "trailer", "replace_globals", NULL};
     fj_state *st = fj_state_from_module(module);
     PyObject *file, *mmap_obj = Py_None, *filename = Py_None, *codec = Py_None, *find_class = Py_None;
-    PyObject *progress = Py_None, *trailer = Py_None;
+    PyObject *progress = Py_None, *trailer = Py_None, *replace_globals = Py_None;
     int ensure_native = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OOpOOOO:load", kwlist, &file, &mmap_obj, &filename,
-                                     &ensure_native, &codec, &find_class, &progress, &trailer)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OOpOOOOO:load", kwlist, &file, &mmap_obj, &filename,
+                                     &ensure_native, &codec, &find_class, &progress, &trailer,
+                                     &replace_globals)) {
+        return NULL;
+    }
+    if (replace_globals != Py_None && !PyDict_Check(replace_globals)) {
+        PyErr_SetString(PyExc_TypeError, "replace_globals must be None or a dict");
         return NULL;
     }
     if (trailer != Py_None && !PyList_Check(trailer)) {
@@ -3380,6 +3401,7 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
     u.filename = filename;
     u.ensure_native = ensure_native;
     u.trailer = trailer == Py_None ? NULL : trailer; /* provenance */
+    u.replace_globals = replace_globals == Py_None ? NULL : replace_globals;
     if (find_class != Py_None) {
         if (policy_check_build(st, find_class, &check_build) < 0) {
             fj_up_clear(&u);
@@ -3432,10 +3454,11 @@ static PyMethodDef core_methods[] = {
      "Read a pickled object from a file object or fd (pickle.load compatible)."},
     {"load", (PyCFunction)(void (*)(void))core_load, METH_VARARGS | METH_KEYWORDS,
      "load(file, *, mmap_mode=None, filename=None, ensure_native=False, codec=None, find_class=None,\n"
-     "     progress=None, trailer=None)\n--\n\n"
+     "     progress=None, trailer=None, replace_globals=None)\n--\n\n"
      "Read one joblib (or plain pickle) stream. progress: None or callable(done_bytes, total_bytes).\n"
      "trailer: None or a list; the object of a POP right before the final STOP is appended to it\n"
-     "(provenance)."},
+     "(provenance). replace_globals: None or {(module, name): obj}: a global that resolved\n"
+     "(find_class accepted it) is replaced by obj."},
     {NULL, NULL, 0, NULL},
 };
 

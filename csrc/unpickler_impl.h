@@ -57,6 +57,9 @@ struct fj_up {
     fj_policy pol_own;
     uint32_t ops;            /* opcodes run (the budget charges a fixed cost per 1024) */
     PyObject *persistent_load; /* callable or NULL (borrowed) */
+    PyObject *replace_globals; /* dict {(module, name): obj} or NULL (borrowed; _core.load
+                                * replace_globals=): a global that resolved (through the policy)
+                                * is replaced by obj; shared with nested object-array streams */
     /* joblib array hook */
     int joblib;
     const char *mmap_mode;   /* NULL, "r", "r+", "c" */

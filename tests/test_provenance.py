@@ -457,3 +457,96 @@ def test_inspect_shows_record(tmp_path):
     with open(path, "rb") as f:
         assert [report["provenance"]] == _load_with_record(f.fileno(), codec="zlib")[1]
     assert _inspect.inspect(_dump_bytes(_model(), trailer=None))["provenance"] is None
+
+
+# ------------------------------------------------------------------------------------------------
+# odd __version__ values never fail a dump (issue 13: torch.__version__ is a str subclass)
+
+class _StrSubclass(str):
+    def __str__(self):  # never called: the record copies the characters without str()
+        raise RuntimeError("__str__ called")
+
+
+class _VersionObject:  # like packaging.version.Version: not a str, str() gives the text
+    def __str__(self):
+        return "3.4.5"
+
+
+class _RaisingModule(type(sys)):
+    @property
+    def __version__(self):
+        raise RuntimeError("lazy attribute failed")
+
+
+def _fake_module(monkeypatch, name, version=None, raising=False):
+    mod = _RaisingModule(name) if raising else type(sys)(name)
+    if not raising:
+        mod.__version__ = version
+    monkeypatch.setitem(sys.modules, name, mod)
+    return mod
+
+
+@pytest.mark.parametrize("version, expected", [
+    (_StrSubclass("1.2.3+cpu"), "1.2.3+cpu"),
+    (_VersionObject(), "3.4.5"),
+    (object(), "unknown"),            # str() is not a version
+    ((1, 2), "unknown"),              # neither is a tuple's
+    ("x" * 200, "unknown"),           # too long
+    ("1.0\n2", "unknown"),            # not printable
+])
+def test_odd_version_values_become_plain_str(monkeypatch, version, expected):
+    _fake_module(monkeypatch, "fj_prov_odd_pkg", version)
+    rec = make_record(frozenset({"fj_prov_odd_pkg"}))
+    assert rec["pkg:fj_prov_odd_pkg"] == expected
+    assert type(rec["pkg:fj_prov_odd_pkg"]) is str
+    assert all(type(k) is str and type(v) is str for k, v in rec.items())
+
+
+def test_raising_version_recorded_as_unknown(monkeypatch, tmp_path):
+    _fake_module(monkeypatch, "fj_prov_raising_pkg", raising=True)
+    assert _provenance.installed_version("fj_prov_raising_pkg") == "unknown"
+    rec = make_record(frozenset({"fj_prov_raising_pkg"}))
+    assert rec["pkg:fj_prov_raising_pkg"] == "unknown"
+
+
+def test_missing_version_without_metadata_not_recorded(monkeypatch):
+    _fake_module(monkeypatch, "fj_prov_plain_mod", None)
+    assert "pkg:fj_prov_plain_mod" not in make_record(frozenset({"fj_prov_plain_mod"}))
+
+
+def test_odd_numpy_and_fastjoblib_versions(monkeypatch):
+    monkeypatch.setattr(np, "__version__", _StrSubclass(np.__version__))
+    monkeypatch.setattr(fastjoblib, "__version__", object())
+    rec = make_record(frozenset())
+    assert type(rec["numpy"]) is str and rec["numpy"] == str.__str__(np.__version__)
+    assert rec["fastjoblib"] == "unknown"
+
+
+class _OddVersionClass:  # a global from a module whose __version__ is a str subclass
+    pass
+
+
+@needs_public
+@pytest.mark.parametrize("raising", [False, True])
+def test_public_dump_with_odd_versions(tmp_path, monkeypatch, raising):
+    # the object's class lives in a module whose __version__ is a str subclass / raises
+    mod = _fake_module(monkeypatch, "fj_prov_dump_pkg", _StrSubclass("7.1"), raising=raising)
+    monkeypatch.setattr(_OddVersionClass, "__module__", "fj_prov_dump_pkg")
+    mod._OddVersionClass = _OddVersionClass
+    path = str(tmp_path / "odd.pkl")
+    fastjoblib.dump({"x": _OddVersionClass, "a": np.arange(3)}, path)
+    _, rec = _joblib_walk(path)
+    assert rec["pkg:fj_prov_dump_pkg"] == ("unknown" if raising else "7.1")
+    assert fastjoblib.load(path)["x"] is _OddVersionClass
+
+
+@needs_public
+def test_public_dump_with_torch(tmp_path):
+    torch = pytest.importorskip("torch", reason="torch not installed (pip install '.[torch]')")
+    assert type(torch.__version__) is not str  # the case of issue 13
+    path = str(tmp_path / "t.pkl")
+    fastjoblib.dump({"t": torch.arange(4.0), "m": torch.nn.Linear(2, 3)}, path)
+    _, rec = _joblib_walk(path)
+    assert type(rec["pkg:torch"]) is str and rec["pkg:torch"] == str.__str__(torch.__version__)
+    out = fastjoblib.load(path)
+    assert torch.equal(out["t"], torch.arange(4.0))

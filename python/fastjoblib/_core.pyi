@@ -30,6 +30,8 @@ def dump(
     threads: int = 0,
     progress: Callable[[int, int | None], object] | None = None,
     trailer: Callable[[frozenset[str]], dict[str, str]] | None = None,
+    reducers: dict[type, Callable[[Any], Any]] | None = None,
+    global_names: dict[Any, tuple[str, str]] | None = None,
 ) -> None: ...
 def load(
     file: int | _ReadableFileobj | ReadableBuffer,
@@ -41,6 +43,7 @@ def load(
     find_class: Callable[[str, str], Any] | None = None,
     progress: Callable[[int, int | None], object] | None = None,
     trailer: list[Any] | None = None,
+    replace_globals: dict[tuple[str, str], Any] | None = None,
 ) -> Any: ...
 
 # plain pickle streams (stdlib-compatible signatures)

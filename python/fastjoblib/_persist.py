@@ -21,9 +21,10 @@ import os
 import pickle
 import secrets
 import stat
+import sys
 import warnings
 
-from . import _compressors, _provenance
+from . import _compressors, _provenance, _torch
 from ._compressors import COMPRESSORS, LZ4_NOT_INSTALLED_ERROR, MAX_PREFIX_LEN
 
 # numpy.memmap's modes (numpy/_core/memmap.py), to reproduce its error for invalid ones.
@@ -241,10 +242,12 @@ def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=N
     if progress is not None and progress is not False:
         from ._progress import make_progress
         extra["progress"] = make_progress(progress, "dump")
+    torch_hooks = "torch" in sys.modules  # tensors as array records (see _torch.py)
 
     def write(target):
+        hooks = _torch.dump_hooks(protocol) if torch_hooks else {}
         core.dump(value, target, protocol, codec=codec, level=level, threads=nthreads,
-                  trailer=_provenance.make_record if provenance else None, **extra)
+                  trailer=_provenance.make_record if provenance else None, **hooks, **extra)
 
     try:
         if is_filename:
@@ -423,7 +426,9 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=N
     mmap_mode: {None, 'r+', 'r', 'w+', 'c'} (and numpy's long aliases)
         Arrays of an uncompressed file given by path are memory-mapped. 'w+' (and 'write') map
         'r+': the file is never truncated. Ignored, with joblib's warning, for compressed files
-        and in-memory buffers; file objects are never mapped (as in joblib).
+        and in-memory buffers; file objects are never mapped (as in joblib). PyTorch tensors
+        written by fastjoblib.dump are mapped too: copy-on-write for 'r' and 'c' (writable
+        tensors, the file never changes), shared with the file for 'r+' / 'w+'.
     ensure_native_byte_order: bool or 'auto'
         'auto' = True when mmap_mode is None. Swaps foreign-endian in-memory arrays.
     trusted: None, True, or an iterable of "module.qualname" strings
@@ -526,8 +531,25 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=N
             # the path also locates joblib 0.9 companion .npy files next to the pickle
             kwargs.update(filename=os.fsdecode(filename))
         if core_mmap is not None:
-            kwargs.update(mmap_mode=core_mmap)
+            kwargs.update(mmap_mode=core_mmap,
+                          replace_globals={("torch", "from_numpy"): _TorchFromNumpy(core_mmap)})
         return _unpickle(fd, extra, **kwargs)
+
+
+class _TorchFromNumpy:
+    """Stand-in for the global torch.from_numpy under mmap_mode: tensor storages mapped with the
+    tensor mode of _torch.MMAP_MODES (torch is imported only when a file calls it)."""
+
+    __slots__ = ("mode", "func")
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.func = None
+
+    def __call__(self, arr):
+        if self.func is None:
+            self.func = _torch.mapped_from_numpy(self.mode)
+        return self.func(arr)
 
 
 def _load_prefixed(head, f, ensure_native, extra):

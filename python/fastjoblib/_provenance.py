@@ -63,9 +63,30 @@ def _python_version():
 
 
 def _clean(v):
-    if isinstance(v, str) and v and len(v) <= _MAX_VALUE and v.isprintable():
-        return v
+    """`v` as a plain ``str`` fit for the record, or None. A ``str`` subclass (``torch.__version__``
+    is a ``TorchVersion``) is copied to an exact ``str`` without calling any of its methods; any
+    other object (a ``packaging`` ``Version``, ...) goes through ``str()`` and is kept only when
+    the text looks like a version (starts with a digit, or ``v`` and a digit). Never raises."""
+    if v is None:
+        return None
+    try:
+        if isinstance(v, str):
+            s = str.__str__(v)  # exact str, whatever the subclass overrides
+        else:
+            s = str(v)
+            if not isinstance(s, str):
+                return None
+            s = str.__str__(s)
+            if not _MAJOR_MINOR.match(s) and not s[:1].isdigit():
+                return None
+    except Exception:  # an odd __str__
+        return None
+    if s and len(s) <= _MAX_VALUE and s.isprintable():
+        return s
     return None
+
+
+UNKNOWN = "unknown"  # recorded for a package whose __version__ exists but cannot be read
 
 
 _dist_cache: dict[str, Optional[str]] = {}  # top-level module name -> version str or None (metadata lookups)
@@ -91,26 +112,41 @@ def _metadata_version(name):
 
 def installed_version(name):
     """The installed version of top-level module `name`: its ``__version__`` when it is imported,
-    else its distribution's metadata version, else None. Never imports `name`."""
+    else its distribution's metadata version, else None. Never imports `name`, never raises.
+    An imported module whose ``__version__`` exists but cannot be read (the attribute raises, or
+    its value is not a version) and which has no distribution metadata gives ``UNKNOWN``."""
     if name == "python":
         return _python_version()
     mod = sys.modules.get(name)
+    unreadable = False
     if mod is not None:
         try:
-            v = _clean(getattr(mod, "__version__", None))
+            raw = getattr(mod, "__version__", None)
         except Exception:  # a lazy module whose attribute access fails
-            v = None
+            raw, unreadable = None, True
+        v = _clean(raw)
         if v is not None:
             return v
-    return _metadata_version(name)
+        unreadable = unreadable or raw is not None
+    v = _metadata_version(name)
+    if v is None and unreadable:
+        return UNKNOWN
+    return v
 
 
 # ------------------------------------------------------------------------------------------------
 # dump side
 
+def _module_version(name):
+    """__version__ of the imported module `name` as a plain str, or None. Never raises."""
+    try:
+        return _clean(getattr(sys.modules.get(name), "__version__", None))
+    except Exception:
+        return None
+
+
 def _fastjoblib_version():
-    mod = sys.modules.get("fastjoblib")
-    return _clean(getattr(mod, "__version__", None)) or "unknown"
+    return _module_version("fastjoblib") or UNKNOWN
 
 
 def _created():
@@ -131,22 +167,24 @@ def _created():
 def make_record(modules):
     """The provenance record of a dump whose globals come from the top-level modules `modules`
     (an iterable of str). Returns a small dict of str -> str."""
-    np = sys.modules.get("numpy")
     rec = {
         RECORD_KEY: RECORD_FORMAT,
         "python": _python_version(),
-        "numpy": _clean(getattr(np, "__version__", None)) or "none",
+        "numpy": (_module_version("numpy") or UNKNOWN) if "numpy" in sys.modules else "none",
         "fastjoblib": _fastjoblib_version(),
         "byteorder": sys.byteorder,
         "created": _created(),
     }
     n = 0
-    for name in sorted(modules):
+    for name in sorted(m for m in modules if type(m) is str):
         if n >= _MAX_PACKAGES:
             break
-        if not isinstance(name, str) or name in _NOT_PACKAGES or name.startswith("_"):
+        if name in _NOT_PACKAGES or name.startswith("_"):
             continue
-        v = installed_version(name)
+        try:
+            v = installed_version(name)
+        except Exception:  # belt and braces: provenance never fails a dump
+            v = UNKNOWN
         if v is not None:
             rec[PKG_PREFIX + name] = v
             n += 1
