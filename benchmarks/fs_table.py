@@ -7,8 +7,11 @@ on ext4, xfs and btrfs loop mounts, plus the default temp directory and /dev/shm
 
 As root, for each of ext4, xfs and btrfs the script creates a sparse image file (--image-dir,
 default /var/tmp; --image-gib, default 4), formats it with Debian's mkfs.ext4 / mkfs.xfs /
-mkfs.btrfs (packages e2fsprogs, xfsprogs, btrfs-progs), loop-mounts it, runs the workloads there,
-then unmounts it, detaches the loop device and deletes the image, whatever happens. Without root
+mkfs.btrfs (packages e2fsprogs, xfsprogs, btrfs-progs) with their default options, attaches it
+to a loop device with direct I/O (losetup --direct-io=on: the loop filesystem's writeback goes to
+the disk, not into a second page cache over the image file, which made timings erratic), mounts
+it, runs the workloads there, then unmounts it, detaches the loop device and deletes the image,
+whatever happens (SIGINT and SIGTERM included). Without root
 or without a mkfs tool that filesystem is skipped with a message. "tmp" is the default temp dir
 (tempfile.gettempdir(), whatever filesystem that is: printed), "tmpfs" is /dev/shm.
 
@@ -32,6 +35,7 @@ import gc
 import os
 import pickle
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -69,23 +73,27 @@ def fstype(path):
 
 
 class LoopMount:
-    """A sparse image formatted as `fs`, loop-mounted on a fresh directory; undone on exit."""
+    """A sparse image formatted as `fs` on a loop device (direct I/O to the image file, so that
+    the loop filesystem's writeback is real disk I/O, not a second page cache), mounted on a fresh
+    directory; all undone on exit."""
 
     def __init__(self, fs, image_dir, gib):
         self.fs, self.image_dir, self.gib = fs, image_dir, gib
-        self.image = self.mnt = None
+        self.image = self.mnt = self.dev = None
         self.mounted = False
 
     def __enter__(self):
         try:
-            self.image = tempfile.mktemp(prefix="fastjoblib-%s-" % self.fs, suffix=".img",
-                                         dir=self.image_dir)
-            with open(self.image, "wb") as f:
-                f.truncate(self.gib << 30)
+            fd, self.image = tempfile.mkstemp(prefix="fastjoblib-%s-" % self.fs, suffix=".img",
+                                              dir=self.image_dir)
+            os.ftruncate(fd, self.gib << 30)
+            os.close(fd)
             subprocess.run(LOOP_FS[self.fs] + [self.image], check=True, capture_output=True)
+            res = subprocess.run(["losetup", "--direct-io=on", "-f", "--show", self.image],
+                                 check=True, capture_output=True, text=True)
+            self.dev = res.stdout.strip()
             self.mnt = tempfile.mkdtemp(prefix="fastjoblib-%s-mnt-" % self.fs)
-            subprocess.run(["mount", "-o", "loop", self.image, self.mnt], check=True,
-                           capture_output=True)
+            subprocess.run(["mount", self.dev, self.mnt], check=True, capture_output=True)
             self.mounted = True
         except BaseException:
             self.__exit__(None, None, None)
@@ -94,9 +102,11 @@ class LoopMount:
 
     def __exit__(self, *exc):
         if self.mounted:
-            # (umount -d also detaches the loop device mount -o loop attached)
-            subprocess.run(["umount", "-d", self.mnt], check=False, capture_output=True)
+            subprocess.run(["umount", self.mnt], check=False, capture_output=True)
             self.mounted = False
+        if self.dev:
+            subprocess.run(["losetup", "-d", self.dev], check=False, capture_output=True)
+            self.dev = None
         if self.mnt and os.path.isdir(self.mnt):
             try:
                 os.rmdir(self.mnt)
@@ -323,6 +333,9 @@ def main(argv=None):
     p.add_argument("--scale", type=float, default=1.0, help="size factor (smoke tests)")
     p.add_argument("--no-convert", action="store_true", help="skip the convert rows")
     args = p.parse_args(argv)
+    # SIGTERM / SIGINT (also when started in the background) unwind, so the mounts are undone
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     names = [w for w in args.workloads.split(",") if w]
     for w in names:
         if w not in CASES:
