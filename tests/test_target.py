@@ -249,8 +249,11 @@ def test_directory_appears_at_target(fsdir, monkeypatch):
     _write_old(path)
     real = _target._exchange
 
+    calls = []
+
     def exchange(a, b):
-        if not os.path.isdir(b):  # (the second call swaps back)
+        calls.append((a, b))
+        if len(calls) == 1:  # (the second call swaps back)
             os.unlink(b)
             os.mkdir(b)
             with open(os.path.join(b, "inside"), "wb") as f:
@@ -259,6 +262,7 @@ def test_directory_appears_at_target(fsdir, monkeypatch):
     monkeypatch.setattr(_target, "_exchange", exchange)
     with pytest.raises(IsADirectoryError):
         fastjoblib.dump({"v": 4}, path)
+    assert len(calls) == 2 and calls[1] == calls[0]
     assert os.listdir(fsdir) == ["model.pkl"]
     assert _bytes(os.path.join(path, "inside")) == b"keep me"
 
