@@ -199,7 +199,7 @@ def time_case(obj, compress, directory, runs):
     os.sync()
     leftovers = [n for n in os.listdir(directory) if n.endswith(".fjtmp")]
     assert not leftovers, leftovers
-    return {name: statistics.median(v) for name, v in times.items()}, len(data)
+    return {name: statistics.median(v) for name, v in times.items()}, len(data), times
 
 
 def time_convert(obj, directory, runs):
@@ -293,10 +293,12 @@ def run_fs(label, directory, names, runs, convert, rows, say, factor=1.0):
         obj = build(scale * factor)
         for compress in codecs:
             t0 = time.perf_counter()
-            times, size = time_case(obj, compress, directory, runs)
+            times, size, every = time_case(obj, compress, directory, runs)
             rows.append((label, wl, compress, times, size))
             say("   %s %s: %s (%.0f s)" % (wl, compress, ", ".join(
                 "%s %s ms" % (n, _ms(v)) for n, v in times.items()), time.perf_counter() - t0))
+            say("      all rounds (ms): " + "; ".join(
+                "%s %s" % (n, " ".join(_ms(x) for x in v)) for n, v in every.items()))
         if convert and wl == "random_forest":
             times, size = time_convert(obj, directory, runs)
             rows.append((label, wl, "convert zlib", times, size))
