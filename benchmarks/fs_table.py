@@ -275,12 +275,14 @@ def report(rows, runs):
         lines.append("| %s | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             fs, wl, compress, size / MiB, _ms(jl), _ms(pk) if pk else "", _ms(fj), _ms(dur),
             _ms(rn) if rn else "", _ms(raw) if raw else "", _x(jl, fj),
-            _x(pk, fj) if pk else "", "%.2f" % (fj / raw) if raw else "", _x(jl, dur)))
+            _x(pk, fj) if pk else "", "%.2f" % (fj / raw) if raw and compress == "none" else "",
+            _x(jl, dur)))
     lines.append("")
     lines.append("Medians of %d interleaved rounds, each dump over the contender's file of the "
                  "previous round, sync() before each timed dump (untimed). x joblib / x pickle-5: "
                  "their time / fastjoblib's (> 1: fastjoblib faster). / raw new file: "
-                 "fastjoblib's time / a plain write of its bytes to a new file (1 = the floor). "
+                 "fastjoblib's time / a plain write of its bytes to a new file (1 = the floor; "
+                 "uncompressed rows only). "
                  "convert rows: `convert --compress zlib` vs joblib.load + joblib.dump."
                  % runs)
     return "\n".join(lines)
