@@ -5,9 +5,13 @@
     python benchmarks/ratios.py --workloads big_array,small_dicts --runs 7 --codecs zlib,lz4
 
 Method (what the numbers mean):
-* Every contender dumps the workload to a real file in --dir (default: the system temp dir) and
-  loads it back from that file; the file is deleted after each load. Pages stay in the OS page
-  cache (no fsync, no cache dropping): this measures the library, not the disk.
+* Every contender dumps the workload to a real file in --dir (default: the system temp dir, a
+  real filesystem on most systems; /dev/shm takes the filesystem out of the numbers) and loads it
+  back from that file. Each contender keeps its file from round to round, so every dump after
+  the first overwrites the file of the previous round, as a training script overwrites its
+  checkpoint (an untimed first round creates the files). No fsync, no cache dropping: what a
+  filesystem costs on top is what joblib.dump / pickle.dump / fastjoblib.dump wait for when they
+  replace or truncate a file; the kernel writes the data back later.
 * Timing: --runs rounds; in each round every contender runs once (dump, then load), and the
   contender order rotates from round to round, so the machine's drift is spread over all of them.
   A table cell is the median of the rounds (wall clock, time.perf_counter).
@@ -40,6 +44,23 @@ sys.path.insert(0, HERE)
 import workloads as W  # noqa: E402
 
 MiB = 1 << 20
+
+
+def fstype(path):
+    """The filesystem type of the mount holding `path` ('?' where /proc/self/mounts is absent)."""
+    path = os.path.realpath(path)
+    best, kind = "", "?"
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                mnt = parts[1].replace("\\040", " ")
+                inside = path == mnt or path.startswith(mnt.rstrip("/") + "/")
+                if inside and len(mnt) >= len(best):
+                    best, kind = mnt, parts[2]
+    except (OSError, IndexError):
+        pass
+    return kind
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,6 +205,8 @@ def time_workload(workload, obj, contenders, runs, directory):
     times = {name: {"dump": [], "load": [], "size": None} for name, _, _ in contenders}
     paths = {name: os.path.join(directory, "bench-%d.bin" % i)
              for i, (name, _, _) in enumerate(contenders)}
+    for name, dump, _ in contenders:  # untimed: the files that every round overwrites
+        dump(obj, paths[name])
     for rnd in range(runs):
         k = rnd % len(contenders)
         order = contenders[k:] + contenders[:k]
@@ -199,9 +222,10 @@ def time_workload(workload, obj, contenders, runs, directory):
             result = load(path)
             t3 = time.perf_counter()
             del result
-            os.unlink(path)
             times[name]["dump"].append(t1 - t0)
             times[name]["load"].append(t3 - t2)
+    for path in paths.values():
+        os.unlink(path)
     return {name: {"dump": statistics.median(v["dump"]), "load": statistics.median(v["load"]),
                    "size": v["size"]} for name, v in times.items()}
 
@@ -298,6 +322,10 @@ def report(results, notes, args):
     lines.append("")
     lines.append("Python %s, %s, %d CPUs. Times in seconds; memory = peak extra RSS in MiB." %
                  (sys.version.split()[0], sys.platform, os.cpu_count() or 0))
+    where = getattr(args, "dir", None) or tempfile.gettempdir()
+    lines.append("")
+    lines.append("Files in %s (%s); each round overwrites the previous round's file." %
+                 (where, fstype(where)))
     lines.append("")
     lines.append("### Ratios: other time (or peak memory) / fastjoblib's; >1 = fastjoblib wins")
     lines.append("")

@@ -110,4 +110,7 @@ int fj_codec_exec(PyObject *module, fj_state *st);
 int fj_codec_traverse(fj_state *st, visitproc visit, void *arg);
 void fj_codec_clear(fj_state *st);
 
+/* fsops.c: _exchange (renameat2 RENAME_EXCHANGE); no module state. */
+int fj_fsops_exec(PyObject *module);
+
 #endif /* FJ_H */

@@ -1,7 +1,7 @@
 /* module.c: the fastjoblib._core module: definition, multi-phase init, module state.
  *
  * The entry points themselves (dump/load/dumps/loads, Pickler/Unpickler types) are added to the
- * module by each part's exec hook (pickler.c, unpickler.c, codec.c).
+ * module by each part's exec hook (pickler.c, unpickler.c, codec.c, fsops.c).
  */
 #define FJ_IMPORT_ARRAY
 #include "fj.h"
@@ -45,7 +45,8 @@ module_exec(PyObject *m)
         (st->np_memmap = get_attr_from("numpy", "memmap")) == NULL) {
         return -1;
     }
-    if (fj_pickler_exec(m, st) < 0 || fj_unpickler_exec(m, st) < 0 || fj_codec_exec(m, st) < 0) {
+    if (fj_pickler_exec(m, st) < 0 || fj_unpickler_exec(m, st) < 0 || fj_codec_exec(m, st) < 0 ||
+        fj_fsops_exec(m) < 0) {
         return -1;
     }
     return 0;

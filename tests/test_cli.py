@@ -292,6 +292,35 @@ def test_convert_in_place(capsys, tmp_path):
     assert os.listdir(tmp_path) == ["model.pkl"]  # no temporary left behind
 
 
+@pytest.mark.parametrize("durable", [False, True])
+def test_convert_durable(capsys, tmp_path, monkeypatch, durable):
+    """--durable fsyncs OUT (the inode that ends up at OUT's name) and OUT's directory; without
+    it, nothing is fsynced."""
+    obj = {"w": np.arange(1000.0)}
+    src, dst = str(tmp_path / "in.pkl"), str(tmp_path / "out.pkl")
+    joblib.dump(obj, src)
+    joblib.dump({"old": 1}, dst)
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        synced.append((st.st_dev, st.st_ino))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    args = ["convert", src, dst] + (["--durable"] if durable else [])
+    rc, _, err = main(capsys, *args)
+    assert rc == 0, err
+    assert_deep_equal(obj, joblib.load(dst))
+    st_out, st_dir = os.stat(dst), os.stat(tmp_path)
+    if durable:
+        assert synced == [(st_out.st_dev, st_out.st_ino), (st_dir.st_dev, st_dir.st_ino)]
+    else:
+        assert synced == []
+    assert sorted(os.listdir(tmp_path)) == ["in.pkl", "out.pkl"]
+
+
 @pytest.mark.parametrize("writer", [
     "dump_joblib_010", "dump_joblib_09_compressed", "dump_joblib_09",
 ])

@@ -48,6 +48,7 @@ def dump(
     threads: int | None = None,
     progress: _Progress = None,
     provenance: bool = True,
+    durable: bool = False,
 ) -> list[str]: ...
 @overload
 def dump(
@@ -59,6 +60,7 @@ def dump(
     threads: int | None = None,
     progress: _Progress = None,
     provenance: bool = True,
+    durable: bool = False,
 ) -> None: ...
 def load(
     filename: str | bytes | os.PathLike[str] | os.PathLike[bytes] | int | IO[bytes] | _ReadableFileobj,

@@ -21,6 +21,7 @@ JSON schema ``fastjoblib-bench/1``::
               "versions": {"fastjoblib": str, "numpy": str, "joblib": str|None, ...},
               "memory_method": "rss-fork|tracemalloc|none", "workloads_from": str,
               "directory": where the files were written,
+              "filesystem": its type ("ext4", "tmpfs", ...; "?" when unknown),
               "date": ISO-8601 str},
      "results": [{"workload": str, "description": str, "compress": "none"|"NAME[:LEVEL]",
                   "variant": null|"mmap_mode=r" (optional: a load variant of the case),
@@ -392,7 +393,25 @@ def run(size: str = "quick", log: Callable[[str], None] | None = None,
             del obj
     meta = _meta(size, mem_method, source)
     meta["directory"] = directory or tempfile.gettempdir()
+    meta["filesystem"] = _fstype(meta["directory"])
     return {"schema": SCHEMA, "meta": meta, "results": results}
+
+
+def _fstype(path: str) -> str:
+    """The filesystem type of the mount holding `path` ('?' where /proc/self/mounts is absent)."""
+    path = os.path.realpath(path)
+    best, kind = "", "?"
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                mnt = parts[1].replace("\\040", " ")
+                inside = path == mnt or path.startswith(mnt.rstrip("/") + "/")
+                if inside and len(mnt) >= len(best):
+                    best, kind = mnt, parts[2]
+    except (OSError, IndexError):
+        pass
+    return kind
 
 
 def _version(module: str) -> str | None:
@@ -517,7 +536,7 @@ def run_ratios(mod: Any, size: str, log: Callable[[str], None] | None = None,
         gc.unfreeze()
     text = mod.report(raw, notes, argparse.Namespace(quick=size != "full", runs=runs,
                                                       codec_list=codecs,
-                                                      scale_used=scale))
+                                                      scale_used=scale, dir=directory))
     rows: list[dict[str, Any]] = []
     for wl, (times, mem) in raw.items():
         for name, v in times.items():
@@ -533,6 +552,7 @@ def run_ratios(mod: Any, size: str, log: Callable[[str], None] | None = None,
     meta = _meta(size, "rss-subprocess" if any(m for _, m in raw.values()) else "none",
                  getattr(mod, "__fastjoblib_path__", "ratios.py"))
     meta.update(directory=directory or tempfile.gettempdir(), scale=scale, notes=notes)
+    meta["filesystem"] = _fstype(meta["directory"])
     return {"schema": SCHEMA, "meta": meta, "results": rows}, text
 
 
@@ -614,6 +634,8 @@ def format_table(results: dict[str, Any]) -> str:
     out.append("")
     out.append("x joblib / x pickle: their time divided by fastjoblib's (fastest of "
                f"{rows[0]['repeats'] if rows else '?'} interleaved repeats; > 1 = fastjoblib "
-               f"faster). Peak: extra memory ({meta.get('memory_method', '?')}). "
+               f"faster). Peak: extra memory ({meta.get('memory_method', '?')}). Files in "
+               f"{meta.get('directory', '?')} ({meta.get('filesystem', '?')}), overwritten "
+               "round after round. "
                f"Workloads: {meta.get('workloads_from', '?')}; size {meta.get('size', '?')}.")
     return "\n".join(out)

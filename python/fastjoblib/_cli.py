@@ -273,7 +273,7 @@ def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
     t1 = time.perf_counter()
     try:
         fastjoblib.dump(obj, dst, compress=compress, protocol=args.protocol,
-                        threads=args.threads)
+                        threads=args.threads, durable=args.durable)
     except (OSError, ValueError, TypeError) as exc:
         raise CLIError(f"cannot write {dst}: {exc}") from None
     except Exception as exc:
@@ -374,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="compression threads (default: all cores)")
     pc.add_argument("--protocol", type=int, metavar="P",
                     help="pickle protocol (default: pickle.DEFAULT_PROTOCOL)")
+    pc.add_argument("--durable", action="store_true",
+                    help="fsync OUT before it replaces the old file and its directory after, "
+                         "so that OUT survives a power cut once convert returns (default: "
+                         "left to the kernel's writeback, like joblib)")
     pc.set_defaults(func=cmd_convert)
 
     pb = sub.add_parser(
@@ -385,8 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
     pb.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     pb.add_argument("--dir", metavar="DIR",
-                    help="where to write the temporary files (default: the system temporary "
-                         "directory; a tmpfs such as /dev/shm takes the disk out of the numbers)")
+                    help="where to write the files (default: the system temporary directory, "
+                         "usually a real filesystem; each round overwrites the previous round's "
+                         "file, as a training script does; a tmpfs such as /dev/shm takes the "
+                         "filesystem out of the numbers)")
     pb.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     pb.add_argument("--runs", type=int, metavar="N",
                     help="interleaved rounds per workload (default: 5, --quick 3)")

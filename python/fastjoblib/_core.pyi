@@ -2,6 +2,7 @@
 
 Checked against the compiled module by tests/test_typing.py (mypy.stubtest) so that it cannot drift.
 """
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pickle import PickleBuffer
 from typing import Any, Literal, Protocol, type_check_only
@@ -126,6 +127,7 @@ class Unpickler:
 
 # codec test entry points
 
+def _exchange(a: str | bytes | os.PathLike[str] | os.PathLike[bytes], b: str | bytes | os.PathLike[str] | os.PathLike[bytes], /) -> None: ...
 def _compress(name: str, data: ReadableBuffer, level: int = -1, threads: int = 0, chunk: int = 0) -> bytes: ...
 def _decompress(name: str, data: ReadableBuffer, chunk: int = 0, inner_chunk: int = 0, threads: int = 0) -> bytes: ...
 def _budget(limit: int, /) -> Any: ...

@@ -5,8 +5,9 @@ Everything a user can observe before the first byte is pickled follows joblib 1.
 target checks, warnings and their texts, error types and texts. Deliberate differences, all
 documented in the README:
 
-* a path is written atomically (temporary file beside it, then ``os.replace``); on any exception,
-  KeyboardInterrupt included, the previous file is left intact and the temporary is removed;
+* a path is written atomically (temporary file beside it, then exchanged with the old file or
+  renamed into place: ``_target.py``); on any exception, KeyboardInterrupt included, the previous
+  file is left intact and the temporary is removed;
 * ``mmap_mode='write'`` is treated like ``'w+'`` (mapped ``'r+'``) instead of truncating the file;
 * an invalid ``mmap_mode`` for an uncompressed path raises numpy's ValueError before reading,
   not at the first array;
@@ -15,16 +16,14 @@ documented in the README:
 * a non-seekable file object without ``peek`` loads instead of raising ``UnsupportedOperation``;
 * zstd (``.zst``, magic ``28 b5 2f fd``) is a registered compressor.
 """
-import errno
 import io
 import os
 import pickle
-import secrets
-import stat
 import sys
 import warnings
 
 from . import _compressors, _provenance, _torch
+from ._target import atomic_write as _atomic_write
 from ._compressors import COMPRESSORS, LZ4_NOT_INSTALLED_ERROR, MAX_PREFIX_LEN
 
 # numpy.memmap's modes (numpy/_core/memmap.py), to reproduce its error for invalid ones.
@@ -124,79 +123,8 @@ def _resolve_compress(compress, filename, is_filename, is_fileobj):
     return None, -1
 
 
-def _fail_like_open(exc_type, err, filename):
-    return exc_type(err, os.strerror(err), filename)
-
-
-def _atomic_write(filename, write):
-    """Call write(fd) on a new temporary file beside `filename`, then rename it over `filename`.
-
-    The temporary gets what ``open(filename, 'wb')`` would have given the file: the existing
-    file's mode (and owner, when permitted), or 0o666 minus the umask for a new file. On any
-    exception the temporary is removed and the exception re-raised; the target is untouched.
-    """
-    if filename == "":
-        raise _fail_like_open(FileNotFoundError, errno.ENOENT, filename)
-    # Write through a symlink to its target, as open() would, instead of replacing the link.
-    target = os.path.realpath(filename) if os.path.islink(filename) else filename
-    try:
-        st = os.stat(target)
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        if stat.S_ISDIR(st.st_mode):
-            raise _fail_like_open(IsADirectoryError, errno.EISDIR, filename)
-        if not os.access(target, os.W_OK):
-            raise _fail_like_open(PermissionError, errno.EACCES, filename)
-    directory, base = os.path.split(target)
-    base = base[:200]
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    fd = -1
-    tmp = None
-    try:
-        for _ in range(100):
-            tmp = os.path.join(directory, ".%s.%s.fjtmp" % (base, secrets.token_hex(6)))
-            try:
-                fd = os.open(tmp, flags, 0o666)
-                break
-            except FileExistsError:
-                tmp = None
-                continue
-            except OSError as exc:
-                tmp = None
-                raise type(exc)(exc.errno, exc.strerror, filename) from None
-        else:  # pragma: no cover - 100 random collisions
-            raise _fail_like_open(FileExistsError, errno.EEXIST, filename)
-        if st is not None:
-            os.fchmod(fd, stat.S_IMODE(st.st_mode))
-            if hasattr(os, "fchown") and (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
-                try:
-                    os.fchown(fd, st.st_uid, st.st_gid)
-                except OSError:
-                    pass
-        write(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, target)
-        tmp = None
-    except BaseException:
-        # (an interrupt can land between a call and the assignment after it: every step of the
-        # cleanup tolerates an already-closed fd or an already-renamed temporary)
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        raise
-
-
 def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=None,
-         provenance=True):
+         provenance=True, durable=False):
     """Persist an arbitrary Python object into one file, in joblib's format.
 
     Same arguments, return value, errors and warnings as ``joblib.dump``; stock ``joblib.load``
@@ -206,9 +134,10 @@ def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=N
     ----------
     value: any Python object
     filename: str, os.PathLike or file object
-        A path is written atomically: a temporary file in the same directory is renamed over it
-        once the dump succeeded. The compressor matching the extension ('.z', '.gz', '.bz2',
-        '.lzma', '.xz', '.lz4', '.zst') is used unless `compress` names one.
+        A path is written atomically: a temporary file in the same directory takes its place
+        once the dump succeeded (exchanged with the old file, which is then unlinked, where the
+        system can; else renamed over it). The compressor matching the extension ('.z', '.gz',
+        '.bz2', '.lzma', '.xz', '.lz4', '.zst') is used unless `compress` names one.
     compress: int 0-9, bool, None, str or (str, int)
         Exactly as joblib: 0/False = no compression (unless the extension asks for one), True or
         None = zlib at its default level 3, an int = zlib at that level, a str = that method at
@@ -223,6 +152,11 @@ def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=N
     provenance: bool (keyword only)
         Record the environment (Python, NumPy, fastjoblib and referenced packages' versions, byte
         order, creation time) inside the stream; every loader returns the same object either way.
+    durable: bool (keyword only)
+        For a path: fsync the file before it replaces the old one and the directory after, so
+        that it survives a power cut once dump returns. False (default): like joblib and pickle,
+        the data stays in the page cache until the kernel writes it back. Ignored for a file
+        object (its owner decides when to flush it).
 
     Returns
     -------
@@ -251,7 +185,7 @@ def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=N
 
     try:
         if is_filename:
-            _atomic_write(filename, write)
+            _atomic_write(filename, write, durable=bool(durable))
         else:
             write(filename)
     finally:

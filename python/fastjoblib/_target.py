@@ -1,0 +1,158 @@
+"""Targets: where the bytes of a dump go. Today: a local path, replaced atomically.
+
+``atomic_write(filename, write, durable=False)`` calls ``write(fd)`` on a new temporary file beside
+the target and, once it is complete, puts it in the target's place:
+
+* the target exists: on Linux the temporary and the target are *exchanged*
+  (``renameat2(RENAME_EXCHANGE)``, ``_core._exchange``) and the old file, now at the temporary's
+  name, is unlinked. A rename over an existing file would make ext4 (its replace-via-rename
+  heuristic, ``auto_da_alloc``) and btrfs start writeback of the whole new file and wait for it;
+  an exchange does not. Where the exchange is unavailable (any OSError from it: EINVAL or
+  EOPNOTSUPP from the filesystem, ENOSYS from the kernel or a platform without the call, ENOENT
+  when the target vanished meanwhile), a plain ``os.replace`` does the job as before.
+* no target yet: ``os.replace``.
+
+Guarantees (tests/test_atomic.py, tests/test_target.py, on tmpfs and ext4/xfs/btrfs loop mounts):
+an exception, KeyboardInterrupt or SIGINT before the swap leaves the old file intact and removes
+the temporary; a concurrent reader opens the complete old or the complete new file; the new file
+gets what ``open(filename, 'wb')`` would have given it (the old file's mode, its owner when
+permitted, ``0o666 & ~umask`` for a new file; a symlink is written through). One window is new
+with the exchange: a process killed (SIGKILL, power cut) between the exchange and the unlink leaves
+the old contents under the temporary's name (``.NAME.<12 hex>.fjtmp`` beside the target), which is
+never cleaned up automatically (another process may be writing a temporary of that pattern).
+
+``durable=True`` fsyncs the file before the swap and the directory after it (and after the unlink),
+so the new file survives a power cut once the call returns. Default: neither, like joblib and
+pickle: the data sits in the page cache until the kernel writes it back.
+"""
+import errno
+import os
+import secrets
+import stat
+
+# errnos of an fsync on a directory that the filesystem does not support (nothing to make durable)
+_DIR_FSYNC_UNSUPPORTED = (errno.EINVAL, errno.EBADF, errno.ENOTSUP)
+
+
+def _exchange(a, b):
+    """Swap the directory entries a and b atomically; OSError where impossible."""
+    from . import _core
+
+    _core._exchange(a, b)
+
+
+def _fail_like_open(exc_type, err, filename):
+    return exc_type(err, os.strerror(err), filename)
+
+
+def _check_target(filename):
+    """(path to write, its stat or None), with open(filename, 'wb')'s errors for a bad target."""
+    if filename == "":
+        raise _fail_like_open(FileNotFoundError, errno.ENOENT, filename)
+    # Write through a symlink to its target, as open() would, instead of replacing the link.
+    target = os.path.realpath(filename) if os.path.islink(filename) else filename
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise _fail_like_open(IsADirectoryError, errno.EISDIR, filename)
+        if not os.access(target, os.W_OK):
+            raise _fail_like_open(PermissionError, errno.EACCES, filename)
+    return target, st
+
+
+def _open_temporary(directory, base, filename):
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, ".%s.%s.fjtmp" % (base, secrets.token_hex(6)))
+        try:
+            return tmp, os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise type(exc)(exc.errno, exc.strerror, filename) from None
+    raise _fail_like_open(FileExistsError, errno.EEXIST, filename)  # pragma: no cover
+
+
+def _fsync_directory(directory):
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+    dfd = os.open(directory or os.curdir, flags)
+    try:
+        os.fsync(dfd)
+    except OSError as exc:
+        if exc.errno not in _DIR_FSYNC_UNSUPPORTED:
+            raise
+    finally:
+        os.close(dfd)
+
+
+def atomic_write(filename, write, durable=False):
+    """Call write(fd) on a new temporary file beside `filename`, then put it in its place
+    (exchange + unlink of the old file where possible, else a rename; see the module docstring).
+
+    On any exception before the swap, KeyboardInterrupt included, the temporary is removed and
+    the exception re-raised; the target is untouched.
+    """
+    target, st = _check_target(filename)
+    directory, base = os.path.split(target)
+    fd = -1
+    tmp = None
+    try:
+        tmp, fd = _open_temporary(directory, base[:200], filename)
+        if st is not None:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))
+            if hasattr(os, "fchown") and (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+                try:
+                    os.fchown(fd, st.st_uid, st.st_gid)
+                except OSError:
+                    pass
+        write(fd)
+        if durable:
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        exchanged = False
+        if st is not None:
+            try:
+                _exchange(tmp, target)
+                exchanged = True
+            except OSError:
+                pass
+        if exchanged:
+            # the old file is now at `tmp`: unlinking it is the cleanup below too, so an
+            # interrupt landing anywhere from here on leaves the new file in place
+            _unlink_old(tmp, target, filename)
+        else:
+            os.replace(tmp, target)
+        tmp = None
+        if durable:
+            _fsync_directory(directory)
+    except BaseException:
+        # (an interrupt can land between a call and the assignment after it: every step of the
+        # cleanup tolerates an already-closed fd or an already-renamed / unlinked temporary;
+        # before the swap `tmp` is the partial new file, after an exchange the old file)
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        raise
+
+
+def _unlink_old(tmp, target, filename):
+    try:
+        os.unlink(tmp)
+    except (IsADirectoryError, PermissionError):
+        # a directory was put at the target's name since it was checked: swap back, so the
+        # directory keeps its name; the new file at `tmp` is removed by the caller's cleanup
+        if os.path.isdir(tmp) and not os.path.islink(tmp):
+            _exchange(tmp, target)
+            raise _fail_like_open(IsADirectoryError, errno.EISDIR, filename) from None
+        raise
