@@ -19,7 +19,7 @@ struct fj_budget {
 /* Bytes a load may take over its whole run, frees not given back, as a multiple of the limit:
  * allocating and freeing 800 MB forty times stays within any peak budget but not within time
  * linear in the file's size. */
-#define FJ_TOTAL_FACTOR 4
+#define FJ_TOTAL_FACTOR 2
 
 static int
 take(fj_budget *b, int64_t n)
@@ -129,7 +129,7 @@ raise_over(fj_budget *b, int64_t n)
 {
     PyErr_Format(PyExc_MemoryError,
                  "restricted load refused: the file asks for more memory than its budget of "
-                 "max_bytes=%lld (%lld in use, %lld more requested; at most 4 x max_bytes over the "
+                 "max_bytes=%lld (%lld in use, %lld more requested; at most 2 x max_bytes over the "
                  "whole load); pass a larger max_bytes= to load() if you expect this file to be "
                  "that large",
                  (long long)b->limit, (long long)__atomic_load_n(&b->used, __ATOMIC_RELAXED),
