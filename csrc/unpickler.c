@@ -2178,6 +2178,21 @@ fj_up_load(fj_up *u)
                 c = NULL;
             }
             int r = do_build(u, a, b);
+            /* what the state hands to the object may be kept by it: no later opcode changes it
+             * (a CategoricalDtype in a Categorical's state, a sub-dtype in a dtype's) */
+            if (r == 0 && u->restricted) {
+                if (PyTuple_Check(b)) {
+                    r = mark_escaped(u, b, NULL);
+                }
+                else if (PyDict_Check(b)) {
+                    r = mark_escaped(u, NULL, b);
+                }
+                else {
+                    PyObject *one = PyTuple_Pack(1, b);
+                    r = one == NULL ? -1 : mark_escaped(u, one, NULL);
+                    Py_XDECREF(one);
+                }
+            }
             Py_CLEAR(b);
             if (r == 0 && u->restricted && u->pol != NULL && u->pol->check_object != NULL) {
                 c = PyObject_CallOneArg(u->pol->check_object, a);

@@ -108,12 +108,14 @@ def _make_check_object(returned, pending):
                     nab = getattr(getattr(pd, "_libs", None), "arrays", None)
                     if nab is not None and isinstance(obj, nab.NDArrayBacked):
                         why = _pd_ndarray_backed_problem(pd, obj)
-                        if why == "pending":
-                            pending[id(obj)] = obj
-                        elif why is not None:
-                            raise _bad_state(type(obj).__name__, why)
-                        else:
-                            pending.pop(id(obj), None)
+                    else:
+                        why = _pd_other_problem(pd, obj)
+                    if why == "pending":
+                        pending[id(obj)] = obj
+                    elif why is not None:
+                        raise _bad_state(type(obj).__name__, why)
+                    else:
+                        pending.pop(id(obj), None)
         np = sys.modules.get("numpy")
         if np is not None and isinstance(obj, np.dtype) and (obj.fields or obj.subdtype) \
                 and dtype_weight(obj, weights) > _MAX_DTYPE_WEIGHT:
@@ -409,8 +411,63 @@ def _pd_ndarray_backed_problem(pd, obj):
     kind = kinds.get(type(obj).__name__)
     if kind is not None and (arr.dtype.kind != kind or arr.dtype.itemsize != 8):
         return f"a {type(obj).__name__} backed by {arr.dtype} data"
+    if kind in ("M", "m") and np.datetime_data(arr.dtype) not in (
+            ("s", 1), ("ms", 1), ("us", 1), ("ns", 1)):
+        return f"a {type(obj).__name__} backed by {arr.dtype} data (pandas has s/ms/us/ns only)"
     if isinstance(dtype, np.dtype) and arr.dtype != dtype and kind is None:
         return f"{arr.dtype} data for dtype {dtype}"
+    return None
+
+
+def _pd_other_problem(pd, obj):
+    """MultiIndex codes, SparseArray indexes, masked arrays' masks, indexes' backing arrays."""
+    import numpy as np
+    if isinstance(obj, pd.MultiIndex):
+        levels, codes = obj.levels, obj.codes
+        if len(levels) != len(codes):
+            return "as many code arrays as levels needed"
+        n = None
+        for lev, c in zip(levels, codes):
+            c = np.asarray(c)
+            if c.dtype.kind not in "iu" or c.ndim != 1:
+                return "codes must be 1-D integers"
+            if c.size and (int(c.min()) < -1 or int(c.max()) >= len(lev)):
+                return f"codes outside -1..{len(lev) - 1}"
+            if n is not None and c.size != n:
+                return "code arrays of different lengths"
+            n = c.size
+        return None
+    sp = getattr(pd.arrays, "SparseArray", None)
+    if sp is not None and isinstance(obj, sp):
+        try:
+            idx, vals = obj.sp_index, obj.sp_values
+        except Exception:
+            return "pending"
+        if not isinstance(vals, np.ndarray) or vals.ndim != 1 or vals.size != idx.npoints:
+            return "sparse values disagree with their index"
+        ind = np.asarray(idx.to_int_index().indices)
+        if ind.size and (int(ind.min()) < 0 or int(ind.max()) >= idx.length
+                         or (ind.size > 1 and not bool((np.diff(ind) > 0).all()))):
+            return "sparse index outside its length or unsorted"
+        return None
+    from pandas.core.arrays.masked import BaseMaskedArray
+    if isinstance(obj, BaseMaskedArray):
+        d, m = getattr(obj, "_data", None), getattr(obj, "_mask", None)
+        if not (isinstance(d, np.ndarray) and isinstance(m, np.ndarray)):
+            return "pending"
+        want = {"BooleanArray": "b", "IntegerArray": "iu", "FloatingArray": "f"}.get(
+            type(obj).__name__)
+        if m.dtype != np.bool_ or m.shape != d.shape or (want and d.dtype.kind not in want):
+            return "data and mask disagree"
+        return None
+    if isinstance(obj, pd.Index):
+        data = getattr(obj, "_data", None)
+        nab = getattr(getattr(pd, "_libs", None), "arrays", None)
+        if nab is not None and isinstance(data, nab.NDArrayBacked):
+            return _pd_ndarray_backed_problem(pd, data)
+        if isinstance(obj, (pd.DatetimeIndex, pd.TimedeltaIndex, pd.PeriodIndex)) \
+                and not isinstance(data, nab.NDArrayBacked):
+            return "an index without its array"
     return None
 
 
@@ -464,6 +521,27 @@ def _check_blocks(axes, blocks):
             raise _bad_state("pandas manager", "block placements do not cover the items once")
 
 
+def _pd_index_parts(pd, np, cls, d):
+    """_new_*Index(cls, d): the data a datetime-like index is made from, before pandas uses it."""
+    kind = {"DatetimeIndex": "M", "TimedeltaIndex": "m", "PeriodIndex": "i"}.get(
+        getattr(cls, "__name__", ""))
+    data = d.get("data")
+    if kind is None or data is None:
+        return
+    if isinstance(data, np.ndarray):
+        if data.dtype.kind != kind or data.dtype.itemsize != 8 or (
+                kind in "Mm" and np.datetime_data(data.dtype) not in (
+                    ("s", 1), ("ms", 1), ("us", 1), ("ns", 1))):
+            raise _bad_state(cls.__name__, f"made from {data.dtype} data")
+    else:
+        nab = pd._libs.arrays.NDArrayBacked
+        if not isinstance(data, nab):
+            raise _bad_state(cls.__name__, f"made from a {type(data).__name__}")
+        why = _pd_ndarray_backed_problem(pd, data)
+        if why is not None:
+            raise _bad_state(cls.__name__, why if why != "pending" else "array without its data")
+
+
 def _pd_manager_call(pd, func, args):
     from pandas.core.internals import managers
     if func is managers.BlockManager and len(args) >= 2:
@@ -483,8 +561,11 @@ def _pd_manager_state(state):
         st = state[3]["0.14.1"]
         if type(st) is not dict or "axes" not in st or "blocks" not in st:
             raise _bad_state("pandas manager", "malformed state")
-        _check_blocks(st["axes"], [(b.get("values"), b.get("mgr_locs")) for b in st["blocks"]
-                                   if type(b) is dict] if isinstance(st["blocks"], list) else [])
+        blocks = st["blocks"]
+        if type(blocks) is not list or not all(type(b) is dict for b in blocks) \
+                or type(st["axes"]) is not list:
+            raise _bad_state("pandas manager", "blocks must be a list of dicts, axes a list")
+        _check_blocks(st["axes"], [(b.get("values"), b.get("mgr_locs")) for b in blocks])
         return state
     raise _bad_state("pandas manager", "only pandas' own state layout is accepted")
 
@@ -575,7 +656,7 @@ def _keys_of(x):
 
 def _refuse_dateutil(x, depth):
     """pandas reads any file a 'dateutil/...' time-zone string names (dateutil.tz.gettz)."""
-    if type(x) is str:
+    if isinstance(x, str):  # numpy.str_ too
         if x.startswith("dateutil/"):
             raise _refuse(("pandas tz", f"time-zone string {x[:80]!r}: dateutil zones are read "
                                         "from files the string names"))
@@ -644,13 +725,27 @@ def _make_before_call(budget, pending):
         if type(fmod) is str and fmod.startswith("pandas"):
             # pandas parses date, period and frequency strings in super-linear time
             for v in vals:
-                if type(v) is str and len(v) > _MAX_PANDAS_STR:
+                if isinstance(v, str) and len(v) > _MAX_PANDAS_STR:
                     raise _bad_state(getattr(func, "__qualname__", "pandas"),
                                      f"a string argument of {len(v)} characters (at most "
                                      f"{_MAX_PANDAS_STR}: pandas parses them in quadratic time)")
             if fmod == "pandas.core.internals.managers":
                 _pd_manager_call(pd, func, args)
+            # boxing: a NumPy array turned into Python objects (dtype=object) costs ~100 B each
+            if np is not None and any(v is object or (isinstance(v, str) and str(v) in ("object", "O"))
+                                      or (isinstance(v, np.dtype) and v.hasobject) for v in vals):
+                for v in vals:
+                    if isinstance(v, np.ndarray) and not v.dtype.hasobject:
+                        budget.charge(100 * v.size)
+            if fmod.startswith("pandas.core.indexes") and len(args) == 2 and type(args[1]) is dict:
+                _pd_index_parts(pd, np, args[0], args[1])
         torch = sys.modules.get("torch")
+        if torch is not None and func is getattr(torch, "from_numpy", None) and args \
+                and np is not None and isinstance(args[0], np.ndarray) \
+                and not args[0].flags.writeable:
+            raise _bad_state("torch.from_numpy", "a read-only array (torch would write into "
+                                                 "memory that is not the load's, e.g. a shared "
+                                                 "bytes object)")
         if torch is not None and func is getattr(torch.Tensor, "new_empty", None) and len(args) >= 2:
             try:  # torch's allocations are not NumPy's: charge what new_empty is asked for
                 n = 1
