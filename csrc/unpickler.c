@@ -172,6 +172,31 @@ fj_up_clear(fj_up *u)
     Py_CLEAR(u->memo_dict);
 }
 
+/* A restricted load failed: drop the traceback of the exception and of its chain. The frames of
+ * the hooks and constructors that ran hold the half-built objects of the load (a pandas array
+ * without its data, an index whose state was refused) in their locals, and an error reporter
+ * that prints frame locals would use them. */
+static void
+strip_error_traceback(void)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    Py_CLEAR(tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    Py_CLEAR(tb);
+    PyObject *e = ev;
+    for (int i = 0; e != NULL && PyExceptionInstance_Check(e) && i < 64; i++) {
+        PyException_SetTraceback(e, Py_None);
+        PyObject *next = PyException_GetCause(e); /* new ref or NULL */
+        if (next == NULL) {
+            next = PyException_GetContext(e);
+        }
+        Py_XDECREF(next); /* still referenced by e */
+        e = next;
+    }
+    PyErr_Restore(et, ev, NULL);
+}
+
 static int
 raise_up(fj_up *u, const char *fmt, ...)
 {
@@ -696,12 +721,53 @@ is_deque(PyObject *o)
     return 0;
 }
 
-/* May the opcode `op` change `target` (borrowed)? 0 / -1. */
+static int guard_unshared(fj_up *u, const char *op, PyObject *obj, Py_ssize_t self_refs);
+
+/* References to `inst` held directly by its BUILD state (the state itself, a (dict, slots) pair,
+ * and their values): an object whose attribute is itself. */
+static Py_ssize_t
+state_self_refs(PyObject *inst, PyObject *state)
+{
+    Py_ssize_t n = state == inst;
+    PyObject *parts[2] = {state, NULL};
+    if (PyTuple_Check(state) && PyTuple_GET_SIZE(state) == 2) {
+        parts[0] = PyTuple_GET_ITEM(state, 0);
+        parts[1] = PyTuple_GET_ITEM(state, 1);
+        n += (parts[0] == inst) + (parts[1] == inst);
+    }
+    for (int p = 0; p < 2; p++) {
+        if (parts[p] != NULL && PyDict_Check(parts[p])) {
+            Py_ssize_t pos = 0;
+            PyObject *k, *v;
+            while (PyDict_Next(parts[p], &pos, &k, &v)) {
+                n += v == inst;
+            }
+        }
+    }
+    return n;
+}
+
+/* How many of the stack items from k up are `target` itself (a container given itself). */
+static Py_ssize_t
+self_refs_on_stack(fj_up *u, PyObject *target, Py_ssize_t k)
+{
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = k; i < u->sp; i++) {
+        n += u->stack[i] == target;
+    }
+    return n;
+}
+
+/* May the opcode `op` change `target` (borrowed)? self_refs: references to it among the items
+ * being added (a container given itself). 0 / -1. */
 static inline int
-guard_mutation(fj_up *u, const char *op, PyObject *target)
+guard_mutation(fj_up *u, const char *op, PyObject *target, Py_ssize_t self_refs)
 {
     if (u->restricted && u->seen != NULL && fj_memo_get(u->seen, target) != NULL) {
         return refuse_not_created(u, op, target);
+    }
+    if (u->restricted && guard_unshared(u, op, target, self_refs) < 0) {
+        return -1;
     }
     if (u->restricted && u->pol != NULL && fj_memo_get(&u->pol->escaped, target) != NULL) {
         PyErr_Format(u->st->UnpicklingError,
@@ -811,6 +877,60 @@ guard_result(fj_up *u, PyObject *res)
  * FLOOD_MAX keys on one hash in one container is refused. */
 #define FLOOD_MAX 64
 
+/* A tuple key is hashed (and compared) element by element every time it is used, nested tuples
+ * included, and nothing is cached: a tuple whose two items are the tuple below, 28 deep, is a
+ * few hundred bytes and 2**28 elements to hash. Under a policy a key may expand to at most
+ * KEY_MAX elements, and a load may insert at most KEY_WORK_MAX such elements in all. */
+#define KEY_MAX 100000
+#define KEY_WORK_MAX ((int64_t)64 << 20)
+
+static int
+key_work(fj_up *u, PyObject *key)
+{
+    if (!PyTuple_Check(key) || u->pol == NULL) {
+        return 0;
+    }
+    Py_ssize_t cap = 64, sp = 0, n = 0;
+    PyObject **stk = PyMem_Malloc((size_t)cap * sizeof(PyObject *));
+    if (stk == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    stk[sp++] = key; /* borrowed: the key holds everything below it */
+    while (sp > 0 && n <= KEY_MAX) {
+        PyObject *t = stk[--sp];
+        Py_ssize_t len = PyTuple_GET_SIZE(t);
+        n += 1 + len;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            PyObject *c = PyTuple_GET_ITEM(t, i);
+            if (!PyTuple_Check(c)) {
+                continue;
+            }
+            if (sp == cap) {
+                PyObject **p = PyMem_Realloc(stk, (size_t)cap * 2 * sizeof(PyObject *));
+                if (p == NULL) {
+                    PyMem_Free(stk);
+                    PyErr_NoMemory();
+                    return -1;
+                }
+                stk = p;
+                cap *= 2;
+            }
+            stk[sp++] = c;
+        }
+    }
+    PyMem_Free(stk);
+    u->pol->key_work += n;
+    if (n > KEY_MAX || u->pol->key_work > KEY_WORK_MAX) {
+        PyErr_Format(u->st->UnpicklingError,
+                     "refused a tuple key that expands to more than %d elements, or tuple keys of more "
+                     "than %lld elements in all (each use hashes every element) (offset %lld)",
+                     KEY_MAX, (long long)KEY_WORK_MAX, (long long)fj_source_tell(u->src) - 1);
+        return -1;
+    }
+    return 0;
+}
+
 static int
 flood_count(fj_up *u, PyObject *container, PyObject *key)
 {
@@ -900,17 +1020,20 @@ refuse_dunder_keys(fj_up *u, PyObject *d)
     return 0;
 }
 
-/* NumPy's dtype and ndarray __setstate__ change the object in place, and whatever already refers
- * to it (a structured dtype's fields, a view, an array of that dtype) is not told: under a policy
- * they may only get state while nothing but the unpickler's stack and one memo slot hold them. */
+/* An object changes in place (BUILD, SETITEM(S), APPEND(S), ADDITEMS) and whatever already
+ * refers to it is not told: a Categorical checked against its categories, a structured dtype
+ * against its fields, a DataFrame against its index, a class-level cache keyed by it. Under a
+ * policy, an object may only change while nothing but the unpickler's stack (one slot: DUP is
+ * refused) and one memo slot refer to it. Legitimate streams fill each object right after making
+ * it, before anything else refers to it; only cyclic structures are refused. */
 static int
-guard_numpy_build(fj_up *u, PyObject *inst)
+guard_unshared(fj_up *u, const char *op, PyObject *obj, Py_ssize_t self_refs)
 {
-    if ((PyArray_DescrCheck(inst) || PyArray_Check(inst)) && Py_REFCNT(inst) > 2) {
+    if (Py_REFCNT(obj) - self_refs > 2) { /* (references from the object's own new items do not count) */
         PyErr_Format(u->st->UnpicklingError,
-                     "refused BUILD on a %.200s that is already in use (%zd references): NumPy "
-                     "changes it in place (offset %lld)",
-                     Py_TYPE(inst)->tp_name, (Py_ssize_t)Py_REFCNT(inst), (long long)fj_source_tell(u->src) - 1);
+                     "refused %s on a %.200s that is already referenced elsewhere (%zd references): "
+                     "under trusted=, objects change only before anything refers to them (offset %lld)",
+                     op, Py_TYPE(obj)->tp_name, (Py_ssize_t)Py_REFCNT(obj), (long long)fj_source_tell(u->src) - 1);
         return -1;
     }
     return 0;
@@ -1125,7 +1248,7 @@ do_setitems(fj_up *u, PyObject *d, Py_ssize_t k)
     if (n % 2 != 0) {
         return raise_up(u, "odd number of items for SETITEMS");
     }
-    if (guard_mutation(u, "SETITEMS", d) < 0) {
+    if (guard_mutation(u, "SETITEMS", d, u->restricted ? self_refs_on_stack(u, d, k) : 0) < 0) {
         return -1;
     }
     int exact = PyDict_CheckExact(d);
@@ -1138,6 +1261,9 @@ do_setitems(fj_up *u, PyObject *d, Py_ssize_t k)
     }
     for (Py_ssize_t i = k; i < u->sp; i += 2) {
         Py_ssize_t before = PyDict_Check(d) ? PyDict_GET_SIZE(d) : 0;
+        if (flood && key_work(u, u->stack[i]) < 0) {
+            return -1;
+        }
         int r = exact ? PyDict_SetItem(d, u->stack[i], u->stack[i + 1])
                       : PyObject_SetItem(d, u->stack[i], u->stack[i + 1]);
         if (r < 0 || (flood && PyDict_GET_SIZE(d) > before && flood_count(u, d, u->stack[i]) < 0)) {
@@ -1151,7 +1277,7 @@ do_setitems(fj_up *u, PyObject *d, Py_ssize_t k)
 static int
 do_appends(fj_up *u, PyObject *lst, Py_ssize_t k)
 {
-    if (guard_mutation(u, "APPENDS", lst) < 0) {
+    if (guard_mutation(u, "APPENDS", lst, u->restricted ? self_refs_on_stack(u, lst, k) : 0) < 0) {
         return -1;
     }
     if (u->restricted && !PyList_Check(lst) && !is_deque(lst)) {
@@ -1217,7 +1343,7 @@ do_appends(fj_up *u, PyObject *lst, Py_ssize_t k)
 static int
 do_additems(fj_up *u, PyObject *set, Py_ssize_t k)
 {
-    if (guard_mutation(u, "ADDITEMS", set) < 0) {
+    if (guard_mutation(u, "ADDITEMS", set, u->restricted ? self_refs_on_stack(u, set, k) : 0) < 0) {
         return -1;
     }
     if (u->restricted && !PyAnySet_Check(set)) {
@@ -1230,7 +1356,7 @@ do_additems(fj_up *u, PyObject *set, Py_ssize_t k)
     if (PySet_Check(set)) {
         for (Py_ssize_t i = k; i < u->sp; i++) {
             Py_ssize_t before = PySet_GET_SIZE(set);
-            if (PySet_Add(set, u->stack[i]) < 0 ||
+            if ((flood && key_work(u, u->stack[i]) < 0) || PySet_Add(set, u->stack[i]) < 0 ||
                 (flood && PySet_GET_SIZE(set) > before && flood_count(u, set, u->stack[i]) < 0)) {
                 return -1;
             }
@@ -1867,7 +1993,7 @@ fj_up_load(fj_up *u)
                 c = PySet_New(NULL);
                 for (Py_ssize_t fi = 0; c != NULL && fi < PyTuple_GET_SIZE(a); fi++) {
                     Py_ssize_t before = PySet_GET_SIZE(c);
-                    if (PySet_Add(c, PyTuple_GET_ITEM(a, fi)) < 0 ||
+                    if (key_work(u, PyTuple_GET_ITEM(a, fi)) < 0 || PySet_Add(c, PyTuple_GET_ITEM(a, fi)) < 0 ||
                         (PySet_GET_SIZE(c) > before && flood_count(u, c, PyTuple_GET_ITEM(a, fi)) < 0)) {
                         Py_CLEAR(c);
                     }
@@ -1886,7 +2012,7 @@ fj_up_load(fj_up *u)
             if ((a = pop(u)) == NULL || (b = top(u)) == NULL) {
                 goto error;
             }
-            if (guard_mutation(u, "APPEND", b) < 0) {
+            if (guard_mutation(u, "APPEND", b, a == b) < 0) {
                 b = NULL;
                 goto error;
             }
@@ -2150,7 +2276,10 @@ fj_up_load(fj_up *u)
                 a = NULL;
                 goto error;
             }
-            if (u->restricted && (guard_numpy_build(u, a) < 0 || check_build_target(u, a) < 0)) {
+            /* (the refcount is taken before the policy's check_build, which may keep a reference) */
+            Py_ssize_t refs_before = Py_REFCNT(a);
+            if (u->restricted && (check_build_target(u, a) < 0 ||
+                                  (refs_before > 2 && guard_unshared(u, "BUILD", a, state_self_refs(a, b)) < 0))) {
                 a = NULL; /* borrowed */
                 goto error;
             }
@@ -2273,6 +2402,10 @@ fj_up_load(fj_up *u)
             drop_to(u, k);
             break;
         case OP_DUP:
+            if (u->restricted) { /* pickle never writes it; it would hide a second reference */
+                raise_up(u, "refused DUP under trusted= (offset %lld)", (long long)fj_source_tell(s) - 1);
+                goto error;
+            }
             if ((b = top(u)) == NULL) {
                 goto error;
             }
@@ -2685,6 +2818,9 @@ unpickler_load(UnpicklerObject *self, PyObject *Py_UNUSED(ignored))
     self->memo_dict = NULL;
     self->active = &u;
     res = fj_up_load(&u);
+    if (res == NULL && u.restricted) {
+        strip_error_traceback();
+    }
     self->active = NULL;
     self->proto = u.proto;
     self->loading = 0;
@@ -3083,6 +3219,9 @@ run_pickle_load(fj_state *st, fj_source *src, int fix_imports, const char *encod
     u.buffers = it;
     if (find_class == NULL || fj_up_restrict(&u, find_class, cb) == 0) {
         res = fj_up_load(&u);
+        if (res == NULL && u.restricted) {
+            strip_error_traceback();
+        }
     }
     fj_up_clear(&u);
     if (res != NULL && fj_source_finish(src) < 0) {
@@ -3428,6 +3567,9 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
         }
     }
     res = fj_up_load(&u);
+    if (res == NULL && u.restricted) {
+        strip_error_traceback();
+    }
     int compat = u.compat_mode;
     fj_up_clear(&u);
     if (res != NULL && fj_source_finish(&src) < 0) {

@@ -20,6 +20,7 @@ typedef struct {
     /* objects handed to a call as an argument (or inside a tuple, list or dict argument): the
      * callee may have kept them (a class-level cache), so opcodes may no longer change them */
     fj_memo escaped;
+    int64_t key_work;        /* tuple-key elements hashed so far (CPython does not cache them) */
     /* hash-flooding guard: full hash -> number of distinct keys inserted with it */
     Py_hash_t *hkeys;
     uint32_t *hcounts;

@@ -24,6 +24,7 @@ import collections
 import pickle
 import sys
 import types
+import weakref
 
 __all__ = ["BudgetExceededError", "Budget", "attach", "default_max_bytes"]
 
@@ -106,12 +107,18 @@ def _make_check_object(returned, pending):
                 elif mod.startswith("pandas"):
                     pd = sys.modules.get("pandas")
                     nab = getattr(getattr(pd, "_libs", None), "arrays", None)
+                    from pandas._libs.tslibs.offsets import BaseOffset
                     if nab is not None and isinstance(obj, nab.NDArrayBacked):
                         why = _pd_ndarray_backed_problem(pd, obj)
+                    elif isinstance(obj, BaseOffset):
+                        why = _pd_offset_problem(obj)
                     else:
                         why = _pd_other_problem(pd, obj)
                     if why == "pending":
-                        pending[id(obj)] = obj
+                        try:
+                            pending[id(obj)] = weakref.ref(obj)
+                        except TypeError:
+                            raise _bad_state(type(obj).__name__, "made without its data") from None
                     elif why is not None:
                         raise _bad_state(type(obj).__name__, why)
                     else:
@@ -365,9 +372,51 @@ def _rng_check_built(obj):
             raise _bad_state("SeedSequence", "pool does not match pool_size")
 
 
+def _pd_state_keys(inst, state):
+    """pandas objects: cached values ('_cache', which pandas pickles with an array's __dict__) are
+    dropped from the state: pandas recomputes them, and a check and pandas' own code must read
+    the same thing. Offsets other than DateOffset take no state (they pickle through their
+    constructor). Returns the state to apply."""
+    from pandas._libs.tslibs.offsets import BaseOffset
+    import pandas as pd
+    if isinstance(inst, BaseOffset) and type(inst) is not pd.DateOffset:
+        raise _bad_state(type(inst).__name__, "pandas offsets pickle through their constructor")
+
+    def clean(part):
+        if type(part) is dict and "_cache" in part:
+            part = {k: v for k, v in part.items() if k != "_cache"}
+        return part
+    if type(state) is tuple:
+        return tuple(clean(p) for p in state)
+    return clean(state)
+
+
+def _pd_offset_problem(obj):
+    """An offset made without its __init__ (NEWOBJ) has internal codes that do not match its
+    parameters, and pandas caches dtypes by offset: compare with one made by the constructor."""
+    import pandas as pd
+    if type(obj) is pd.DateOffset:
+        return None
+    try:
+        ref = type(obj)(obj.n, obj.normalize, **obj.kwds)
+    except Exception as exc:
+        return f"its parameters are refused by its constructor ({exc})"
+    for attr in ("_period_dtype_code", "freqstr", "rule_code"):
+        try:
+            a, b = getattr(obj, attr, None), getattr(ref, attr, None)
+        except Exception:
+            return f"unreadable {attr}"
+        if a != b:
+            return f"{attr} {a!r} does not match its parameters ({b!r})"
+    return None
+
+
 def _filter_state(inst, state):
     _refuse_dateutil(state, 0)
     pd = sys.modules.get("pandas")
+    if pd is not None and type(type(inst).__module__) is str \
+            and type(inst).__module__.startswith("pandas"):
+        state = _pd_state_keys(inst, state)
     if pd is not None and type(inst).__name__ in ("BlockManager", "SingleBlockManager") \
             and type(inst).__module__ == "pandas.core.internals.managers":
         return _pd_manager_state(state)
@@ -680,8 +729,62 @@ def _effective_call(func, args, kwargs):
     return func, args, kwargs
 
 
+_EXPANDED_MAX = 4 << 20  # container slots a call argument may expand to through shared parts
+_CONTAINER_TYPES = (list, tuple, dict, set, frozenset)
+
+
+def _expanded_slots(root):
+    """(slots of `root` with every shared container counted at each use, distinct slots): what
+    repr(), str(), hashing or comparing it walks, against what the file holds. Iterative and
+    memoised, so linear in the distinct containers."""
+    if type(root) not in _CONTAINER_TYPES:
+        return 0, 0
+    memo = {}
+    distinct = 0
+    stack = [(root, False)]
+    active = set()
+    while stack:
+        x, done = stack.pop()
+        if id(x) in memo:
+            continue
+        kids = list(x.items()) if type(x) is dict else x
+        flat = []
+        for k in kids:
+            if type(k) is tuple and type(x) is dict:
+                flat.extend(k)
+            else:
+                flat.append(k)
+        if not done:
+            if id(x) in active:
+                continue  # a cycle: counted once
+            active.add(id(x))
+            stack.append((x, True))
+            for k in flat:
+                if type(k) in _CONTAINER_TYPES and id(k) not in memo and id(k) not in active:
+                    stack.append((k, False))
+        else:
+            distinct += len(flat)
+            size = len(flat) + sum(memo[id(k)][0] for k in flat
+                                   if type(k) in _CONTAINER_TYPES and id(k) in memo)
+            memo[id(x)] = (size, x)
+            active.discard(id(x))
+    return memo[id(root)][0], distinct
+
+
 def _make_before_call(budget, pending):
     flood_checked = {}
+    dag_checked = {}
+
+    def dag_check(func, v):
+        if type(v) not in _CONTAINER_TYPES or id(v) in dag_checked:
+            return
+        dag_checked[id(v)] = v
+        size, distinct = _expanded_slots(v)
+        if size > _EXPANDED_MAX and size > 64 * max(distinct, 1):
+            raise _bad_state(getattr(func, "__qualname__", "call"),
+                             f"an argument whose shared parts expand to {size} items (the file "
+                             f"holds {distinct}): printing, hashing or comparing it would walk "
+                             "every one")
 
     def flood_scan(func, x):
         if id(x) in flood_checked:
@@ -708,8 +811,9 @@ def _make_before_call(budget, pending):
             _refuse_dateutil(v, 0)
             inner = v if type(v) in (tuple, list) else (
                 list(v.values()) if type(v) is dict else ())
+            dag_check(func, v)
             for w in [v, *inner[:64]]:
-                if pending and id(w) in pending:
+                if pending and id(w) in pending and pending[id(w)]() is w:
                     raise _bad_state(type(w).__name__, "used before it got its data")
                 flood_scan(func, w)
         if func in _CONTAINERS and args:
@@ -797,8 +901,9 @@ def attach(find_class, returned, max_bytes=None):
     find_class.before_call = _make_before_call(budget, pending)
 
     def finish():
-        if pending:
-            obj = next(iter(pending.values()))
-            raise _bad_state(type(obj).__name__, "left without its data at the end of the load")
+        for ref in pending.values():
+            obj = ref()
+            if obj is not None:
+                raise _bad_state(type(obj).__name__, "left without its data at the end of the load")
     find_class.finish = finish
     return find_class
