@@ -357,11 +357,23 @@ drop_to(fj_up *u, Py_ssize_t k)
 /* ---------------------------------------------------------------------------------------------
  * Memo */
 
+/* A memo slot is reused (pickle never does; a hand-made stream may): the object it held keeps a
+ * reference from the policy instead, so that the change rule (guard_unshared: at most the
+ * stack and one memo slot) still sees every other reference to it. */
+static int
+pin_object(fj_up *u, PyObject *old)
+{
+    return u->pol == NULL ? 0 : fj_memo_set(&u->pol->escaped, old, 0);
+}
+
 static int
 memo_put(fj_up *u, uint64_t idx, PyObject *obj /* borrowed */)
 {
     if (idx < (uint64_t)u->memo_cap) {
         PyObject *old = u->memo[idx];
+        if (u->restricted && old != NULL && old != obj && pin_object(u, old) < 0) {
+            return -1;
+        }
         u->memo[idx] = Py_NewRef(obj);
         if (old == NULL) {
             u->memo_count++;
@@ -398,6 +410,13 @@ memo_put(fj_up *u, uint64_t idx, PyObject *obj /* borrowed */)
         return -1;
     }
     int had = PyDict_Contains(u->memo_dict, key);
+    if (had > 0 && u->restricted) {
+        PyObject *old = PyDict_GetItemWithError(u->memo_dict, key); /* borrowed */
+        if ((old == NULL && PyErr_Occurred()) || (old != NULL && old != obj && pin_object(u, old) < 0)) {
+            Py_DECREF(key);
+            return -1;
+        }
+    }
     int r = had < 0 ? -1 : PyDict_SetItem(u->memo_dict, key, obj);
     Py_DECREF(key);
     if (r == 0 && had == 0) {
@@ -734,6 +753,9 @@ state_self_refs(PyObject *inst, PyObject *state)
         parts[0] = PyTuple_GET_ITEM(state, 0);
         parts[1] = PyTuple_GET_ITEM(state, 1);
         n += (parts[0] == inst) + (parts[1] == inst);
+        if (parts[1] == parts[0]) { /* one dict given twice holds its references once */
+            parts[1] = NULL;
+        }
     }
     for (int p = 0; p < 2; p++) {
         if (parts[p] != NULL && PyDict_Check(parts[p])) {

@@ -705,8 +705,8 @@ def test_red_team_round_three():
     # H1: categories Index shared by a CategoricalDtype, a Categorical checked against it, then
     # the Index shrunk by BUILD (a segfault in list() before the refcount rule)
     idx = pickle.dumps(pd.Index(list(range(1000)), dtype=object), 2)[2:-1] + _put(10000)
-    dtype = (g("pandas", "CategoricalDtype") + b")\x81" + _put(10001) + b"}" + s("categories")
-             + _get(10000) + s("ordered") + b"\x89sb")
+    dtype = (g("pandas", "CategoricalDtype") + b")\x81" + _put(10001) + b"}(" + s("categories")
+             + _get(10000) + s("ordered") + b"\x89ub")
     cat = _nab("pandas", "Categorical", b"(" + _get(10001)
                + pickle.dumps(np.array([999] * 4, dtype=np.int16), 2)[2:-1] + b"tb")
     shrink = _get(10000) + b"}" + s("_data") + pickle.dumps(np.array([7], dtype=object), 2)[2:-1] + b"sb"
@@ -731,3 +731,59 @@ def test_pandas_cached_values_are_dropped_not_trusted():
     assert b"_cache" in data
     out = fastjoblib.loads(data, trusted=True)
     assert list(out.year) == [2024] * 3 and str(out.dtype) == str(dta.dtype)
+
+
+# Fourth red-team round: the change rule's bookkeeping (one dict given twice as a state, a reused
+# memo index), memory shared by two arrays and written by a later call, a BUILD that changes an
+# object shared with another (MaskedArray's __setstate__ writes into its _mask).
+_ROUND4 = {
+    'frombuffer-alias-keepmask': b'\x80\x02cbuiltins\nbytearray\n(J\x08\x00\x00\x00tRr\xe8\x03\x00\x000cnumpy._core.numeric\n_frombuffer\n(j\xe8\x03\x00\x00cnumpy\ndtype\nX\x02\x00\x00\x00i8\x89\x88\x87R(K\x03X\x01\x00\x00\x00<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb(J\x01\x00\x00\x00tX\x01\x00\x00\x00CtRr\xe9\x03\x00\x000cpandas\nCategoricalDtype\n)\x81}(X\n\x00\x00\x00categoriescpandas.core.indexes.base\n_new_Index\ncpandas\nIndex\n}(X\x04\x00\x00\x00datacnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85c_codecs\nencode\nX\x01\x00\x00\x00bX\x06\x00\x00\x00latin1\x86R\x87R(K\x01K\x01\x85cnumpy\ndtype\nX\x02\x00\x00\x00O8\x89\x88\x87R(K\x03X\x01\x00\x00\x00|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK?tb\x89]X\x01\x00\x00\x00xatbX\x04\x00\x00\x00nameNu\x86RX\x07\x00\x00\x00ordered\x89ubr\xea\x03\x00\x000cpandas._libs.arrays\n__pyx_unpickle_NDArrayBacked\n(cpandas\nCategorical\nJ\x1f\x06\xf1\x04NtRj\xea\x03\x00\x00j\xe9\x03\x00\x00\x86br\xeb\x03\x00\x000cnumpy.ma.core\nMaskedArray\n(cnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85c_codecs\nencode\nq\x00X\x01\x00\x00\x00bX\x06\x00\x00\x00latin1q\x01\x86R\x87R(K\x01K\x01\x85cnumpy\ndtype\nq\x02X\x02\x00\x00\x00V8\x89\x88\x87R(K\x03X\x01\x00\x00\x00|q\x03N(X\x02\x00\x00\x00f0q\x04X\x02\x00\x00\x00f1q\x05X\x02\x00\x00\x00f2q\x06X\x02\x00\x00\x00f3q\x07X\x02\x00\x00\x00f4q\x08X\x02\x00\x00\x00f5q\tX\x02\x00\x00\x00f6q\nX\x02\x00\x00\x00f7q\x0bt}(h\x04h\x02X\x02\x00\x00\x00b1\x89\x88\x87Rq\x0c(K\x03h\x03NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbK\x00\x86h\x05h\x0cK\x01\x86h\x06h\x0cK\x02\x86h\x07h\x0cK\x03\x86h\x08h\x0cK\x04\x86h\th\x0cK\x05\x86h\nh\x0cK\x06\x86h\x0bh\x0cK\x07\x86uK\x08K\x01K\x10tb\x89h\x00X\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00h\x01\x86Rtbcnumpy._core.numeric\n_frombuffer\n(j\xe8\x03\x00\x00cnumpy\ndtype\nq\x00X\x02\x00\x00\x00V8\x89\x88\x87R(K\x03X\x01\x00\x00\x00|q\x01N(X\x02\x00\x00\x00f0q\x02X\x02\x00\x00\x00f1q\x03X\x02\x00\x00\x00f2q\x04X\x02\x00\x00\x00f3q\x05X\x02\x00\x00\x00f4q\x06X\x02\x00\x00\x00f5q\x07X\x02\x00\x00\x00f6q\x08X\x02\x00\x00\x00f7q\tt}(h\x02h\x00X\x02\x00\x00\x00b1\x89\x88\x87Rq\n(K\x03h\x01NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbK\x00\x86h\x03h\nK\x01\x86h\x04h\nK\x02\x86h\x05h\nK\x03\x86h\x06h\nK\x04\x86h\x07h\nK\x05\x86h\x08h\nK\x06\x86h\th\nK\x07\x86uK\x08K\x01K\x10tb(J\x01\x00\x00\x00tX\x01\x00\x00\x00CtRN\x89\x88J\x00\x00\x00\x00N\x89tRr\xec\x03\x00\x000cnumpy.ma.core\nMaskedArray\n(j\xec\x03\x00\x00cnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85c_codecs\nencode\nq\x00X\x01\x00\x00\x00bX\x06\x00\x00\x00latin1q\x01\x86R\x87R(K\x01K\x01\x85cnumpy\ndtype\nq\x02X\x02\x00\x00\x00V8\x89\x88\x87R(K\x03X\x01\x00\x00\x00|q\x03N(X\x02\x00\x00\x00f0q\x04X\x02\x00\x00\x00f1q\x05X\x02\x00\x00\x00f2q\x06X\x02\x00\x00\x00f3q\x07X\x02\x00\x00\x00f4q\x08X\x02\x00\x00\x00f5q\tX\x02\x00\x00\x00f6q\nX\x02\x00\x00\x00f7q\x0bt}(h\x04h\x02X\x02\x00\x00\x00b1\x89\x88\x87Rq\x0c(K\x03h\x03NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbK\x00\x86h\x05h\x0cK\x01\x86h\x06h\x0cK\x02\x86h\x07h\x0cK\x03\x86h\x08h\x0cK\x04\x86h\th\x0cK\x05\x86h\nh\x0cK\x06\x86h\x0bh\x0cK\x07\x86uK\x08K\x01K\x10tb\x89h\x00X\x08\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01\x01h\x01\x86RtbtR0(j\xeb\x03\x00\x00t.',
+}
+
+_OOB_WRITE = b'\x80\x05cnumpy.ma.core\nMaskedArray\n(cnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85c_codecs\nencode\nq\x00X\x01\x00\x00\x00bX\x06\x00\x00\x00latin1q\x01\x86R\x87R(K\x01K\x01\x85cnumpy\ndtype\nq\x02X\x02\x00\x00\x00V8\x89\x88\x87R(K\x03X\x01\x00\x00\x00|q\x03N(X\x02\x00\x00\x00f0q\x04X\x02\x00\x00\x00f1q\x05X\x02\x00\x00\x00f2q\x06X\x02\x00\x00\x00f3q\x07X\x02\x00\x00\x00f4q\x08X\x02\x00\x00\x00f5q\tX\x02\x00\x00\x00f6q\nX\x02\x00\x00\x00f7q\x0bt}(h\x04h\x02X\x02\x00\x00\x00b1\x89\x88\x87Rq\x0c(K\x03h\x03NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbK\x00\x86h\x05h\x0cK\x01\x86h\x06h\x0cK\x02\x86h\x07h\x0cK\x03\x86h\x08h\x0cK\x04\x86h\th\x0cK\x05\x86h\nh\x0cK\x06\x86h\x0bh\x0cK\x07\x86uK\x08K\x01K\x10tb\x89h\x00X\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00h\x01\x86Rtbcnumpy._core.numeric\n_frombuffer\n(\x97cnumpy\ndtype\nq\x00X\x02\x00\x00\x00V8\x89\x88\x87R(K\x03X\x01\x00\x00\x00|q\x01N(X\x02\x00\x00\x00f0q\x02X\x02\x00\x00\x00f1q\x03X\x02\x00\x00\x00f2q\x04X\x02\x00\x00\x00f3q\x05X\x02\x00\x00\x00f4q\x06X\x02\x00\x00\x00f5q\x07X\x02\x00\x00\x00f6q\x08X\x02\x00\x00\x00f7q\tt}(h\x02h\x00X\x02\x00\x00\x00b1\x89\x88\x87Rq\n(K\x03h\x01NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbK\x00\x86h\x03h\nK\x01\x86h\x04h\nK\x02\x86h\x05h\nK\x03\x86h\x06h\nK\x04\x86h\x07h\nK\x05\x86h\x08h\nK\x06\x86h\th\nK\x07\x86uK\x08K\x01K\x10tb(J\x01\x00\x00\x00tX\x01\x00\x00\x00CtRN\x89\x88J\x00\x00\x00\x00N\x89tRr\xf6\x03\x00\x000cnumpy.ma.core\nMaskedArray\n(j\xf6\x03\x00\x00cnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85c_codecs\nencode\nq\x00X\x01\x00\x00\x00bX\x06\x00\x00\x00latin1q\x01\x86R\x87R(K\x01K\x01\x85cnumpy\ndtype\nq\x02X\x02\x00\x00\x00V8\x89\x88\x87R(K\x03X\x01\x00\x00\x00|q\x03N(X\x02\x00\x00\x00f0q\x04X\x02\x00\x00\x00f1q\x05X\x02\x00\x00\x00f2q\x06X\x02\x00\x00\x00f3q\x07X\x02\x00\x00\x00f4q\x08X\x02\x00\x00\x00f5q\tX\x02\x00\x00\x00f6q\nX\x02\x00\x00\x00f7q\x0bt}(h\x04h\x02X\x02\x00\x00\x00b1\x89\x88\x87Rq\x0c(K\x03h\x03NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbK\x00\x86h\x05h\x0cK\x01\x86h\x06h\x0cK\x02\x86h\x07h\x0cK\x03\x86h\x08h\x0cK\x04\x86h\th\x0cK\x05\x86h\nh\x0cK\x06\x86h\x0bh\x0cK\x07\x86uK\x08K\x01K\x10tb\x89h\x00X\x08\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01\x01h\x01\x86RtbtR.'
+
+
+def test_red_team_round_four():
+    import pandas as pd
+    # a state (d, d): the same dict counted once as the object's own reference
+    idx = pickle.dumps(pd.Index(list(range(1000)), dtype=object), 2)[2:-1] + _put(10000)
+    dtype = (g("pandas", "CategoricalDtype") + b")\x81" + _put(10001) + b"}(" + s("categories")
+             + _get(10000) + s("ordered") + b"\x89ub")
+    cat = _nab("pandas", "Categorical", b"(" + _get(10001)
+               + pickle.dumps(np.array([999] * 4, dtype=np.int16), 2)[2:-1] + b"tb")
+    d = b"}(" + s("_data") + pickle.dumps(np.array([7], dtype=object), 2)[2:-1] + b"".join(
+        s(k) + _get(10000) for k in "wxyz") + b"u" + _put(10002)
+    twice = _get(10000) + d + _get(10002) + b"\x86b"
+    # the Index left on the stack while its memo index is reused by another object
+    reuse = (idx + dtype + cat + b"0" + _get(10000) + b"N" + _put(10000) + b"0" + b"}" + s("_data")
+             + pickle.dumps(np.array([7], dtype=object), 2)[2:-1] + b"sb")
+    # MaskedArray(keep_mask=False) keeps an IntegerArray's mask as its own; its BUILD then
+    # shrinks that mask to one element
+    n = 1000
+    ba = g("builtins", "bytearray")
+    mask = (g("numpy._core.numeric", "_frombuffer") + b"(" + ba + i(n) + b"\x85R" + s("?") + i(n)
+            + b"\x85" + s("C") + b"tR" + _put(20000) + b"0")
+    ia = (g("pandas.arrays", "IntegerArray") + pickle.dumps(np.ones(n, dtype=np.int64), 2)[2:-1]
+          + _get(20000) + b"\x86R" + _put(20001) + b"0")
+    ma = (g("numpy.ma.core", "MaskedArray") + b"(" + g("numpy._core.numeric", "_frombuffer") + b"("
+          + ba + i(8 * n) + b"\x85R" + s("<i8") + i(n) + b"\x85" + s("C") + b"tR" + _get(20000)
+          + b"N\x89\x88K\x00N\x89tR"
+          + pickle.dumps(np.ma.array([1], mask=[0], dtype=np.int64).__getstate__(), 2)[2:-1]
+          + b"b0(" + _get(20001) + b"t")
+    cases = {"state-dict-twice": p4(b"(" + idx + dtype + cat + twice + b"t"),
+             "memo-index-reused": p4(b"(" + reuse + b"t"),
+             "masked-setstate-shared-mask": p4(mask + ia + ma),
+             **_ROUND4}
+    res = run_child({k: ("loads", v, {"trusted": True}) for k, v in cases.items()})
+    alias = res.pop("frombuffer-alias-keepmask")
+    assert alias[0] == "loaded" or "refused" in alias[0]  # no aliasing left: harmless either way
+    assert_refused(res, "referenced elsewhere", "handed to a call", "disagree", "refused")
+
+
+def test_out_of_band_buffers_are_not_written():
+    ba = bytearray(8)
+    try:
+        fastjoblib.loads(_OOB_WRITE, trusted=True, buffers=[ba])
+    except pickle.UnpicklingError:
+        pass
+    assert bytes(ba) == bytes(8)

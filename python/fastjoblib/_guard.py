@@ -95,7 +95,26 @@ _CALLABLE_TYPES = (type, types.ModuleType, types.FunctionType, types.BuiltinFunc
                    types.MethodDescriptorType, types.ClassMethodDescriptorType)
 
 
-def _make_check_object(returned, pending):
+def _pd_recheck(pd, obj):
+    """Why a pandas object made by this load is unsafe now (None: fine). Run again before a call
+    uses it and at the end of the load: a later call may have changed memory it shares."""
+    nab = getattr(getattr(pd, "_libs", None), "arrays", None)
+    if nab is not None and isinstance(obj, nab.NDArrayBacked):
+        why = _pd_ndarray_backed_problem(pd, obj)
+    else:
+        why = _pd_other_problem(pd, obj)
+    if why is None and isinstance(obj, (pd.DataFrame, pd.Series)):
+        mgr = getattr(obj, "_mgr", None)
+        try:
+            _check_blocks(list(mgr.axes), [(b.values, b.mgr_locs) for b in mgr.blocks])
+        except pickle.UnpicklingError as exc:
+            why = str(exc)
+        except Exception:
+            why = "an inconsistent block manager"
+    return why
+
+
+def _make_check_object(returned, pending, made):
     weights = {}
 
     def check_object(obj, shared=False):
@@ -108,6 +127,10 @@ def _make_check_object(returned, pending):
                     pd = sys.modules.get("pandas")
                     nab = getattr(getattr(pd, "_libs", None), "arrays", None)
                     from pandas._libs.tslibs.offsets import BaseOffset
+                    try:
+                        made[id(obj)] = weakref.ref(obj)
+                    except TypeError:
+                        pass
                     if nab is not None and isinstance(obj, nab.NDArrayBacked):
                         why = _pd_ndarray_backed_problem(pd, obj)
                     elif isinstance(obj, BaseOffset):
@@ -771,7 +794,7 @@ def _expanded_slots(root):
     return memo[id(root)][0], distinct
 
 
-def _make_before_call(budget, pending):
+def _make_before_call(budget, pending, made):
     flood_checked = {}
     dag_checked = {}
 
@@ -815,6 +838,11 @@ def _make_before_call(budget, pending):
             for w in [v, *inner[:64]]:
                 if pending and id(w) in pending and pending[id(w)]() is w:
                     raise _bad_state(type(w).__name__, "used before it got its data")
+                ref = made.get(id(w)) if made else None
+                if ref is not None and ref() is w:
+                    why = _pd_recheck(pd, w)
+                    if why is not None and why != "pending":
+                        raise _bad_state(type(w).__name__, f"{why} (changed after it was made)")
                 flood_scan(func, w)
         if func in _CONTAINERS and args:
             a0 = args[0]
@@ -843,6 +871,8 @@ def _make_before_call(budget, pending):
                         budget.charge(100 * v.size)
             if fmod.startswith("pandas.core.indexes") and len(args) == 2 and type(args[1]) is dict:
                 _pd_index_parts(pd, np, args[0], args[1])
+        if np is not None and func is np.ndarray and (len(args) > 2 or (kwargs and "buffer" in kwargs)):
+            raise _bad_state("numpy.ndarray", "an array over another object's memory (buffer=)")
         torch = sys.modules.get("torch")
         if torch is not None and func is getattr(torch, "from_numpy", None) and args \
                 and np is not None and isinstance(args[0], np.ndarray) \
@@ -892,18 +922,26 @@ def reraise_budget(policy, exc):
 def attach(find_class, returned, max_bytes=None):
     """Give a policy (``make_find_class``'s find_class) the hooks the C engine looks up, and
     ``finish()``, which the caller runs on the loaded value."""
-    pending = {}  # pandas arrays made without their data (BUILD to come): id -> object
-    find_class.check_object = _make_check_object(returned, pending)
+    pending = {}  # pandas arrays made without their data (BUILD to come): id -> weakref
+    made = {}  # pandas objects this load made: id -> weakref (checked again at use and at the end)
+    find_class.check_object = _make_check_object(returned, pending, made)
     find_class.filter_state = _filter_state
     budget = Budget(max_bytes)
     find_class.budget_obj = budget
     find_class.budget = budget.capsule
-    find_class.before_call = _make_before_call(budget, pending)
+    find_class.before_call = _make_before_call(budget, pending, made)
 
     def finish():
         for ref in pending.values():
             obj = ref()
             if obj is not None:
                 raise _bad_state(type(obj).__name__, "left without its data at the end of the load")
+        pd = sys.modules.get("pandas")
+        for ref in made.values():
+            obj = ref()
+            if obj is not None and pd is not None:
+                why = _pd_recheck(pd, obj)
+                if why is not None:
+                    raise _bad_state(type(obj).__name__, f"{why} at the end of the load")
     find_class.finish = finish
     return find_class

@@ -493,7 +493,22 @@ def _rng_ctor(which):
 _RNG_SHIMS = [_rng_ctor(n) for n in ("__randomstate_ctor", "__generator_ctor",
                                      "__bit_generator_ctor")]
 
-_SHIMS = {"numpy.random._pickle.__randomstate_ctor": _RNG_SHIMS[0],
+def _restricted_frombuffer(buf, dtype, shape, order, axis_order=None):
+    """Stand-in for numpy's _frombuffer (protocol-5 arrays): a copy, not a view of `buf`: two
+    arrays over one bytearray (or over a caller's out-of-band buffer) would let a later call that
+    writes into one change the other after it was checked."""
+    from numpy._core.numeric import _frombuffer
+    view = (_frombuffer(buf, dtype, shape, order) if axis_order is None
+            else _frombuffer(buf, dtype, shape, order, axis_order))
+    out = view.copy(order="K")
+    if not view.flags.writeable:
+        out.flags.writeable = False
+    return out
+
+
+_SHIMS = {"numpy._core.numeric._frombuffer": _restricted_frombuffer,
+          "numpy.core.numeric._frombuffer": _restricted_frombuffer,
+          "numpy.random._pickle.__randomstate_ctor": _RNG_SHIMS[0],
           "numpy.random._pickle.__generator_ctor": _RNG_SHIMS[1],
           "numpy.random._pickle.__bit_generator_ctor": _RNG_SHIMS[2],
           "fractions.Fraction": _restricted_fraction, "decimal.Decimal": _restricted_decimal,
