@@ -700,15 +700,23 @@ def _get(n):
     return b"j" + struct.pack("<I", n)
 
 
-def test_red_team_round_three():
+def _categorical_over_index():
+    """Stream parts: an object Index of 1000 items (memo 10000), a CategoricalDtype over it (memo
+    10001), and a Categorical of that dtype whose codes (999) are valid for it."""
     import pandas as pd
-    # H1: categories Index shared by a CategoricalDtype, a Categorical checked against it, then
-    # the Index shrunk by BUILD (a segfault in list() before the refcount rule)
     idx = pickle.dumps(pd.Index(list(range(1000)), dtype=object), 2)[2:-1] + _put(10000)
     dtype = (g("pandas", "CategoricalDtype") + b")\x81" + _put(10001) + b"}(" + s("categories")
              + _get(10000) + s("ordered") + b"\x89ub")
     cat = _nab("pandas", "Categorical", b"(" + _get(10001)
                + pickle.dumps(np.array([999] * 4, dtype=np.int16), 2)[2:-1] + b"tb")
+    return idx, dtype, cat
+
+
+def test_red_team_round_three():
+    import pandas as pd
+    # H1: categories Index shared by a CategoricalDtype, a Categorical checked against it, then
+    # the Index shrunk by BUILD (a segfault in list() before the refcount rule)
+    idx, dtype, cat = _categorical_over_index()
     shrink = _get(10000) + b"}" + s("_data") + pickle.dumps(np.array([7], dtype=object), 2)[2:-1] + b"sb"
     cases = {"shrink-after-check": p4(b"(" + idx + dtype + cat + shrink + b"t")}
     cases.update({k: v for k, v in _ROUND3.items()})
@@ -744,13 +752,8 @@ _OOB_WRITE = b'\x80\x05cnumpy.ma.core\nMaskedArray\n(cnumpy._core.multiarray\n_r
 
 
 def test_red_team_round_four():
-    import pandas as pd
     # a state (d, d): the same dict counted once as the object's own reference
-    idx = pickle.dumps(pd.Index(list(range(1000)), dtype=object), 2)[2:-1] + _put(10000)
-    dtype = (g("pandas", "CategoricalDtype") + b")\x81" + _put(10001) + b"}(" + s("categories")
-             + _get(10000) + s("ordered") + b"\x89ub")
-    cat = _nab("pandas", "Categorical", b"(" + _get(10001)
-               + pickle.dumps(np.array([999] * 4, dtype=np.int16), 2)[2:-1] + b"tb")
+    idx, dtype, cat = _categorical_over_index()
     d = b"}(" + s("_data") + pickle.dumps(np.array([7], dtype=object), 2)[2:-1] + b"".join(
         s(k) + _get(10000) for k in "wxyz") + b"u" + _put(10002)
     twice = _get(10000) + d + _get(10002) + b"\x86b"
