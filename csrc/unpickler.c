@@ -100,7 +100,7 @@ fj_up_restrict(fj_up *u, PyObject *find_class, PyObject *check_build)
     u->seen = &u->seen_own;
     fj_policy *pol = &u->pol_own;
     u->pol = pol;
-    fj_memo_init(&pol->escaped);
+    fj_memo_init(&pol->pinned);
     if (policy_hook(find_class, "filter_state", &pol->filter_state) < 0 ||
         policy_hook(find_class, "check_object", &pol->check_object) < 0 ||
         policy_hook(find_class, "before_call", &pol->before_call) < 0 ||
@@ -147,7 +147,7 @@ fj_up_clear(fj_up *u)
         Py_CLEAR(pol->before_call);
         Py_CLEAR(pol->budget_cap);
         pol->budget = NULL;
-        fj_memo_free(&pol->escaped);
+        fj_memo_free(&pol->pinned);
         PyMem_Free(pol->hkeys);
         PyMem_Free(pol->hcounts);
         pol->hkeys = NULL;
@@ -363,7 +363,7 @@ drop_to(fj_up *u, Py_ssize_t k)
 static int
 pin_object(fj_up *u, PyObject *old)
 {
-    return u->pol == NULL ? 0 : fj_memo_set(&u->pol->escaped, old, 0);
+    return u->pol == NULL ? 0 : fj_memo_set(&u->pol->pinned, old, 0);
 }
 
 static int
@@ -687,9 +687,6 @@ check_build_target(fj_up *u, PyObject *inst)
     else if (u->seen != NULL && fj_memo_get(u->seen, inst) != NULL) {
         what = "global or an object shared outside this load";
     }
-    else if (u->pol != NULL && fj_memo_get(&u->pol->escaped, inst) != NULL) {
-        what = "object already handed to a call, which may have kept it";
-    }
     if (what == NULL) {
         return 0;
     }
@@ -791,65 +788,6 @@ guard_mutation(fj_up *u, const char *op, PyObject *target, Py_ssize_t self_refs)
     if (u->restricted && guard_unshared(u, op, target, self_refs) < 0) {
         return -1;
     }
-    if (u->restricted && u->pol != NULL && fj_memo_get(&u->pol->escaped, target) != NULL) {
-        PyErr_Format(u->st->UnpicklingError,
-                     "refused %s on a %.200s object that was already handed to a call (the callee may "
-                     "have kept it, in a cache shared with the rest of the process) (offset %lld)",
-                     op, Py_TYPE(target)->tp_name, (long long)fj_source_tell(u->src) - 1);
-        return -1;
-    }
-    return 0;
-}
-
-/* Remember the arguments of a call (and the items of tuple, list and dict arguments). */
-static int
-mark_escaped(fj_up *u, PyObject *args, PyObject *kw)
-{
-    if (u->pol == NULL) {
-        return 0;
-    }
-    fj_memo *m = &u->pol->escaped;
-    PyObject *groups[2] = {args, kw};
-    for (int gi = 0; gi < 2; gi++) {
-        PyObject *grp = groups[gi];
-        if (grp == NULL) {
-            continue;
-        }
-        Py_ssize_t pos = 0, n = PyTuple_Check(grp) ? PyTuple_GET_SIZE(grp) : 0;
-        PyObject *k, *a;
-        for (Py_ssize_t i = 0;; i++) {
-            if (PyTuple_Check(grp)) {
-                if (i >= n) {
-                    break;
-                }
-                a = PyTuple_GET_ITEM(grp, i);
-            }
-            else if (!PyDict_Next(grp, &pos, &k, &a)) {
-                break;
-            }
-            if (fj_memo_set(m, a, 0) < 0) {
-                return -1;
-            }
-            if (PyTuple_CheckExact(a) || PyList_CheckExact(a)) {
-                Py_ssize_t len = PySequence_Fast_GET_SIZE(a);
-                PyObject **items = PySequence_Fast_ITEMS(a);
-                for (Py_ssize_t j = 0; j < len; j++) {
-                    if (fj_memo_set(m, items[j], 0) < 0) {
-                        return -1;
-                    }
-                }
-            }
-            else if (PyDict_CheckExact(a)) {
-                Py_ssize_t dp = 0;
-                PyObject *dk, *dv;
-                while (PyDict_Next(a, &dp, &dk, &dv)) {
-                    if (fj_memo_set(m, dv, 0) < 0) {
-                        return -1;
-                    }
-                }
-            }
-        }
-    }
     return 0;
 }
 
@@ -871,7 +809,7 @@ guard_call(fj_up *u, PyObject *func, PyObject *args, PyObject *kw)
         }
         Py_DECREF(r);
     }
-    return mark_escaped(u, args, kw);
+    return 0;
 }
 
 /* After a call returned `res` (borrowed; the caller holds the only reference it took). */
@@ -2329,21 +2267,6 @@ fj_up_load(fj_up *u)
                 c = NULL;
             }
             int r = do_build(u, a, b);
-            /* what the state hands to the object may be kept by it: no later opcode changes it
-             * (a CategoricalDtype in a Categorical's state, a sub-dtype in a dtype's) */
-            if (r == 0 && u->restricted) {
-                if (PyTuple_Check(b)) {
-                    r = mark_escaped(u, b, NULL);
-                }
-                else if (PyDict_Check(b)) {
-                    r = mark_escaped(u, NULL, b);
-                }
-                else {
-                    PyObject *one = PyTuple_Pack(1, b);
-                    r = one == NULL ? -1 : mark_escaped(u, one, NULL);
-                    Py_XDECREF(one);
-                }
-            }
             Py_CLEAR(b);
             if (r == 0 && u->restricted && u->pol != NULL && u->pol->check_object != NULL) {
                 c = PyObject_CallOneArg(u->pol->check_object, a);

@@ -17,9 +17,10 @@ typedef struct {
     PyObject *budget_cap;    /* capsule of the budget, or NULL */
     PyObject *old_handler;   /* NumPy memory handler to restore after the load, or NULL */
     fj_budget *budget;       /* inside budget_cap, or NULL */
-    /* objects handed to a call as an argument (or inside a tuple, list or dict argument): the
-     * callee may have kept them (a class-level cache), so opcodes may no longer change them */
-    fj_memo escaped;
+    /* objects whose memo slot a stream reused (pickle never does): the reference held here
+     * stands in for the memo's, so the change rule (guard_unshared) still sees every other
+     * reference to them */
+    fj_memo pinned;
     int64_t key_work;        /* tuple-key elements hashed so far (CPython does not cache them) */
     /* hash-flooding guard: full hash -> number of distinct keys inserted with it */
     Py_hash_t *hkeys;
