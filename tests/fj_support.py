@@ -1,5 +1,34 @@
-"""Helpers shared by the Python-layer tests (test_persist, test_atomic, test_api_joblib_compat)."""
+"""Helpers shared by the Python-layer tests (test_persist, test_atomic, test_target,
+test_api_joblib_compat)."""
+import joblib
+import numpy as np
+
 from fastjoblib import _compressors
+
+
+# The file a failed dump must leave untouched: written by stock joblib.
+PREVIOUS = {"version": 1, "w": np.arange(1000.0)}
+
+
+class Bomb:
+    """An object whose pickling raises the given exception (a dump that fails part-way)."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __reduce__(self):
+        raise self.exc
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write_previous(path):
+    """Write PREVIOUS at path with stock joblib; return the file's bytes."""
+    joblib.dump(PREVIOUS, path)
+    return read_bytes(path)
 
 
 def container(path_or_bytes):

@@ -15,23 +15,7 @@ import pytest
 
 import fastjoblib
 from fastjoblib import _persist
-
-
-PREVIOUS = {"version": 1, "w": np.arange(1000.0)}
-
-
-class Bomb:
-    def __init__(self, exc):
-        self.exc = exc
-
-    def __reduce__(self):
-        raise self.exc
-
-
-def _write_previous(path):
-    joblib.dump(PREVIOUS, path)
-    with open(path, "rb") as f:
-        return f.read()
+from fj_support import PREVIOUS, Bomb, write_previous
 
 
 def _check_intact(directory, path, previous_bytes):
@@ -49,7 +33,7 @@ def _check_intact(directory, path, previous_bytes):
 def test_atomic_write_helper(exc, tmp_path):
     """The helper itself, with a writer that has written part of the data when it fails."""
     path = str(tmp_path / "model.pkl")
-    previous = _write_previous(path)
+    previous = write_previous(path)
 
     def write(fd):
         os.write(fd, b"partial data" * 1000)
@@ -62,7 +46,7 @@ def test_atomic_write_helper(exc, tmp_path):
 
 def test_atomic_write_helper_success_replaces(tmp_path):
     path = str(tmp_path / "model.pkl")
-    _write_previous(path)
+    write_previous(path)
     _persist._atomic_write(path, lambda fd: os.write(fd, b"new"))
     assert sorted(os.listdir(tmp_path)) == ["model.pkl"]
     with open(path, "rb") as f:
@@ -74,7 +58,7 @@ def test_atomic_write_helper_success_replaces(tmp_path):
                          ids=lambda e: type(e).__name__)
 def test_reduce_raises_mid_dump(exc, compress, tmp_path):
     path = str(tmp_path / "model.pkl")
-    previous = _write_previous(path)
+    previous = write_previous(path)
     # a few MiB of array data are already written when the bomb goes off
     value = {"big": np.random.default_rng(0).random(2**19), "then": [1, 2, Bomb(exc)]}
     with pytest.raises(type(exc)) as info:

@@ -28,6 +28,7 @@ import pytest
 
 import fastjoblib
 from fastjoblib import _core, _target
+from fj_support import Bomb, read_bytes, write_previous
 
 LOOP_FS = {"ext4": (["mkfs.ext4", "-q", "-F"], "e2fsprogs"),
            "xfs": (["mkfs.xfs", "-q", "-f"], "xfsprogs"),
@@ -130,27 +131,6 @@ def fsdir(request, _mounts):
         shutil.rmtree(d, ignore_errors=True)
 
 
-OLD = {"version": 1, "w": np.arange(1000.0)}
-
-
-class Bomb:
-    def __init__(self, exc):
-        self.exc = exc
-
-    def __reduce__(self):
-        raise self.exc
-
-
-def _bytes(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _write_old(path):
-    joblib.dump(OLD, path)
-    return _bytes(path)
-
-
 @pytest.fixture
 def record_exchange(monkeypatch):
     """Calls of _target._exchange: list of (a, b, errno or None); the real call still happens."""
@@ -180,7 +160,7 @@ def test_core_exchange_swaps(fsdir):
         f.write(b"B")
     ino_a = os.stat(a).st_ino
     _core._exchange(a, b)
-    assert _bytes(a) == b"B" and _bytes(b) == b"A" and os.stat(b).st_ino == ino_a
+    assert read_bytes(a) == b"B" and read_bytes(b) == b"A" and os.stat(b).st_ino == ino_a
     with pytest.raises(FileNotFoundError):
         _core._exchange(a, os.path.join(fsdir, "missing"))
 
@@ -212,7 +192,7 @@ def test_fallback_to_rename_when_exchange_unsupported(fsdir, monkeypatch, err):
         raise OSError(err, os.strerror(err))
     monkeypatch.setattr(_target, "_exchange", unsupported)
     path = os.path.join(fsdir, "model.pkl")
-    _write_old(path)
+    write_previous(path)
     os.chmod(path, 0o640)
     assert fastjoblib.dump({"v": 2}, path) == [path]
     assert len(calls) == 1
@@ -220,17 +200,17 @@ def test_fallback_to_rename_when_exchange_unsupported(fsdir, monkeypatch, err):
     assert joblib.load(path) == {"v": 2}
     assert os.stat(path).st_mode & 0o7777 == 0o640
     # and an exception on the fallback path keeps the old file too
-    previous = _bytes(path)
+    previous = read_bytes(path)
     with pytest.raises(RuntimeError):
         fastjoblib.dump([np.arange(1e5), Bomb(RuntimeError("boom"))], path)
-    assert os.listdir(fsdir) == ["model.pkl"] and _bytes(path) == previous
+    assert os.listdir(fsdir) == ["model.pkl"] and read_bytes(path) == previous
 
 
 def test_target_vanishes_before_exchange(fsdir, record_exchange, monkeypatch):
     """The target is deleted between the check and the swap: ENOENT from the exchange, then the
     rename puts the new file in place."""
     path = os.path.join(fsdir, "model.pkl")
-    _write_old(path)
+    write_previous(path)
     real = _target._exchange
 
     def exchange(a, b):
@@ -246,7 +226,7 @@ def test_directory_appears_at_target(fsdir, monkeypatch):
     """A directory takes the target's name between the check and the swap: the directory keeps
     its name (swapped back), IsADirectoryError, the temporary is removed."""
     path = os.path.join(fsdir, "model.pkl")
-    _write_old(path)
+    write_previous(path)
     real = _target._exchange
 
     calls = []
@@ -264,7 +244,7 @@ def test_directory_appears_at_target(fsdir, monkeypatch):
         fastjoblib.dump({"v": 4}, path)
     assert len(calls) == 2 and calls[1] == calls[0]
     assert os.listdir(fsdir) == ["model.pkl"]
-    assert _bytes(os.path.join(path, "inside")) == b"keep me"
+    assert read_bytes(os.path.join(path, "inside")) == b"keep me"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,12 +256,12 @@ def test_directory_appears_at_target(fsdir, monkeypatch):
 @pytest.mark.parametrize("compress", [0, "lz4"])
 def test_exception_mid_dump_keeps_old(fsdir, exc, compress):
     path = os.path.join(fsdir, "model.pkl")
-    previous = _write_old(path)
+    previous = write_previous(path)
     value = {"big": np.random.default_rng(0).random(2**19), "then": [Bomb(exc)]}
     with pytest.raises(type(exc)):
         fastjoblib.dump(value, path, compress=compress)
     assert os.listdir(fsdir) == ["model.pkl"]
-    assert _bytes(path) == previous
+    assert read_bytes(path) == previous
     assert joblib.load(path)["version"] == 1
 
 
@@ -289,7 +269,7 @@ def test_interrupt_right_after_exchange(fsdir, monkeypatch):
     """KeyboardInterrupt between the exchange and the unlink of the old file: the new file is in
     place and the old one (at the temporary's name) is removed by the cleanup."""
     path = os.path.join(fsdir, "model.pkl")
-    _write_old(path)
+    write_previous(path)
     real = _target._exchange
 
     def exchange(a, b):
@@ -388,7 +368,7 @@ def test_permissions_like_open(fsdir):
             pass
         assert os.stat(new).st_mode & 0o7777 == os.stat(ref).st_mode & 0o7777 == 0o640
         existing = os.path.join(fsdir, "existing.pkl")
-        _write_old(existing)
+        write_previous(existing)
         os.chmod(existing, 0o604)
         fastjoblib.dump(2, existing)  # exchanged
         assert os.stat(existing).st_mode & 0o7777 == 0o604
@@ -400,7 +380,7 @@ def test_permissions_like_open(fsdir):
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown needs root")
 def test_owner_kept_as_root(fsdir):
     path = os.path.join(fsdir, "model.pkl")
-    _write_old(path)
+    write_previous(path)
     os.chown(path, 4321, 4322)
     fastjoblib.dump(2, path)
     st = os.stat(path)
@@ -410,7 +390,7 @@ def test_owner_kept_as_root(fsdir):
 def test_symlink_written_through(fsdir):
     real = os.path.join(fsdir, "real.pkl")
     link = os.path.join(fsdir, "link.pkl")
-    _write_old(real)
+    write_previous(real)
     os.symlink("real.pkl", link)
     fastjoblib.dump({"v": 6}, link)
     assert os.path.islink(link) and os.readlink(link) == "real.pkl"
@@ -457,7 +437,7 @@ def record_sync(monkeypatch):
 def test_durable_fsyncs_file_then_directory(fsdir, record_sync, exists, compress):
     path = os.path.join(fsdir, "ckpt.pkl")
     if exists:
-        _write_old(path)
+        write_previous(path)
     fastjoblib.dump({"w": np.arange(1e5)}, path, compress=compress, durable=True)
     swap = ("exchange",) if exists else ("rename",)
     ino_file, ino_dir = os.stat(path).st_ino, os.stat(fsdir).st_ino
@@ -467,7 +447,7 @@ def test_durable_fsyncs_file_then_directory(fsdir, record_sync, exists, compress
 
 def test_not_durable_by_default(fsdir, record_sync):
     path = os.path.join(fsdir, "ckpt.pkl")
-    _write_old(path)
+    write_previous(path)
     fastjoblib.dump({"w": np.arange(1e5)}, path)
     assert record_sync == [("exchange",)]
 
@@ -477,7 +457,7 @@ def test_durable_on_fallback_path(fsdir, record_sync, monkeypatch):
         raise OSError(errno.EINVAL, "simulated")
     monkeypatch.setattr(_target, "_exchange", unsupported)
     path = os.path.join(fsdir, "ckpt.pkl")
-    _write_old(path)
+    write_previous(path)
     fastjoblib.dump(1, path, durable=True)
     ino_file, ino_dir = os.stat(path).st_ino, os.stat(fsdir).st_ino
     assert record_sync == [("fsync", "file", ino_file), ("rename",), ("fsync", "dir", ino_dir)]
