@@ -385,14 +385,53 @@ def test_allocations_from_small_numbers_are_budgeted():
 
 def test_compressed_bomb_is_budgeted(tmp_path):
     """A small zlib file whose array is 256 MiB of zeros: refused under max_bytes=64 MiB before
-    the memory is taken, and loads when the budget allows it."""
+    the memory is taken, refused by the default budget of a compressed file (64 MiB + 100 x its
+    size), and loads when max_bytes allows it."""
     path = str(tmp_path / "bomb.pkl.z")
     fastjoblib.dump(np.zeros(32 << 20), path, compress=("zlib", 9))
     small = os.path.getsize(path)
     assert small < 1 << 20
     with pytest.raises(fastjoblib.BudgetExceededError, match="max_bytes=67108864"):
         fastjoblib.load(path, trusted=True, max_bytes=64 << 20)
-    assert fastjoblib.load(path, trusted=True).nbytes == 256 << 20
+    default = (64 << 20) + 100 * small
+    with pytest.raises(fastjoblib.BudgetExceededError,
+                       match=f"max_bytes={default} \\(the default budget of a compressed file"):
+        fastjoblib.load(path, trusted=True)
+    assert fastjoblib.load(path, trusted=True, max_bytes=300 << 20).nbytes == 256 << 20
+    # the same array uncompressed is within the default budget of an uncompressed file
+    plain = str(tmp_path / "plain.pkl")
+    fastjoblib.dump(np.zeros(32 << 20), plain)
+    assert fastjoblib.load(plain, trusted=True).nbytes == 256 << 20
+
+
+@pytest.mark.parametrize("codec", ["zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"])
+def test_compressed_default_budget_every_codec(codec, tmp_path):
+    """Every codec: a file far smaller than 1 MiB that expands to 1 GiB of zeros (which the
+    uncompressed default of 1 GiB + 1000 x size would let through) is refused by default."""
+    pytest.importorskip({"lz4": "lz4", "zstd": "zstandard"}.get(codec, "zlib"))
+    path = str(tmp_path / ("bomb." + codec))
+    fastjoblib.dump(np.zeros(16 << 20), path, compress=(codec, 9))  # 128 MiB: fast to write
+    size = os.path.getsize(path)
+    assert (64 << 20) + 100 * size < 128 << 20, size  # the default is below the array's size
+    with pytest.raises(fastjoblib.BudgetExceededError, match="compressed file"):
+        fastjoblib.load(path, trusted=True)
+    assert fastjoblib.load(path).nbytes == 128 << 20  # unrestricted loads are not budgeted
+
+
+def test_legacy_zfile_bomb_is_budgeted(tmp_path):
+    """A joblib < 0.10 ZF container is one zlib stream decompressed before unpickling: under a
+    policy the decompression stops at the budget (no 256 MiB bytes object is made)."""
+    from oldformats import write_zfile
+    payload = pickle.dumps(b"\0" * (256 << 20), 2)
+    path = str(tmp_path / "old.pkl")
+    with open(path, "wb") as fh:
+        write_zfile(fh, payload, 9)
+    assert os.path.getsize(path) < 1 << 20
+    with pytest.warns(DeprecationWarning):
+        with pytest.raises(fastjoblib.BudgetExceededError, match="compressed file"):
+            fastjoblib.load(path, trusted=True)
+    with pytest.warns(DeprecationWarning):
+        assert len(fastjoblib.load(path, trusted=True, max_bytes=1 << 30)) == 256 << 20
 
 
 def test_budget_argument_rules():

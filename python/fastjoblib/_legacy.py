@@ -19,8 +19,11 @@ COMPAT_WARNING = ("The file '%s' has been generated with a joblib version less t
                   "Please regenerate this pickle file.")
 
 
-def read_zfile(file_handle):
-    """Decompress a z-file (joblib's layout) and return its payload bytes."""
+def read_zfile(file_handle, budget=None):
+    """Decompress a z-file (joblib's layout) and return its payload bytes.
+
+    ``budget``: the restricted load's ``_guard.Budget``: decompression stops at its limit and the
+    payload is charged to it (MemoryError beyond)."""
     file_handle.seek(0)
     header_length = len(_ZFILE_PREFIX) + _MAX_LEN
     header = file_handle.read(header_length)
@@ -36,8 +39,15 @@ def read_zfile(file_handle):
     if length < 0:
         raise ValueError("corrupted z-file header: negative length")
     d = zlib.decompressobj(15)
-    # bounded: never allocate more than the compressed data can produce
-    data = d.decompress(file_handle.read(), length)
+    # bounded: never allocate more than the compressed data can produce (nor, under a policy,
+    # more than one byte past the load's budget)
+    max_length = length
+    if budget is not None:
+        used, _, limit, _ = budget.state()
+        max_length = min(length, max(0, limit - used) + 1)
+    data = d.decompress(file_handle.read(), max_length)
+    if budget is not None:
+        budget.charge(len(data))
     if len(data) != length:
         raise ValueError("Incorrect data length while decompressing %s. The file could be corrupted."
                          % file_handle)
@@ -110,8 +120,11 @@ def load_compatibility(filename, mmap_mode=None, find_class=None):
     from . import _core
 
     warnings.warn(COMPAT_WARNING % filename, DeprecationWarning, stacklevel=3)
+    budget = getattr(find_class, "budget_obj", None)
     with open(filename, "rb") as f:
-        data = read_zfile(f)
+        if budget is not None:
+            budget.set_input_size(os.fstat(f.fileno()).st_size, compressed=True)
+        data = read_zfile(f, budget)
     with warnings.catch_warnings():
         # the C loader warns again when it meets NDArrayWrapper records; joblib warns once here
         warnings.filterwarnings("ignore", message="The file .* less than 0.10", category=DeprecationWarning)

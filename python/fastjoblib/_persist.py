@@ -322,7 +322,8 @@ def _unpickle(source, extra, **kwargs):
     policy = extra.get("find_class")
     if policy is not None:
         from ._guard import input_size
-        policy.budget_obj.set_input_size(input_size(source))
+        policy.budget_obj.set_input_size(input_size(source),
+                                         compressed=kwargs.get("codec") is not None)
     try:
         obj = _core().load(source, trailer=trailer, **kwargs, **extra)
     except MemoryError as exc:
@@ -447,7 +448,17 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=N
                     "%r is a joblib < 0.10 z-file; this fastjoblib build has no loader for it "
                     "(fastjoblib._legacy.load_compatibility is missing)" % (filename,))
             # (warns like joblib itself, pointing at our caller)
-            return loader(filename, find_class=extra.get("find_class"))
+            policy = extra.get("find_class")
+            try:
+                obj = loader(filename, find_class=policy)
+            except MemoryError as exc:
+                if policy is not None:
+                    from ._guard import reraise_budget
+                    reraise_budget(policy, exc)
+                raise
+            if policy is not None:
+                policy.finish()
+            return obj
         core_mmap = None
         if mmap_mode is not None:
             if kind != "not-compressed":
