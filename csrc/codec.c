@@ -711,10 +711,10 @@ fj_codec_reader_threads(const char *name, int threads, fj_reader *inner)
         return fj_bz2_reader_threads(threads, inner);
     }
     if (strcmp(name, "lzma") == 0) {
-        return fj_lzma_reader(0, inner);
+        return fj_lzma_reader(0, threads, inner);
     }
     if (strcmp(name, "xz") == 0) {
-        return fj_lzma_reader(1, inner);
+        return fj_lzma_reader(1, threads, inner);
     }
     if (strcmp(name, "lz4") == 0) {
         return fj_lz4_reader(inner);

@@ -108,7 +108,7 @@ fj_reader *fj_deflate_reader(int gzip, fj_reader *inner);
 fj_writer *fj_bz2_writer(int level, int threads, fj_writer *inner);
 fj_reader *fj_bz2_reader(fj_reader *inner);
 fj_writer *fj_lzma_writer(int xz, int level, int threads, fj_writer *inner);
-fj_reader *fj_lzma_reader(int xz, fj_reader *inner);
+fj_reader *fj_lzma_reader(int xz, int threads, fj_reader *inner); /* threads 1: serial */
 fj_writer *fj_lz4_writer(int level, int threads, fj_writer *inner);
 fj_reader *fj_lz4_reader(fj_reader *inner);
 fj_writer *fj_zstd_writer(int level, int threads, fj_writer *inner);

@@ -211,12 +211,14 @@ typedef struct {
 } unxz_state;
 
 static lzma_ret
-start_decoder(unxz_state *st, int xz)
+start_decoder(unxz_state *st, int xz, int serial)
 {
     if (!xz) {
         return lzma_alone_decoder(&st->s, FJ_LZMA_MEMLIMIT);
     }
-    int threads = fj_codec_threads(0);
+    /* serial: one thread, streaming into the caller's buffer (the multithreaded decoder first
+     * decodes a whole block, whose size the block header declares, into its own buffer) */
+    int threads = serial ? 1 : fj_codec_threads(0);
     if (threads > 64) {
         threads = 64;
     }
@@ -238,12 +240,12 @@ start_decoder(unxz_state *st, int xz)
 }
 
 static int
-unxz_init_any(void *vst, char *msg, size_t cap, int xz)
+unxz_init_any(void *vst, char *msg, size_t cap, int xz, int serial)
 {
     unxz_state *st = vst;
     lzma_stream init = LZMA_STREAM_INIT;
     st->s = init;
-    lzma_ret rc = start_decoder(st, xz);
+    lzma_ret rc = start_decoder(st, xz, serial);
     if (rc != LZMA_OK) {
         snprintf(msg, cap, "cannot start the decoder (%d)", (int)rc);
         return rc == LZMA_MEM_ERROR ? FJ_DEC_NOMEM : FJ_DEC_ERR;
@@ -255,13 +257,19 @@ unxz_init_any(void *vst, char *msg, size_t cap, int xz)
 static int
 unxz_init(void *vst, char *msg, size_t cap)
 {
-    return unxz_init_any(vst, msg, cap, 1);
+    return unxz_init_any(vst, msg, cap, 1, 0);
+}
+
+static int
+unxz_serial_init(void *vst, char *msg, size_t cap)
+{
+    return unxz_init_any(vst, msg, cap, 1, 1);
 }
 
 static int
 unlzma_init(void *vst, char *msg, size_t cap)
 {
-    return unxz_init_any(vst, msg, cap, 0);
+    return unxz_init_any(vst, msg, cap, 0, 1);
 }
 
 static int
@@ -326,13 +334,17 @@ static const fj_sdec_ops xz_dec = {
     "xz", sizeof(unxz_state), unxz_init, unxz_run, unxz_end,
     "\xfd" "7zXZ\0", 6, "lzma", "LZMAError",
 };
+static const fj_sdec_ops xz_serial_dec = {
+    "xz", sizeof(unxz_state), unxz_serial_init, unxz_run, unxz_end,
+    "\xfd" "7zXZ\0", 6, "lzma", "LZMAError",
+};
 static const fj_sdec_ops lzma_dec = {
     "lzma", sizeof(unxz_state), unlzma_init, unxz_run, unxz_end,
     "\x5d\0", 2, "lzma", "LZMAError",
 };
 
 fj_reader *
-fj_lzma_reader(int xz, fj_reader *inner)
+fj_lzma_reader(int xz, int threads, fj_reader *inner)
 {
-    return fj_sreader_new(xz ? &xz_dec : &lzma_dec, inner);
+    return fj_sreader_new(!xz ? &lzma_dec : threads == 1 ? &xz_serial_dec : &xz_dec, inner);
 }

@@ -67,6 +67,8 @@ fj_reader *fj_reader_pyfile(PyObject *file);
  * construction fails). `threads` <= 0 means all cores. `level` < 0 means the codec's default. */
 fj_writer *fj_codec_writer(const char *name, int level, int threads, fj_writer *inner);
 fj_reader *fj_codec_reader(const char *name, fj_reader *inner);
+/* The same with a thread count (0: all usable cores; 1: one streaming decoder), codec.c. */
+fj_reader *fj_codec_reader_threads(const char *name, int threads, fj_reader *inner);
 
 /* ---------------------------------------------------------------------------------------------
  * Module state. Each part defines its own struct in its header; module.c embeds them. */

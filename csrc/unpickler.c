@@ -3461,7 +3461,11 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
         if (prog.cb != NULL && (inner = fj_progress_reader(inner, &prog)) == NULL) { /* owns inner */
             goto done;
         }
-        fj_reader *outer = fj_codec_reader(codec_name, inner); /* owns inner */
+        /* A restricted load decodes on one thread: memory beyond its budget stays that of one
+         * streaming decoder (the parallel readers hold segments, and the multithreaded xz decoder
+         * a whole block of the size its header declares, before the budget sees a byte). */
+        fj_reader *outer = fj_codec_reader_threads(codec_name, find_class != Py_None ? 1 : 0,
+                                                   inner); /* owns inner */
         if (outer == NULL) {
             goto done;
         }

@@ -418,6 +418,40 @@ def test_compressed_default_budget_every_codec(codec, tmp_path):
     assert fastjoblib.load(path).nbytes == 128 << 20  # unrestricted loads are not budgeted
 
 
+_RSS_CHILD = textwrap.dedent("""
+    import sys, fastjoblib
+
+    def hwm():  # this process's peak RSS (ru_maxrss would include the parent's, kept over exec)
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) * 1024
+
+    base = hwm()
+    try:
+        fastjoblib.load(sys.argv[1], trusted=True)
+        res = "loaded"
+    except fastjoblib.BudgetExceededError as exc:
+        res = "refused"
+    print(res, hwm() - base)
+""")
+
+
+def test_xz_bomb_memory_within_budget(tmp_path):
+    """xz files carry independent blocks whose headers declare their size; the multithreaded
+    decoder decodes a whole block (192 MiB at preset 9) into its own buffer before anything reaches
+    the budget. A restricted load decodes serially: its peak memory stays within the budget plus
+    the decoder's dictionary (64 MiB at preset 9)."""
+    path = str(tmp_path / "bomb.xz")
+    fastjoblib.dump(np.zeros(256 << 20, np.uint8), path, compress=("xz", 9))
+    budget = (64 << 20) + 100 * os.path.getsize(path)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    p = subprocess.run([sys.executable, "-c", _RSS_CHILD, path], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    outcome, grown = p.stdout.split()
+    assert outcome == "refused"
+    assert int(grown) < budget + (64 << 20) + (48 << 20), (int(grown) >> 20, budget >> 20)
+
+
 def test_legacy_zfile_bomb_is_budgeted(tmp_path):
     """A joblib < 0.10 ZF container is one zlib stream decompressed before unpickling: under a
     policy the decompression stops at the budget (no 256 MiB bytes object is made)."""
