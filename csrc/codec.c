@@ -441,7 +441,7 @@ nomem:
  * stream reader
  */
 #define SREADER_INPUT (256 * 1024)
-#define SREADER_SLICE ((size_t)4 << 20) /* output per GIL release, then a signal check */
+#define SREADER_SLICE ((size_t)1 << 20) /* output per GIL release, then a signal check */
 
 enum { PERR_NONE = 0, PERR_CORRUPT, PERR_NOMEM, PERR_TRUNCATED, PERR_PYTHON };
 

@@ -45,7 +45,7 @@
 
 enum { SEG_FAIL = 0, SEG_CLEAN, SEG_END };
 enum { PH_HEAD = 0, PH_BODY, PH_TAIL, PH_MAGIC, PH_DONE };
-#define PAR_SLICE ((size_t)4 << 20) /* serial output per GIL release */
+#define PAR_SLICE ((size_t)1 << 20) /* serial output per GIL release */
 
 enum { PE_NONE = 0, PE_CORRUPT, PE_NOMEM, PE_TRUNCATED, PE_PYTHON };
 
