@@ -58,6 +58,7 @@ def _array(mib):
 
 def child(args):
     lib = _lib(args.lib)
+    import numpy  # noqa: F401 - imported before "ready", like the library
     if args.kind == "dump":
         obj = _array(args.mib)
         name, level = args.compress.split("-")
@@ -70,7 +71,6 @@ def child(args):
             return
         print("finished", flush=True)
     else:
-        lib.load(args.path)  # warm the page cache and the imports
         print("ready", flush=True)
         try:
             while True:
@@ -136,7 +136,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", default="/dev/shm")
     ap.add_argument("--mib", type=int, default=256)
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=5)  # 0: only write the load inputs
     ap.add_argument("--guard", type=float, default=60.0)
     ap.add_argument("--rows", default=",".join(r[0] for r in ROWS))
     ap.add_argument("--libs", default="fastjoblib,joblib")
@@ -165,12 +165,14 @@ def main(argv=None):
     wanted = set(args.rows.split(","))
     libs = args.libs.split(",")
     paths = prepare_loads(args.dir, args.mib, args.fresh, log, wanted, libs)
+    if args.reps <= 0:
+        return
     print("# SIGINT latency, %d MiB random float64, %s (%s), %d deliveries per cell, "
           "signal 0.5-1.0 s into the call; %d usable CPUs; load average %.1f"
           % (args.mib, args.dir, _fstype(args.dir), args.reps, len(os.sched_getaffinity(0)),
              os.getloadavg()[0]))
     print("| | %s |" % " | ".join(libs))
-    print("|---|%s" % "---|" * len(libs))
+    print("|---|" + "---|" * len(libs))
     for rid, kind, comp, writers in ROWS:
         if rid not in wanted:
             continue
