@@ -57,6 +57,9 @@ def _array(mib):
 
 
 def child(args):
+    # Ctrl-C raises KeyboardInterrupt even when this was started with SIGINT ignored (a
+    # background job of a non-interactive shell)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     lib = _lib(args.lib)
     import numpy  # noqa: F401 - imported before "ready", like the library
     if args.kind == "dump":

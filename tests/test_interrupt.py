@@ -32,6 +32,8 @@ import json, math, os, random, signal, subprocess, sys, time
 import numpy as np
 import fastjoblib
 
+# KeyboardInterrupt on SIGINT even when pytest was started with SIGINT ignored (a background job)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 a = json.loads(sys.argv[1])
 codec, level, threads, mib, attempts, seed, d = (a["codec"], a["level"], a["threads"], a["mib"],
                                                  a["attempts"], a["seed"], a["dir"])
