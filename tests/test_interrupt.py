@@ -195,3 +195,37 @@ print("OK", base, len(os.listdir("/proc/self/task")))
     assert proc.stdout.split()[0] == "OK"
     base, end = proc.stdout.split()[1:3]
     assert end == base  # no worker thread is left
+
+
+def test_sigint_leaves_other_threads_working(tmp_path):
+    """Signals are handled in the main thread only: a dump and a load running in another thread
+    complete while the main thread gets the KeyboardInterrupt."""
+    code = r"""
+import os, signal, sys, threading, numpy as np, fastjoblib
+signal.signal(signal.SIGINT, signal.default_int_handler)
+d = sys.argv[1]
+data = np.random.default_rng(0).random(4 << 17)
+path = os.path.join(d, "t.pkl")
+res = {}
+started = threading.Event()
+def work():
+    started.set()
+    fastjoblib.dump(data, path, compress=("bz2", 1), threads=2)
+    res["ok"] = bool(np.array_equal(fastjoblib.load(path), data))
+t = threading.Thread(target=work)
+t.start()
+started.wait()
+got = "none"
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    while t.is_alive():
+        t.join(0.05)
+except KeyboardInterrupt:
+    got = "main"
+t.join()
+print(got, res.get("ok"), sorted(os.listdir(d)))
+"""
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.strip() == "main True ['t.pkl']", proc.stdout
