@@ -155,9 +155,9 @@ emit_jobs(bwriter *w, int mode)
             if (mode == 0 || (mode == 1 && waited_one)) {
                 break;
             }
-            Py_BEGIN_ALLOW_THREADS
-            fj_pool_wait(w->pool, &job->task);
-            Py_END_ALLOW_THREADS
+            if (fj_wait_interruptible(w->pool, &job->task) < 0) {
+                goto error;
+            }
         }
         if (job->failed) {
             raise_job_error(w, job);
@@ -286,6 +286,10 @@ bwriter_write(fj_writer *self, const char *data, Py_ssize_t len)
     }
     while (left > 0) {
         fj_bjob *job;
+        /* between blocks: a block is compressed inline (threads=1) or waited for interruptibly */
+        if (fj_check_interrupt() < 0) {
+            goto error;
+        }
         if (w->cur == NULL && left >= direct_min) {
             if ((job = acquire_slot(w)) == NULL) {
                 goto error;
@@ -437,6 +441,7 @@ nomem:
  * stream reader
  */
 #define SREADER_INPUT (256 * 1024)
+#define SREADER_SLICE ((size_t)1 << 20) /* output per GIL release, then a signal check */
 
 enum { PERR_NONE = 0, PERR_CORRUPT, PERR_NOMEM, PERR_TRUNCATED, PERR_PYTHON };
 
@@ -520,6 +525,12 @@ sreader_read(fj_reader *self, char *buf, Py_ssize_t len)
         r->active = 1;
     }
     while (produced < want) {
+        if (fj_check_interrupt() < 0) {
+            /* not deferred like other errors: raised now, and again by any later read */
+            PyErr_Fetch(&r->perr_type, &r->perr_value, &r->perr_tb);
+            r->perr = PERR_PYTHON;
+            return sreader_raise(r, PERR_PYTHON, "");
+        }
         if (r->ilen == 0 && !r->input_eof) {
             Py_ssize_t n = sreader_fill(r);
             if (n < 0) {
@@ -530,7 +541,8 @@ sreader_read(fj_reader *self, char *buf, Py_ssize_t len)
         const unsigned char *in = r->ibuf + r->ipos;
         size_t in_len = r->ilen;
         unsigned char *out = (unsigned char *)buf + produced;
-        size_t out_len = want - produced;
+        const size_t slice = want - produced > SREADER_SLICE ? SREADER_SLICE : want - produced;
+        size_t out_len = slice;
         int rc;
         if (out_len >= 16384) {
             Py_BEGIN_ALLOW_THREADS
@@ -541,7 +553,7 @@ sreader_read(fj_reader *self, char *buf, Py_ssize_t len)
             rc = ops->run(r->st, &in, &in_len, &out, &out_len, msg, sizeof(msg));
         }
         size_t consumed = r->ilen - in_len;
-        size_t made = (want - produced) - out_len;
+        size_t made = slice - out_len;
         r->ipos += consumed;
         r->ilen = in_len;
         produced += made;

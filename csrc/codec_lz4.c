@@ -1085,6 +1085,12 @@ lz4c_read(fj_reader *self, char *buf, Py_ssize_t len)
         return lz4c_raise(r);
     }
     while (produced < want) {
+        /* a batch is a few MiB decoded in milliseconds: a signal check per batch suffices */
+        if (fj_check_interrupt() < 0) {
+            PyErr_Fetch(&r->err_type, &r->err_value, &r->err_tb);
+            set_err(r, RE_PYTHON, NULL);
+            return lz4c_raise(r);
+        }
         if (r->slen > 0) {
             size_t k = r->slen < want - produced ? r->slen : want - produced;
             memcpy(buf + produced, r->scratch + r->spos, k);

@@ -20,6 +20,7 @@
 
 #include <lzma.h>
 #include <string.h>
+#include <time.h>
 
 #define LZMA_OUTBUF (256 * 1024)
 #define LZMA_FEED (4u << 20) /* input handed to lzma_code per GIL release */
@@ -52,20 +53,35 @@ lzma_error(lzma_ret rc, const char *what)
     return fj_codec_raise("lzma", "LZMAError", "%s: %s", what, msg);
 }
 
-/* Run the encoder over data (NULL/0 with LZMA_FINISH); write output to inner as it fills. */
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Run the encoder over data (NULL/0 with LZMA_FINISH); write output to inner as it fills. The GIL
+ * is released for at most ~FJ_WAIT_TICK_MS at a time (the threaded encoder returns after its
+ * timeout when it waits for a worker), then pending signals are checked. */
 static int
 lzma_pump(lzma_writer *w, const char *data, size_t len, lzma_action action)
 {
     lzma_stream *s = &w->s;
     for (;;) {
+        if (fj_check_interrupt() < 0) {
+            return -1;
+        }
         size_t feed = len > LZMA_FEED ? LZMA_FEED : len;
         s->next_in = (const uint8_t *)data;
         s->avail_in = feed;
         lzma_ret rc;
         Py_BEGIN_ALLOW_THREADS
+        const int64_t until = now_ms() + FJ_WAIT_TICK_MS;
         do {
             rc = lzma_code(s, feed == len ? action : LZMA_RUN);
-        } while (rc == LZMA_OK && s->avail_out > 0 && (s->avail_in > 0 || action == LZMA_FINISH));
+        } while (rc == LZMA_OK && s->avail_out > 0 && (s->avail_in > 0 || action == LZMA_FINISH) &&
+                 now_ms() < until);
         Py_END_ALLOW_THREADS
         size_t used = feed - s->avail_in;
         data += used;
@@ -84,7 +100,7 @@ lzma_pump(lzma_writer *w, const char *data, size_t len, lzma_action action)
         if (rc == LZMA_STREAM_END) {
             return 0;
         }
-        if (len == 0 && action == LZMA_RUN) {
+        if (len == 0 && action == LZMA_RUN && s->avail_in == 0) {
             return 0;
         }
     }
@@ -188,6 +204,7 @@ fj_lzma_writer(int xz, int level, int threads, fj_writer *inner)
         mt.threads = (uint32_t)threads;
         mt.preset = (uint32_t)level;
         mt.check = LZMA_CHECK_CRC64;
+        mt.timeout = FJ_WAIT_TICK_MS; /* lzma_code returns to check for signals */
         mt.block_size = 3 * (uint64_t)opt.dict_size > LZMA_MIN_BLOCK ? 3 * (uint64_t)opt.dict_size
                                                                       : LZMA_MIN_BLOCK;
         rc = lzma_stream_encoder_mt(&w->s, &mt);

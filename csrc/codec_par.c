@@ -45,6 +45,8 @@
 
 enum { SEG_FAIL = 0, SEG_CLEAN, SEG_END };
 enum { PH_HEAD = 0, PH_BODY, PH_TAIL, PH_MAGIC, PH_DONE };
+#define PAR_SLICE ((size_t)1 << 20) /* serial output per GIL release */
+
 enum { PE_NONE = 0, PE_CORRUPT, PE_NOMEM, PE_TRUNCATED, PE_PYTHON };
 
 typedef struct preader preader;
@@ -687,6 +689,11 @@ preader_read(fj_reader *self, char *buf, Py_ssize_t len)
         r->phase = PH_HEAD;
     }
     while (produced < want) {
+        if (fj_check_interrupt() < 0) {
+            cancel_segments(r);
+            kind = PE_PYTHON;
+            goto fail;
+        }
         if (r->phase == PH_DONE) {
             break;
         }
@@ -803,6 +810,11 @@ preader_read(fj_reader *self, char *buf, Py_ssize_t len)
         pseg *seg = head_seg(r);
         if (!r->ser) {
             if (r->at_boundary && seg->spec) {
+                /* the one long wait of the reader: a worker decoding the head segment */
+                if (r->pool != NULL && fj_wait_interruptible(r->pool, &seg->task) < 0) {
+                    kind = PE_PYTHON;
+                    goto fail;
+                }
                 wait_seg(r, seg);
                 if (seg->res == SEG_CLEAN && ops->end_continues && !seg->at_marker) {
                     /* a stream ended where the input was cut for length (or ended): what
@@ -875,7 +887,9 @@ preader_read(fj_reader *self, char *buf, Py_ssize_t len)
         const unsigned char *in = seg->in + seg->pos;
         size_t in_len = seg->in_len - seg->pos;
         unsigned char *out = (unsigned char *)buf + produced;
-        size_t out_len = want - produced;
+        /* at most PAR_SLICE per GIL release: the loop's top checks for signals in between */
+        const size_t slice = want - produced > PAR_SLICE ? PAR_SLICE : want - produced;
+        size_t out_len = slice;
         int rc;
         if (out_len >= 16384) {
             Py_BEGIN_ALLOW_THREADS
@@ -885,7 +899,7 @@ preader_read(fj_reader *self, char *buf, Py_ssize_t len)
         else {
             rc = ops->body_run(r->st, &in, &in_len, &out, &out_len, msg, sizeof(msg));
         }
-        size_t made = (want - produced) - out_len;
+        size_t made = slice - out_len;
         account_output(r, (unsigned char *)buf + produced, made);
         produced += made;
         seg->pos = seg->in_len - in_len;

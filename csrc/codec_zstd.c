@@ -67,6 +67,10 @@ sink_write(PyObject *capsule, PyObject *arg)
     if (w == NULL) {
         return NULL;
     }
+    /* called between the compressor's GIL-released steps: the place to answer a signal */
+    if (fj_check_interrupt() < 0) {
+        return NULL;
+    }
     Py_buffer v;
     if (PyObject_GetBuffer(arg, &v, PyBUF_SIMPLE) < 0) {
         return NULL;
@@ -120,6 +124,9 @@ zstd_w_write(fj_writer *self, const char *data, Py_ssize_t len)
         return -1;
     }
     while (len > 0) {
+        if (fj_check_interrupt() < 0) {
+            goto error;
+        }
         Py_ssize_t n = len > ZSTD_FEED ? ZSTD_FEED : len;
         PyObject *mv = PyMemoryView_FromMemory((char *)data, n, PyBUF_READ);
         if (mv == NULL) {
@@ -430,6 +437,10 @@ source_read(PyObject *capsule, PyObject *arg)
 {
     zstd_reader *r = PyCapsule_GetPointer(capsule, "fastjoblib.zstd_reader");
     if (r == NULL) {
+        return NULL;
+    }
+    /* called between the decompressor's GIL-released steps: the place to answer a signal */
+    if (fj_check_interrupt() < 0) {
         return NULL;
     }
     Py_ssize_t n = PyLong_AsSsize_t(arg);

@@ -1,13 +1,14 @@
 /* sink.c: output buffer + framing + offset (see sink.h), and the two base writers of fj.h:
  * fj_writer_fd (write(2)) and fj_writer_pyfile (file.write(memoryview)). */
 #include "sink.h"
+#include "workers.h"
 
 #include <errno.h>
 #include <unistd.h>
 
 #define SINK_INITIAL 4096
 #define FJ_OP_FRAME '\x95'
-#define FD_WRITE_MAX ((Py_ssize_t)0x7ffff000)
+#define FD_WRITE_MAX ((Py_ssize_t)16 << 20) /* per write(2), then a signal check (workers.h) */
 #define PYWRITE_BYTES_MAX ((Py_ssize_t)256 * 1024)
 
 /* fj_sink_boundary's threshold: a frame reaching the target size, or, with a writer, a buffer
@@ -248,7 +249,12 @@ static int
 fd_write(fj_writer *self, const char *data, Py_ssize_t len)
 {
     int fd = ((fd_writer *)self)->fd;
+    int first = 1;
     while (len > 0) {
+        if (!first && fj_check_interrupt() < 0) {
+            return -1;
+        }
+        first = 0;
         Py_ssize_t chunk = len > FD_WRITE_MAX ? FD_WRITE_MAX : len;
         Py_ssize_t n;
         int err = 0;

@@ -1,6 +1,7 @@
 /* source.c: bytes in. The fd and Python-file fj_reader backends, and the unpickler's window
  * (fj_source) over memory, a reader or a Python file object. See source.h. */
 #include "source.h"
+#include "workers.h"
 
 #include <errno.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #define PREFETCH ((Py_ssize_t)64 * 1024)   /* peek size for Python files */
 #define READAHEAD ((Py_ssize_t)16 * 1024) /* reader refill outside a frame */
 #define NOGIL_MIN ((Py_ssize_t)64 * 1024)  /* release the GIL for reads at least this big */
+#define FD_READ_MAX ((Py_ssize_t)16 << 20) /* per read(2): the caller loops, signals checked */
 
 /* ---------------------------------------------------------------------------------------------
  * fd reader */
@@ -27,12 +29,15 @@ fd_reader_read(fj_reader *self, char *buf, Py_ssize_t len)
 {
     int fd = ((fd_reader *)self)->fd;
     int blocking = ((fd_reader *)self)->blocking;
+    if (len >= NOGIL_MIN && fj_check_interrupt() < 0) { /* big reads come in FD_READ_MAX slices */
+        return -1;
+    }
     for (;;) {
         ssize_t n;
         int err;
         if (blocking || len >= NOGIL_MIN) {
             Py_BEGIN_ALLOW_THREADS
-            n = read(fd, buf, (size_t)(len > ((Py_ssize_t)1 << 30) ? ((Py_ssize_t)1 << 30) : len));
+            n = read(fd, buf, (size_t)(len > FD_READ_MAX ? FD_READ_MAX : len));
             err = errno;
             Py_END_ALLOW_THREADS
         }

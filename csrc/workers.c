@@ -1,11 +1,15 @@
 /* workers.c: fixed-size pthread pool with a FIFO queue and per-task completion (see workers.h). */
 #define _GNU_SOURCE
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
 #include "workers.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <time.h>
 
 struct fj_pool {
     pthread_mutex_t lock;
@@ -80,7 +84,12 @@ fj_pool_new(int nthreads)
     }
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->work, NULL);
-    pthread_cond_init(&pool->done, NULL);
+    /* `done` is waited on with a timeout (fj_pool_timedwait): on the monotonic clock */
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&pool->done, &attr);
+    pthread_condattr_destroy(&attr);
     for (int i = 0; i < nthreads; i++) {
         int rc = pthread_create(&pool->threads[i], NULL, run_worker, pool);
         if (rc != 0) {
@@ -121,6 +130,60 @@ fj_pool_wait(fj_pool *pool, fj_task *task)
         pthread_cond_wait(&pool->done, &pool->lock);
     }
     pthread_mutex_unlock(&pool->lock);
+}
+
+int
+fj_pool_timedwait(fj_pool *pool, fj_task *task, int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    int done;
+    pthread_mutex_lock(&pool->lock);
+    for (;;) {
+        done = !(task->state == FJ_TASK_QUEUED || task->state == FJ_TASK_RUNNING);
+        if (done || pthread_cond_timedwait(&pool->done, &pool->lock, &until) == ETIMEDOUT) {
+            break;
+        }
+    }
+    if (!done) {
+        done = !(task->state == FJ_TASK_QUEUED || task->state == FJ_TASK_RUNNING);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    return done;
+}
+
+int
+fj_check_interrupt(void)
+{
+    /* Documented: "If the function is called from a non-main thread, or under a non-main Python
+     * interpreter, it does nothing and returns 0". */
+    return PyErr_CheckSignals();
+}
+
+int
+fj_wait_interruptible(fj_pool *pool, fj_task *task)
+{
+    for (;;) {
+        int done;
+        Py_BEGIN_ALLOW_THREADS
+        done = fj_pool_timedwait(pool, task, FJ_WAIT_TICK_MS);
+        Py_END_ALLOW_THREADS
+        if (done) {
+            return 0;
+        }
+        if (fj_check_interrupt() < 0) {
+            Py_BEGIN_ALLOW_THREADS
+            fj_pool_cancel_all(pool);
+            Py_END_ALLOW_THREADS
+            return -1;
+        }
+    }
 }
 
 int

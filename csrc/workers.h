@@ -1,9 +1,16 @@
-/* workers.h: a small fixed-size thread pool running C tasks in FIFO order.
+/* workers.h: a small fixed-size thread pool running C tasks in FIFO order, and the interruptible
+ * waits of the calling thread.
  *
- * Plain pthreads, no Python: a task function must not touch Python objects unless it takes the GIL
- * itself (PyGILState_Ensure). Callers that wait on tasks which take the GIL must release the GIL
- * while waiting. Completion is tracked per task, so the owner decides the order in which results
- * are consumed (the codec writers emit blocks in submission order).
+ * The pool is plain pthreads: a task function must not touch Python objects unless it takes the
+ * GIL itself (PyGILState_Ensure). Callers that wait on tasks which take the GIL must release the
+ * GIL while waiting. Completion is tracked per task, so the owner decides the order in which
+ * results are consumed (the codec writers emit blocks in submission order).
+ *
+ * Interrupts (fj_check_interrupt, fj_wait_interruptible): every place where the calling thread
+ * waits or works with the GIL released does so in slices of at most ~FJ_WAIT_TICK_MS and calls
+ * fj_check_interrupt between them, so a SIGINT (or any Python signal handler that raises) is
+ * answered while workers compress or decompress. On an error the caller's usual error path runs
+ * (it cancels the workers, frees their buffers; the Python layer removes a dump's temporary).
  */
 #ifndef FJ_WORKERS_H
 #define FJ_WORKERS_H
@@ -38,5 +45,19 @@ size_t fj_pool_cancel_all(fj_pool *pool);
 /* Cancel queued tasks, wait for running ones, join the threads, free. NULL is a no-op. Call
  * without the GIL. */
 void fj_pool_free(fj_pool *pool);
+
+/* ----- interrupts (GIL held on entry and exit; defined with the Python API in workers.c) ----- */
+#define FJ_WAIT_TICK_MS 100
+/* Run pending signal handlers: PyErr_CheckSignals(), which does so only in the main thread of the
+ * main interpreter and returns 0 elsewhere (other threads keep working as before). 0, or -1 with
+ * the handler's exception (KeyboardInterrupt) set. */
+int fj_check_interrupt(void);
+/* Wait until `task` is DONE with the GIL released, waking every FJ_WAIT_TICK_MS to take the GIL
+ * and call fj_check_interrupt. 0 when done; -1 with the exception set after cancelling the pool
+ * (queued tasks dropped, running ones waited for, GIL released), so no task of the pool runs
+ * when it returns. */
+int fj_wait_interruptible(fj_pool *pool, fj_task *task);
+/* Like fj_pool_wait with a timeout: 1 if the task is DONE (or IDLE), 0 after `ms` milliseconds. */
+int fj_pool_timedwait(fj_pool *pool, fj_task *task, int ms);
 
 #endif

@@ -263,9 +263,13 @@ def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
         except MemoryError:
             raise CLIError(f"not enough memory to load {src}") from None
         except (ModuleNotFoundError, ImportError) as exc:
+            if getattr(exc, "fastjoblib_format", None):  # not a pickle: load named the format
+                raise CLIError(f"cannot load {exc}") from None
             raise CLIError(f"{src} needs a module that is not installed here ({exc}); install "
                            "it in this environment and retry") from None
         except Exception as exc:
+            if getattr(exc, "fastjoblib_format", None):  # not a pickle: load named the format
+                raise CLIError(f"cannot load {exc}") from None
             raise CLIError(
                 f"cannot load {src}: {type(exc).__name__}: {exc}. Is it a complete joblib file "
                 f"or pickle? Try '{PROG} inspect {src}'") from None

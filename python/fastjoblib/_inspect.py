@@ -22,6 +22,7 @@ import struct
 import zlib
 from collections import Counter
 
+from . import _sniff
 from ._provenance import as_record
 from ._trust import DEFAULT_TRUSTED, is_denied
 
@@ -952,6 +953,7 @@ def inspect(source, max_bytes=None):
       provenance      the record fastjoblib.dump writes (python / numpy / fastjoblib / pkg:<name>
                       versions, byteorder, created), or None
     """
+    start = _sniff.tell(source)
     read, size, close = _open_source(source)
     try:
         try:
@@ -980,7 +982,10 @@ def inspect(source, max_bytes=None):
                 raise _Bad(f"cannot read the stream: {exc}") from None
             raise
     except _Bad as exc:
-        raise ValueError(f"fastjoblib.inspect: {exc}") from None
+        kind = _sniff.for_source(source, start)  # not a pickle at all? say what it is
+        name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+        raise ValueError("fastjoblib.inspect: %s" % (
+            _sniff.message(name, kind, str(exc)) if kind else exc)) from None
     finally:
         close()
 

@@ -317,7 +317,22 @@ def _load_extras(trusted, progress, max_bytes=None):
     return extra
 
 
-def _unpickle(source, extra, **kwargs):
+def _unpickle(source, extra, sniff=None, name=None, **kwargs):
+    try:
+        return _unpickle_core(source, extra, **kwargs)
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as exc:
+        # not a pickle? name the format (same exception type; a pickle keeps its message)
+        from . import _sniff
+        kind = sniff(_sniff) if sniff is not None else None
+        new = _sniff.rewrite(exc, name, kind) if kind is not None else None
+        if new is None:
+            raise
+        raise new from None
+
+
+def _unpickle_core(source, extra, **kwargs):
     trailer = []
     policy = extra.get("find_class")
     if policy is not None:
@@ -398,6 +413,10 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=N
     if hasattr(filename, "read"):
         fobj = filename
         name = getattr(fobj, "name", "")
+        try:
+            start = fobj.tell()
+        except Exception:  # noqa: BLE001 - not seekable: nothing to look back at
+            start = None
         kind, source = _detect_fileobj(fobj)
         if kind == "compat":
             _warn_compat(name)
@@ -426,7 +445,9 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=N
                 )
         # joblib never memory-maps through a file object.
         codec = None if kind == "not-compressed" else kind
-        return _unpickle(source, extra, ensure_native=ensure_native, codec=codec)
+        sniff = None if start is None else (lambda m: m.from_file(fobj, start))
+        return _unpickle(source, extra, sniff=sniff, name=name or None,
+                         ensure_native=ensure_native, codec=codec)
 
     # A path (str or bytes) or an int file descriptor: opened exactly as joblib's open(x, 'rb')
     # would (same errors), then read through the descriptor.
@@ -438,7 +459,7 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=N
         except OSError:  # not pread-able (a pipe given as an fd)
             head = f.read(MAX_PREFIX_LEN)
             if head:
-                return _load_prefixed(head, f, ensure_native, extra)
+                return _load_prefixed(head, f, ensure_native, extra, filename)
         kind = _compressors.detect(head)
         if kind == "compat":
             loader = _legacy_loader()
@@ -478,7 +499,8 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=N
         if core_mmap is not None:
             kwargs.update(mmap_mode=core_mmap,
                           replace_globals={("torch", "from_numpy"): _TorchFromNumpy(core_mmap)})
-        return _unpickle(fd, extra, **kwargs)
+        return _unpickle(fd, extra, sniff=lambda m: m.from_fd(fd, start),
+                         name=filename if isinstance(filename, (str, bytes)) else None, **kwargs)
 
 
 class _TorchFromNumpy:
@@ -497,7 +519,9 @@ class _TorchFromNumpy:
         return self.func(arr)
 
 
-def _load_prefixed(head, f, ensure_native, extra):
+def _load_prefixed(head, f, ensure_native, extra, name=None):
     kind = _compressors.detect(head)
     codec = None if kind in ("not-compressed", "compat") else kind
-    return _unpickle(_PrefixedReader(head, f), extra, ensure_native=ensure_native, codec=codec)
+    return _unpickle(_PrefixedReader(head, f), extra, sniff=lambda m: m.identify(head),
+                     name=None if isinstance(name, int) else name,
+                     ensure_native=ensure_native, codec=codec)

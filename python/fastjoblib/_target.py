@@ -63,13 +63,17 @@ def _check_target(filename):
     return target, st
 
 
-def _open_temporary(directory, base, filename):
+def _open_temporary(directory, base, filename, made):
+    """(name, fd) of a new temporary. The name is appended to `made` before the file is created,
+    so an interrupt between the creation and the caller's assignment still finds it."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
         tmp = os.path.join(directory, ".%s.%s.fjtmp" % (base, secrets.token_hex(6)))
+        made.append(tmp)
         try:
             return tmp, os.open(tmp, flags, 0o666)
         except FileExistsError:
+            made.pop()  # someone else's file
             continue
         except OSError as exc:
             raise type(exc)(exc.errno, exc.strerror, filename) from None
@@ -99,8 +103,9 @@ def atomic_write(filename, write, durable=False):
     directory, base = os.path.split(target)
     fd = -1
     tmp = None
+    made = []
     try:
-        tmp, fd = _open_temporary(directory, base[:200], filename)
+        tmp, fd = _open_temporary(directory, base[:200], filename, made)
         if st is not None:
             os.fchmod(fd, stat.S_IMODE(st.st_mode))
             if hasattr(os, "fchown") and (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
@@ -127,6 +132,7 @@ def atomic_write(filename, write, durable=False):
         else:
             os.replace(tmp, target)
         tmp = None
+        made = None
         if durable:
             _fsync_directory(directory)
     except BaseException:
@@ -138,6 +144,8 @@ def atomic_write(filename, write, durable=False):
                 os.close(fd)
             except OSError:
                 pass
+        if tmp is None and made:  # interrupted between the file's creation and the assignment
+            tmp = made[-1]
         if tmp is not None:
             try:
                 os.unlink(tmp)
