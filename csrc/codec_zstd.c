@@ -437,7 +437,8 @@ typedef struct {
     const char *(*error_name)(size_t);
 } zstd_api;
 
-/* 1 bound, 0 use the Python API (FASTJOBLIB_ZSTD=python, or no exported libzstd), -1 error. */
+/* 1 bound, 0 use the Python API (FASTJOBLIB_ZSTD=python, or no exported libzstd), -1 error
+ * (FASTJOBLIB_ZSTD=libzstd requires the binding: ImportError without it). */
 static int
 zstd_api_open(zstd_api *api)
 {
@@ -451,6 +452,12 @@ zstd_api_open(zstd_api *api)
         return 0;
     }
     int rc = fj_engine_bind("zstandard._cffi", names, fns, 6, &api->handle);
+    int required = force != NULL && strcmp(force, "libzstd") == 0;
+    if (rc == 0 && required) {
+        PyErr_SetString(PyExc_ImportError, "FASTJOBLIB_ZSTD=libzstd: libzstd was not found in "
+                                           "the zstandard package's cffi extension");
+        return -1;
+    }
     if (rc != 1) {
         return rc;
     }

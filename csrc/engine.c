@@ -13,7 +13,17 @@ fj_engine_bind(const char *module, const char *const *names, void **fns, size_t 
     void *h = NULL;
     int rc = 0;
     *handle = NULL;
-    if ((mod = PyImport_ImportModule(module)) == NULL) {
+    /* importlib.util.find_spec(module).origin: imports the parent package only, not the
+     * extension itself (zstandard._cffi would need the cffi package to initialise; its C
+     * functions do not) */
+    PyObject *util = PyImport_ImportModule("importlib.util");
+    if (util == NULL) {
+        rc = -1;
+        goto done;
+    }
+    mod = PyObject_CallMethod(util, "find_spec", "s", module);
+    Py_DECREF(util);
+    if (mod == NULL) {
         if (PyErr_ExceptionMatches(PyExc_ImportError)) {
             PyErr_Clear();
         }
@@ -22,13 +32,15 @@ fj_engine_bind(const char *module, const char *const *names, void **fns, size_t 
         }
         goto done;
     }
-    if ((file = PyObject_GetAttrString(mod, "__file__")) == NULL || !PyUnicode_Check(file) ||
-        (path = PyUnicode_EncodeFSDefault(file)) == NULL) {
+    if (mod == Py_None || (file = PyObject_GetAttrString(mod, "origin")) == NULL ||
+        !PyUnicode_Check(file) || (path = PyUnicode_EncodeFSDefault(file)) == NULL) {
         PyErr_Clear();
         goto done;
     }
-    /* the import loaded it: RTLD_NOLOAD finds that copy (a new reference on it) */
     h = dlopen(PyBytes_AS_STRING(path), RTLD_NOW | RTLD_NOLOAD);
+    if (h == NULL) {
+        h = dlopen(PyBytes_AS_STRING(path), RTLD_NOW | RTLD_LOCAL);
+    }
     if (h == NULL) {
         goto done;
     }

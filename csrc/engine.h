@@ -2,8 +2,8 @@
  *
  * The zlib-ng package's extension (zlib_ng.zlib_ng) carries zlib-ng's native API (zng_*), the
  * zstandard package's cffi extension (zstandard._cffi) carries libzstd: both statically linked
- * with their symbols exported. The C core binds to them with dlopen(RTLD_NOLOAD) + dlsym on the
- * module's file after importing it (no headers or libraries needed at build time); the stdlib
+ * with their symbols exported. The C core binds to them with dlopen + dlsym on the extension's
+ * file (no headers or libraries needed at build time); the stdlib
  * library (zlib) or the package's Python API stays the fallback when a package or symbol is
  * missing.
  */
@@ -13,7 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Import `module` and bind `n` symbols of its extension file into fns[]. GIL held.
+/* Bind `n` symbols of the extension module `module` (found with importlib, loaded with dlopen,
+ * not imported) into fns[]. GIL held.
  * 1: bound (*handle set; dlclose it when done), 0: not available (no exception set), -1: the
  * import failed with something else than ImportError (exception set). */
 int fj_engine_bind(const char *module, const char *const *names, void **fns, size_t n,
