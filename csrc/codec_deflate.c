@@ -35,10 +35,98 @@
 /* appended after the Z_SYNC_FLUSH of every non-last block: an empty, non-final stored block */
 static const unsigned char deflate_extra[5] = {0x00, 0x00, 0x00, 0xff, 0xff};
 
+/* The deflate engine: zlib-ng's (the zlib-ng package) at levels 2 and 3 when installed (3 is
+ * joblib's default), else zlib. There zlib-ng writes streams no bigger than zlib's (8 MiB
+ * samples: random bytes +0.0%, random float64 -0.9%, a rounded random walk -9 to -11%, text
+ * -7.7%) with 1.4-6x less CPU time. Its other levels are not used: level 1 writes 5-84% bigger
+ * streams, 4-6 up to 2.4x bigger on repetitive text, 9 +0.6% on float64. The bytes differ from
+ * zlib's; any inflater reads them. FASTJOBLIB_DEFLATE=zlib forces zlib, =zlib-ng requires
+ * zlib-ng (at every level: tests). */
+typedef struct {
+    int (*init2)(void *s, int level, int method, int wbits, int mem, int strategy);
+    int (*deflate)(void *s, int flush);
+    int (*end)(void *s);
+    uint32_t (*crc32)(uint32_t c, const unsigned char *p, size_t n);
+    uint32_t (*adler32)(uint32_t c, const unsigned char *p, size_t n);
+    int ng;
+} deflate_engine;
+
+static int
+zd_init2(void *s, int level, int method, int wbits, int mem, int strategy)
+{
+    return deflateInit2((z_stream *)s, level, method, wbits, mem, strategy);
+}
+
+static int
+zd_deflate(void *s, int flush)
+{
+    return deflate((z_stream *)s, flush);
+}
+
+static int
+zd_end(void *s)
+{
+    return deflateEnd((z_stream *)s);
+}
+
+static uint32_t
+zd_crc32(uint32_t c, const unsigned char *p, size_t n)
+{
+    return (uint32_t)crc32_z(c, p, n);
+}
+
+static uint32_t
+zd_adler32(uint32_t c, const unsigned char *p, size_t n)
+{
+    return (uint32_t)adler32_z(c, p, n);
+}
+
+static const deflate_engine zlib_deflate_engine = {zd_init2, zd_deflate, zd_end, zd_crc32,
+                                                    zd_adler32, 0};
+/* filled once with the GIL held before the first writer that uses it; then only read */
+static deflate_engine ng_deflate_engine;
+static int ng_deflate_state; /* 0 not tried, 1 bound, -1 unavailable */
+
+/* 1: zlib-ng, 0: zlib, -1: error set. GIL held. */
+static int
+choose_deflate_engine(int level)
+{
+    static const char *const names[5] = {"zng_deflateInit2", "zng_deflate", "zng_deflateEnd",
+                                         "zng_crc32_z", "zng_adler32_z"};
+    const char *e = getenv("FASTJOBLIB_DEFLATE");
+    int forced = e != NULL && strcmp(e, "zlib-ng") == 0;
+    if ((e != NULL && strcmp(e, "zlib") == 0) || (!forced && level != 2 && level != 3)) {
+        return 0;
+    }
+    if (ng_deflate_state == 0) {
+        void *fns[5], *handle;
+        int rc = fj_engine_bind("zlib_ng.zlib_ng", names, fns, 5, &handle);
+        if (rc < 0) {
+            return -1;
+        }
+        if (rc == 1) {
+            *(void **)&ng_deflate_engine.init2 = fns[0];
+            *(void **)&ng_deflate_engine.deflate = fns[1];
+            *(void **)&ng_deflate_engine.end = fns[2];
+            *(void **)&ng_deflate_engine.crc32 = fns[3];
+            *(void **)&ng_deflate_engine.adler32 = fns[4];
+            ng_deflate_engine.ng = 1;
+        }
+        ng_deflate_state = rc == 1 ? 1 : -1;
+    }
+    if (forced && ng_deflate_state != 1) {
+        PyErr_SetString(PyExc_ImportError, "FASTJOBLIB_DEFLATE=zlib-ng needs the 'zlib-ng' "
+                                           "package. Install it with pip: pip install zlib-ng");
+        return -1;
+    }
+    return ng_deflate_state == 1;
+}
+
 typedef struct {
     int gzip;
     int level;
     uint32_t check; /* running Adler-32 (zlib) / CRC-32 (gzip) of everything emitted */
+    const deflate_engine *eng;
 } deflate_ctx;
 
 static size_t
@@ -52,17 +140,21 @@ static int
 deflate_block(void *vctx, fj_bjob *job)
 {
     deflate_ctx *ctx = vctx;
-    z_stream s;
-    memset(&s, 0, sizeof(s));
-    int rc = deflateInit2(&s, ctx->level, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
+    const deflate_engine *eng = ctx->eng;
+    union {
+        z_stream z;
+        fj_zng_stream n;
+    } u;
+    memset(&u, 0, sizeof(u));
+    int rc = eng->init2(&u, ctx->level, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
     if (rc != Z_OK) {
         job->failed = 1;
         job->nomem = rc == Z_MEM_ERROR;
         snprintf(job->msg, sizeof(job->msg), "deflateInit2 failed (%d)", rc);
         return -1;
     }
-    s.next_in = (Bytef *)job->in;
-    s.avail_in = (uInt)job->in_len; /* blocks are far below UINT_MAX */
+    const unsigned char *in = (const unsigned char *)job->in;
+    unsigned avail_in = (unsigned)job->in_len; /* blocks are far below UINT_MAX */
     int flush = job->last ? Z_FINISH : Z_SYNC_FLUSH;
     job->out_len = 0;
     for (;;) {
@@ -81,21 +173,39 @@ deflate_block(void *vctx, fj_bjob *job)
         if (room > UINT_MAX) {
             room = UINT_MAX;
         }
-        s.next_out = (Bytef *)job->out + job->out_len;
-        s.avail_out = (uInt)room;
-        rc = deflate(&s, flush);
-        job->out_len += room - s.avail_out;
+        unsigned avail_out;
+        if (eng->ng) {
+            u.n.next_in = in;
+            u.n.avail_in = avail_in;
+            u.n.next_out = (uint8_t *)job->out + job->out_len;
+            u.n.avail_out = (uint32_t)room;
+            rc = eng->deflate(&u, flush);
+            in = u.n.next_in;
+            avail_in = u.n.avail_in;
+            avail_out = u.n.avail_out;
+        }
+        else {
+            u.z.next_in = (Bytef *)in;
+            u.z.avail_in = avail_in;
+            u.z.next_out = (Bytef *)job->out + job->out_len;
+            u.z.avail_out = (uInt)room;
+            rc = eng->deflate(&u, flush);
+            in = u.z.next_in;
+            avail_in = u.z.avail_in;
+            avail_out = u.z.avail_out;
+        }
+        job->out_len += room - avail_out;
         if (rc == Z_STREAM_END) {
             break;
         }
         if (rc != Z_OK && rc != Z_BUF_ERROR) {
             goto fail;
         }
-        if (flush == Z_SYNC_FLUSH && s.avail_in == 0 && s.avail_out > 0) {
+        if (flush == Z_SYNC_FLUSH && avail_in == 0 && avail_out > 0) {
             break; /* flushed completely */
         }
     }
-    deflateEnd(&s);
+    eng->end(&u);
     if (!job->last) {
         if (job->out_cap - job->out_len < sizeof(deflate_extra)) {
             char *p = PyMem_RawRealloc(job->out, job->out_len + sizeof(deflate_extra));
@@ -110,11 +220,11 @@ deflate_block(void *vctx, fj_bjob *job)
         memcpy(job->out + job->out_len, deflate_extra, sizeof(deflate_extra));
         job->out_len += sizeof(deflate_extra);
     }
-    job->check = ctx->gzip ? (uint32_t)crc32_z(0, (const Bytef *)job->in, job->in_len)
-                           : (uint32_t)adler32_z(1, (const Bytef *)job->in, job->in_len);
+    job->check = ctx->gzip ? eng->crc32(0, (const unsigned char *)job->in, job->in_len)
+                           : eng->adler32(1, (const unsigned char *)job->in, job->in_len);
     return 0;
 fail:
-    deflateEnd(&s);
+    eng->end(&u);
     job->failed = 1;
     job->nomem = job->nomem || rc == Z_MEM_ERROR;
     snprintf(job->msg, sizeof(job->msg), "deflate error %d", rc);
@@ -213,6 +323,13 @@ fj_deflate_writer(int gzip, int level, int threads, fj_writer *inner)
     }
     ctx->gzip = gzip;
     ctx->level = level;
+    int ng = choose_deflate_engine(level);
+    if (ng < 0) {
+        PyMem_RawFree(ctx);
+        inner->free(inner);
+        return NULL;
+    }
+    ctx->eng = ng ? &ng_deflate_engine : &zlib_deflate_engine;
     return fj_bwriter_new(gzip ? &gzip_codec : &zlib_codec, ctx, threads, inner);
 }
 

@@ -248,3 +248,26 @@ def test_missing_fast_engines_fall_back(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "ImportError" in out.stdout and "pip install zlib-ng" in out.stdout
+
+
+@pytest.mark.parametrize("codec", ["zlib", "gzip"])
+def test_both_deflate_engines_write_standard_streams(monkeypatch, tmp_path, codec):
+    """Dumps: either deflate engine writes one standard stream that zlib/gzip and joblib read,
+    no bigger than 1% over zlib's own at the same level."""
+    data = make_data(3 * 1024 * KIB, seed=11)
+    sizes = {}
+    for engine in INFLATE:
+        monkeypatch.setenv("FASTJOBLIB_DEFLATE", engine)
+        for threads in (1, 2):
+            comp = _core._compress(codec, data, level=3, threads=threads)
+            assert (zlib.decompress(comp) if codec == "zlib" else gzip.decompress(comp)) == data
+            sizes[engine, threads] = len(comp)
+        obj = {"x": np.frombuffer(data, dtype=np.uint8)}
+        path = str(tmp_path / ("f-%s.%s" % (engine, codec)))
+        fastjoblib.dump(obj, path, compress=(codec, 3))
+        np.testing.assert_array_equal(joblib.load(path)["x"], obj["x"])
+    ref = len(serial_stream(codec, data))
+    assert all(n <= ref * 1.01 for n in sizes.values()), (sizes, ref)
+    monkeypatch.setenv("FASTJOBLIB_DEFLATE", "zlib-ng")
+    assert _core._compress(codec, data, level=3, threads=1) == \
+        _core._compress(codec, data, level=3, threads=2)  # same bytes whatever the threads
