@@ -10,6 +10,12 @@
  * the inner fj_reader. stream_reader does not report a truncated frame, so the bytes it is fed
  * also go through a frame-structure walker (frame header, block headers, checksum: no
  * decompression) that tells whether the input ended on a frame boundary.
+ * Direct reader (the default when it binds): libzstd's ZSTD_decompressStream, found in the
+ * zstandard package's cffi extension (engine.c), decodes straight into the caller's memory with
+ * the GIL released, from 1 MiB reads of the inner reader; the same walker gives the end-of-input
+ * verdict and the errors are zstandard's texts ("zstd decompress error: <libzstd's name>"), so
+ * both readers behave alike (tests/test_codec_engines.py). FASTJOBLIB_ZSTD=python forces the
+ * Python path, =libzstd requires the direct one.
  */
 #include "fj.h"
 #include "codec.h"
