@@ -35,13 +35,12 @@
 /* appended after the Z_SYNC_FLUSH of every non-last block: an empty, non-final stored block */
 static const unsigned char deflate_extra[5] = {0x00, 0x00, 0x00, 0xff, 0xff};
 
-/* The deflate engine: zlib-ng's (the zlib-ng package) at levels 2 and 3 when installed (3 is
- * joblib's default), else zlib. There zlib-ng writes streams no bigger than zlib's (8 MiB
- * samples: random bytes +0.0%, random float64 -0.9%, a rounded random walk -9 to -11%, text
- * -7.7%) with 1.4-6x less CPU time. Its other levels are not used: level 1 writes 5-84% bigger
- * streams, 4-6 up to 2.4x bigger on repetitive text, 9 +0.6% on float64. The bytes differ from
- * zlib's; any inflater reads them. FASTJOBLIB_DEFLATE=zlib forces zlib, =zlib-ng requires
- * zlib-ng (at every level: tests). */
+/* The deflate engine for dumps: zlib unless FASTJOBLIB_DEFLATE=zlib-ng (an opt-in, also used by
+ * the tests). zlib-ng's deflate at the same level is faster (level 3: 1.4-6x less CPU time) but
+ * its sizes are not zlib's: at level 3 smaller on float arrays (random float64 -0.9%, a rounded
+ * random walk -10%) yet 5.6% bigger on the RandomForest pickle of benchmarks/workloads.py, 5-84%
+ * bigger at level 1 and up to 2.4x at levels 4-6 on repetitive text. joblib's files must stay
+ * within 1% of joblib's sizes, so zlib writes by default. */
 typedef struct {
     int (*init2)(void *s, int level, int method, int wbits, int mem, int strategy);
     int (*deflate)(void *s, int flush);
@@ -89,13 +88,13 @@ static int ng_deflate_state; /* 0 not tried, 1 bound, -1 unavailable */
 
 /* 1: zlib-ng, 0: zlib, -1: error set. GIL held. */
 static int
-choose_deflate_engine(int level)
+choose_deflate_engine(void)
 {
     static const char *const names[5] = {"zng_deflateInit2", "zng_deflate", "zng_deflateEnd",
                                          "zng_crc32_z", "zng_adler32_z"};
     const char *e = getenv("FASTJOBLIB_DEFLATE");
     int forced = e != NULL && strcmp(e, "zlib-ng") == 0;
-    if ((e != NULL && strcmp(e, "zlib") == 0) || (!forced && level != 2 && level != 3)) {
+    if (!forced) {
         return 0;
     }
     if (ng_deflate_state == 0) {
@@ -323,7 +322,7 @@ fj_deflate_writer(int gzip, int level, int threads, fj_writer *inner)
     }
     ctx->gzip = gzip;
     ctx->level = level;
-    int ng = choose_deflate_engine(level);
+    int ng = choose_deflate_engine();
     if (ng < 0) {
         PyMem_RawFree(ctx);
         inner->free(inner);
