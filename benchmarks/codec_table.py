@@ -21,6 +21,16 @@ signal rounded to 2 decimals; random_forest: 200 trees) and codec, at joblib's s
   each codec resets the kernel's RSS high-water mark, runs fastjoblib.dump, and reports VmHWM minus
   the RSS before (MiB): what the compressed dump needed above the live objects; divided by the
   thread count for the per-thread figure. Same for the load (that figure includes the result).
+* --cross (the load table of files written by joblib): for zlib, gzip, lz4, bz2 and xz, joblib
+  writes the file (joblib.dump at the setting above) and joblib.load, fastjoblib.load and, for
+  zlib/gzip, fastjoblib.load on the zlib fallback engine (FASTJOBLIB_INFLATE=zlib) read it,
+  interleaved. For zstd, fastjoblib writes the file and joblib with the zstandard recipe
+  (fastjoblib.register_zstd_with_joblib()) reads it against fastjoblib.load (libzstd engine) and
+  fastjoblib.load on zstandard's Python API (FASTJOBLIB_ZSTD=python). --dirs runs the table once
+  per directory (e.g. /dev/shm,/var/tmp: tmpfs and ext4), naming each filesystem. One line:
+
+    python benchmarks/codec_table.py --cross --dirs /dev/shm,/var/tmp
+
 Nothing is asserted: this prints what it measured (markdown, and --json).
 """
 import argparse
@@ -158,6 +168,110 @@ def report(rows, args, nthreads):
     return "\n".join(lines)
 
 
+# ----- --cross: files written by joblib (zstd: by fastjoblib), loaded by each reader ------------
+FALLBACK = {"zlib": ("FASTJOBLIB_INFLATE", "zlib"), "gzip": ("FASTJOBLIB_INFLATE", "zlib"),
+            "zstd": ("FASTJOBLIB_ZSTD", "python")}
+
+
+def time_cross(obj, codec, runs, directory):
+    """Medians of interleaved loads of one file; its size; who wrote it."""
+    import joblib
+
+    import fastjoblib
+
+    path = os.path.join(directory, "codec-cross-%s" % codec)
+    if codec == "zstd":
+        fastjoblib.register_zstd_with_joblib()
+        fastjoblib.dump(obj, path, compress=SETTINGS[codec])
+        contenders = [("other", joblib.load, None), ("fastjoblib", fastjoblib.load, None)]
+    else:
+        joblib.dump(obj, path, compress=SETTINGS[codec])
+        contenders = [("other", joblib.load, None), ("fastjoblib", fastjoblib.load, None)]
+    if codec in FALLBACK:
+        contenders.append(("fallback", fastjoblib.load, FALLBACK[codec]))
+    times = {name: [] for name, _, _ in contenders}
+    try:
+        for rnd in range(runs):
+            order = contenders if rnd % 2 == 0 else contenders[::-1]
+            for name, load, env in order:
+                old = None
+                if env is not None:
+                    old = os.environ.get(env[0])
+                    os.environ[env[0]] = env[1]
+                try:
+                    t, value = _run(lambda: load(path))
+                finally:
+                    if env is not None:
+                        if old is None:
+                            os.environ.pop(env[0], None)
+                        else:
+                            os.environ[env[0]] = old
+                times[name].append(t)
+                del value
+        size = os.path.getsize(path)
+    finally:
+        os.unlink(path)
+    return {"size": size, **{k: statistics.median(v) for k, v in times.items()}}
+
+
+def report_cross(rows, args, directory, fs):
+    size = "full sizes" if args.scale == 1.0 else "scale %g" % args.scale
+    lines = ["## Loads of files written by joblib (zstd: written by fastjoblib, joblib reads it with "
+             "the zstandard recipe): %s on %s (%s), medians of %d runs (%d for bz2/xz above 64 MiB)"
+             % (size, directory, fs, args.runs, args.slow_runs), "",
+             "Times in s (uncompressed MB/s); x = other reader's time / fastjoblib's (>1: fastjoblib "
+             "faster); fallback = fastjoblib on zlib (zlib/gzip) or zstandard's Python API (zstd).",
+             "",
+             "| workload | codec | file MiB | joblib load | fastjoblib load | x | fastjoblib fallback | "
+             "x (fallback) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        other, ours, raw = r["other"], r["fastjoblib"], r["raw"]
+        fb = r.get("fallback")
+        fb_s = "%s (%.0f MB/s)" % (fmt_t(fb), raw / MB / fb) if fb else "n/a"
+        fbx = "%.2fx" % (other / fb) if fb else "n/a"
+        label = r["label"] + (" (joblib + zstandard recipe)" if r["codec"] == "zstd" else "")
+        lines.append("| %s | %s | %.1f | %s (%.0f MB/s) | %s (%.0f MB/s) | %.2fx | %s | %s |" % (
+            r["workload"], label, r["size"] / 2**20, fmt_t(other), raw / MB / other, fmt_t(ours),
+            raw / MB / ours, other / ours, fb_s, fbx))
+    return "\n".join(lines)
+
+
+def main_cross(args, codecs):
+    from fastjoblib._bench import _fstype
+
+    labels = {"zlib": "zlib-3", "gzip": "gzip-3", "lz4": "lz4", "bz2": "bz2 (9)", "xz": "xz (6)",
+              "zstd": "zstd-3"}
+    out, texts = [], []
+    for directory in [d for d in (args.dirs or args.dir or tempfile.gettempdir()).split(",") if d]:
+        fs = _fstype(directory)
+        rows = []
+        with tempfile.TemporaryDirectory(dir=directory, prefix="fastjoblib-cross-") as d:
+            for wl in [w for w in args.workloads.split(",") if w]:
+                obj = W.WORKLOADS[wl](args.scale)
+                raw = raw_size(obj, d)
+                for codec in codecs:
+                    t0 = time.perf_counter()
+                    runs = args.slow_runs if codec in SLOW and raw > SLOW_ABOVE else args.runs
+                    got = time_cross(obj, codec, runs, d)
+                    rows.append({"workload": wl, "codec": codec, "label": labels[codec],
+                                 "raw": raw, **got})
+                    print("# cross %s %s %s done in %.0f s" % (directory, wl, codec,
+                                                               time.perf_counter() - t0),
+                          file=sys.stderr, flush=True)
+                del obj
+                gc.collect()
+        texts.append(report_cross(rows, args, directory, fs))
+        out.append({"directory": directory, "filesystem": fs, "rows": rows})
+    text = "\n\n".join(texts)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"scale": args.scale, "runs": args.runs, "slow_runs": args.slow_runs,
+                       "tables": out}, f, indent=1)
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workloads", default=DEFAULT_WORKLOADS)
@@ -169,6 +283,9 @@ def main(argv=None):
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--json", default=None, help="also write the rows here")
     ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--cross", action="store_true",
+                    help="the load table of files written by joblib (see the docstring)")
+    ap.add_argument("--dirs", default=None, help="--cross: comma-separated directories")
     args = ap.parse_args(argv)
     codecs = [c for c in args.codecs.split(",") if c]
     for c in codecs:
@@ -177,6 +294,8 @@ def main(argv=None):
     if args.memory_child:
         memory_child(args.memory_child, args.scale, codecs, args.dir)
         return 0
+    if args.cross:
+        return main_cross(args, codecs)
     nthreads = threads_used()
     rows = []
     args.raw_sizes = {}

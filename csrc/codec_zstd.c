@@ -10,10 +10,19 @@
  * the inner fj_reader. stream_reader does not report a truncated frame, so the bytes it is fed
  * also go through a frame-structure walker (frame header, block headers, checksum: no
  * decompression) that tells whether the input ended on a frame boundary.
+ * Direct reader (the default when it binds): libzstd's ZSTD_decompressStream, found in the
+ * zstandard package's cffi extension (engine.c), decodes straight into the caller's memory with
+ * the GIL released, from 1 MiB reads of the inner reader; the same walker gives the end-of-input
+ * verdict and the errors are zstandard's texts ("zstd decompress error: <libzstd's name>"), so
+ * both readers behave alike (tests/test_codec_engines.py). FASTJOBLIB_ZSTD=python forces the
+ * Python path, =libzstd requires the direct one.
  */
 #include "fj.h"
 #include "codec.h"
+#include "engine.h"
 
+#include <dlfcn.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define ZSTD_FEED (8 << 20)
@@ -24,6 +33,7 @@
  * within 1% of (here: smaller than) one single-threaded stream, at the same speed. */
 #define ZSTD_OVERLAP_LOG 9
 #define ZSTD_READ_SIZE (256 * 1024)
+#define ZSTD_IN_SIZE (1 << 20) /* direct mode: compressed bytes per read of the inner reader */
 
 static PyObject *
 import_zstandard(void)
@@ -420,6 +430,64 @@ zw_complete(const zwalker *z)
     return z->state == ZW_MAGIC && z->have == 0 && z->nframes > 0;
 }
 
+/* ----- libzstd from the zstandard package (engine.h) ----------------------------------------- */
+typedef struct {
+    const void *src;
+    size_t size, pos;
+} zstd_in_buffer; /* ZSTD_inBuffer */
+typedef struct {
+    void *dst;
+    size_t size, pos;
+} zstd_out_buffer; /* ZSTD_outBuffer */
+
+typedef struct {
+    void *handle; /* NULL: the zstandard Python API */
+    unsigned (*version)(void);
+    void *(*create_dctx)(void);
+    size_t (*free_dctx)(void *);
+    size_t (*decompress_stream)(void *, zstd_out_buffer *, zstd_in_buffer *);
+    unsigned (*is_error)(size_t);
+    const char *(*error_name)(size_t);
+} zstd_api;
+
+/* 1 bound, 0 use the Python API (FASTJOBLIB_ZSTD=python, or no exported libzstd), -1 error
+ * (FASTJOBLIB_ZSTD=libzstd requires the binding: ImportError without it). */
+static int
+zstd_api_open(zstd_api *api)
+{
+    static const char *const names[6] = {"ZSTD_versionNumber", "ZSTD_createDCtx",
+                                         "ZSTD_freeDCtx", "ZSTD_decompressStream",
+                                         "ZSTD_isError", "ZSTD_getErrorName"};
+    void *fns[6];
+    memset(api, 0, sizeof(*api));
+    const char *force = getenv("FASTJOBLIB_ZSTD");
+    if (force != NULL && strcmp(force, "python") == 0) {
+        return 0;
+    }
+    int rc = fj_engine_bind("zstandard._cffi", names, fns, 6, &api->handle);
+    int required = force != NULL && strcmp(force, "libzstd") == 0;
+    if (rc == 0 && required) {
+        PyErr_SetString(PyExc_ImportError, "FASTJOBLIB_ZSTD=libzstd: libzstd was not found in "
+                                           "the zstandard package's cffi extension");
+        return -1;
+    }
+    if (rc != 1) {
+        return rc;
+    }
+    *(void **)&api->version = fns[0];
+    *(void **)&api->create_dctx = fns[1];
+    *(void **)&api->free_dctx = fns[2];
+    *(void **)&api->decompress_stream = fns[3];
+    *(void **)&api->is_error = fns[4];
+    *(void **)&api->error_name = fns[5];
+    if (api->version() < 10400) { /* ZSTD_decompressStream's contract as used here */
+        dlclose(api->handle);
+        memset(api, 0, sizeof(*api));
+        return 0;
+    }
+    return 1;
+}
+
 /* ----- reader -------------------------------------------------------------------------------- */
 typedef struct {
     fj_reader base;
@@ -430,6 +498,13 @@ typedef struct {
     zwalker walk;
     int finished, failed;
     PyObject *exc_type, *exc_value, *exc_tb; /* error met after output was delivered */
+    /* direct mode (api.handle != NULL): libzstd's streaming decoder straight into the caller's
+     * memory, GIL released; `sreader` etc. stay NULL */
+    zstd_api api;
+    void *dctx;
+    unsigned char *in;
+    size_t in_len, in_pos;
+    int eof;
 } zstd_reader;
 
 static PyObject *
@@ -475,6 +550,70 @@ source_read(PyObject *capsule, PyObject *arg)
 
 static PyMethodDef source_read_def = {"read", source_read, METH_O, NULL};
 
+/* Direct mode. The end-of-input verdict is the walker's, as in the Python path (same texts). */
+static Py_ssize_t
+zstd_r_read_direct(zstd_reader *r, char *buf, Py_ssize_t len)
+{
+    Py_ssize_t produced = 0;
+    while (!r->finished && produced < len) {
+        zstd_out_buffer out = {buf + produced, (size_t)(len - produced), 0};
+        zstd_in_buffer in = {r->in, r->in_len, r->in_pos};
+        size_t ret;
+        Py_BEGIN_ALLOW_THREADS
+        ret = r->api.decompress_stream(r->dctx, &out, &in);
+        Py_END_ALLOW_THREADS
+        r->in_pos = in.pos;
+        produced += (Py_ssize_t)out.pos;
+        if (r->api.is_error(ret)) {
+            fj_codec_raise("zstandard", "ZstdError", "zstd decompress error: %s",
+                           r->api.error_name(ret));
+            goto error;
+        }
+        if (produced == len || r->in_pos < r->in_len) {
+            continue;
+        }
+        if (out.pos == out.size) {
+            continue; /* output full: more may be buffered */
+        }
+        /* all input consumed and all output it allows delivered */
+        if (!r->eof) {
+            Py_ssize_t n = r->inner->read(r->inner, (char *)r->in, ZSTD_IN_SIZE);
+            if (n < 0) {
+                goto error;
+            }
+            r->in_len = (size_t)n;
+            r->in_pos = 0;
+            if (n == 0) {
+                r->eof = 1;
+            }
+            else {
+                zw_feed(&r->walk, r->in, (size_t)n);
+            }
+            continue;
+        }
+        if (!zw_complete(&r->walk)) {
+            if (r->walk.state == ZW_BAD) {
+                fj_codec_raise("zstandard", "ZstdError",
+                               "zstd: invalid compressed data: bad frame structure");
+            }
+            else {
+                fj_codec_raise_truncated();
+            }
+            goto error;
+        }
+        r->finished = 1;
+    }
+    return produced;
+error:
+    r->failed = 1;
+    if (produced > 0) {
+        /* deliver what we have; the error comes back on the next call */
+        PyErr_Fetch(&r->exc_type, &r->exc_value, &r->exc_tb);
+        return produced;
+    }
+    return -1;
+}
+
 static Py_ssize_t
 zstd_r_read(fj_reader *self, char *buf, Py_ssize_t len)
 {
@@ -487,6 +626,9 @@ zstd_r_read(fj_reader *self, char *buf, Py_ssize_t len)
     if (r->failed) {
         PyErr_SetString(PyExc_ValueError, "zstd: stream failed earlier");
         return -1;
+    }
+    if (r->dctx != NULL) {
+        return zstd_r_read_direct(r, buf, len);
     }
     while (!r->finished && produced < len) {
         PyObject *mv = PyMemoryView_FromMemory(buf + produced, len - produced, PyBUF_WRITE);
@@ -544,6 +686,13 @@ zstd_r_free(fj_reader *self)
     Py_XDECREF(r->exc_type);
     Py_XDECREF(r->exc_value);
     Py_XDECREF(r->exc_tb);
+    if (r->dctx != NULL) {
+        r->api.free_dctx(r->dctx);
+    }
+    if (r->api.handle != NULL) {
+        dlclose(r->api.handle);
+    }
+    PyMem_RawFree(r->in);
     if (r->inner != NULL) {
         r->inner->free(r->inner);
     }
@@ -566,6 +715,22 @@ fj_zstd_reader(fj_reader *inner)
     zw_start(&r->walk);
     if ((mod = import_zstandard()) == NULL) {
         goto error;
+    }
+    int bound = zstd_api_open(&r->api);
+    if (bound < 0) {
+        goto error;
+    }
+    if (bound == 1) {
+        if ((r->in = PyMem_RawMalloc(ZSTD_IN_SIZE)) == NULL) {
+            PyErr_NoMemory();
+            goto error;
+        }
+        if ((r->dctx = r->api.create_dctx()) == NULL) {
+            PyErr_NoMemory();
+            goto error;
+        }
+        Py_DECREF(mod);
+        return &r->base;
     }
     if ((r->capsule = PyCapsule_New(r, "fastjoblib.zstd_reader", NULL)) == NULL ||
         (fn = PyCFunction_New(&source_read_def, r->capsule)) == NULL) {

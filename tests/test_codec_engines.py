@@ -1,0 +1,279 @@
+"""Codec engines: the same output and the same errors whichever engine runs.
+
+Inflate runs zlib-ng (the `zlib-ng` package, part of the `fast` extra) when it is installed, zlib
+otherwise; zstd loads run libzstd's streaming decoder (found in the `zstandard` package's cffi
+extension) with the zstandard Python API as the fallback. The private switches
+FASTJOBLIB_INFLATE=zlib|zlib-ng and FASTJOBLIB_ZSTD=python|libzstd choose one per stream (the
+values naming the fast engine raise ImportError when it cannot be bound, so these tests fail
+rather than silently compare the fallback with itself). Every input here is decoded by both
+engines in the same run, and the outcomes (output bytes, or exception type and text) compared.
+"""
+import gzip
+import os
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+from fastjoblib import _core
+
+joblib = pytest.importorskip("joblib")
+zstandard = pytest.importorskip("zstandard")
+pytest.importorskip("zlib_ng")
+
+import fastjoblib  # noqa: E402
+
+KIB = 1024
+INFLATE = ("zlib", "zlib-ng")
+ZSTD = ("python", "libzstd")
+VAR = {"zlib": "FASTJOBLIB_INFLATE", "gzip": "FASTJOBLIB_INFLATE", "zstd": "FASTJOBLIB_ZSTD"}
+ENGINES = {"zlib": INFLATE, "gzip": INFLATE, "zstd": ZSTD}
+
+
+def make_data(size, seed=0):
+    rng = np.random.default_rng(seed + size)
+    walk = np.round(np.cumsum(rng.standard_normal(size // 16 + 1)), 2).tobytes()
+    noise = rng.integers(0, 256, size - size // 2, dtype=np.uint8).tobytes()
+    return (walk[: size // 2] + noise)[:size]
+
+
+def outcome(fn):
+    try:
+        return ("ok", fn())
+    except Exception as exc:  # noqa: BLE001 - the outcome is what is compared
+        return ("error", type(exc).__module__, type(exc).__qualname__, str(exc))
+
+
+def both(monkeypatch, codec, fn):
+    """fn() under each engine of `codec`: {engine: outcome}."""
+    res = {}
+    for engine in ENGINES[codec]:
+        monkeypatch.setenv(VAR[codec], engine)
+        res[engine] = outcome(fn)
+    monkeypatch.delenv(VAR[codec])
+    return res
+
+
+def assert_same(res, what):
+    a, b = res.values()
+    assert a == b, (what, {k: v[:1] + tuple(str(x)[:200] for x in v[1:]) for k, v in res.items()})
+    return a
+
+
+def serial_stream(codec, data, level=3):
+    """The streams joblib writes: one serial zlib stream / gzip member; one zstd frame."""
+    if codec == "zlib":
+        return zlib.compress(data, level)
+    if codec == "gzip":
+        return gzip.compress(data, level, mtime=0)
+    return zstandard.ZstdCompressor(level=level).compress(data)
+
+
+def streams(codec, data):
+    """A serial stream and our own (parallel-segment, or libzstd-threaded) stream."""
+    return {"serial": serial_stream(codec, data), "ours": _core._compress(codec, data, threads=2)}
+
+
+@pytest.mark.parametrize("codec", ["zlib", "gzip", "zstd"])
+def test_forced_engines_are_bound(monkeypatch, codec):
+    """The names of the fast engines bind here (the `fast` extra is installed): no fallback."""
+    data = make_data(300 * KIB)
+    comp = serial_stream(codec, data)
+    for engine in ENGINES[codec]:
+        monkeypatch.setenv(VAR[codec], engine)
+        assert _core._decompress(codec, comp) == data
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("codec", ["zlib", "gzip", "zstd"])
+def test_identical_output(monkeypatch, codec, threads):
+    for size in (0, 1, 5 * KIB, 700 * KIB, 3 * 1024 * KIB):
+        data = make_data(size, seed=size)
+        for kind, comp in streams(codec, data).items():
+            res = both(monkeypatch, codec,
+                       lambda: _core._decompress(codec, comp, threads=threads, chunk=12345))
+            got = assert_same(res, (codec, kind, size))
+            assert got == ("ok", data)
+
+
+@pytest.mark.parametrize("codec", ["zlib", "gzip", "zstd"])
+def test_identical_errors_on_truncation(monkeypatch, codec):
+    data = make_data(600 * KIB, seed=4)
+    errors = 0
+    for kind, comp in streams(codec, data).items():
+        cuts = sorted(set([0, 1, 2, 3, 5, 9, 17, len(comp) - 9, len(comp) - 4, len(comp) - 1] +
+                          list(range(100, len(comp), len(comp) // 23 + 1))))
+        for cut in cuts:
+            res = both(monkeypatch, codec, lambda: _core._decompress(codec, comp[:cut]))
+            got = assert_same(res, (codec, kind, cut))
+            errors += got[0] == "error"
+    assert errors > 40  # the truncations did raise (not a vacuous comparison)
+
+
+@pytest.mark.parametrize("codec", ["zlib", "gzip", "zstd"])
+def test_identical_errors_on_corruption(monkeypatch, codec):
+    data = make_data(400 * KIB, seed=6)
+    rng = np.random.default_rng(7)
+    errors = 0
+    texts = set()
+    for kind, comp in streams(codec, data).items():
+        for trial in range(40):
+            bad = bytearray(comp)
+            if trial < 30:  # single flips, header to trailer
+                pos = int(rng.integers(0, len(bad)))
+                bad[pos] ^= 1 << int(rng.integers(0, 8))
+            else:  # a run of garbage bytes
+                pos = int(rng.integers(0, len(bad) - 64))
+                bad[pos:pos + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+            res = both(monkeypatch, codec, lambda: _core._decompress(codec, bytes(bad)))
+            got = assert_same(res, (codec, kind, trial, pos))
+            if got[0] == "error":
+                errors += 1
+                texts.add(got[3])
+    assert errors > 20
+    assert len(texts) >= 2  # several distinct failure modes were compared
+
+
+@pytest.mark.parametrize("codec", ["zlib", "gzip", "zstd"])
+def test_identical_trailing_bytes_and_concatenation(monkeypatch, codec):
+    data = make_data(200 * KIB, seed=8)
+    comp = serial_stream(codec, data)
+    skippable = b"\x50\x2a\x4d\x18" + (5).to_bytes(4, "little") + b"hello"
+    tails = [b"", b"\x00", b"garbage!" * 100, comp, skippable, skippable + comp,
+             gzip.compress(b"more", mtime=0)]
+    for tail in tails:
+        res = both(monkeypatch, codec, lambda: _core._decompress(codec, comp + tail))
+        assert_same(res, (codec, tail[:16]))
+    # documented behaviour of the fast engines too: zstd and gzip read concatenated streams
+    monkeypatch.setenv(VAR[codec], ENGINES[codec][1])
+    assert _core._decompress(codec, comp + comp) == (data if codec == "zlib" else data + data)
+
+
+@pytest.mark.parametrize("codec", ["zlib", "gzip"])
+def test_joblib_written_files_load_identically(monkeypatch, tmp_path, codec):
+    """joblib's own files (one serial stream), through fastjoblib.load, with either engine."""
+    rng = np.random.default_rng(3)
+    obj = {"a": rng.random(300_000), "b": np.round(np.cumsum(rng.standard_normal(200_000)), 2),
+           "s": "x" * 1000, "l": list(range(1000))}
+    path = str(tmp_path / ("f." + codec))
+    joblib.dump(obj, path, compress=(codec, 3))
+    loaded = {}
+    for engine in INFLATE:
+        monkeypatch.setenv("FASTJOBLIB_INFLATE", engine)
+        loaded[engine] = fastjoblib.load(path)
+    for value in loaded.values():
+        assert value.keys() == obj.keys()
+        np.testing.assert_array_equal(value["a"], obj["a"])
+        np.testing.assert_array_equal(value["b"], obj["b"])
+        assert value["s"] == obj["s"] and value["l"] == obj["l"]
+    # a truncated joblib file: the same exception whichever engine runs
+    blob = open(path, "rb").read()
+    bad = str(tmp_path / ("bad." + codec))
+    with open(bad, "wb") as f:
+        f.write(blob[: len(blob) // 2])
+    res = both(monkeypatch, "zlib", lambda: fastjoblib.load(bad))
+    assert assert_same(res, "truncated joblib file")[0] == "error"
+
+
+def test_zstd_files_load_identically_and_stock_tools_read_them(monkeypatch, tmp_path):
+    rng = np.random.default_rng(5)
+    obj = {"a": rng.random(400_000), "b": np.arange(100_000)}
+    path = str(tmp_path / "f.zst")
+    fastjoblib.dump(obj, path, compress=("zstd", 3))
+    for engine in ZSTD:
+        monkeypatch.setenv("FASTJOBLIB_ZSTD", engine)
+        value = fastjoblib.load(path)
+        np.testing.assert_array_equal(value["a"], obj["a"])
+        np.testing.assert_array_equal(value["b"], obj["b"])
+    blob = open(path, "rb").read()
+    bad = str(tmp_path / "bad.zst")
+    with open(bad, "wb") as f:
+        f.write(blob[: len(blob) * 2 // 3])
+    res = both(monkeypatch, "zstd", lambda: fastjoblib.load(bad))
+    assert assert_same(res, "truncated zstd file")[0] == "error"
+    # joblib with the zstandard recipe reads the same file
+    fastjoblib.register_zstd_with_joblib()
+    value = joblib.load(path)
+    np.testing.assert_array_equal(value["a"], obj["a"])
+
+
+def test_engines_release_the_gil(monkeypatch):
+    """Another Python thread runs while a fast engine decodes (a counter advances)."""
+    import threading
+
+    data = make_data(8 * 1024 * KIB, seed=9)
+    for codec, engine in (("gzip", "zlib-ng"), ("zstd", "libzstd")):
+        monkeypatch.setenv(VAR[codec], engine)
+        comp = serial_stream(codec, data, level=1)
+        ticks = []
+        stop = threading.Event()
+
+        def spin():
+            while not stop.is_set():
+                ticks.append(1)
+
+        t = threading.Thread(target=spin)
+        t.start()
+        try:
+            before = len(ticks)
+            for _ in range(3):
+                # one read() call for the whole output: the decode is one long C call
+                out = _core._decompress(codec, comp, chunk=len(data))
+            after = len(ticks)
+        finally:
+            stop.set()
+            t.join()
+        assert out == data
+        assert after > before, (codec, engine)
+
+
+def test_missing_fast_engines_fall_back(tmp_path):
+    """Without the zlib-ng package inflate uses zlib (same output); forcing it raises."""
+    code = (
+        "import sys, zlib; sys.modules['zlib_ng'] = None\n"
+        "from fastjoblib import _core\n"
+        "d = b'abc' * 100000\n"
+        "assert _core._decompress('gzip', __import__('gzip').compress(d)) == d\n"
+        "import os; os.environ['FASTJOBLIB_INFLATE'] = 'zlib-ng'\n"
+        "try:\n"
+        "    _core._decompress('zlib', zlib.compress(d))\n"
+        "except ImportError as e:\n"
+        "    print('ImportError', e)\n"
+    )
+    env = dict(os.environ)
+    env.pop("FASTJOBLIB_INFLATE", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "ImportError" in out.stdout and "pip install zlib-ng" in out.stdout
+
+
+@pytest.mark.parametrize("codec", ["zlib", "gzip"])
+def test_both_deflate_engines_write_standard_streams(monkeypatch, tmp_path, codec):
+    """Dumps: either deflate engine writes one standard stream that zlib/gzip and joblib read
+    (zlib-ng is an opt-in; on this data within 1% of zlib's size), and the default is zlib."""
+    data = make_data(3 * 1024 * KIB, seed=11)
+    sizes = {}
+    for engine in INFLATE:
+        monkeypatch.setenv("FASTJOBLIB_DEFLATE", engine)
+        for threads in (1, 2):
+            comp = _core._compress(codec, data, level=3, threads=threads)
+            assert (zlib.decompress(comp) if codec == "zlib" else gzip.decompress(comp)) == data
+            sizes[engine, threads] = len(comp)
+        obj = {"x": np.frombuffer(data, dtype=np.uint8)}
+        path = str(tmp_path / ("f-%s.%s" % (engine, codec)))
+        fastjoblib.dump(obj, path, compress=(codec, 3))
+        np.testing.assert_array_equal(joblib.load(path)["x"], obj["x"])
+    ref = len(serial_stream(codec, data))
+    assert all(n <= ref * 1.01 for n in sizes.values()), (sizes, ref)
+    monkeypatch.setenv("FASTJOBLIB_DEFLATE", "zlib-ng")
+    assert _core._compress(codec, data, level=3, threads=1) == \
+        _core._compress(codec, data, level=3, threads=2)  # same bytes whatever the threads
+    ng = _core._compress(codec, data, level=3, threads=2)
+    monkeypatch.setenv("FASTJOBLIB_DEFLATE", "zlib")
+    zl = _core._compress(codec, data, level=3, threads=2)
+    monkeypatch.delenv("FASTJOBLIB_DEFLATE")
+    assert ng != zl  # the two engines really differ, and without the switch zlib writes
+    assert _core._compress(codec, data, level=3, threads=2) == zl
