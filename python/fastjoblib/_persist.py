@@ -381,93 +381,119 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=N
         more than a second; a callable is called every few MiB read.
     """
     extra = _load_extras(trusted, progress, max_bytes)
-    if ensure_native_byte_order == "auto":
-        ensure_native_byte_order = mmap_mode is None
+    again = _rereadable(filename) if "find_class" in extra else None
+    try:
+        if ensure_native_byte_order == "auto":
+            ensure_native_byte_order = mmap_mode is None
 
-    if ensure_native_byte_order and mmap_mode is not None:
-        raise ValueError(
-            "Native byte ordering can only be enforced if 'mmap_mode' parameter "
-            f"is set to None, but got 'mmap_mode={mmap_mode}' instead."
-        )
-    ensure_native = bool(ensure_native_byte_order)
-
-    if isinstance(filename, os.PathLike):
-        filename = os.fspath(filename)
-
-    if hasattr(filename, "read"):
-        fobj = filename
-        name = getattr(fobj, "name", "")
-        kind, source = _detect_fileobj(fobj)
-        if kind == "compat":
-            _warn_compat(name)
+        if ensure_native_byte_order and mmap_mode is not None:
             raise ValueError(
-                "%r holds a joblib < 0.10 z-file, which can only be loaded from a path" % (fobj,))
-        if mmap_mode is not None:
-            if kind == "not-compressed" and isinstance(fobj, io.BytesIO):
-                warnings.warn(
-                    "In memory persistence is not compatible with "
-                    'mmap_mode "%s" flag passed. '
-                    "mmap_mode option will be ignored." % (mmap_mode,),
-                    stacklevel=2,
-                )
-            elif kind != "not-compressed":
-                warnings.warn(
-                    'mmap_mode "%s" is not compatible '
-                    "with compressed file %s. "
-                    '"%s" flag will be ignored.' % (mmap_mode, name, mmap_mode),
-                    stacklevel=2,
-                )
-            elif not _is_raw_file(fobj):
-                warnings.warn(
-                    '"%r" is not a raw file, mmap_mode '
-                    '"%s" flag will be ignored.' % (fobj, mmap_mode),
-                    stacklevel=2,
-                )
-        # joblib never memory-maps through a file object.
-        codec = None if kind == "not-compressed" else kind
-        return _unpickle(source, extra, ensure_native=ensure_native, codec=codec)
+                "Native byte ordering can only be enforced if 'mmap_mode' parameter "
+                f"is set to None, but got 'mmap_mode={mmap_mode}' instead."
+            )
+        ensure_native = bool(ensure_native_byte_order)
 
-    # A path (str or bytes) or an int file descriptor: opened exactly as joblib's open(x, 'rb')
-    # would (same errors), then read through the descriptor.
-    with open(filename, "rb", buffering=0) as f:
-        fd = f.fileno()
-        start = f.tell()
-        try:
-            head = os.pread(fd, MAX_PREFIX_LEN, start)
-        except OSError:  # not pread-able (a pipe given as an fd)
-            head = f.read(MAX_PREFIX_LEN)
-            if head:
-                return _load_prefixed(head, f, ensure_native, extra)
-        kind = _compressors.detect(head)
-        if kind == "compat":
-            loader = _legacy_loader()
-            if loader is None:
-                _warn_compat(filename)
-                raise NotImplementedError(
-                    "%r is a joblib < 0.10 z-file; this fastjoblib build has no loader for it "
-                    "(fastjoblib._legacy.load_compatibility is missing)" % (filename,))
-            # (warns like joblib itself, pointing at our caller)
-            return loader(filename, find_class=extra.get("find_class"))
-        core_mmap = None
-        if mmap_mode is not None:
-            if kind != "not-compressed":
-                warnings.warn(
-                    'mmap_mode "%s" is not compatible '
-                    "with compressed file %s. "
-                    '"%s" flag will be ignored.' % (mmap_mode, filename, mmap_mode),
-                    stacklevel=2,
-                )
-            elif isinstance(filename, (str, bytes)):
-                core_mmap = _core_mmap_mode(mmap_mode)
-        kwargs = dict(ensure_native=ensure_native,
-                      codec=None if kind == "not-compressed" else kind)
-        if isinstance(filename, (str, bytes)):
-            # the path also locates joblib 0.9 companion .npy files next to the pickle
-            kwargs.update(filename=os.fsdecode(filename))
-        if core_mmap is not None:
-            kwargs.update(mmap_mode=core_mmap,
-                          replace_globals={("torch", "from_numpy"): _TorchFromNumpy(core_mmap)})
-        return _unpickle(fd, extra, **kwargs)
+        if isinstance(filename, os.PathLike):
+            filename = os.fspath(filename)
+
+        if hasattr(filename, "read"):
+            fobj = filename
+            name = getattr(fobj, "name", "")
+            kind, source = _detect_fileobj(fobj)
+            if kind == "compat":
+                _warn_compat(name)
+                raise ValueError(
+                    "%r holds a joblib < 0.10 z-file, which can only be loaded from a path" % (fobj,))
+            if mmap_mode is not None:
+                if kind == "not-compressed" and isinstance(fobj, io.BytesIO):
+                    warnings.warn(
+                        "In memory persistence is not compatible with "
+                        'mmap_mode "%s" flag passed. '
+                        "mmap_mode option will be ignored." % (mmap_mode,),
+                        stacklevel=2,
+                    )
+                elif kind != "not-compressed":
+                    warnings.warn(
+                        'mmap_mode "%s" is not compatible '
+                        "with compressed file %s. "
+                        '"%s" flag will be ignored.' % (mmap_mode, name, mmap_mode),
+                        stacklevel=2,
+                    )
+                elif not _is_raw_file(fobj):
+                    warnings.warn(
+                        '"%r" is not a raw file, mmap_mode '
+                        '"%s" flag will be ignored.' % (fobj, mmap_mode),
+                        stacklevel=2,
+                    )
+            # joblib never memory-maps through a file object.
+            codec = None if kind == "not-compressed" else kind
+            return _unpickle(source, extra, ensure_native=ensure_native, codec=codec)
+
+        # A path (str or bytes) or an int file descriptor: opened exactly as joblib's open(x, 'rb')
+        # would (same errors), then read through the descriptor.
+        with open(filename, "rb", buffering=0) as f:
+            fd = f.fileno()
+            start = f.tell()
+            try:
+                head = os.pread(fd, MAX_PREFIX_LEN, start)
+            except OSError:  # not pread-able (a pipe given as an fd)
+                head = f.read(MAX_PREFIX_LEN)
+                if head:
+                    return _load_prefixed(head, f, ensure_native, extra)
+            kind = _compressors.detect(head)
+            if kind == "compat":
+                loader = _legacy_loader()
+                if loader is None:
+                    _warn_compat(filename)
+                    raise NotImplementedError(
+                        "%r is a joblib < 0.10 z-file; this fastjoblib build has no loader for it "
+                        "(fastjoblib._legacy.load_compatibility is missing)" % (filename,))
+                # (warns like joblib itself, pointing at our caller)
+                return loader(filename, find_class=extra.get("find_class"))
+            core_mmap = None
+            if mmap_mode is not None:
+                if kind != "not-compressed":
+                    warnings.warn(
+                        'mmap_mode "%s" is not compatible '
+                        "with compressed file %s. "
+                        '"%s" flag will be ignored.' % (mmap_mode, filename, mmap_mode),
+                        stacklevel=2,
+                    )
+                elif isinstance(filename, (str, bytes)):
+                    core_mmap = _core_mmap_mode(mmap_mode)
+            kwargs = dict(ensure_native=ensure_native,
+                          codec=None if kind == "not-compressed" else kind)
+            if isinstance(filename, (str, bytes)):
+                # the path also locates joblib 0.9 companion .npy files next to the pickle
+                kwargs.update(filename=os.fsdecode(filename))
+            if core_mmap is not None:
+                kwargs.update(mmap_mode=core_mmap,
+                              replace_globals={("torch", "from_numpy"): _TorchFromNumpy(core_mmap)})
+            return _unpickle(fd, extra, **kwargs)
+    except pickle.UnpicklingError as exc:
+        # a trusted= refusal names every global the file needs that the policy refuses
+        if again is None:
+            raise
+        full = _explain_refusal(exc, extra["find_class"], again)
+        if full is exc:
+            raise
+        raise full from None
+
+
+def _rereadable(source):
+    """What the static inspector can read again after a refused restricted load: a path, or
+    a seekable file object (rewound to where the load started); else None."""
+    from ._api import rereadable
+
+    if isinstance(source, bytes):  # a path here, not data
+        return os.fsdecode(source)
+    return rereadable(source)
+
+
+def _explain_refusal(exc, policy, again):
+    from ._api import explain_refusal
+
+    return explain_refusal(exc, policy, again)
 
 
 class _TorchFromNumpy:
