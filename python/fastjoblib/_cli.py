@@ -243,6 +243,8 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
         raise CLIError(f"{path}: no such file") from None
     except PermissionError:
         raise CLIError(f"{path}: permission denied") from None
+    except ImportError as exc:  # a codec's package: the one missing-package wording
+        raise CLIError(f"{path}: {exc}") from None
     except ValueError as exc:
         raise CLIError(f"{path} is not a readable joblib file or pickle ({_strip(exc)})") from None
     if args.json:
@@ -351,7 +353,13 @@ def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
             obj = fastjoblib.load(src)
         except MemoryError:
             raise CLIError(f"not enough memory to load {src}") from None
-        except (ModuleNotFoundError, ImportError) as exc:
+        except (ModuleNotFoundError, ImportError, ValueError) as exc:
+            if "pip install" in str(exc):  # a codec's package: the one missing-package wording
+                raise CLIError(f"{src}: {exc}") from None
+            if isinstance(exc, ValueError):
+                raise CLIError(
+                    f"cannot load {src}: {type(exc).__name__}: {exc}. Is it a complete joblib "
+                    f"file or pickle? Try '{PROG} inspect {src}'") from None
             raise CLIError(f"{src} needs a module that is not installed here ({exc}); install "
                            "it in this environment and retry") from None
         except Exception as exc:
@@ -363,7 +371,7 @@ def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
     try:
         fastjoblib.dump(obj, dst, compress=compress, protocol=args.protocol,
                         threads=args.threads, durable=args.durable)
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, ImportError) as exc:
         raise CLIError(f"cannot write {dst}: {exc}") from None
     except Exception as exc:
         raise CLIError(f"cannot write {dst}: {type(exc).__name__}: {exc}") from None

@@ -24,6 +24,11 @@ def missing_package_message(package, what=None):
     return f"{head} the '{package}' package, which is not installed here: pip install {package}"
 
 
+# joblib's own text (what stock joblib raises); fastjoblib raises the one wording above, with
+# joblib's exception type (ValueError) for lz4.
+JOBLIB_LZ4_NOT_INSTALLED_ERROR = (
+    "LZ4 is not installed. Install it with pip: https://python-lz4.readthedocs.io/"
+)
 LZ4_NOT_INSTALLED_ERROR = missing_package_message("lz4", "lz4 compression")
 
 # Pre-0.9.3 joblib z-files ("compat" container), checked before every registered prefix.
@@ -141,6 +146,18 @@ def missing_package(name):
     except (ImportError, ValueError):
         found = False
     return None if found else spec.pip_name
+
+
+def require_package(name):
+    """Raise the one missing-package error if codec `name` needs a package that is not
+    installed: ValueError for lz4 (joblib's type for it), ImportError otherwise."""
+    pip = missing_package(name)
+    if pip is None:
+        return
+    message = missing_package_message(pip, f"{name} compression")
+    if name == "lz4":
+        raise ValueError(message)
+    raise ImportError(message, name=COMPRESSORS[name].package)
 
 
 def codec_available(name):

@@ -311,16 +311,22 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-_MAGICS = [  # (prefix, container)
-    (b"ZF", "zfile"),
-    (b"\x1f\x8b", "gzip"),
-    (b"BZ", "bz2"),
-    (b"\x5d\x00", "lzma"),
-    (b"\xfd7zXZ", "xz"),
-    (b"\x04\x22\x4d\x18", "lz4"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
-    (b"\x78", "zlib"),
-]
+def _magics():
+    """(prefix, container) pairs: the pre-0.10 z-file first, then the codec registry's magics
+    (the same table load detects with)."""
+    from ._compressors import REGISTRY, ZFILE_PREFIX
+
+    return [(ZFILE_PREFIX, "zfile")] + [(c.prefix, c.name) for c in REGISTRY]
+
+
+def _need(package, pip_name, name):
+    try:
+        return __import__(package, fromlist=["_"])
+    except ImportError:
+        from ._compressors import missing_package_message
+
+        raise ImportError(missing_package_message(pip_name, f"reading a {name} file"),
+                          name=package) from None
 
 
 def _container(read, size):
@@ -334,7 +340,7 @@ def _container(read, size):
     if not head:
         raise _Bad("empty input")
     name = "raw"
-    for magic, cname in _MAGICS:
+    for magic, cname in _magics():
         if head.startswith(magic):
             name = cname
             break
@@ -363,15 +369,9 @@ def _container(read, size):
         fmt = lzma.FORMAT_ALONE if name == "lzma" else lzma.FORMAT_XZ
         return name, lzma.LZMAFile(src, format=fmt).read, None
     if name == "lz4":
-        try:
-            import lz4.frame
-        except ImportError:
-            raise _Bad("lz4 container but the lz4 package is not installed") from None
-        return name, lz4.frame.LZ4FrameFile(src).read, None
-    try:
-        import zstandard
-    except ImportError:
-        raise _Bad("zstd container but the zstandard package is not installed") from None
+        frame = _need("lz4.frame", "lz4", name)
+        return name, frame.LZ4FrameFile(src).read, None
+    zstandard = _need("zstandard", "zstandard", name)
     return name, zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True).read, None
 
 

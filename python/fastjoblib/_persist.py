@@ -169,6 +169,11 @@ def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=N
     is_fileobj = hasattr(filename, "write")
 
     codec, level = _resolve_compress(compress, filename, is_filename, is_fileobj)
+    if codec is not None:
+        _compressors.require_package(codec)
+        if codec == "zstd":
+            from ._zstd_joblib import warn_unregistered_once
+            warn_unregistered_once()
     protocol = _resolve_protocol(protocol)
     nthreads = _resolve_threads(threads)
     core = _core()
@@ -318,6 +323,8 @@ def _load_extras(trusted, progress, max_bytes=None):
 
 
 def _unpickle(source, extra, **kwargs):
+    if kwargs.get("codec") is not None:
+        _compressors.require_package(kwargs["codec"])
     trailer = []
     policy = extra.get("find_class")
     if policy is not None:
