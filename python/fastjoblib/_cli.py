@@ -405,6 +405,8 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ._compressors import CODEC_NAMES
+
     p = _Parser(
         prog=PROG,
         description="fastjoblib: fast, joblib-compatible dump/load. Inspect files without "
@@ -442,8 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("input", metavar="IN")
     pc.add_argument("output", metavar="OUT")
     pc.add_argument("--compress", metavar="NAME[:LEVEL]",
-                    help="zlib, gzip, bz2, lzma, xz, lz4 or zstd, optionally with a level 0-9 "
-                         "(zstd:3); a bare LEVEL uses OUT's extension's method (zlib "
+                    help=f"{', '.join(CODEC_NAMES[:-1])} or {CODEC_NAMES[-1]}, optionally with a "
+                         "level 0-9 (zstd:3); a bare LEVEL uses OUT's extension's method (zlib "
                          "otherwise); 'none' writes uncompressed whatever the extension. "
                          "Default: inferred from OUT's extension, as joblib.dump does")
     pc.add_argument("--threads", type=int, metavar="N",

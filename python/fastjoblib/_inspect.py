@@ -11,7 +11,6 @@ Hostile or damaged input raises ``ValueError`` (every loop consumes input, every
 strings and containers are kept only up to small bounds).
 """
 import _compat_pickle
-import bz2
 import codecs
 import io
 import lzma
@@ -319,16 +318,6 @@ def _magics():
     return [(ZFILE_PREFIX, "zfile")] + [(c.prefix, c.name) for c in REGISTRY]
 
 
-def _need(package, pip_name, name):
-    try:
-        return __import__(package, fromlist=["_"])
-    except ImportError:
-        from ._compressors import missing_package_message
-
-        raise ImportError(missing_package_message(pip_name, f"reading a {name} file"),
-                          name=package) from None
-
-
 def _container(read, size):
     """Detect the container; -> (name, decompressed-stream read callable, size or None)."""
     head = b""
@@ -359,20 +348,19 @@ def _container(read, size):
         if first != b" ":  # joblib <= 0.8.4 / Python 2 header is one byte wider
             src = io.BufferedReader(_Prefixed(first, src.read), 65536)
         return name, _ZlibRaw(src.read).read, None
-    if name == "zlib":
-        return name, _ZlibRaw(src.read).read, None
-    if name == "gzip":
-        return name, _ZlibRaw(src.read, 16 + zlib.MAX_WBITS).read, None
-    if name == "bz2":
-        return name, bz2.BZ2File(src).read, None
-    if name in ("lzma", "xz"):
-        fmt = lzma.FORMAT_ALONE if name == "lzma" else lzma.FORMAT_XZ
-        return name, lzma.LZMAFile(src, format=fmt).read, None
-    if name == "lz4":
-        frame = _need("lz4.frame", "lz4", name)
-        return name, frame.LZ4FrameFile(src).read, None
-    zstandard = _need("zstandard", "zstandard", name)
-    return name, zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True).read, None
+    # every registered codec: the C reader load uses (one decoder per codec), pulled in
+    # bounded pieces, serial (threads=1: bounded memory)
+    from . import _core
+    from ._compressors import missing_package, missing_package_message
+
+    pip = missing_package(name)
+    if pip is not None:
+        raise ImportError(missing_package_message(pip, f"reading a {name} file"))
+    reader = _core._codec_open(name, src, threads=1)
+
+    def read(n):
+        return _core._codec_read(reader, min(n, _CHUNK))
+    return name, read, None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -970,7 +958,7 @@ def inspect(source, max_bytes=None):
             trailing = not rd.at_eof()
         except _Bad:
             raise
-        except (zlib.error, lzma.LZMAError, EOFError, OSError, struct.error,
+        except (zlib.error, lzma.LZMAError, EOFError, OSError, struct.error, ValueError,
                 RecursionError, OverflowError, IndexError, RuntimeError) as exc:
             # decompressor errors (lz4 raises RuntimeError, zstd ZstdError is a subclass of
             # Exception only: handled below), bad headers, truncated members

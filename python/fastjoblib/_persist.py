@@ -180,7 +180,7 @@ def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=N
     extra = {}
     if progress is not None and progress is not False:
         from ._progress import make_progress
-        extra["progress"] = make_progress(progress, "dump")
+        extra["progress"] = make_progress(progress, "dump", value, codec is not None)
     torch_hooks = "torch" in sys.modules  # tensors as array records (see _torch.py)
 
     def write(target):
