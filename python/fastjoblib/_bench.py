@@ -189,7 +189,7 @@ def _have(module: str) -> bool:
 def missing_package_note(pip_name: str) -> str:
     from ._compressors import missing_package_message
 
-    return missing_package_message(pip_name)
+    return str(missing_package_message(pip_name))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def _fastjoblib_contender(compress: Any = 0, mmap_mode: str | None = None) -> tu
         fastjoblib.dump(obj, path, compress=compress)
 
     def load(path: str) -> Any:
-        return fastjoblib.load(path, mmap_mode=mmap_mode)
+        return fastjoblib.load(path, mmap_mode=mmap_mode)  # type: ignore[arg-type]
     return dump, load
 
 
@@ -272,7 +272,7 @@ def _raw_contender(holder: dict[str, Any]) -> tuple[Callable, Callable]:
         shape, dtype = holder["meta"]
         out = np.empty(shape, dtype)
         with open(path, "rb", buffering=0) as f:
-            view = memoryview(out).cast("B")
+            view = memoryview(out).cast("B")  # type: ignore[arg-type]
             done = 0
             while done < len(view):
                 # bounded reads: one 512 MiB read(2) into fresh memory was erratically slow
@@ -450,7 +450,8 @@ def measure_memory(workload: str, scale: float, codecs: Sequence[str], directory
     if res.returncode != 0:
         sys.stderr.write(res.stderr)
         return None
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+    return result
 
 
 # ------------------------------------------------------------------------------------------------
