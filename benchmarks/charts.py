@@ -97,6 +97,11 @@ def _fmt_seconds(s: float) -> str:
     return f"{s:.2f} s"
 
 
+def _title(impls: list[str], what: str) -> str:
+    """'fastjoblib vs joblib vs pickle-5: what': only the contenders drawn."""
+    return " vs ".join(impls) + ": " + what
+
+
 def _subtitle(meta: dict[str, Any]) -> str:
     versions = meta.get("versions", {}) or {}
     parts = [f"{k} {v}" for k, v in versions.items() if v and k in ("fastjoblib", "joblib", "numpy")]
@@ -107,7 +112,8 @@ def _subtitle(meta: dict[str, Any]) -> str:
     if meta.get("size"):
         parts.append(f"size {meta['size']}")
     if meta.get("directory"):
-        parts.append(f"files in {meta['directory']}")
+        fs = meta.get("filesystem")
+        parts.append(f"files in {meta['directory']}" + (f" ({fs})" if fs and fs != "?" else ""))
     return ", ".join(parts)
 
 
@@ -119,25 +125,35 @@ def _grouped_barh(ax: Any, cases: list[str], impls: list[str], values: dict[tupl
     height = 0.8 / n
     y = np.arange(len(cases))
     top = max(values.values(), default=1.0)
+    positive = [v for v in values.values() if v is not None and v > 0]
+    lo = min(positive, default=1e-3) / 2 if log else 0.0
     for k, impl in enumerate(impls):
-        ys, xs = [], []
+        ys, xs, zeros = [], [], []
         for i, case in enumerate(cases):
             v = values.get((case, impl))
-            if v is not None and v > 0:
-                ys.append(y[i] - 0.4 + height * (k + 0.5))
+            if v is None:
+                continue  # not measured: no bar, no label
+            pos = y[i] - 0.4 + height * (k + 0.5)
+            if v > 0:
+                ys.append(pos)
                 xs.append(v)
+            else:
+                zeros.append(pos)
         bars = ax.barh(ys, xs, height=height * 0.92, color=COLORS.get(impl), label=impl)
+        # every measured value is labelled, a zero one too (at the axis, where its bar would be)
         for bar, v in zip(bars, xs):
             ax.text(bar.get_width() * (1.04 if log else 1.0) + (0 if log else top * 0.01),
                     bar.get_y() + bar.get_height() / 2, fmt(v), va="center", fontsize=7)
+        for pos in zeros:
+            ax.text(lo * (1.04 if log else 1.0) + (0 if log else top * 0.01), pos, fmt(0.0),
+                    va="center", fontsize=7, color=COLORS.get(impl))
     ax.set_yticks(y)
     ax.set_yticklabels(cases, fontsize=9)
     if not ax.yaxis_inverted():  # shared y axes: invert once (first case at the top)
         ax.invert_yaxis()
     if log:
         ax.set_xscale("log")
-        lo = min((v for v in values.values() if v > 0), default=1e-3)
-        ax.set_xlim(lo / 2, top * 8)
+        ax.set_xlim(lo, top * 8)
     else:
         ax.set_xlim(0, top * 1.25)
     ax.grid(axis="x", alpha=0.3)
@@ -153,8 +169,8 @@ def time_chart(rows: list[dict[str, Any]], meta: dict[str, Any], path: str,
     if not rows:
         return False
     cases, impls = _cases(rows), _impls(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(14, 1.4 + 0.3 * len(cases) * len(impls)),
-                             sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 1.8 + 0.3 * len(cases) * len(impls)),
+                             sharey=True, layout="constrained")
     for ax, op in zip(axes, OPS):
         values = {(r["case"], r["impl"]): r["seconds"] for r in rows if r["op"] == op}
         _grouped_barh(ax, cases, impls, values, _fmt_seconds, log=True)
@@ -162,8 +178,7 @@ def time_chart(rows: list[dict[str, Any]], meta: dict[str, Any], path: str,
         which = "fastest repeat" if all(r["best"] for r in rows) else "median of the repeats"
         ax.set_xlabel(f"seconds (log scale, {which})")
     axes[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"fastjoblib vs joblib vs pickle: {what}\n" + _subtitle(meta), fontsize=11)
-    fig.tight_layout()
+    fig.suptitle(_title(impls, what) + "\n" + _subtitle(meta), fontsize=11)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
@@ -180,8 +195,8 @@ def memory_chart(rows: list[dict[str, Any]], meta: dict[str, Any], path: str,
     if not rows:
         return False
     cases, impls = _cases(rows), _impls(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(14, 1.4 + 0.3 * len(cases) * len(impls)),
-                             sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 1.8 + 0.3 * len(cases) * len(impls)),
+                             sharey=True, layout="constrained")
     for ax, op in zip(axes, OPS):
         values = {(r["case"], r["impl"]): r["peak"] / (1 << 20) for r in rows if r["op"] == op}
         _grouped_barh(ax, cases, impls, values, lambda v: f"{v:.1f}", log=False)
@@ -192,9 +207,8 @@ def memory_chart(rows: list[dict[str, Any]], meta: dict[str, Any], path: str,
     how = {"rss-fork": "peak RSS above the starting RSS, one forked run each",
            "rss-subprocess": "peak RSS above the starting RSS, in a fresh process per workload",
            "tracemalloc": "tracemalloc peak"}.get(method, method)
-    fig.suptitle(f"fastjoblib vs joblib vs pickle: {what}"
-                 + (f" ({how})" if how else "") + "\n" + _subtitle(meta), fontsize=11)
-    fig.tight_layout()
+    fig.suptitle(_title(impls, what) + (f"\n({how})" if how else "") + "\n" + _subtitle(meta),
+                 fontsize=11)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
@@ -221,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.impls != "all":
         keep = [i for i in args.impls.split(",") if i]
         rows = [r for r in rows if r["impl"] in keep]
+    # a load variant (mmap_mode=r) dumps exactly like the plain case: its rows carry loads only
+    rows = [r for r in rows if not (r.get("variant") and r["op"] == "dump")]
     os.makedirs(args.out, exist_ok=True)
     plain = [r for r in rows if r["compress"] in ("none", "0", "")]
     packed = [r for r in rows if r["compress"] not in ("none", "0", "")]

@@ -672,36 +672,103 @@ fj_sreader_new(const fj_sdec_ops *ops, fj_reader *inner)
 }
 
 /* ============================================================================================
- * dispatch
+ * dispatch: a table generated from the codec registry (python/fastjoblib/_compressors.py,
+ * REGISTRY) by setup.py into fj_codec_table.h: FJ_CODECS(X) expands X(c_name, "name") once per
+ * codec. Codec `c` provides (in its codec_*.c):
+ *     fj_writer *fj_<c>_codec_writer(int level, int threads, fj_writer *inner);
+ *     fj_reader *fj_<c>_codec_reader(int threads, fj_reader *inner);
+ * both owning `inner` (freed on failure), level -1 = the codec's default, threads <= 0 = all
+ * cores, 1 = serial. The adapters below give the original codecs that shape.
  */
+#include "fj_codec_table.h"
+
+#define FJ_DECLARE_CODEC(c, name)                                                   \
+    fj_writer *fj_##c##_codec_writer(int level, int threads, fj_writer *inner);    \
+    fj_reader *fj_##c##_codec_reader(int threads, fj_reader *inner);
+FJ_CODECS(FJ_DECLARE_CODEC)
+#undef FJ_DECLARE_CODEC
+
+typedef struct {
+    const char *name;
+    fj_writer *(*writer)(int level, int threads, fj_writer *inner);
+    fj_reader *(*reader)(int threads, fj_reader *inner);
+} codec_entry;
+
+#define FJ_CODEC_ROW(c, name) {name, fj_##c##_codec_writer, fj_##c##_codec_reader},
+static const codec_entry codec_table[] = {FJ_CODECS(FJ_CODEC_ROW)};
+#undef FJ_CODEC_ROW
+#define CODEC_COUNT (sizeof(codec_table) / sizeof(codec_table[0]))
+
+/* adapters: the built-in codecs' engines in the table's shape */
+fj_writer *fj_zlib_codec_writer(int level, int threads, fj_writer *inner)
+{ return fj_deflate_writer(0, level, threads, inner); }
+fj_reader *fj_zlib_codec_reader(int threads, fj_reader *inner)
+{ return fj_deflate_reader_threads(0, threads, inner); }
+fj_writer *fj_gzip_codec_writer(int level, int threads, fj_writer *inner)
+{ return fj_deflate_writer(1, level, threads, inner); }
+fj_reader *fj_gzip_codec_reader(int threads, fj_reader *inner)
+{ return fj_deflate_reader_threads(1, threads, inner); }
+fj_writer *fj_bz2_codec_writer(int level, int threads, fj_writer *inner)
+{ return fj_bz2_writer(level, threads, inner); }
+fj_reader *fj_bz2_codec_reader(int threads, fj_reader *inner)
+{ return fj_bz2_reader_threads(threads, inner); }
+fj_writer *fj_lzma_codec_writer(int level, int threads, fj_writer *inner)
+{ return fj_lzma_writer(0, level, threads, inner); }
+fj_reader *fj_lzma_codec_reader(int threads, fj_reader *inner)
+{ return fj_lzma_reader(0, threads, inner); }
+fj_writer *fj_xz_codec_writer(int level, int threads, fj_writer *inner)
+{ return fj_lzma_writer(1, level, threads, inner); }
+fj_reader *fj_xz_codec_reader(int threads, fj_reader *inner)
+{ return fj_lzma_reader(1, threads, inner); }
+fj_writer *fj_lz4_codec_writer(int level, int threads, fj_writer *inner)
+{ return fj_lz4_writer(level, threads, inner); }
+fj_reader *fj_lz4_codec_reader(int threads, fj_reader *inner)
+{ return fj_lz4_reader(inner); }
+fj_writer *fj_zstd_codec_writer(int level, int threads, fj_writer *inner)
+{ return fj_zstd_writer(level, threads, inner); }
+fj_reader *fj_zstd_codec_reader(int threads, fj_reader *inner)
+{ return fj_zstd_reader(inner); }
+
+static const codec_entry *
+find_codec(const char *name)
+{
+    for (size_t i = 0; i < CODEC_COUNT; i++) {
+        if (strcmp(name, codec_table[i].name) == 0) {
+            return &codec_table[i];
+        }
+    }
+    return NULL;
+}
+
+/* joblib's "Non valid compression method" text, listing the table's names */
+static void
+unknown_codec(const char *name)
+{
+    char list[512];
+    size_t used = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < CODEC_COUNT; i++) {
+        int n = PyOS_snprintf(list + used, sizeof(list) - used, "%s'%s'", i ? ", " : "",
+                              codec_table[i].name);
+        if (n < 0 || (size_t)n >= sizeof(list) - used) {
+            break;
+        }
+        used += (size_t)n;
+    }
+    PyErr_Format(PyExc_ValueError, "Non valid compression method given: '%s'. Possible values "
+                 "are [%s].", name, list);
+}
+
 fj_writer *
 fj_codec_writer(const char *name, int level, int threads, fj_writer *inner)
 {
-    if (strcmp(name, "zlib") == 0) {
-        return fj_deflate_writer(0, level, threads, inner);
+    const codec_entry *c = find_codec(name);
+    if (c == NULL) {
+        inner->free(inner);
+        unknown_codec(name);
+        return NULL;
     }
-    if (strcmp(name, "gzip") == 0) {
-        return fj_deflate_writer(1, level, threads, inner);
-    }
-    if (strcmp(name, "bz2") == 0) {
-        return fj_bz2_writer(level, threads, inner);
-    }
-    if (strcmp(name, "lzma") == 0) {
-        return fj_lzma_writer(0, level, threads, inner);
-    }
-    if (strcmp(name, "xz") == 0) {
-        return fj_lzma_writer(1, level, threads, inner);
-    }
-    if (strcmp(name, "lz4") == 0) {
-        return fj_lz4_writer(level, threads, inner);
-    }
-    if (strcmp(name, "zstd") == 0) {
-        return fj_zstd_writer(level, threads, inner);
-    }
-    inner->free(inner);
-    PyErr_Format(PyExc_ValueError, "Non valid compression method given: '%s'. Possible values "
-                 "are ['zlib', 'gzip', 'bz2', 'lzma', 'xz', 'lz4', 'zstd'].", name);
-    return NULL;
+    return c->writer(level, threads, inner);
 }
 
 fj_reader *
@@ -713,31 +780,13 @@ fj_codec_reader(const char *name, fj_reader *inner)
 fj_reader *
 fj_codec_reader_threads(const char *name, int threads, fj_reader *inner)
 {
-    if (strcmp(name, "zlib") == 0) {
-        return fj_deflate_reader_threads(0, threads, inner);
+    const codec_entry *c = find_codec(name);
+    if (c == NULL) {
+        inner->free(inner);
+        unknown_codec(name);
+        return NULL;
     }
-    if (strcmp(name, "gzip") == 0) {
-        return fj_deflate_reader_threads(1, threads, inner);
-    }
-    if (strcmp(name, "bz2") == 0) {
-        return fj_bz2_reader_threads(threads, inner);
-    }
-    if (strcmp(name, "lzma") == 0) {
-        return fj_lzma_reader(0, threads, inner);
-    }
-    if (strcmp(name, "xz") == 0) {
-        return fj_lzma_reader(1, threads, inner);
-    }
-    if (strcmp(name, "lz4") == 0) {
-        return fj_lz4_reader(inner);
-    }
-    if (strcmp(name, "zstd") == 0) {
-        return fj_zstd_reader(inner);
-    }
-    inner->free(inner);
-    PyErr_Format(PyExc_ValueError, "Non valid compression method given: '%s'. Possible values "
-                 "are ['zlib', 'gzip', 'bz2', 'lzma', 'xz', 'lz4', 'zstd'].", name);
-    return NULL;
+    return c->reader(threads, inner);
 }
 
 /* ============================================================================================
@@ -948,7 +997,86 @@ done:
     return out;
 }
 
+/* _codec_open(name, file, threads=1) -> capsule; _codec_read(capsule, n) -> bytes (b"" at the
+ * end): the load's codec reader over a Python binary file, pulled in bounded pieces (the static
+ * inspector decodes through these, so inspect and load share one decoder per codec). */
+#define READER_CAPSULE "fastjoblib._core.codec_reader"
+
+static void
+reader_capsule_free(PyObject *capsule)
+{
+    fj_reader *r = PyCapsule_GetPointer(capsule, READER_CAPSULE);
+    if (r != NULL) {
+        r->free(r);
+    }
+    else {
+        PyErr_Clear();
+    }
+}
+
+static PyObject *
+codec_open(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"name", "file", "threads", NULL};
+    const char *name;
+    PyObject *file;
+    int threads = 1;
+    fj_reader *inner, *cr;
+    PyObject *capsule;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO|i:_codec_open", kwlist, &name, &file,
+                                     &threads)) {
+        return NULL;
+    }
+    if ((inner = fj_reader_pyfile(file)) == NULL) {
+        return NULL;
+    }
+    if ((cr = fj_codec_reader_threads(name, threads, inner)) == NULL) { /* owns inner */
+        return NULL;
+    }
+    if ((capsule = PyCapsule_New(cr, READER_CAPSULE, reader_capsule_free)) == NULL) {
+        cr->free(cr);
+        return NULL;
+    }
+    return capsule;
+}
+
+static PyObject *
+codec_read(PyObject *module, PyObject *args)
+{
+    PyObject *capsule, *out;
+    Py_ssize_t n, got;
+    if (!PyArg_ParseTuple(args, "On:_codec_read", &capsule, &n)) {
+        return NULL;
+    }
+    fj_reader *r = PyCapsule_GetPointer(capsule, READER_CAPSULE);
+    if (r == NULL) {
+        return NULL;
+    }
+    if (n < 0 || n > (64 << 20)) {
+        PyErr_SetString(PyExc_ValueError, "_codec_read: n must be between 0 and 64 MiB");
+        return NULL;
+    }
+    if ((out = PyBytes_FromStringAndSize(NULL, n)) == NULL) {
+        return NULL;
+    }
+    got = n > 0 ? r->read(r, PyBytes_AS_STRING(out), n) : 0;
+    if (got < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    if (got < n && _PyBytes_Resize(&out, got) < 0) { /* clears out on failure */
+        return NULL;
+    }
+    return out;
+}
+
 static PyMethodDef codec_methods[] = {
+    {"_codec_open", (PyCFunction)(void (*)(void))codec_open, METH_VARARGS | METH_KEYWORDS,
+     "_codec_open(name, file, threads=1) -> reader\n\n"
+     "The load's codec reader for `name` over the binary file object `file` (read from its "
+     "current position); pull it with _codec_read."},
+    {"_codec_read", (PyCFunction)codec_read, METH_VARARGS,
+     "_codec_read(reader, n) -> bytes\n\nUp to n (<= 64 MiB) decoded bytes; b'' at the end."},
     {"_compress", (PyCFunction)(void (*)(void))codec_compress, METH_VARARGS | METH_KEYWORDS,
      "_compress(name, data, level=-1, threads=0, chunk=0) -> bytes\n\n"
      "Compress `data` with the codec writer (test entry point). chunk > 0 splits the input into "

@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import subprocess
+import tempfile
 import sys
 
 import joblib
@@ -112,18 +113,18 @@ def test_inspect_text(capsys, model_file):
     from fastjoblib._inspect import inspect
 
     report = inspect(model_file)
-    rc, out, err = main(capsys, "inspect", model_file)
+    rc, out, err = main(capsys, "inspect", "--arrays", model_file)
     assert rc == 0, err
     assert "joblib>=1.2" in out and "raw" in out
     for name in report["globals"]:
         assert name in out
-    # each array record is a row with its dtype, shape, order, offset and nbytes
+    # --arrays: each array record is a row with its dtype, shape, order, offset and size
     section = out.split("array records")[1].split("\n\n")[0]
-    rows = [line.split() for line in section.splitlines() if line.strip()[:1].isdigit()]
+    rows = [line for line in section.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == len(report["arrays"])
     for row, rec in zip(rows, report["arrays"]):
-        assert str(rec["offset"]) in row and str(rec["nbytes"]) in row
-        assert rec["order"] in row
+        assert f" {rec['offset']} " in row and _cli.human_size(rec["nbytes"]) in row, row
+        assert f" {rec['order']} " in row
     assert ">i4" in out and "(1000,)" in out and "(3, 4)" in out
     assert "_sklearn_version" in out
     # the estimator class is outside the default trusted set: flagged '?'
@@ -149,8 +150,37 @@ def test_inspect_trusted(capsys, model_file):
     rc, out, err = main(capsys, "inspect", "--trusted", model_file)
     assert rc == 0, err
     listed = ast.literal_eval(out)
-    assert listed == inspect(model_file)["needs_trusted"]
-    assert "sklearn.linear_model._logistic.LogisticRegression" in listed
+    needs = inspect(model_file)["needs_trusted"]
+    assert len(listed) == len(needs)
+    # public names where the package has them; trusted= accepts them
+    assert "sklearn.linear_model.LogisticRegression" in listed
+    assert "sklearn.linear_model._logistic.LogisticRegression" in needs
+    obj = fastjoblib.load(model_file, trusted=listed)
+    assert type(obj["model"]).__name__ == "LogisticRegression"
+
+
+def test_inspect_forest_first_screen(capsys, tmp_path):
+    """A 200-tree RandomForest: the text report fits in 60 lines of at most 120 characters,
+    with provenance and the needs-trusted list on the first screen (24 lines)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 5))
+    rf = RandomForestClassifier(n_estimators=200, random_state=0, n_jobs=1).fit(x, x[:, 0] > .5)
+    path = str(tmp_path / "rf.joblib")
+    fastjoblib.dump(rf, path)
+    rc, out, err = main(capsys, "inspect", path)
+    assert rc == 0, err
+    lines = out.rstrip("\n").splitlines()
+    assert len(lines) <= 60, len(lines)
+    assert max(len(ln) for ln in lines) <= 120
+    screen = "\n".join(lines[:24])
+    assert "provenance" in screen and "fastjoblib" in screen.split("provenance")[1]
+    assert "needs trusted=[" in screen and "sklearn.ensemble.RandomForestClassifier" in screen
+    assert "array records: 801" in out and "--arrays" in out
+    rc, full, err = main(capsys, "inspect", "--arrays", path)
+    assert rc == 0 and len(full.splitlines()) > 801
+    assert max(len(ln) for ln in full.splitlines()) <= 120
 
 
 def test_inspect_stdin_subprocess(model_file):
@@ -184,7 +214,7 @@ def test_inspect_compressed_and_pickle(capsys, tmp_path):
     p2 = tmp_path / "plain.pkl"
     p2.write_bytes(pickle.dumps({"a": [1, 2]}, protocol=5))
     rc, out, _ = main(capsys, "inspect", str(p2))
-    assert rc == 0 and "pickle" in out and "protocol   5" in out
+    assert rc == 0 and "format pickle" in out and "protocol 5," in out
 
 
 def test_inspect_errors(capsys, tmp_path):
@@ -405,64 +435,61 @@ def test_bench_tiny_json(tmp_path):
     assert (img / "bench_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bench_builtin_engine_and_charts(tmp_path):
-    """The built-in engine (installed package): interleaved timings, forked peak-RSS, table,
-    and both charts drawn from its JSON."""
+def test_bench_one_definition_and_readme_columns(tmp_path):
+    """benchmarks/ratios.py and `python -m fastjoblib bench` are one benchmark: same options,
+    workload names, report columns (the README's), medians, raw floor; machine, filesystem and
+    versions printed with the table, and the command that reproduces it."""
     from fastjoblib import _bench
 
-    chosen = [w for w in _bench.WORKLOADS if w.name in ("large-array", "compressible-array")]
-    results = _bench.run("tiny", workloads=chosen, impls=("fastjoblib", "joblib", "pickle"))
-    rows = results["results"]
-    cases = {(r["workload"], r["compress"]) for r in rows}
-    assert ("compressible-array", "zlib:3") in cases and ("large-array", "none") in cases
-    assert not any(r["impl"] == "pickle" and r["compress"] != "none" for r in rows)
-    if results["meta"]["memory_method"] == "rss-fork":
-        # a load builds the 64 KiB array: its peak cannot be below that
-        loads = [r for r in rows if r["op"] == "load" and r["compress"] == "none"]
-        assert all(r["peak_bytes"] >= 60 * 1024 for r in loads), loads
-    table = _bench.format_table(results)
-    assert "large-array" in table and "x joblib" in table
-    pytest.importorskip("matplotlib")
-    path = tmp_path / "builtin.json"
-    path.write_text(json.dumps(results))
-    img = tmp_path / "img"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "charts.py"),
-                           str(path), "--out", str(img)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    for name in ("bench_time.png", "bench_memory.png", "bench_time_compressed.png",
-                 "bench_memory_compressed.png"):
-        assert (img / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-
-
-def test_bench_ratios_engine():
-    """From a source checkout, bench hands over to benchmarks/ratios.py (one benchmark logic)."""
-    from pathlib import Path
-
-    from fastjoblib import _bench
-
-    path = Path(ROOT) / "benchmarks" / "ratios.py"
-    if not path.is_file():
+    ratios = os.path.join(ROOT, "benchmarks", "ratios.py")
+    if not os.path.isfile(ratios):
         pytest.skip("no benchmarks/ratios.py in this checkout")
-    mod = _bench.ratios_module(path)
-    assert mod is not None, "ratios.py lacks the functions bench uses: " + str(_bench._RATIOS_API)
-    pytest.importorskip("zstandard")
-    from joblib import compressor as jc
+    args = ["--tiny", "--workloads", "big_array,small_dicts", "--codecs", "bz2", "--no-memory"]
+    proc = subprocess.run([sys.executable, ratios] + args, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=PKG_PARENT))
+    assert proc.returncode == 0, proc.stderr
+    rc, out, err = run_cli("bench", *args, timeout=300)
+    assert rc == 0, err
+    header = "| " + " | ".join(_bench.TABLE_COLUMNS) + " |"
+    for text in (proc.stdout, out):
+        assert header in text
+        assert "big_array | load | " in text and "small_dicts | dump | " in text
+        assert "big_array | dump bz2 |" in text  # --codecs honoured (bz2 needs no package)
+        assert "medians" in text and "Versions: fastjoblib" in text and "Machine: " in text
+        assert "Files in " in text and "(" + _bench._fstype(tempfile.gettempdir()) + ")" in text
+    assert "Command: python benchmarks/ratios.py --tiny" in proc.stdout
+    assert "Command: python -m fastjoblib bench --tiny" in out
+    # the raw floor is a column of the big_array rows (a ratio, not empty)
+    row = [ln for ln in out.splitlines() if ln.startswith("| big_array | dump |")][0]
+    assert row.split("|")[6].strip().endswith("x"), row
+    # the README's table has these columns and these workload names
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    head = [ln for ln in readme.splitlines() if ln.startswith("| workload | op | vs joblib")][0]
+    cells = [c.strip() for c in head.strip("|").split("|")]
+    for col in _bench.TABLE_COLUMNS:
+        assert any(c == col or c.startswith(col + " (") for c in cells), (col, cells)
+    for wl in _bench.DEFAULT_WORKLOADS:
+        assert f"| {wl} | dump |" in readme, wl
 
-    saved = dict(jc._COMPRESSORS)
-    try:  # zstd: joblib's side goes through fastjoblib.register_zstd_with_joblib
-        results, text = _bench.run_ratios(mod, "tiny", codecs=["zlib", "zstd"])
-    finally:
-        jc._COMPRESSORS.clear()
-        jc._COMPRESSORS.update(saved)
-    rows = results["results"]
-    assert results["meta"]["workloads_from"] == str(path)
-    assert {r["workload"] for r in rows} <= set(mod.W.WORKLOADS)
-    assert any(r["variant"] == "mmap_mode=r" and r["impl"] == "fastjoblib" for r in rows)
-    assert any(r["compress"] == "zlib" and r["impl"] == "joblib" for r in rows)
-    assert any(r["compress"] == "zstd" and r["impl"] == "joblib" for r in rows)
-    for r in rows:
-        assert r["workload"] in text
+
+def test_bench_missing_packages_skip_with_a_note(tmp_path):
+    """Codecs and workloads whose package is missing are skipped with one line each naming the
+    pip command; the run still exits 0 (the required-dependencies-only case)."""
+    code = ("import sys\n"
+            "for m in ('zstandard', 'lz4', 'sklearn', 'joblib'): sys.modules[m] = None\n"
+            "from fastjoblib._cli import main\n"
+            "sys.exit(main(['bench', '--tiny', '--no-memory', '--workloads', "
+            "'big_array,random_forest', '--codecs', 'zlib,lz4,zstd']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=PKG_PARENT))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "pip install zstandard" in out and "pip install lz4" in out
+    assert "random_forest: skipped" in out and "pip install scikit-learn" in out
+    assert "pip install joblib" in out
+    assert "big_array | dump zlib |" in out and "big_array | dump zstd |" not in out
+    assert "Traceback" not in proc.stderr
 
 
 def test_bench_option_errors(capsys):
@@ -472,6 +499,12 @@ def test_bench_option_errors(capsys):
     assert rc == 1 and "--runs" in err
     rc, _, err = main(capsys, "bench", "--tiny", "--dir", "/nonexistent/dir")
     assert rc == 1 and "not a directory" in err
+    rc, _, err = main(capsys, "bench", "--tiny", "--workloads", "large-array")
+    assert rc == 1 and "unknown large-array" in err and "big_array" in err
+    rc, _, err = main(capsys, "bench", "--tiny", "--quick")
+    assert rc == 1 and "choose one" in err
+    rc, _, err = main(capsys, "bench", "--scale", "0")
+    assert rc == 1 and "--scale" in err
 
 
 @pytest.mark.parametrize("name,expected", [

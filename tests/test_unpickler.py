@@ -363,7 +363,7 @@ def test_fd_position_after_load(tmp_path):
     (b"X\xff\xff\xff\xffab.", pickle.UnpicklingError, "truncated"),
     (b"N", EOFError, "STOP"),  # like stdlib: input ending where an opcode should start
     (b"\xff", pickle.UnpicklingError, "invalid load key"),
-    (b"Ixyz\n.", ValueError, ""),
+    (b"Ixyz\n.", ValueError, "int"),
     (b"}K\x01K\x02K\x03u.", pickle.UnpicklingError, "MARK"),
     (b"(K\x01d.", pickle.UnpicklingError, "odd number"),
     (b"\x8b\xff\xff\xff\xff.", pickle.UnpicklingError, "negative"),

@@ -10,6 +10,7 @@ from _typeshed import SupportsWrite
 from ._api import Unpickler as Unpickler, load_pickle as load_pickle, loads as loads
 from ._core import (
     Pickler as Pickler,
+    _Codec,
     _ReadableFileobj,
     dump_pickle as dump_pickle,
     dumps as dumps,
@@ -32,7 +33,7 @@ _Compress = (
     int
     | bool
     | None
-    | Literal["zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"]
+    | _Codec
     | str
     | tuple[str, int | None]
 )

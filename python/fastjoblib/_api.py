@@ -3,6 +3,8 @@
 ``dumps``/``dump_pickle``/``Pickler`` are the C core's own; ``loads``/``load_pickle``/``Unpickler``
 add ``trusted=`` (see ``fastjoblib.load``) on top of the C core's signatures.
 """
+import pickle
+
 from . import _core
 
 
@@ -18,9 +20,55 @@ def _policy(trusted, max_bytes=None, source=None):
     return policy
 
 
+def rereadable(source):
+    """What the static inspector can read again after a refused restricted load: a path, a
+    bytes-like object, or a seekable binary file (a reader rewinding it to where the load
+    started); else None."""
+    import os
+
+    if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return source  # (bytes: the data itself; _persist turns a bytes path into str first)
+    try:
+        if hasattr(source, "read") and source.seekable():
+            return _Rewind(source, source.tell())
+    except (AttributeError, OSError, ValueError):
+        pass
+    return None
+
+
+class _Rewind:
+    """A file object seen from a saved position (the inspector reads it after a failed load)."""
+
+    def __init__(self, f, pos):
+        self._f, self._pos = f, pos
+
+    def source(self):
+        self._f.seek(self._pos)
+        return self._f
+
+
+def explain_refusal(exc, policy, again):
+    from ._trust import explain_refusal as explain
+
+    if again is None:
+        return exc
+    if isinstance(again, _Rewind):
+        try:
+            again = again.source()
+        except (OSError, ValueError):
+            return exc
+    return explain(exc, policy, again)
+
+
 def _run(fn, source, policy, **kwargs):
+    again = rereadable(source) if policy is not None else None
     try:
         obj = fn(source, find_class=policy, **kwargs)
+    except pickle.UnpicklingError as exc:
+        full = explain_refusal(exc, policy, again) if again is not None else exc
+        if full is exc:
+            raise
+        raise full from None
     except MemoryError as exc:
         if policy is not None:
             from ._guard import reraise_budget

@@ -1,132 +1,182 @@
-"""Benchmark engine behind ``python -m fastjoblib bench`` (and benchmarks/charts.py's input).
+"""The benchmark: one definition behind ``python -m fastjoblib bench`` and ``benchmarks/ratios.py``.
 
-fastjoblib, joblib and pickle (those installed) run the same workloads in one process,
-interleaved (each repeat times every implementation once, in a rotating order), on files in a
-temporary directory. Times are wall-clock; the ratio tables use the fastest repeat, the JSON also
-keeps the median. Peak memory is measured separately, one forked child per (case, implementation,
-operation): the child resets its RSS high-water mark (/proc/self/clear_refs), runs the operation
-once, and reports VmHWM minus the RSS it started with, i.e. the extra memory the operation needed
-on top of the object it was given (dump) or including the object it built (load). Where that is
-unavailable (not Linux), tracemalloc's peak is used instead and ``meta.memory_method`` says so.
+Workloads (the README's names), contenders, timing, memory method, report and JSON all live here;
+``benchmarks/ratios.py`` is a thin script calling :func:`main`, and ``benchmarks/workloads.py``
+re-exports the workload builders for the other benchmark scripts.
 
-When run from a source checkout, ``bench()`` hands over to ``benchmarks/ratios.py`` instead (its
-workloads, contenders, timing and memory method, and its report; ``run_ratios`` only converts its
-results to the JSON schema below), so the benchmark logic lives in one place; the built-in set
-here is the fallback for an installed package.
+Method (what the numbers mean):
 
-JSON schema ``fastjoblib-bench/1``::
+* Every contender dumps the workload to a real file in ``--dir`` (default: the system temporary
+  directory; ``/dev/shm`` takes the filesystem out of the numbers) and loads it back from that
+  file. Each contender keeps its file from round to round, so every dump after the first
+  overwrites the previous round's file, as a training script overwrites its checkpoint (an
+  untimed first round creates the files). No fsync, no cache dropping.
+* Timing: ``--runs`` rounds; in each round every contender runs once (dump, then load), and the
+  contender order rotates from round to round. A cell is the ratio of the medians over the rounds
+  (wall clock, ``time.perf_counter``).
+* Peak memory: measured in a fresh interpreter per workload. Before each operation the child runs
+  ``gc.collect()`` and ``malloc_trim(0)`` and resets the kernel's RSS high-water mark (writing 5
+  to ``/proc/self/clear_refs``); the figure is VmHWM - VmRSS(before). Linux only ("n/a" elsewhere).
+* The raw floor (big_array): ``os.write`` of the array's own memory (dump) and ``np.empty`` +
+  ``readinto`` (load).
+* Contenders whose package is missing (joblib, scikit-learn, pandas, lz4, zstandard) are skipped
+  with a one-line note naming the ``pip install`` command; nothing is invented.
+
+JSON schema ``fastjoblib-bench/1`` (the input of benchmarks/charts.py)::
 
     {"schema": "fastjoblib-bench/1",
-     "meta": {"size": "tiny|quick|full", "python": str, "platform": str, "cpus": int,
-              "versions": {"fastjoblib": str, "numpy": str, "joblib": str|None, ...},
-              "memory_method": "rss-fork|tracemalloc|none", "workloads_from": str,
-              "directory": where the files were written,
-              "filesystem": its type ("ext4", "tmpfs", ...; "?" when unknown),
-              "date": ISO-8601 str},
-     "results": [{"workload": str, "description": str, "compress": "none"|"NAME[:LEVEL]",
-                  "variant": null|"mmap_mode=r" (optional: a load variant of the case),
-                  "impl": "fastjoblib"|"joblib"|"pickle", "op": "dump"|"load",
-                  "seconds_min": float|null (null: only the median is known),
-                  "seconds_median": float, "repeats": int,
-                  "peak_bytes": int|null, "file_bytes": int, "data_bytes": int|null}, ...]}
+     "meta": {"size", "python", "platform", "machine", "cpus", "memory_total", "versions": {...},
+              "memory_method", "workloads_from", "directory", "filesystem", "date", "command",
+              "notes": [...], "scale", "runs", "codecs"},
+     "results": [{"workload", "description", "compress": "none"|NAME, "variant": null|"mmap_mode=r",
+                  "impl": "fastjoblib"|"joblib"|"pickle-4"|"pickle-5"|"raw floor"|...,
+                  "op": "dump"|"load", "seconds_min": null, "seconds_median": float,
+                  "repeats": int, "peak_bytes": int|null, "file_bytes": int,
+                  "data_bytes": null}, ...]}
 """
 from __future__ import annotations
 
+import argparse
+import ctypes
 import datetime
 import gc
 import importlib.util
+import json
 import os
 import pickle
 import platform
+import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, TextIO
 
 SCHEMA = "fastjoblib-bench/1"
-IMPLS = ("fastjoblib", "joblib", "pickle")
+MiB = 1 << 20
+
+# ------------------------------------------------------------------------------------------------
+# workloads (full sizes; --quick is 1/64 of them). Deterministic (fixed seeds).
 
 
-class Workload(NamedTuple):
-    name: str
-    description: str
-    build: Callable[[str], Any]        # size ('tiny' / 'quick' / 'full') -> the object
-    compress: tuple[str, ...] = ("none",)  # cases beyond 'none' use these compressors
-    needs: tuple[str, ...] = ()        # modules that must be importable
-
-
-def _scale(size: str, tiny: int, quick: int, full: int) -> int:
-    return {"tiny": tiny, "quick": quick}.get(size, full)
-
-
-def _large_array(size: str) -> Any:
+def big_array(scale: float = 1.0) -> Any:
+    """one float64 array of 512 MiB (random)"""
     import numpy as np
 
-    n = _scale(size, 1 << 13, 4 << 20, 32 << 20)  # float64 items: 64 KiB / 32 MiB / 256 MiB
+    n = max(int(512 * MiB * scale) // 8, 1)
     return np.random.default_rng(0).random(n)
 
 
-def _compressible_array(size: str) -> Any:
+def smooth_array(scale: float = 1.0) -> Any:
+    """a compressible 512 MiB float64 array: a smooth signal rounded to 2 decimals"""
     import numpy as np
 
-    n = _scale(size, 1 << 14, 4 << 20, 32 << 20)  # int32 items: 64 KiB / 16 MiB / 128 MiB
+    n = max(int(512 * MiB * scale) // 8, 1)
+    t = np.linspace(0.0, 1.0, n)
+    return np.round(np.sin(t * (800 * np.pi)) * 100.0 + t * 50.0, 2)
+
+
+def dict_of_arrays(scale: float = 1.0) -> Any:
+    """2,000 float32 arrays of 4-256 KiB each"""
+    import numpy as np
+
     rng = np.random.default_rng(1)
-    return (np.cumsum(rng.integers(-2, 3, n, dtype=np.int32)) % 1000).astype(np.int32)
+    count = max(int(2000 * scale), 10)
+    out = {}
+    for i in range(count):
+        nbytes = int(rng.integers(4 * 1024, 256 * 1024 + 1))
+        out["layer_%04d" % i] = rng.random(nbytes // 4, dtype=np.float32)
+    return out
 
 
-def _many_arrays(size: str) -> Any:
-    import numpy as np
-
-    n = _scale(size, 50, 2000, 10000)
-    rng = np.random.default_rng(2)
-    return {f"w{i}": rng.random(64 + i % 100) for i in range(n)}
-
-
-def _python_objects(size: str) -> Any:
-    n = _scale(size, 500, 100_000, 500_000)
-    return [{"id": i, "name": f"item-{i}", "score": i * 0.5, "tags": ["a", "b", str(i % 7)],
-             "valid": i % 3 == 0, "parent": None if i % 5 else i - 1} for i in range(n)]
-
-
-def _sklearn_forest(size: str) -> Any:
+def random_forest(scale: float = 1.0) -> Any:
+    """RandomForestClassifier, 200 trees (scikit-learn)"""
     import numpy as np
     from sklearn.ensemble import RandomForestClassifier
 
-    rows, trees = _scale(size, 100, 2000, 10000), _scale(size, 3, 30, 100)
-    rng = np.random.default_rng(3)
-    x = rng.random((rows, 20))
-    y = (x[:, 0] + x[:, 1] * rng.random(rows) > 0.8).astype(int)
-    return RandomForestClassifier(n_estimators=trees, random_state=0, n_jobs=1).fit(x, y)
+    rng = np.random.default_rng(2)
+    n_trees = max(int(200 * scale), 5)
+    n_samples = max(int(10_000 * min(1.0, scale * 4)), 500)
+    X = rng.random((n_samples, 20))
+    y = (X[:, 0] + 0.3 * rng.random(n_samples) > 0.6).astype(int) + (X[:, 1] > 0.5)
+    return RandomForestClassifier(n_estimators=n_trees, random_state=0, n_jobs=2).fit(X, y)
 
 
-def _pandas_frame(size: str) -> Any:
+def small_dicts(scale: float = 1.0) -> Any:
+    """a list of 300,000 small dicts"""
+    n = max(int(300_000 * scale), 100)
+    return [{"id": i, "name": "user%d" % i, "score": i * 0.5, "active": bool(i & 1),
+             "tags": ["a", "b"] if i % 3 else []} for i in range(n)]
+
+
+def f_order_array(scale: float = 1.0) -> Any:
+    """a 128 MiB Fortran-ordered float64 array"""
+    import numpy as np
+
+    n = max(int(128 * MiB * scale) // 8, 64)
+    cols = 256
+    rows = max(n // cols, 1)
+    return np.asfortranarray(np.random.default_rng(3).random((rows, cols)))
+
+
+def strided_array(scale: float = 1.0) -> Any:
+    """a 128 MiB strided view (every other column of a 256 MiB array)"""
+    import numpy as np
+
+    n = max(int(256 * MiB * scale) // 8, 128)
+    cols = 512
+    rows = max(n // cols, 1)
+    return np.random.default_rng(4).random((rows, cols))[:, ::2]
+
+
+def dataframe(scale: float = 1.0) -> Any:
+    """a pandas DataFrame, 2,000,000 rows, numeric and string columns"""
     import numpy as np
     import pandas as pd
 
-    n = _scale(size, 1000, 500_000, 2_000_000)
-    rng = np.random.default_rng(4)
+    n = max(int(2_000_000 * scale), 100)
+    rng = np.random.default_rng(5)
+    cities = np.array(["Paris", "Lyon", "Berlin", "Madrid", "Roma", "Oslo", "Lisboa", "Wien"])
     return pd.DataFrame({
-        "x": rng.random(n), "k": rng.integers(0, 1 << 30, n),
-        "cat": pd.Categorical(rng.choice(["red", "green", "blue"], n)),
-        "label": [f"row{i % 1000}" for i in range(n)],
+        "id": np.arange(n, dtype=np.int64),
+        "x": rng.random(n),
+        "y": rng.random(n).astype(np.float32),
+        "city": cities[rng.integers(0, len(cities), n)].astype(object),
+        "label": ["item-%d" % i for i in range(n)],
     })
 
 
-WORKLOADS: list[Workload] = [
-    Workload("large-array", "one float64 array (random)", _large_array),
-    Workload("compressible-array", "one int32 array (random walk)", _compressible_array,
-             compress=("zlib:3", "lz4", "zstd:3")),
-    Workload("many-arrays", "dict of small float64 arrays", _many_arrays),
-    Workload("python-objects", "list of small dicts (str, int, float, list)", _python_objects),
-    Workload("sklearn-forest", "fitted RandomForestClassifier", _sklearn_forest,
-             compress=("zlib:3",), needs=("sklearn",)),
-    Workload("pandas-frame", "DataFrame: float, int, categorical, str columns", _pandas_frame,
-             compress=("lz4",), needs=("pandas",)),
-]
+def str_int_dict(scale: float = 1.0) -> Any:
+    """a dict of 1,000,000 short str keys to ints"""
+    n = max(int(1_000_000 * scale), 100)
+    return {"k%d" % i: i for i in range(n)}
+
+
+WORKLOADS: dict[str, Callable[[float], Any]] = {
+    "big_array": big_array,
+    "smooth_array": smooth_array,
+    "dict_of_arrays": dict_of_arrays,
+    "random_forest": random_forest,
+    "small_dicts": small_dicts,
+    "f_order_array": f_order_array,
+    "strided_array": strided_array,
+    "dataframe": dataframe,
+    "str_int_dict": str_int_dict,
+}
+# the pip package a workload needs beyond the required ones
+WORKLOAD_PACKAGES = {"random_forest": ("sklearn", "scikit-learn"), "dataframe": ("pandas", "pandas")}
+# Workloads made of arrays (mmap loads are measured on these).
+ARRAY_WORKLOADS = {"big_array", "smooth_array", "dict_of_arrays", "f_order_array", "strided_array"}
+# The default set (smooth_array is for the compressed table: benchmarks/codec_table.py).
+DEFAULT_WORKLOADS = [w for w in WORKLOADS if w != "smooth_array"]
+DEFAULT_CODECS = ("zlib", "lz4", "zstd")
+SIZES = {"tiny": 1 / 8192, "quick": 1 / 64, "full": 1.0}
+RUNS = {"tiny": 1, "quick": 3, "full": 5}
+# --tiny is a smoke test of the plumbing: no sklearn / pandas fitting and imports.
+_TINY_SKIP = {"random_forest", "dataframe"}
+RAW = "raw os.write / np.empty+readinto"
 
 
 def _have(module: str) -> bool:
@@ -136,265 +186,276 @@ def _have(module: str) -> bool:
         return False
 
 
+def missing_package_note(pip_name: str) -> str:
+    from ._compressors import missing_package_message
+
+    return str(missing_package_message(pip_name))
+
+
 # ------------------------------------------------------------------------------------------------
-# the implementations
+# contenders: name -> (dump(obj, path), load(path)); availability checked when resolved
 
 
-def _compress_arg(compress: str) -> Any:
-    if compress == "none":
-        return 0
-    name, _, level = compress.partition(":")
-    return (name, int(level)) if level else name
+class Skip(Exception):
+    """A contender that cannot run here; the message is the one-line note."""
 
 
-def _joblib_supports(compress: str) -> bool:
-    if compress == "none":
-        return True
-    try:
-        from joblib.compressor import _COMPRESSORS
-    except ImportError:
-        return False
-    name = compress.partition(":")[0]
-    if name == "zstd" and name not in _COMPRESSORS:
-        # stock joblib has no zstd: compare with the compressor fastjoblib registers for it
-        # (python-zstandard's streaming API), as a user of .zst files with joblib would.
-        try:
-            import fastjoblib
+def _pickle_contender(protocol: int) -> tuple[Callable, Callable]:
+    def dump(obj: Any, path: str) -> None:
+        with open(path, "wb") as f:
+            pickle.dump(obj, f, protocol=protocol)
 
-            fastjoblib.register_zstd_with_joblib()
-        except Exception:
-            return False
-    return name in _COMPRESSORS
+    def load(path: str) -> Any:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    return dump, load
 
 
-def _ops(impl: str, compress: str) -> tuple[Callable[[Any, str], None], Callable[[str], Any]] | None:
-    """(dump(obj, path), load(path)) for an implementation, None if it cannot run this case."""
-    if impl == "fastjoblib":
+def _joblib_contender(compress: Any = 0, mmap_mode: str | None = None) -> tuple[Callable, Callable]:
+    if not _have("joblib"):
+        raise Skip("joblib is not installed: the 'vs joblib' columns are n/a (pip install joblib)")
+    import joblib
+
+    if compress == "zstd":
+        # stock joblib has no zstd: it gets fastjoblib's recipe (the zstandard package, in Python)
         import fastjoblib
 
-        arg = _compress_arg(compress)
-        if compress.startswith("lz4") and not _have("lz4"):
-            return None
+        fastjoblib.register_zstd_with_joblib()
 
-        def fj_dump(obj: Any, path: str) -> None:
-            fastjoblib.dump(obj, path, compress=arg)
-        return fj_dump, fastjoblib.load
-    if impl == "joblib":
-        if not _have("joblib") or not _joblib_supports(compress):
-            return None
-        if compress.startswith("lz4") and not _have("lz4"):
-            return None
-        import joblib
+    def dump(obj: Any, path: str) -> None:
+        joblib.dump(obj, path, compress=compress)
 
-        arg = _compress_arg(compress)
-
-        def jl_dump(obj: Any, path: str) -> None:
-            joblib.dump(obj, path, compress=arg)
-
-        def jl_load(path: str) -> Any:
-            return joblib.load(path)
-        return jl_dump, jl_load
-    if impl == "pickle":
-        if compress != "none":
-            return None
-
-        def pk_dump(obj: Any, path: str) -> None:
-            with open(path, "wb") as f:
-                pickle.dump(obj, f, protocol=pickle.DEFAULT_PROTOCOL)
-
-        def pk_load(path: str) -> Any:
-            with open(path, "rb") as f:
-                return pickle.load(f)
-        return pk_dump, pk_load
-    raise ValueError(f"unknown implementation {impl!r}")
+    def load(path: str) -> Any:
+        return joblib.load(path, mmap_mode=mmap_mode)
+    return dump, load
 
 
-# ------------------------------------------------------------------------------------------------
-# measurement
+def _fastjoblib_contender(compress: Any = 0, mmap_mode: str | None = None) -> tuple[Callable, Callable]:
+    import fastjoblib
+
+    def dump(obj: Any, path: str) -> None:
+        fastjoblib.dump(obj, path, compress=compress)
+
+    def load(path: str) -> Any:
+        return fastjoblib.load(path, mmap_mode=mmap_mode)  # type: ignore[arg-type]
+    return dump, load
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
+def _fastjoblib_pickle_contender(protocol: int) -> tuple[Callable, Callable]:
+    import fastjoblib
+
+    def dump(obj: Any, path: str) -> None:
+        with open(path, "wb") as f:
+            fastjoblib.dump_pickle(obj, f, protocol=protocol)
+
+    def load(path: str) -> Any:
+        with open(path, "rb") as f:
+            return fastjoblib.load_pickle(f)
+    return dump, load
+
+
+def _raw_contender(holder: dict[str, Any]) -> tuple[Callable, Callable]:
+    import numpy as np
+
+    def dump(obj: Any, path: str) -> None:
+        view = memoryview(obj).cast("B")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            done = 0
+            while done < len(view):
+                done += os.write(fd, view[done:done + (16 << 20)])
+        finally:
+            os.close(fd)
+        holder["meta"] = (obj.shape, obj.dtype)
+
+    def load(path: str) -> Any:
+        shape, dtype = holder["meta"]
+        out = np.empty(shape, dtype)
+        with open(path, "rb", buffering=0) as f:
+            view = memoryview(out).cast("B")  # type: ignore[arg-type]
+            done = 0
+            while done < len(view):
+                # bounded reads: one 512 MiB read(2) into fresh memory was erratically slow
+                n = f.readinto(view[done:done + (16 << 20)])
+                if not n:
+                    raise EOFError(path)
+                done += n
+        return out
+    return dump, load
+
+
+def codec_note(codec: str) -> str | None:
+    """None if fastjoblib can write `codec` here, else the one-line note saying why not."""
+    from . import _compressors
+
+    spec = _compressors.COMPRESSORS.get(codec)
+    if spec is None:
+        return f"unknown codec {codec!r}"
+    if spec.package and not _have(spec.package):
+        return f"{codec}: skipped, {_compressors.missing_package_message(spec.pip_name)}"
     return None
 
 
-def _rss_fork_available() -> bool:
-    if not hasattr(os, "fork") or _status_kib("VmHWM") is None:
-        return False
+def contenders_for(workload: str, codecs: Sequence[str]) -> list[tuple[str, Callable]]:
+    """[(name, factory)] in display order."""
+    out: list[tuple[str, Callable]] = [
+        ("pickle-4", lambda: _pickle_contender(4)),
+        ("pickle-5", lambda: _pickle_contender(5)),
+        ("joblib", lambda: _joblib_contender()),
+        ("fastjoblib", lambda: _fastjoblib_contender()),
+        ("fastjoblib.dump_pickle-5", lambda: _fastjoblib_pickle_contender(5)),
+    ]
+    if workload in ARRAY_WORKLOADS:
+        out += [
+            ("joblib mmap_mode=r", lambda: _joblib_contender(mmap_mode="r")),
+            ("fastjoblib mmap_mode=r", lambda: _fastjoblib_contender(mmap_mode="r")),
+        ]
+    if workload == "big_array":
+        holder: dict[str, Any] = {}
+        out += [(RAW, lambda: _raw_contender(holder))]
+    for codec in codecs:
+        out += [
+            ("joblib %s" % codec if codec != "zstd" else "joblib zstd (fastjoblib recipe)",
+             lambda c=codec: _joblib_contender(compress=c)),
+            ("fastjoblib %s" % codec, lambda c=codec: _fastjoblib_contender(compress=c)),
+        ]
+    return out
+
+
+def resolve(workload: str, codecs: Sequence[str], notes: list[str]) -> list[tuple]:
+    """The runnable contenders [(name, dump, load)]; a skipped one adds its note once."""
+    ready = []
+    for name, factory in contenders_for(workload, codecs):
+        try:
+            ready.append((name,) + tuple(factory()))
+        except Skip as exc:
+            if str(exc) not in notes:
+                notes.append(str(exc))
+    return ready
+
+
+def usable_codecs(codecs: Sequence[str], notes: list[str]) -> list[str]:
+    """The codecs whose package is installed; one note per codec left out."""
+    out = []
+    for c in codecs:
+        note = codec_note(c)
+        if note is None:
+            out.append(c)
+        elif note not in notes:
+            notes.append(note)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# timing (this process)
+
+
+def time_workload(workload: str, obj: Any, contenders: Sequence[tuple], runs: int,
+                  directory: str) -> dict[str, dict[str, Any]]:
+    times: dict[str, dict[str, Any]] = {name: {"dump": [], "load": [], "size": None}
+                                        for name, _, _ in contenders}
+    paths = {name: os.path.join(directory, "bench-%d.bin" % i)
+             for i, (name, _, _) in enumerate(contenders)}
+    for name, dump, _ in contenders:  # untimed: the files that every round overwrites
+        dump(obj, paths[name])
+    for rnd in range(runs):
+        k = rnd % len(contenders)
+        order = list(contenders[k:]) + list(contenders[:k])
+        for name, dump, load in order:
+            path = paths[name]
+            gc.collect()
+            t0 = time.perf_counter()
+            dump(obj, path)
+            t1 = time.perf_counter()
+            times[name]["size"] = os.path.getsize(path)
+            gc.collect()
+            t2 = time.perf_counter()
+            result = load(path)
+            t3 = time.perf_counter()
+            del result
+            times[name]["dump"].append(t1 - t0)
+            times[name]["load"].append(t3 - t2)
+    for path in paths.values():
+        os.unlink(path)
+    return {name: {"dump": statistics.median(v["dump"]), "load": statistics.median(v["load"]),
+                   "size": v["size"]} for name, v in times.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# peak memory (a fresh interpreter per workload)
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def _settle() -> None:
+    gc.collect()
     try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return True
-
-
-def _malloc_trim() -> None:
-    """Return the C heap's free memory to the system (glibc), so that the child's starting RSS
-    does not include freed blocks that the operation would then reuse without raising the peak."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).malloc_trim(0)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
 
 
-def _peak_fork(fn: Callable[[], Any]) -> int | None:
-    """Extra peak RSS (bytes) of fn() run once in a forked child."""
-    r, w = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # child: never returns
-        code = 1
-        try:
-            os.close(r)
-            _malloc_trim()
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            base = _status_kib("VmRSS")
-            result = fn()
-            peak = _status_kib("VmHWM")
-            del result
-            if base is not None and peak is not None:
-                os.write(w, str(max(0, peak - base) * 1024).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    chunks = []
-    while True:
-        data = os.read(r, 64)
-        if not data:
-            break
-        chunks.append(data)
-    os.close(r)
-    os.waitpid(pid, 0)
-    text = b"".join(chunks).decode()
-    return int(text) if text else None
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
-def _peak_tracemalloc(fn: Callable[[], Any]) -> int | None:
-    gc.collect()
-    tracemalloc.start()
-    try:
-        result = fn()
-        _, peak = tracemalloc.get_traced_memory()
+def memory_child(workload: str, scale: float, codecs: Sequence[str], directory: str) -> None:
+    obj = WORKLOADS[workload](scale)
+    out = {}
+    for name, dump, load in resolve(workload, codecs, []):
+        path = os.path.join(directory, "mem-%d.bin" % os.getpid())
+        _settle()
+        _reset_peak()
+        base = _status_kib("VmRSS")
+        dump(obj, path)
+        dump_peak = _status_kib("VmHWM") - base
+        _settle()
+        _reset_peak()
+        base = _status_kib("VmRSS")
+        result = load(path)  # (an mmap load is measured as returned: mapped, untouched)
+        load_peak = _status_kib("VmHWM") - base
         del result
-    finally:
-        tracemalloc.stop()
-    return peak
+        os.unlink(path)
+        out[name] = {"dump": dump_peak / 1024.0, "load": load_peak / 1024.0}
+    print(json.dumps(out))
 
 
-def _data_bytes(obj: Any) -> int:
-    """Rough payload size: the plain pickle's length (protocol 5, arrays out of band)."""
-    total = 0
+def measure_memory(workload: str, scale: float, codecs: Sequence[str], directory: str,
+                   script: str | None = None) -> dict[str, Any] | None:
+    """Run the memory child (``python -m fastjoblib._bench --memory-child ...``, or `script`
+    with the same options) and return the JSON it prints last; None where the method is
+    unavailable or the child failed."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        return None
+    args = ["--memory-child", workload, "--scale", repr(scale), "--codecs", ",".join(codecs),
+            "--dir", directory]
+    env = dict(os.environ)
+    if script is None:
+        # the child imports this very fastjoblib (a source checkout's python/ included)
+        import fastjoblib
 
-    def count(buf: pickle.PickleBuffer) -> bool:
-        nonlocal total
-        total += memoryview(buf).nbytes
-        return False
-    total += len(pickle.dumps(obj, protocol=5, buffer_callback=count))
-    return total
+        root = os.path.dirname(os.path.dirname(os.path.abspath(fastjoblib.__file__)))
+        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+        cmd = [sys.executable, "-m", "fastjoblib._bench"] + args
+    else:
+        cmd = [sys.executable, os.path.abspath(script)] + args
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        sys.stderr.write(res.stderr)
+        return None
+    result: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+    return result
 
 
-def run(size: str = "quick", log: Callable[[str], None] | None = None,
-        workloads: Sequence[Workload] | None = None,
-        impls: Sequence[str] = IMPLS, repeats: int | None = None,
-        memory: bool = True, directory: str | None = None) -> dict[str, Any]:
-    """Run the benchmark and return the results (schema ``fastjoblib-bench/1``)."""
-    if size not in ("tiny", "quick", "full"):
-        raise ValueError(f"size must be 'tiny', 'quick' or 'full', not {size!r}")
-    say = log or (lambda s: None)
-    source = "built-in" if workloads is None else "argument"
-    if workloads is None:
-        workloads = WORKLOADS
-    if repeats is None:
-        repeats = {"tiny": 1, "quick": 3, "full": 5}[size]
-    mem_method = "none"
-    if memory:
-        mem_method = "rss-fork" if _rss_fork_available() else "tracemalloc"
-    peak_of = {"rss-fork": _peak_fork, "tracemalloc": _peak_tracemalloc}.get(mem_method)
-
-    results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="fastjoblib-bench-", dir=directory) as tmp:
-        for wl in workloads:
-            missing = [m for m in wl.needs if not _have(m)]
-            if missing:
-                say(f"skip {wl.name}: {', '.join(missing)} not installed")
-                continue
-            obj = wl.build(size)
-            nbytes = _data_bytes(obj)
-            # Long-lived objects (modules, the workload) out of the collector's way: collections
-            # during the timed calls cost what they cost the caller, and forked children do
-            # not copy pages just to traverse them.
-            gc.collect()
-            gc.freeze()
-            for compress in ("none",) + tuple(c for c in wl.compress if c != "none"):
-                ops = {impl: _ops(impl, compress) for impl in impls}
-                runnable = [i for i in impls if ops[i] is not None]
-                if "fastjoblib" not in runnable:
-                    continue
-                say(f"{wl.name} [{compress}]: {', '.join(runnable)}")
-                paths = {i: os.path.join(tmp, f"{wl.name}.{i}.{compress.replace(':', '-')}")
-                         for i in runnable}
-                times: dict[tuple[str, str], list[float]] = {
-                    (i, op): [] for i in runnable for op in ("dump", "load")}
-                # one untimed round first: imports, first-call caches, page cache
-                for impl in runnable:
-                    dump, load = ops[impl]  # type: ignore[misc]
-                    dump(obj, paths[impl])
-                    warm = load(paths[impl])
-                    del warm
-                for rep in range(repeats):
-                    gc.collect()
-                    order = runnable[rep % len(runnable):] + runnable[:rep % len(runnable)]
-                    for op in ("dump", "load"):
-                        for impl in order:
-                            dump, load = ops[impl]  # type: ignore[misc]
-                            t0 = time.perf_counter()
-                            if op == "dump":
-                                dump(obj, paths[impl])
-                            else:
-                                loaded = load(paths[impl])
-                            times[(impl, op)].append(time.perf_counter() - t0)
-                            if op == "load":
-                                del loaded
-                for impl in runnable:
-                    dump, load = ops[impl]  # type: ignore[misc]
-                    path = paths[impl]
-                    for op in ("dump", "load"):
-                        peak = None
-                        if peak_of is not None:
-                            if op == "dump":
-                                scratch = path + ".mem"
-                                peak = peak_of(lambda: dump(obj, scratch))
-                                if os.path.exists(scratch):
-                                    os.unlink(scratch)
-                            else:
-                                peak = peak_of(lambda: load(path))
-                        ts = times[(impl, op)]
-                        results.append({
-                            "workload": wl.name, "description": wl.description,
-                            "compress": compress, "impl": impl, "op": op,
-                            "seconds_min": min(ts), "seconds_median": statistics.median(ts),
-                            "repeats": len(ts), "peak_bytes": peak,
-                            "file_bytes": os.path.getsize(path), "data_bytes": nbytes,
-                        })
-                    os.unlink(path)
-            gc.unfreeze()
-            del obj
-    meta = _meta(size, mem_method, source)
-    meta["directory"] = directory or tempfile.gettempdir()
-    meta["filesystem"] = _fstype(meta["directory"])
-    return {"schema": SCHEMA, "meta": meta, "results": results}
+# ------------------------------------------------------------------------------------------------
+# machine, filesystem, versions
 
 
 def _fstype(path: str) -> str:
@@ -414,63 +475,166 @@ def _fstype(path: str) -> str:
     return kind
 
 
-def _version(module: str) -> str | None:
-    if not _have(module):
-        return None
+fstype = _fstype
+
+_VERSION_OF = (("fastjoblib", "fastjoblib"), ("numpy", "numpy"), ("joblib", "joblib"),
+               ("scikit-learn", "sklearn"), ("pandas", "pandas"), ("lz4", "lz4"),
+               ("zstandard", "zstandard"))
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions (None: not installed), read from the distributions' metadata (no
+    imports), fastjoblib's from the package itself."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for dist, module in _VERSION_OF:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+            if module == "fastjoblib":
+                import fastjoblib
+
+                out[dist] = getattr(fastjoblib, "__version__", "?")
+    return out
+
+
+def _memory_total() -> int | None:
     try:
-        mod = __import__(module)
-    except Exception:
-        return None
-    return str(getattr(mod, "__version__", "?"))
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
-def _meta(size: str, mem_method: str, source: str) -> dict[str, Any]:
-    return {
-        "size": size, "python": platform.python_version(), "platform": platform.platform(),
-        "cpus": os.cpu_count() or 1,
-        "versions": {m: _version(m) for m in
-                     ("fastjoblib", "numpy", "joblib", "sklearn", "pandas", "lz4", "zstandard")},
-        "memory_method": mem_method, "workloads_from": source,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+def machine_lines(directory: str) -> list[str]:
+    mem = _memory_total()
+    v = versions()
+    return [
+        "Machine: %s, %s, %d CPUs%s; Python %s (%s)." % (
+            platform.platform(), platform.machine() or "?", os.cpu_count() or 0,
+            ", %.1f GiB RAM" % (mem / (1 << 30)) if mem else "", platform.python_version(),
+            platform.python_implementation()),
+        "Versions: " + ", ".join("%s %s" % (k, val if val else "not installed")
+                                 for k, val in v.items()) + ".",
+        "Files in %s (%s); each round overwrites the previous round's file." % (
+            directory, _fstype(directory)),
+    ]
 
 
 # ------------------------------------------------------------------------------------------------
-# benchmarks/ratios.py (source checkout): its workloads, contenders, timing and memory method
+# report
 
 
-_RATIOS_SCALES = {"tiny": 1 / 8192, "quick": 1 / 64, "full": 1.0}
-_RATIOS_RUNS = {"tiny": 1, "quick": 3, "full": 5}
-_RATIOS_API = ("W", "resolve", "time_workload", "measure_memory", "report")
-# --tiny is a smoke test of the plumbing: the workloads that import sklearn / pandas (seconds
-# of imports and model fitting) are left out.
-_TINY_SKIP = {"random_forest", "dataframe"}
+def _fmt_t(t: float) -> str:
+    return "%.3f" % t if t < 10 else "%.1f" % t
 
 
-def ratios_module(path: Path | None = None) -> Any | None:
-    """benchmarks/ratios.py of the source checkout this package runs from (never the current
-    directory's: that would run whatever file sits there), if it has the functions used here."""
-    if path is None:
-        path = Path(__file__).resolve().parents[2] / "benchmarks" / "ratios.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("_fastjoblib_bench_ratios", path)
-    if spec is None or spec.loader is None:
-        return None
-    mod = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(mod)
-    except Exception:
-        return None
-    if not all(hasattr(mod, name) for name in _RATIOS_API):
-        return None
-    setattr(mod, "__fastjoblib_path__", str(path))
-    return mod
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return "%.2fx" % (a / b)
+
+
+def _mem_ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None:
+        return "n/a"
+    if a < 1 or b < 1:  # a ratio of near-zero peaks means nothing: show both
+        return "%.1f vs %.1f MiB" % (a, b)
+    return "%.2fx" % (a / b)
+
+
+TABLE_COLUMNS = ("workload", "op", "vs joblib", "vs pickle-4", "vs pickle-5", "vs raw floor",
+                 "mem vs joblib", "mem vs pickle-5")
+
+
+def report(results: dict[str, Any], notes: Sequence[str], args: Any) -> str:
+    """The Markdown report: header (sizes, method, machine, filesystem, versions), the ratio
+    table (the README's columns), raw numbers, notes, and the command that reproduces it."""
+    lines = []
+    scale = args.scale_used
+    size = "full sizes" if scale == 1.0 else "sizes x %.4g" % scale
+    codecs = ", codecs: %s with threads=None (all cores)" % ",".join(args.codec_list) \
+        if args.codec_list else ""
+    lines.append("## fastjoblib benchmark (%s, %d runs, medians%s)" % (size, args.runs, codecs))
+    lines.append("")
+    where = getattr(args, "dir", None) or tempfile.gettempdir()
+    lines += machine_lines(where)
+    lines.append("Times: medians of interleaved rounds; memory: peak extra RSS in MiB.")
+    lines.append("")
+    lines.append("### Ratios: other time (or peak memory) / fastjoblib's; >1 = fastjoblib wins")
+    lines.append("")
+    lines.append("| " + " | ".join(TABLE_COLUMNS) + " |")
+    lines.append("|" + "---|" * len(TABLE_COLUMNS))
+    for wl, (times, mem) in results.items():
+        def t(name: str, op: str) -> float | None:
+            return times[name][op] if name in times else None
+
+        def m(name: str, op: str) -> float | None:
+            return mem[name][op] if mem and name in mem else None
+
+        def row(op_label: str, ours: str, op: str, joblib_name: str = "joblib",
+                pickles: bool = True, floor: bool = True) -> None:
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                wl, op_label, _ratio(t(joblib_name, op), t(ours, op)),
+                _ratio(t("pickle-4", op), t(ours, op)) if pickles else "",
+                _ratio(t("pickle-5", op), t(ours, op)) if pickles else "",
+                _ratio(t(RAW, op), t(ours, op)) if floor and RAW in times else "",
+                _mem_ratio(m(joblib_name, op), m(ours, op)) if mem else "n/a",
+                (_mem_ratio(m("pickle-5", op), m(ours, op)) if mem else "n/a") if pickles
+                else ""))
+
+        if "fastjoblib" not in times:
+            continue
+        row("dump", "fastjoblib", "dump")
+        row("load", "fastjoblib", "load")
+        if "fastjoblib mmap_mode=r" in times:
+            row("load mmap_mode=r", "fastjoblib mmap_mode=r", "load",
+                joblib_name="joblib mmap_mode=r", pickles=False, floor=False)
+        for codec in args.codec_list:
+            ours = "fastjoblib %s" % codec
+            if ours in times:
+                for op in ("dump", "load"):
+                    jname = "joblib %s" % codec
+                    if jname not in times:
+                        jname = "joblib zstd (fastjoblib recipe)"
+                    row("%s %s" % (op, codec), ours, op, joblib_name=jname,
+                        pickles=False, floor=False)
+    lines.append("")
+    lines.append("### Raw numbers")
+    lines.append("")
+    lines.append("| workload | contender | dump s | load s | file MiB | dump peak MiB | "
+                 "load peak MiB |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for wl, (times, mem) in results.items():
+        for name, v in times.items():
+            mm = mem.get(name) if mem else None
+            lines.append("| %s | %s | %s | %s | %.1f | %s | %s |" % (
+                wl, name, _fmt_t(v["dump"]), _fmt_t(v["load"]), v["size"] / MiB,
+                "%.0f" % mm["dump"] if mm else "n/a", "%.0f" % mm["load"] if mm else "n/a"))
+    if notes:
+        lines.append("")
+        lines.append("Notes:")
+        for n in notes:
+            lines.append("* " + n)
+    command = getattr(args, "command_line", None)
+    if command:
+        lines.append("")
+        lines.append("Command: " + command)
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# JSON (fastjoblib-bench/1)
 
 
 def split_contender(name: str, codecs: Sequence[str]) -> tuple[str, str, str | None]:
-    """ratios.py contender name -> (impl, compress, variant): 'joblib zlib' -> ('joblib', 'zlib',
-    None), 'fastjoblib mmap_mode=r' -> ('fastjoblib', 'none', 'mmap_mode=r')."""
+    """contender name -> (impl, compress, variant): 'joblib zlib' -> ('joblib', 'zlib', None),
+    'fastjoblib mmap_mode=r' -> ('fastjoblib', 'none', 'mmap_mode=r')."""
     head, _, rest = name.partition(" ")
     if rest.endswith(" (fastjoblib recipe)"):  # stock joblib given fastjoblib's zstd recipe
         rest = rest[: -len(" (fastjoblib recipe)")]
@@ -483,159 +647,184 @@ def split_contender(name: str, codecs: Sequence[str]) -> tuple[str, str, str | N
     return name, "none", None
 
 
-def _ratios_loop(mod: Any, size: str, scale: float, runs: int, codecs: list[str],
-                 notes: list[str], raw: dict[str, Any], say: Callable[[str], None],
-                 directory: str | None, memory: bool) -> None:
-    with tempfile.TemporaryDirectory(prefix="fastjoblib-bench-", dir=directory) as tmp:
-        for wl, build in mod.W.WORKLOADS.items():
-            if size == "tiny" and wl in _TINY_SKIP:
-                continue
-            try:
-                obj = build(scale)
-            except ImportError as exc:
-                notes.append(f"{wl}: skipped ({exc})")
-                say(f"skip {wl}: {exc}")
-                continue
-            contenders = mod.resolve(wl, codecs, notes)
-            say(f"{wl}: {', '.join(c[0] for c in contenders)}")
-            times = mod.time_workload(wl, obj, contenders, runs, tmp)
-            del obj
-            gc.collect()
-            # ratios.py measures memory in a fresh interpreter per workload (seconds each):
-            # not for the --tiny smoke run.
-            mem = mod.measure_memory(wl, scale, codecs, tmp) if memory and size != "tiny" else None
-            raw[wl] = (times, mem)
-
-
-def run_ratios(mod: Any, size: str, log: Callable[[str], None] | None = None,
-               directory: str | None = None, memory: bool = True,
-               codecs: Sequence[str] | None = None,
-               runs: int | None = None) -> tuple[dict[str, Any], str]:
-    """Run benchmarks/ratios.py's workloads with its own functions; (results in this module's
-    schema, ratios.py's report text). codecs: compressed contenders (default zlib, plus lz4
-    when installed, except for --tiny)."""
-    import argparse
-
-    say = log or (lambda s: None)
-    scale = _RATIOS_SCALES[size]
-    runs = runs or _RATIOS_RUNS[size]
-    if codecs is None:
-        codecs = ["zlib"] + (["lz4"] if size != "tiny" and _have("lz4") else [])
-    codecs = list(codecs)
-    if "zstd" in codecs:
-        _joblib_supports("zstd")  # stock joblib has no zstd: register fastjoblib's
-    notes: list[str] = []
-    raw: dict[str, Any] = {}
-    # Whatever the process already holds (modules: a test runner may hold many) out of the
-    # collector's way, so that ratios.py's gc.collect() between operations stays cheap.
-    gc.collect()
-    gc.freeze()
-    try:
-        _ratios_loop(mod, size, scale, runs, codecs, notes, raw, say, directory, memory)
-    finally:
-        gc.unfreeze()
-    text = mod.report(raw, notes, argparse.Namespace(quick=size != "full", runs=runs,
-                                                      codec_list=codecs,
-                                                      scale_used=scale, dir=directory))
+def to_json(raw: dict[str, Any], notes: Sequence[str], args: Any, size: str) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for wl, (times, mem) in raw.items():
+        builder = WORKLOADS.get(wl)
+        desc = (builder.__doc__ or wl).strip() if builder else wl
         for name, v in times.items():
-            impl, compress, variant = split_contender(name, codecs)
+            impl, compress, variant = split_contender(name, args.codec_list)
             for op in ("dump", "load"):
                 peak = mem.get(name, {}).get(op) if mem else None
                 rows.append({
-                    "workload": wl, "description": wl, "compress": compress, "variant": variant,
-                    "impl": impl, "op": op, "seconds_min": None, "seconds_median": v[op],
-                    "repeats": runs, "peak_bytes": None if peak is None else int(peak * (1 << 20)),
+                    "workload": wl, "description": desc, "compress": compress,
+                    "variant": variant, "impl": impl, "op": op, "seconds_min": None,
+                    "seconds_median": v[op], "repeats": args.runs,
+                    "peak_bytes": None if peak is None else int(peak * MiB),
                     "file_bytes": v["size"], "data_bytes": None,
                 })
-    meta = _meta(size, "rss-subprocess" if any(m for _, m in raw.values()) else "none",
-                 getattr(mod, "__fastjoblib_path__", "ratios.py"))
-    meta.update(directory=directory or tempfile.gettempdir(), scale=scale, notes=notes)
-    meta["filesystem"] = _fstype(meta["directory"])
-    return {"schema": SCHEMA, "meta": meta, "results": rows}, text
-
-
-def bench(size: str = "quick", log: Callable[[str], None] | None = None,
-          directory: str | None = None, memory: bool = True, ratios: Any | None = None,
-          codecs: Sequence[str] | None = None,
-          runs: int | None = None) -> tuple[dict[str, Any], str]:
-    """What ``python -m fastjoblib bench`` runs: benchmarks/ratios.py (workloads, method, report)
-    when running from a source checkout, else the built-in set. (results, text table).
-    `codecs` applies to ratios.py's engine only (the built-in set has its compressed cases)."""
-    mod = ratios if ratios is not None else ratios_module()
-    if mod is not None:
-        return run_ratios(mod, size, log, directory, memory, codecs, runs)
-    results = run(size, log, directory=directory, memory=memory, repeats=runs)
-    return results, format_table(results)
+    where = getattr(args, "dir", None) or tempfile.gettempdir()
+    mem_total = _memory_total()
+    meta = {
+        "size": size, "python": platform.python_version(), "platform": platform.platform(),
+        "machine": platform.machine(), "cpus": os.cpu_count() or 1, "memory_total": mem_total,
+        "versions": versions(),
+        "memory_method": "rss-subprocess" if any(m for _, m in raw.values()) else "none",
+        "workloads_from": "fastjoblib._bench", "directory": where, "filesystem": _fstype(where),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": getattr(args, "command_line", None), "notes": list(notes),
+        "scale": args.scale_used, "runs": args.runs, "codecs": list(args.codec_list),
+    }
+    return {"schema": SCHEMA, "meta": meta, "results": rows}
 
 
 # ------------------------------------------------------------------------------------------------
-# ratio table
+# the run (shared by the CLI and benchmarks/ratios.py)
 
 
-def _fmt_time(s: float | None) -> str:
-    if s is None:
-        return "-"
-    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options, identical for ``python -m fastjoblib bench`` and benchmarks/ratios.py."""
+    p.add_argument("--quick", action="store_true", help="1/64 of the full sizes, 3 runs")
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--scale", type=float, default=None,
+                   help="size factor of the full sizes (overrides --quick)")
+    p.add_argument("--runs", type=int, metavar="N",
+                   help="interleaved rounds per workload (default 5, --quick 3); cells are medians")
+    p.add_argument("--workloads", metavar="LIST", default=None,
+                   help="comma-separated, among: %s (default: all but smooth_array)"
+                        % ", ".join(WORKLOADS))
+    p.add_argument("--codecs", metavar="LIST", default=None,
+                   help="compressors compared too (default %s; those whose package is missing "
+                        "are skipped with a note); 'none' for no compressed rows"
+                        % ",".join(DEFAULT_CODECS))
+    p.add_argument("--dir", metavar="DIR",
+                   help="where to write the files (default: the system temporary directory; "
+                        "each round overwrites the previous round's file; a tmpfs such as "
+                        "/dev/shm takes the filesystem out of the numbers)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
+    p.add_argument("--json", metavar="FILE",
+                   help="also write the results as JSON (input of benchmarks/charts.py)")
+    p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
 
 
-def _fmt_mib(n: int | None) -> str:
-    return "-" if n is None else f"{n / (1 << 20):.1f}"
+class BenchError(Exception):
+    """A refused option: the message says which and why."""
 
 
-def _secs(row: dict[str, Any]) -> float | None:
-    value = row.get("seconds_min")
-    if value is None:
-        value = row.get("seconds_median")
-    return None if value is None else float(value)
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse what cannot be honoured (raises BenchError); fills args.codec_list, scale_used,
+    runs, names."""
+    from ._compressors import COMPRESSORS
+
+    if args.dir is not None and not os.path.isdir(args.dir):
+        raise BenchError(f"--dir {args.dir}: not a directory")
+    if args.runs is not None and args.runs < 1:
+        raise BenchError("--runs must be >= 1")
+    if args.scale is not None and not (0 < args.scale <= 4):
+        raise BenchError("--scale must be > 0 and <= 4")
+    if args.tiny and args.quick:
+        raise BenchError("--tiny and --quick: choose one")
+    if args.codecs is None:
+        codecs = list(DEFAULT_CODECS)
+    elif args.codecs.strip() in ("", "none"):
+        codecs = []
+    else:
+        codecs = [c for c in args.codecs.split(",") if c]
+        unknown = [c for c in codecs if c not in COMPRESSORS]
+        if unknown:
+            raise BenchError(f"--codecs: unknown {', '.join(unknown)}; choose among "
+                             f"{', '.join(COMPRESSORS)}")
+    args.codec_list = codecs
+    size = "tiny" if args.tiny else "quick" if args.quick else "full"
+    args.size = size
+    args.scale_used = args.scale if args.scale is not None else SIZES[size]
+    args.runs = args.runs or RUNS[size]
+    if args.workloads is None:
+        names = [w for w in DEFAULT_WORKLOADS if not (size == "tiny" and w in _TINY_SKIP)]
+    else:
+        names = [w for w in args.workloads.split(",") if w]
+        unknown = [w for w in names if w not in WORKLOADS]
+        if unknown or not names:
+            raise BenchError("--workloads: unknown %s (known: %s)"
+                             % (", ".join(unknown) or "(empty)", ", ".join(WORKLOADS)))
+    args.names = names
 
 
-def format_table(results: dict[str, Any]) -> str:
-    """Ratios: how many times longer joblib / pickle take than fastjoblib (> 1: fastjoblib is
-    faster), on the fastest repeat; peak memory in MiB (fastjoblib / joblib)."""
-    rows = results.get("results", [])
-    index = {(r["workload"], r["compress"], r["impl"], r["op"]): r for r in rows}
-    cases: list[tuple[str, str]] = []
-    for r in rows:
-        key = (r["workload"], r["compress"])
-        if key not in cases:
-            cases.append(key)
-    header = ["workload", "compress", "file MiB"]
-    for op in ("dump", "load"):
-        header += [f"{op} fj", "x joblib", "x pickle"]
-    header += ["peak MiB dump fj/jl", "load fj/jl"]
-    table = [header]
+def run(args: argparse.Namespace, log: Callable[[str], None] | None = None
+        ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """Run the checked `args`: (raw results {workload: (times, mem)}, notes, JSON)."""
+    say = log or (lambda s: None)
+    notes: list[str] = []
+    args.codec_list = usable_codecs(args.codec_list, notes)
+    raw: dict[str, Any] = {}
+    # Whatever the process already holds (modules: a test runner may hold many) out of the
+    # collector's way, so that the gc.collect() between operations stays cheap.
+    gc.collect()
+    gc.freeze()
+    try:
+        with tempfile.TemporaryDirectory(dir=args.dir, prefix="fastjoblib-bench-") as d:
+            for wl in args.names:
+                pkg = WORKLOAD_PACKAGES.get(wl)
+                if pkg is not None and not _have(pkg[0]):
+                    notes.append("%s: skipped, %s" % (wl, missing_package_note(pkg[1])))
+                    say("skip " + notes[-1])
+                    continue
+                t0 = time.perf_counter()
+                obj = WORKLOADS[wl](args.scale_used)
+                contenders = resolve(wl, args.codec_list, notes)
+                say("%s: %s" % (wl, ", ".join(c[0] for c in contenders)))
+                times = time_workload(wl, obj, contenders, args.runs, d)
+                del obj
+                gc.collect()
+                mem = None
+                if not args.no_memory and args.size != "tiny":
+                    mem = measure_memory(wl, args.scale_used, args.codec_list, d)
+                    if mem is None:
+                        note = "peak memory not measured (needs Linux /proc/self/clear_refs)"
+                        if note not in notes:
+                            notes.append(note)
+                raw[wl] = (times, mem)
+                say("# %s done in %.0f s" % (wl, time.perf_counter() - t0))
+    finally:
+        gc.unfreeze()
+    return raw, notes, to_json(raw, notes, args, args.size)
 
-    def ratio(wl: str, c: str, impl: str, op: str) -> str:
-        fj, other = index.get((wl, c, "fastjoblib", op)), index.get((wl, c, impl, op))
-        a = _secs(other) if other is not None else None
-        b = _secs(fj) if fj is not None else None
-        if a is None or not b:
-            return "-"
-        return f"{a / b:.2f}"
 
-    for wl, c in cases:
-        fjd = index.get((wl, c, "fastjoblib", "dump"))
-        line = [wl, c, _fmt_mib(fjd["file_bytes"]) if fjd else "-"]
-        for op in ("dump", "load"):
-            fj = index.get((wl, c, "fastjoblib", op))
-            line += [_fmt_time(_secs(fj) if fj else None),
-                     ratio(wl, c, "joblib", op), ratio(wl, c, "pickle", op)]
-        for op in ("dump", "load"):
-            fj, jl = index.get((wl, c, "fastjoblib", op)), index.get((wl, c, "joblib", op))
-            line.append(f"{_fmt_mib(fj['peak_bytes'] if fj else None)}/"
-                        f"{_fmt_mib(jl['peak_bytes'] if jl else None)}")
-        table.append(line)
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    out = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
-                     for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in table]
-    meta = results.get("meta", {})
-    out.append("")
-    out.append("x joblib / x pickle: their time divided by fastjoblib's (fastest of "
-               f"{rows[0]['repeats'] if rows else '?'} interleaved repeats; > 1 = fastjoblib "
-               f"faster). Peak: extra memory ({meta.get('memory_method', '?')}). Files in "
-               f"{meta.get('directory', '?')} ({meta.get('filesystem', '?')}), overwritten "
-               "round after round. "
-               f"Workloads: {meta.get('workloads_from', '?')}; size {meta.get('size', '?')}.")
-    return "\n".join(out)
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
+         prog: str = "python -m fastjoblib bench") -> int:
+    """benchmarks/ratios.py's entry point (the CLI's bench subcommand calls run_command)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_command(args, out or sys.stdout, prog, argv)
+    except BenchError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_command(args: argparse.Namespace, out: TextIO, prog: str,
+                argv: Sequence[str] | None = None) -> int:
+    if args.memory_child:  # (internal: measure_memory's child process)
+        memory_child(args.memory_child, args.scale if args.scale is not None else 1.0,
+                     [c for c in (args.codecs or "").split(",") if c], args.dir)
+        return 0
+    check_args(args)
+    shown = list(sys.argv[1:] if argv is None else argv)
+    args.command_line = prog + "".join(" " + shlex.quote(a) for a in shown)
+    raw, notes, data = run(args, log=lambda s: print(s, file=sys.stderr, flush=True))
+    out.write(report(raw, notes, args) + "\n")
+    if args.json:
+        try:
+            with open(args.json, "w") as f:
+                json.dump(data, f, indent=1)
+                f.write("\n")
+        except OSError as exc:
+            raise BenchError(f"cannot write {args.json}: {exc.strerror or exc}") from None
+        print(f"results written to {args.json} (charts: python benchmarks/charts.py {args.json})",
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -66,36 +66,101 @@ def _shape(shape: Any) -> str:
     return str(shape)
 
 
-def _dtype(dt: Any) -> str:
-    if isinstance(dt, str):
-        return dt
-    text = json.dumps(dt, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
+def _dtype(dt: Any, width: int = 28) -> str:
+    text = dt if isinstance(dt, str) else json.dumps(dt, default=str)
+    if text.startswith("[(") or text.startswith("[["):  # structured: its field count
+        fields = text.count("(") if text.startswith("[(") else text.count("[") - 1
+        text = f"struct({fields} fields)" if len(text) > width else text
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 # ------------------------------------------------------------------------------------------------
 # inspect
 
 
-def format_report(report: dict[str, Any], path: str | None = None) -> str:
-    """The human-readable rendering of an ``_inspect.inspect`` report."""
+WIDTH = 120      # the text report's line width
+_LARGEST = 5     # array records shown on the first screen
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 3, 0)] + "..."
+
+
+def _wrap_list(prefix: str, items: Sequence[str], indent: str, width: int = WIDTH) -> list[str]:
+    """`prefix` + repr(list(items)), wrapped between items at `width`."""
+    out: list[str] = []
+    line = prefix + "["
+    for i, item in enumerate(items):
+        cell = repr(item) + ("," if i < len(items) - 1 else "]")
+        if len(line) + len(cell) + 1 > width and line.strip() not in ("", prefix.strip() + "["):
+            out.append(line.rstrip())
+            line = indent
+        line += cell + " "
+    if not items:
+        line += "]"
+    out.append(_cut(line.rstrip(), width))
+    return out
+
+
+def _provenance_text(rec: Any) -> str:
+    if not isinstance(rec, dict):
+        return "none (not written by fastjoblib, or an older version)"
+    parts = []
+    for key in ("python", "numpy", "fastjoblib"):
+        if rec.get(key):
+            parts.append(f"{key} {rec[key]}")
+    for key, value in rec.items():
+        if isinstance(key, str) and key.startswith("pkg:"):
+            parts.append(f"{key[4:]} {value}")
+    if rec.get("byteorder"):
+        parts.append(f"{rec['byteorder']}-endian")
+    if rec.get("created"):
+        created = str(rec["created"])
+        parts.append("created " + (created[:16].replace("T", " ") + " UTC"
+                                   if created.endswith("+00:00") else created))
+    return ", ".join(str(p) for p in parts) or "empty record"
+
+
+def _array_rows(arrays: Sequence[dict[str, Any]], indexes: Sequence[int]) -> list[str]:
+    rows = [("#", "dtype", "shape", "order", "offset", "size", "mmap", "class")]
+    for i in indexes:
+        a = arrays[i]
+        cls = str(a.get("subclass") or "")
+        if cls == "numpy.ndarray":
+            cls = ""
+        if a.get("object"):
+            cls = (cls + " " if cls else "") + "(object: nested pickle)"
+        rows.append((str(i), _dtype(a.get("dtype")), _cut(_shape(a.get("shape")), 24),
+                     str(a.get("order", "")), str(a.get("offset", "")),
+                     human_size(a.get("nbytes")), "yes" if a.get("mmap") else "no",
+                     _cut(cls, 40)))
+    return ["  " + _cut(r, WIDTH - 2) for r in _table(rows, right=(0, 4, 5))]
+
+
+def format_report(report: dict[str, Any], path: str | None = None,
+                  arrays_detail: bool = False) -> str:
+    """The human-readable rendering of an ``_inspect.inspect`` report: a first screen (what
+    the file is, where it comes from, what a restricted load needs, globals, a summary of the
+    array records); with `arrays_detail`, every array record. Lines are at most WIDTH chars."""
     lines: list[str] = []
     dangerous = set(report.get("dangerous", []))
-    needs = set(report.get("needs_trusted", []))
+    needs = list(report.get("needs_trusted", []))
     container = report.get("container", "?")
-    head = [
-        ("container", f"{container} ({'compressed' if report.get('compressed') else 'uncompressed'})"),
-        ("protocol", str(report.get("protocol")) if report.get("protocol") is not None
-         else "0/1 (no PROTO opcode)"),
-        ("format", str(report.get("format"))),
-        ("stream", f"{report.get('stream_size')} bytes (uncompressed)"
-         + (", TRAILING DATA after STOP" if report.get("trailing_data") else "")),
-    ]
+    shown = path if path is not None else "FILE"
+    proto = report.get("protocol")
+    head = []
     if path is not None:
         try:
-            head.insert(0, ("file", f"{path} ({human_size(os.path.getsize(path))})"))
+            head.append(("file", f"{path} ({human_size(os.path.getsize(path))})"))
         except OSError:
-            head.insert(0, ("file", path))
+            head.append(("file", path))
+    head.append(("container", f"{container} "
+                 f"({'compressed' if report.get('compressed') else 'uncompressed'}), "
+                 f"protocol {proto if proto is not None else '0/1'}, "
+                 f"format {report.get('format')}, "
+                 f"stream {human_size(report.get('stream_size'))}"
+                 + (", TRAILING DATA after STOP" if report.get("trailing_data") else "")))
+    head.append(("provenance", _provenance_text(report.get("provenance"))))
     for key, values in sorted(report.get("versions", {}).items()):
         head.append(("version", f"{key} = {', '.join(str(v) for v in values)}"))
     for key, label in (("persistent_ids", "persistent ids"),
@@ -103,44 +168,63 @@ def format_report(report: dict[str, Any], path: str | None = None) -> str:
         if report.get(key):
             head.append((label, str(report[key])))
     if report.get("companion_files"):
-        head.append(("companion files", ", ".join(map(str, report["companion_files"]))))
-    lines += _table([(k, v) for k, v in head])
+        head.append(("companions", ", ".join(map(str, report["companion_files"]))))
+    lines += [_cut(r, WIDTH) for r in _table([(k, v) for k, v in head])]
+
+    # what a restricted load needs: the line a user came for, on the first screen
+    lines.append("")
+    if dangerous:
+        lines.append(_cut("DANGEROUS: " + ", ".join(sorted(dangerous)), WIDTH))
+        lines.append("  loading this file runs code it names; a restricted load refuses it. "
+                     "Do not load it unless you wrote it.")
+    if needs:
+        from ._trust import public_names
+
+        lines += _wrap_list("needs trusted=", public_names(needs), "               ")
+        shown = shown if len(shown) <= 40 else "FILE"
+        lines.append(f"  (review them first; {PROG} inspect --trusted {shown} prints the list)")
+    elif not dangerous:
+        lines.append("trusted=True loads it: every global is in the default trusted set")
 
     globs: dict[str, int] = report.get("globals", {})
     lines.append("")
     lines.append(f"globals ({len(globs)}):  ! = dangerous (refused), ? = needs trusted=[...]")
-    rows: list[tuple[str, ...]] = [("", "count", "name")]
+    rows: list[tuple[str, ...]] = []
     for name, count in globs.items():
         mark = "!" if name in dangerous else "?" if name in needs else ""
-        rows.append((mark, str(count), name))
+        rows.append((mark, str(count), _cut(name, WIDTH - 16)))
     for name in sorted(dangerous - set(globs)):
-        rows.append(("!", "", name))
-    lines += ["  " + r for r in _table(rows, right=(1,))]
+        rows.append(("!", "", _cut(name, WIDTH - 16)))
+    limit = 30
+    lines += ["  " + r for r in _table(rows[:limit], right=(1,))]
+    if len(rows) > limit:
+        lines.append(f"  ... {len(rows) - limit} more (--json lists them all)")
 
     arrays: list[dict[str, Any]] = report.get("arrays", [])
     total = sum(int(a.get("nbytes") or 0) for a in arrays)
     lines.append("")
-    lines.append(f"array records ({len(arrays)}, {human_size(total)} of payload):")
-    if arrays:
-        rows = [("#", "dtype", "shape", "order", "offset", "nbytes", "mappable", "class")]
-        for i, a in enumerate(arrays):
-            cls = str(a.get("subclass") or "")
-            if a.get("object"):
-                cls += " (object: nested pickle)"
-            rows.append((str(i), _dtype(a.get("dtype")), _shape(a.get("shape")),
-                         str(a.get("order", "")), str(a.get("offset", "")),
-                         str(a.get("nbytes", "")), "yes" if a.get("mmap") else "no", cls))
-        lines += ["  " + r for r in _table(rows, right=(0, 4, 5))]
-
-    lines.append("")
-    if dangerous:
-        lines.append("DANGEROUS: " + ", ".join(sorted(dangerous)))
-        lines.append("  loading this file runs code it names; a restricted load refuses it. "
-                     "Do not load it unless you wrote it.")
-    if report.get("needs_trusted"):
-        lines.append("needs trusted=" + repr(list(report["needs_trusted"])))
-    elif not dangerous:
-        lines.append("every global is in the default trusted set")
+    if not arrays:
+        lines.append("array records: none")
+    else:
+        mappable = sum(1 for a in arrays if a.get("mmap"))
+        kinds: dict[str, int] = {}
+        for a in arrays:
+            key = _dtype(a.get("dtype"))
+            kinds[key] = kinds.get(key, 0) + 1
+        dtypes = ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
+        lines.append(_cut(f"array records: {len(arrays)}, {human_size(total)} of payload, "
+                          f"{mappable} memory-mappable; dtypes: {dtypes}", WIDTH))
+        if arrays_detail:
+            lines += _array_rows(arrays, range(len(arrays)))
+        else:
+            largest = sorted(range(len(arrays)), key=lambda i: -int(arrays[i].get("nbytes") or 0))
+            largest = sorted(largest[:_LARGEST])
+            if len(arrays) > len(largest):
+                lines.append(f"  the {len(largest)} largest:")
+            lines += _array_rows(arrays, largest)
+            if len(arrays) > len(largest):
+                lines.append(f"  (--arrays lists all {len(arrays)} records, --json the full "
+                             "report)")
     return "\n".join(lines)
 
 
@@ -159,6 +243,8 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
         raise CLIError(f"{path}: no such file") from None
     except PermissionError:
         raise CLIError(f"{path}: permission denied") from None
+    except ImportError as exc:  # a codec's package: the one missing-package wording
+        raise CLIError(f"{path}: {exc}") from None
     except ValueError as exc:
         raise CLIError(f"{path} is not a readable joblib file or pickle ({_strip(exc)})") from None
     if args.json:
@@ -166,13 +252,18 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
         out.write("\n")
         return 0
     if args.trusted:
-        out.write(pprint.pformat(list(report["needs_trusted"]), width=100) + "\n")
+        from ._trust import public_names
+
+        # public spellings (sklearn.preprocessing.StandardScaler) where the package has them:
+        # trusted= accepts them for the object they name
+        out.write(pprint.pformat(public_names(report["needs_trusted"]), width=100) + "\n")
         if report["dangerous"]:
             print(f"fastjoblib: {path} also names dangerous globals that no trusted= list "
                   f"allows: {', '.join(report['dangerous'])}", file=sys.stderr)
             return 1
         return 0
-    out.write(format_report(report, None if source is not path else path) + "\n")
+    out.write(format_report(report, None if source is not path else path,
+                            arrays_detail=args.arrays) + "\n")
     return 0
 
 
@@ -262,9 +353,15 @@ def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
             obj = fastjoblib.load(src)
         except MemoryError:
             raise CLIError(f"not enough memory to load {src}") from None
-        except (ModuleNotFoundError, ImportError) as exc:
+        except (ModuleNotFoundError, ImportError, ValueError) as exc:
             if getattr(exc, "fastjoblib_format", None):  # not a pickle: load named the format
                 raise CLIError(f"cannot load {exc}") from None
+            if "pip install" in str(exc):  # a codec's package: the one missing-package wording
+                raise CLIError(f"{src}: {exc}") from None
+            if isinstance(exc, ValueError):
+                raise CLIError(
+                    f"cannot load {src}: {type(exc).__name__}: {exc}. Is it a complete joblib "
+                    f"file or pickle? Try '{PROG} inspect {src}'") from None
             raise CLIError(f"{src} needs a module that is not installed here ({exc}); install "
                            "it in this environment and retry") from None
         except Exception as exc:
@@ -278,7 +375,7 @@ def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
     try:
         fastjoblib.dump(obj, dst, compress=compress, protocol=args.protocol,
                         threads=args.threads, durable=args.durable)
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, ImportError) as exc:
         raise CLIError(f"cannot write {dst}: {exc}") from None
     except Exception as exc:
         raise CLIError(f"cannot write {dst}: {type(exc).__name__}: {exc}") from None
@@ -300,34 +397,11 @@ def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     from . import _bench
 
-    size = "tiny" if args.tiny else "quick" if args.quick else "full"
-    if args.dir is not None and not os.path.isdir(args.dir):
-        raise CLIError(f"--dir {args.dir}: not a directory")
-    if args.runs is not None and args.runs < 1:
-        raise CLIError("--runs must be >= 1")
-    codecs = None
-    if args.codecs is not None:
-        from ._compressors import COMPRESSORS
-
-        codecs = [c for c in args.codecs.split(",") if c]
-        unknown = [c for c in codecs if c not in COMPRESSORS]
-        if unknown:
-            raise CLIError(f"--codecs: unknown {', '.join(unknown)}; choose among "
-                           f"{', '.join(sorted(COMPRESSORS))}")
-    results, text = _bench.bench(size=size, log=lambda s: print(s, file=sys.stderr, flush=True),
-                                 directory=args.dir, memory=not args.no_memory, codecs=codecs,
-                                 runs=args.runs)
-    out.write(text + "\n")
-    if args.json:
-        try:
-            with open(args.json, "w") as f:
-                json.dump(results, f, indent=1)
-                f.write("\n")
-        except OSError as exc:
-            raise CLIError(f"cannot write {args.json}: {exc.strerror or exc}") from None
-        print(f"results written to {args.json} (charts: python benchmarks/charts.py {args.json})",
-              file=sys.stderr)
-    return 0
+    argv = getattr(args, "argv", None)
+    try:
+        return _bench.run_command(args, out, f"{PROG} bench", argv)
+    except _bench.BenchError as exc:
+        raise CLIError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -335,6 +409,8 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ._compressors import CODEC_NAMES
+
     p = _Parser(
         prog=PROG,
         description="fastjoblib: fast, joblib-compatible dump/load. Inspect files without "
@@ -357,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print the trusted=[...] list the file needs beyond the default "
                            "trusted set, as a Python list literal (review it before use); "
                            "exits 1 if the file also names dangerous globals")
+    pi.add_argument("--arrays", action="store_true",
+                    help="list every array record (the first screen shows the largest few)")
     pi.set_defaults(func=cmd_inspect)
 
     pc = sub.add_parser(
@@ -370,8 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("input", metavar="IN")
     pc.add_argument("output", metavar="OUT")
     pc.add_argument("--compress", metavar="NAME[:LEVEL]",
-                    help="zlib, gzip, bz2, lzma, xz, lz4 or zstd, optionally with a level 0-9 "
-                         "(zstd:3); a bare LEVEL uses OUT's extension's method (zlib "
+                    help=f"{', '.join(CODEC_NAMES[:-1])} or {CODEC_NAMES[-1]}, optionally with a "
+                         "level 0-9 (zstd:3); a bare LEVEL uses OUT's extension's method (zlib "
                          "otherwise); 'none' writes uncompressed whatever the extension. "
                          "Default: inferred from OUT's extension, as joblib.dump does")
     pc.add_argument("--threads", type=int, metavar="N",
@@ -386,25 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     pb = sub.add_parser(
         "bench", help="time fastjoblib against pickle and joblib",
-        description="Run the benchmark workloads (benchmarks/ratios.py's when run from a source "
-                    "checkout, else a built-in set) with fastjoblib, pickle and joblib "
-                    "(those installed), interleaved in one process, and print time and "
-                    "peak-memory ratios. Numbers on a busy machine are noisy.")
-    pb.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
-    pb.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
-    pb.add_argument("--dir", metavar="DIR",
-                    help="where to write the files (default: the system temporary directory, "
-                         "usually a real filesystem; each round overwrites the previous round's "
-                         "file, as a training script does; a tmpfs such as /dev/shm takes the "
-                         "filesystem out of the numbers)")
-    pb.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
-    pb.add_argument("--runs", type=int, metavar="N",
-                    help="interleaved rounds per workload (default: 5, --quick 3)")
-    pb.add_argument("--codecs", metavar="LIST",
-                    help="compressors compared too, e.g. zlib,lz4,zstd (benchmarks/ratios.py "
-                         "engine only; default zlib,lz4)")
-    pb.add_argument("--json", metavar="FILE",
-                    help="also write the results as JSON (input of benchmarks/charts.py)")
+        description="Run the benchmark workloads (the README's table; benchmarks/ratios.py runs "
+                    "the same definition) with fastjoblib, pickle and joblib (those installed), "
+                    "interleaved in one process, and print ratios of medians and of peak "
+                    "memory, with the machine, filesystem and versions. Numbers on a busy "
+                    "machine are noisy.")
+    from ._bench import add_arguments
+
+    add_arguments(pb)
     pb.set_defaults(func=cmd_bench)
     return p
 
@@ -412,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "command", None) == "bench":
+        shown = list(sys.argv[1:] if argv is None else argv)
+        args.argv = shown[shown.index("bench") + 1:] if "bench" in shown else shown
     stream = out if out is not None else sys.stdout
     func: Callable[[argparse.Namespace, TextIO], int] | None = getattr(args, "func", None)
     if func is None:

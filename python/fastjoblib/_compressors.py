@@ -1,4 +1,11 @@
-"""The compressor registry: name, magic prefix, file extension, default level.
+"""The codec registry: every codec declared once (``REGISTRY`` below).
+
+Each entry: name, magic prefix, file extension, level range, default level, the Python package
+it needs (None: built in), and whether the C engine compresses / decompresses it on several
+threads. Read by the Python layer (this module, ``_persist``), the C dispatch (``setup.py``
+generates ``fj_codec_table.h`` from this declaration: the table ``csrc/codec.c`` dispatches on),
+the stubs (tests/test_registry.py checks their ``Literal`` lists against it), the CLI's help and
+``bench``, and ``inspect`` (magic detection). See docs/ARCHITECTURE.md, "Adding a codec".
 
 Mirrors joblib's ``_COMPRESSORS`` (same names, prefixes, extensions and registration order, which
 is also the order used for magic detection and for extension inference), plus ``zstd``, which is
@@ -10,9 +17,19 @@ Imports nothing heavy: this module is loaded by ``import fastjoblib``.
 import operator
 from typing import NamedTuple
 
-LZ4_NOT_INSTALLED_ERROR = (
+
+def missing_package_message(package, what=None):
+    """The one wording for a missing optional package (dump, load, inspect, convert, bench)."""
+    head = f"{what} needs" if what else "needs"
+    return f"{head} the '{package}' package, which is not installed here: pip install {package}"
+
+
+# joblib's own text (what stock joblib raises); fastjoblib raises the one wording above, with
+# joblib's exception type (ValueError) for lz4.
+JOBLIB_LZ4_NOT_INSTALLED_ERROR = (
     "LZ4 is not installed. Install it with pip: https://python-lz4.readthedocs.io/"
 )
+LZ4_NOT_INSTALLED_ERROR = missing_package_message("lz4", "lz4 compression")
 
 # Pre-0.9.3 joblib z-files ("compat" container), checked before every registered prefix.
 ZFILE_PREFIX = b"ZF"
@@ -23,6 +40,12 @@ class Compressor(NamedTuple):
     prefix: bytes
     extension: str
     default_level: int  # what the stream is compressed with when the level is None (joblib's)
+    min_level: int = 0
+    max_level: int = 9
+    package: "str | None" = None  # module the codec needs at run time (None: linked in)
+    pip_name: "str | None" = None  # what to pip install for it
+    threads: bool = True          # the C engine compresses on several threads
+    c_name: str = ""              # C engine: fj_<c_name>_writer / fj_<c_name>_reader_threads
 
 
 def _check_level_zlib(level):
@@ -54,15 +77,20 @@ def _check_level_index(level):
     return operator.index(level)
 
 
-COMPRESSORS = {
-    "zlib": Compressor("zlib", b"\x78", ".z", 3),
-    "gzip": Compressor("gzip", b"\x1f\x8b", ".gz", 3),
-    "bz2": Compressor("bz2", b"BZ", ".bz2", 9),
-    "lzma": Compressor("lzma", b"\x5d\x00", ".lzma", 6),
-    "xz": Compressor("xz", b"\xfd\x37\x7a\x58\x5a", ".xz", 6),
-    "lz4": Compressor("lz4", b"\x04\x22\x4d\x18", ".lz4", 0),
-    "zstd": Compressor("zstd", b"\x28\xb5\x2f\xfd", ".zst", 3),
-}
+# THE declaration (order = joblib's registration order = magic detection and extension order).
+REGISTRY = (
+    Compressor("zlib", b"\x78", ".z", 3, 1, 9, None, None, True, "zlib"),
+    Compressor("gzip", b"\x1f\x8b", ".gz", 3, 1, 9, None, None, True, "gzip"),
+    Compressor("bz2", b"BZ", ".bz2", 9, 1, 9, None, None, True, "bz2"),
+    Compressor("lzma", b"\x5d\x00", ".lzma", 6, 0, 9, None, None, False, "lzma"),
+    Compressor("xz", b"\xfd\x37\x7a\x58\x5a", ".xz", 6, 0, 9, None, None, True, "xz"),
+    Compressor("lz4", b"\x04\x22\x4d\x18", ".lz4", 0, 0, 16, "lz4", "lz4", True, "lz4"),
+    Compressor("zstd", b"\x28\xb5\x2f\xfd", ".zst", 3, 1, 22, "zstandard", "zstandard", True,
+               "zstd"),
+)
+
+COMPRESSORS = {c.name: c for c in REGISTRY}
+CODEC_NAMES = tuple(COMPRESSORS)
 
 _LEVEL_CHECKS = {
     "zlib": _check_level_zlib,
@@ -103,7 +131,33 @@ def core_level(name, level):
     the same exception types and texts come out)."""
     if level is None:
         return -1
-    return _LEVEL_CHECKS[name](level)
+    return _LEVEL_CHECKS.get(name, _check_level_index)(level)
+
+
+def missing_package(name):
+    """The pip name of the package codec `name` needs and lacks here, else None (no import)."""
+    import importlib.util
+
+    spec = COMPRESSORS.get(name)
+    if spec is None or spec.package is None:
+        return None
+    try:
+        found = importlib.util.find_spec(spec.package) is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else spec.pip_name
+
+
+def require_package(name):
+    """Raise the one missing-package error if codec `name` needs a package that is not
+    installed: ValueError for lz4 (joblib's type for it), ImportError otherwise."""
+    pip = missing_package(name)
+    if pip is None:
+        return
+    message = missing_package_message(pip, f"{name} compression")
+    if name == "lz4":
+        raise ValueError(message)
+    raise ImportError(message, name=COMPRESSORS[name].package)
 
 
 def codec_available(name):

@@ -11,7 +11,6 @@ Hostile or damaged input raises ``ValueError`` (every loop consumes input, every
 strings and containers are kept only up to small bounds).
 """
 import _compat_pickle
-import bz2
 import codecs
 import io
 import lzma
@@ -312,16 +311,12 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-_MAGICS = [  # (prefix, container)
-    (b"ZF", "zfile"),
-    (b"\x1f\x8b", "gzip"),
-    (b"BZ", "bz2"),
-    (b"\x5d\x00", "lzma"),
-    (b"\xfd7zXZ", "xz"),
-    (b"\x04\x22\x4d\x18", "lz4"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
-    (b"\x78", "zlib"),
-]
+def _magics():
+    """(prefix, container) pairs: the pre-0.10 z-file first, then the codec registry's magics
+    (the same table load detects with)."""
+    from ._compressors import REGISTRY, ZFILE_PREFIX
+
+    return [(ZFILE_PREFIX, "zfile")] + [(c.prefix, c.name) for c in REGISTRY]
 
 
 def _container(read, size):
@@ -335,7 +330,7 @@ def _container(read, size):
     if not head:
         raise _Bad("empty input")
     name = "raw"
-    for magic, cname in _MAGICS:
+    for magic, cname in _magics():
         if head.startswith(magic):
             name = cname
             break
@@ -354,26 +349,19 @@ def _container(read, size):
         if first != b" ":  # joblib <= 0.8.4 / Python 2 header is one byte wider
             src = io.BufferedReader(_Prefixed(first, src.read), 65536)
         return name, _ZlibRaw(src.read).read, None
-    if name == "zlib":
-        return name, _ZlibRaw(src.read).read, None
-    if name == "gzip":
-        return name, _ZlibRaw(src.read, 16 + zlib.MAX_WBITS).read, None
-    if name == "bz2":
-        return name, bz2.BZ2File(src).read, None
-    if name in ("lzma", "xz"):
-        fmt = lzma.FORMAT_ALONE if name == "lzma" else lzma.FORMAT_XZ
-        return name, lzma.LZMAFile(src, format=fmt).read, None
-    if name == "lz4":
-        try:
-            import lz4.frame
-        except ImportError:
-            raise _Bad("lz4 container but the lz4 package is not installed") from None
-        return name, lz4.frame.LZ4FrameFile(src).read, None
-    try:
-        import zstandard
-    except ImportError:
-        raise _Bad("zstd container but the zstandard package is not installed") from None
-    return name, zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True).read, None
+    # every registered codec: the C reader load uses (one decoder per codec), pulled in
+    # bounded pieces, serial (threads=1: bounded memory)
+    from . import _core
+    from ._compressors import missing_package, missing_package_message
+
+    pip = missing_package(name)
+    if pip is not None:
+        raise ImportError(missing_package_message(pip, f"reading a {name} file"))
+    reader = _core._codec_open(name, src, threads=1)
+
+    def read(n):
+        return _core._codec_read(reader, min(n, _CHUNK))
+    return name, read, None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -972,7 +960,7 @@ def inspect(source, max_bytes=None):
             trailing = not rd.at_eof()
         except _Bad:
             raise
-        except (zlib.error, lzma.LZMAError, EOFError, OSError, struct.error,
+        except (zlib.error, lzma.LZMAError, EOFError, OSError, struct.error, ValueError,
                 RecursionError, OverflowError, IndexError, RuntimeError) as exc:
             # decompressor errors (lz4 raises RuntimeError, zstd ZstdError is a subclass of
             # Exception only: handled below), bad headers, truncated members

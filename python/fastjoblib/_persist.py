@@ -169,13 +169,18 @@ def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=N
     is_fileobj = hasattr(filename, "write")
 
     codec, level = _resolve_compress(compress, filename, is_filename, is_fileobj)
+    if codec is not None:
+        _compressors.require_package(codec)
+        if codec == "zstd":
+            from ._zstd_joblib import warn_unregistered_once
+            warn_unregistered_once()
     protocol = _resolve_protocol(protocol)
     nthreads = _resolve_threads(threads)
     core = _core()
     extra = {}
     if progress is not None and progress is not False:
         from ._progress import make_progress
-        extra["progress"] = make_progress(progress, "dump")
+        extra["progress"] = make_progress(progress, "dump", value, codec is not None)
     torch_hooks = "torch" in sys.modules  # tensors as array records (see _torch.py)
 
     def write(target):
@@ -318,6 +323,8 @@ def _load_extras(trusted, progress, max_bytes=None):
 
 
 def _unpickle(source, extra, sniff=None, name=None, **kwargs):
+    if kwargs.get("codec") is not None:
+        _compressors.require_package(kwargs["codec"])
     try:
         return _unpickle_core(source, extra, **kwargs)
     except (MemoryError, RecursionError):
@@ -390,13 +397,44 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=N
         everything a restricted load guarantees.
     max_bytes: None or int
         With trusted=: the most memory the file may make the load take (arrays, containers,
-        strings); None = 1 GiB + 1000 x the file's size. Going over raises
+        strings); None = 1 GiB + 1000 x the file's size (64 MiB + 100 x for a compressed
+        file). Going over raises
         ``fastjoblib.BudgetExceededError`` before the memory is taken.
     progress: None, True, or a callable(done_bytes, total_bytes)
         True shows a progress bar (tqdm if installed, else a line on stderr) for loads that take
         more than a second; a callable is called every few MiB read.
     """
     extra = _load_extras(trusted, progress, max_bytes)
+    again = _rereadable(filename) if "find_class" in extra else None
+    try:
+        return _load_inner(filename, mmap_mode, ensure_native_byte_order, extra)
+    except pickle.UnpicklingError as exc:
+        # a trusted= refusal names every global the file needs that the policy refuses
+        if again is None:
+            raise
+        full = _explain_refusal(exc, extra["find_class"], again)
+        if full is exc:
+            raise
+        raise full from None
+
+
+def _rereadable(source):
+    """What the static inspector can read again after a refused restricted load: a path, or
+    a seekable file object (rewound to where the load started); else None."""
+    from ._api import rereadable
+
+    if isinstance(source, bytes):  # a path here, not data
+        return os.fsdecode(source)
+    return rereadable(source)
+
+
+def _explain_refusal(exc, policy, again):
+    from ._api import explain_refusal
+
+    return explain_refusal(exc, policy, again)
+
+
+def _load_inner(filename, mmap_mode, ensure_native_byte_order, extra):
     if ensure_native_byte_order == "auto":
         ensure_native_byte_order = mmap_mode is None
 

@@ -105,20 +105,45 @@ __all__ = [
 ]
 
 
+NOT_TRUSTED = "not in the trusted set"
+
+
 class UntrustedGlobalError(pickle.UnpicklingError):
     """A restricted load met a global that the policy refuses.
 
     ``.name`` is the refused "module.qualname"; ``.reason`` says why.
     """
 
-    def __init__(self, name, reason="not in the trusted set"):
+    def __init__(self, name, reason=NOT_TRUSTED, names=None, dangerous=()):
         self.name = name
         self.reason = reason
-        hint = ""
-        if reason == "not in the trusted set":
-            hint = (" (if you trust this file's author and this type, pass it in trusted=[...];"
-                    " fastjoblib.inspect() lists what a file needs)")
-        super().__init__(f"refused global {name!r}: {reason}{hint}")
+        #: every global the file needs that the policy refuses (the whole file, when it could be
+        #: read again; else just ``name``), and those no trusted= list can allow
+        self.names = list(names) if names else [name]
+        self.dangerous = list(dangerous)
+        super().__init__(self._text())
+
+    def _text(self):
+        if self.reason != NOT_TRUSTED:
+            return f"refused global {self.name!r}: {self.reason}"
+        names = self.names
+        if len(names) == 1 and not self.dangerous:
+            head = f"refused global {names[0]!r}: {NOT_TRUSTED}."
+        else:
+            head = (f"refused {len(names)} globals not in the trusted set: "
+                    + ", ".join(names) + ".")
+        suggest = public_names(names)
+        text = (f"{head} If you trust this file's author and these types, load it with "
+                f"trusted={suggest!r} (python -m fastjoblib inspect --trusted FILE prints this "
+                "list; fastjoblib.inspect(FILE)['needs_trusted'] has it too)")
+        if self.dangerous:
+            text += (". The file also names globals that no trusted= list allows: "
+                     + ", ".join(self.dangerous))
+        return text
+
+    def __reduce__(self):
+        return (type(self), (self.name, self.reason, self.names, self.dangerous))
+
 
 
 # ------------------------------------------------------------------------------------------------
@@ -565,6 +590,107 @@ def _resolve(module, name, fullname):
     return obj
 
 
+def resolve_listed(fullname):
+    """The object a user-listed "module.qualname" names: the longest module prefix that
+    imports, then attribute steps (never the whole name as a module), through ``_resolve`` (its
+    denied-module, dunder and identity checks). Raises UntrustedGlobalError."""
+    parts = fullname.split(".")
+    last = None
+    for i in range(len(parts) - 1, 0, -1):
+        module, name = ".".join(parts[:i]), ".".join(parts[i:])
+        try:
+            return _resolve(module, name, fullname)
+        except UntrustedGlobalError as exc:
+            last = exc
+            if not exc.reason.startswith("cannot import module"):
+                raise
+    raise last if last is not None else UntrustedGlobalError(fullname, "not a dotted name")
+
+
+def _module_file(dotted):
+    """The source file of module `dotted` (its __init__.py for a package), found on sys.path
+    without importing anything; None if not found as plain source."""
+    import importlib.machinery
+
+    path = None
+    spec = None
+    for part in dotted.split("."):
+        spec = importlib.machinery.PathFinder.find_spec(part if spec is None else
+                                                        f"{spec.name}.{part}", path)
+        if spec is None:
+            return None
+        path = spec.submodule_search_locations
+    origin = getattr(spec, "origin", None)
+    if not isinstance(origin, str) or not origin.endswith(".py"):
+        return None
+    return origin
+
+
+def public_name(fullname):
+    """The public spelling of a global defined in a private module, where one exists, found
+    statically (no import): for "sklearn.preprocessing._data.StandardScaler", the nearest
+    public package ("sklearn.preprocessing") whose ``__init__.py`` imports StandardScaler from
+    that private module. Else `fullname`. (A restricted load accepts the public name because it
+    resolves to the same object: see make_find_class.)"""
+    import ast
+
+    module, _, name = fullname.rpartition(".")
+    parts = module.split(".")
+    private = [i for i, p in enumerate(parts) if p.startswith("_") and not p.startswith("__")]
+    if not private or "." in name or name.startswith("_"):
+        return fullname
+    public = ".".join(parts[:private[0]])
+    if not public:
+        return fullname
+    try:
+        origin = _module_file(public)
+        if origin is None:
+            return fullname
+        with open(origin, "rb") as f:
+            tree = ast.parse(f.read(1 << 20), origin)
+    except (OSError, SyntaxError, ValueError, ImportError):
+        return fullname
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            src = node.module or ""
+            if node.level:
+                src = ".".join(public.split(".")[: len(public.split(".")) - node.level + 1]
+                               + ([src] if src else []))
+            if src != module:
+                continue
+            if any(a.name == name and (a.asname is None or a.asname == name)
+                   for a in node.names):
+                return f"{public}.{name}"
+    return fullname
+
+
+def public_names(names):
+    return [public_name(n) for n in names]
+
+
+def explain_refusal(exc, policy, source):
+    """`exc` (a restricted load's UntrustedGlobalError) completed: when it is a "not in the
+    trusted set" refusal and `source` (a path, bytes, or a seekable binary file positioned at
+    the stream's start) can be read again, the static inspector lists every global of the file
+    that `policy` refuses, and the error names them all. Otherwise `exc` itself."""
+    if not isinstance(exc, UntrustedGlobalError) or exc.reason != NOT_TRUSTED or source is None:
+        return exc
+    try:
+        from ._inspect import inspect
+
+        report = inspect(source)
+    except Exception:
+        return exc
+    is_allowed = getattr(policy, "is_allowed", None)
+    if is_allowed is None:
+        return exc
+    refused = [n for n in report["needs_trusted"] if not is_allowed(n)]
+    if exc.name not in refused:
+        refused.append(exc.name)
+    new = UntrustedGlobalError(exc.name, NOT_TRUSTED, refused, report["dangerous"])
+    return new
+
+
 def make_find_class(trusted=True, max_bytes=None):
     """Return ``find_class(module, name)`` enforcing the policy described in the module docstring.
 
@@ -573,12 +699,12 @@ def make_find_class(trusted=True, max_bytes=None):
     size, once the caller sets it with ``find_class.budget_obj.set_input_size``; see _guard). Raises ValueError for a malformed or denylisted name, TypeError for a
     non-iterable or a bare string.
     """
+    extra = set()
     if trusted is True:
         allowed = DEFAULT_TRUSTED
     else:
         if isinstance(trusted, (str, bytes)) or trusted is None or trusted is False:
             raise TypeError("trusted must be True or an iterable of 'module.qualname' strings")
-        extra = set()
         for n in trusted:
             _check_dotted(n)
             if is_denied(n):
@@ -586,6 +712,42 @@ def make_find_class(trusted=True, max_bytes=None):
                                  "loaders and code-execution gadgets")
             extra.add(n)
         allowed = DEFAULT_TRUSTED | frozenset(extra)
+
+    # Public names: a listed "sklearn.preprocessing.StandardScaler" also allows the object it
+    # names under its defining path ("sklearn.preprocessing._data.StandardScaler"). Resolved
+    # lazily, on a global that is otherwise refused, and only from the user's own list: the
+    # listed name is imported (as loading an object of that name would), its object's
+    # __module__.__qualname__ becomes a candidate, and the file's global is allowed only if it
+    # resolves to that very object (identity). The file chooses nothing: it can only name a
+    # path that leads to an object the user listed. The denylist is checked first, as always.
+    pending = sorted(set(extra) - DEFAULT_TRUSTED) if trusted is not True else []
+    aliases = {}  # defining "module.qualname" -> [listed objects claiming it]
+
+    def alias_of(module, name, fullname):
+        top = fullname.partition(".")[0]
+        for listed in [n for n in pending if n.partition(".")[0] == top]:
+            pending.remove(listed)
+            obj = resolve_listed(listed)
+            mod, qual = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+            if isinstance(mod, str) and isinstance(qual, str):
+                aliases.setdefault(f"{mod}.{qual}", []).append(obj)
+        candidates = aliases.get(fullname)
+        if not candidates:
+            return None
+        obj = _resolve(module, name, fullname)
+        return obj if any(obj is c for c in candidates) else None
+
+    def is_allowed(fullname):
+        """Whether the policy allows `fullname` (public-name aliases included)."""
+        if is_denied(fullname):
+            return False
+        if fullname in allowed:
+            return True
+        module, _, name = fullname.rpartition(".")
+        try:
+            return alias_of(module, name, fullname) is not None
+        except UntrustedGlobalError:
+            return False
 
     def find_class(module, name):
         if not isinstance(module, str) or not isinstance(name, str):
@@ -598,7 +760,12 @@ def make_find_class(trusted=True, max_bytes=None):
             raise UntrustedGlobalError(fullname, "on the denylist of loaders and code-execution "
                                                  "gadgets")
         if fullname not in allowed:
-            raise UntrustedGlobalError(fullname)
+            obj = alias_of(module, name, fullname) if pending or aliases else None
+            if obj is None:
+                raise UntrustedGlobalError(fullname)
+            returned[id(obj)] = obj
+            names.setdefault(id(obj), (module, name))
+            return obj
         shim = _SHIMS.get(fullname)
         if shim is not None:
             return shim
@@ -625,6 +792,7 @@ def make_find_class(trusted=True, max_bytes=None):
         check_build_target(inst, returned)
 
     find_class.trusted = allowed
+    find_class.is_allowed = is_allowed
     find_class.check_build = check_build
     from ._guard import attach
     return attach(find_class, returned, max_bytes)

@@ -18,8 +18,33 @@ import os
 _ZSTD_PREFIX = b"\x28\xb5\x2f\xfd"
 _ZSTD_EXTENSION = ".zst"
 _DEFAULT_LEVEL = 3
-_NOT_INSTALLED = ("zstd compression needs the 'zstandard' package. "
-                  "Install it with pip: pip install zstandard")
+_NOT_INSTALLED = ("zstd compression needs the 'zstandard' package, which is not installed here: "
+                  "pip install zstandard")  # (_compressors.missing_package_message's wording)
+_warned = False
+
+
+class ZstdJoblibWarning(UserWarning):
+    """A .zst file was written; stock joblib reads it only after register_zstd_with_joblib()."""
+
+
+def warn_unregistered_once():
+    """Warn once per process, at the first zstd dump, that stock joblib.load needs
+    register_zstd_with_joblib() to read the file; silent once that call was made here."""
+    global _warned
+    if _warned:
+        return
+    import sys
+
+    jc = sys.modules.get("joblib.compressor")
+    if jc is not None and "zstd" in getattr(jc, "_COMPRESSORS", {}):
+        return
+    _warned = True
+    import warnings
+
+    warnings.warn("this file is zstd-compressed: stock joblib.load reads it only after "
+                  "fastjoblib.register_zstd_with_joblib() (otherwise joblib fails with "
+                  "KeyError: 181); fastjoblib.load reads it as is. Warned once per process.",
+                  ZstdJoblibWarning, stacklevel=3)
 
 
 def _zstandard():
