@@ -98,7 +98,25 @@ class FJInMemoryTests(pt.AbstractPickleTests, pt.AbstractUnpickleTests, unittest
     def loads(self, buf, **kwds):
         return _core.loads(buf, **kwds)
 
+    # as stdlib's own InMemoryPickleTests: these need an Unpickler class (FJUnpicklerTests has them)
     test_framed_write_sizes_with_delayed_writer = None
+    test_find_class = None
+    test_custom_find_class = None
+
+
+if hasattr(pt, "AbstractPicklingErrorTests"):  # 3.13+: the pickler's error types, texts, notes
+    @_mark_divergences
+    class FJPicklingErrorTests(pt.AbstractPicklingErrorTests, unittest.TestCase):
+        pickler = _core.Pickler
+        dumps = _bytes_dumps(_core.Pickler)
+
+    @_mark_divergences
+    class FJPicklingErrorTestsInMemory(pt.AbstractPicklingErrorTests, unittest.TestCase):
+        """dumps() (no file object)."""
+        pickler = _core.Pickler
+
+        def dumps(self, arg, protocol=None, **kwargs):
+            return _core.dumps(arg, protocol, **kwargs)
 
 
 @_mark_divergences
