@@ -3,7 +3,8 @@
  * The pickle-compatible API behaves like the stdlib pickle of the interpreter it is built for
  * (the extension is compiled per interpreter, so these are compile-time switches). Each switch
  * names the stdlib behaviour it follows; code elsewhere tests the switch, never PY_VERSION_HEX.
- * Python-side counterparts live in python/fastjoblib/_pyver.py.
+ * The Python layer has no version tests: where an error text comes from a stdlib module (e.g.
+ * lzma's preset converter, reworded in 3.14) it lets that module raise it.
  */
 #ifndef FJ_PYVER_H
 #define FJ_PYVER_H

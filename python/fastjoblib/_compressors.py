@@ -43,9 +43,13 @@ def _check_level_bz2(level):
 
 
 def _check_level_lzma(level):
-    # lzma.LZMACompressor's preset converter accepts exact ints only, with this text.
+    # lzma.LZMACompressor's preset converter accepts ints only; its error text is the running
+    # interpreter's ("an integer is required" before 3.14, "'float' object cannot be interpreted
+    # as an integer" from 3.14), so let it raise: the conversion fails before any allocation.
     if not isinstance(level, int):
-        raise TypeError("an integer is required")
+        import lzma
+        lzma.LZMACompressor(preset=level)
+        raise TypeError("an integer is required")  # not reached: the converter raised
     return int(level)
 
 
