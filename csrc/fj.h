@@ -23,6 +23,8 @@
 
 #include <stdint.h>
 
+#include "pyver.h" /* interpreter-version switches: the only place that tests PY_VERSION_HEX */
+
 /* ---------------------------------------------------------------------------------------------
  * Byte streams.
  *

@@ -413,6 +413,9 @@ numpy_wrapper_build(fj_up *u, PyObject *state)
         goto done;
     }
     int64_t nbytes = count * itemsize;
+    if (fj_up_leave_frame(u) < 0) { /* the payload follows the frame (joblib commits it first) */
+        goto done;
+    }
 
     if (PyDataType_REFCHK(descr)) {
         res = read_object_array(u);

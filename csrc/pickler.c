@@ -304,16 +304,9 @@ save_long(fj_pk *p, PyObject *obj)
         }
         memcpy(o, hdr, hlen);
         /* two's complement, little endian: nbits + 1 sign bit fit in nbytes */
-#if PY_VERSION_HEX >= 0x030D0000
-        if (PyLong_AsNativeBytes(obj, o + hlen, (Py_ssize_t)nbytes,
-                                 Py_ASNATIVEBYTES_LITTLE_ENDIAN) < 0) {
+        if (fj_long_as_le_bytes(obj, (unsigned char *)o + hlen, nbytes) < 0) {
             return -1;
         }
-#else
-        if (_PyLong_AsByteArray((PyLongObject *)obj, (unsigned char *)o + hlen, nbytes, 1, 1) < 0) {
-            return -1;
-        }
-#endif
         return 0;
     }
     PyObject *r = PyObject_Repr(obj);
@@ -471,7 +464,8 @@ save_picklebuffer(fj_pk *p, PyObject *obj)
 {
     if (p->proto < 5) {
         PyErr_SetString(p->st->PicklingError,
-                        "PickleBuffer can only pickled with protocol >= 5");
+                        FJ_PICKLE_313_ERRORS ? "PickleBuffer can only be pickled with protocol >= 5"
+                                             : "PickleBuffer can only pickled with protocol >= 5");
         return -1;
     }
     const Py_buffer *view = PyPickleBuffer_GetBuffer(obj); /* borrowed */
@@ -1146,6 +1140,106 @@ is_local_path(PyObject *name)
     return found;
 }
 
+/* GLOBAL module\nname\n: utf-8 from protocol 3, else ASCII after the reverse _compat_pickle
+ * mappings when fix_imports. */
+static int
+write_toplevel_global(fj_pk *p, PyObject *module_name_arg, PyObject *name_arg)
+{
+    fj_pickler_state *ps = &p->st->pk;
+    PyObject *module_name = Py_NewRef(module_name_arg), *name = Py_NewRef(name_arg);
+    int status = -1;
+    if (p->proto >= 3) {
+        status = write_global_text(p, module_name, name, "utf-8");
+        goto done;
+    }
+    if (p->fix_imports) {
+        PyObject *key = PyTuple_Pack(2, module_name, name);
+        if (key == NULL) {
+            goto done;
+        }
+        PyObject *item = PyDict_GetItemWithError(ps->name_mapping_3to2, key); /* borrowed */
+        Py_DECREF(key);
+        if (item != NULL) {
+            if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+                PyErr_SetString(PyExc_RuntimeError, "bad _compat_pickle name mapping");
+                goto done;
+            }
+            Py_SETREF(module_name, Py_NewRef(PyTuple_GET_ITEM(item, 0)));
+            Py_SETREF(name, Py_NewRef(PyTuple_GET_ITEM(item, 1)));
+        }
+        else if (PyErr_Occurred()) {
+            goto done;
+        }
+        else {
+            item = PyDict_GetItemWithError(ps->import_mapping_3to2, module_name);
+            if (item != NULL) {
+                Py_SETREF(module_name, Py_NewRef(item));
+            }
+            else if (PyErr_Occurred()) {
+                goto done;
+            }
+        }
+    }
+    status = write_global_text(p, module_name, name, "ascii");
+done:
+    Py_DECREF(module_name);
+    Py_DECREF(name);
+    return status;
+}
+
+#if FJ_PICKLE_NESTED_BY_PATH
+/* Protocol < 4, dotted name: getattr(getattr(<module>.first, a1), a2)... with the first component
+ * written by name (not saved as an object: a class whose __qualname__ leads back to itself must
+ * not recurse), as stdlib 3.13+. */
+static int
+write_global_by_path(fj_pk *p, PyObject *module_name, PyObject *name)
+{
+    fj_pickler_state *ps = &p->st->pk;
+    PyObject *dot = PyUnicode_FromString(".");
+    PyObject *parts = dot != NULL ? PyUnicode_Split(name, dot, -1) : NULL;
+    int status = -1;
+    Py_XDECREF(dot);
+    if (parts == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(parts);
+    for (Py_ssize_t i = 1; i < n; i++) {
+        if (fj_pk_save(p, ps->getattr, 0) < 0 || (p->proto < 2 && write_op(p, OP_MARK) < 0)) {
+            goto done;
+        }
+    }
+    if (write_toplevel_global(p, module_name, PyList_GET_ITEM(parts, 0)) < 0) {
+        goto done;
+    }
+    for (Py_ssize_t i = 1; i < n; i++) {
+        if (fj_pk_save(p, PyList_GET_ITEM(parts, i), 0) < 0 ||
+            write_op(p, p->proto < 2 ? OP_TUPLE : OP_TUPLE2) < 0 || write_op(p, OP_REDUCE) < 0) {
+            goto done;
+        }
+    }
+    status = 0;
+done:
+    Py_DECREF(parts);
+    return status;
+}
+#endif
+
+/* A local object (a '<locals>' component in its qualified name): the running stdlib's error. */
+static void
+raise_local_object(fj_pk *p, PyObject *obj, PyObject *name)
+{
+#if FJ_PICKLE_314_ERRORS
+    (void)name;
+    PyErr_Format(p->st->PicklingError, "Can't pickle local object %R", obj);
+#elif FJ_PICKLE_313_ERRORS
+    (void)obj;
+    PyErr_Format(PyExc_AttributeError, "Can't get local object %R", name);
+#else
+    (void)obj;
+    PyErr_Format(PyExc_AttributeError, "Can't pickle local object %R", name);
+#endif
+}
+
 /* module_arg: NULL = found by whichmodule(); else the module to look the name up in (the lookup
  * must still give obj back) */
 static int
@@ -1183,7 +1277,7 @@ save_global_in(fj_pk *p, PyObject *obj, PyObject *name_arg, PyObject *module_arg
         goto error;
     }
     if (loc >= 0 && is_local_path(name)) {
-        PyErr_Format(PyExc_AttributeError, "Can't pickle local object %R", name);
+        raise_local_object(p, obj, name);
         goto error;
     }
     module_name = module_arg != NULL ? Py_NewRef(module_arg) : whichmodule(p, obj, name);
@@ -1198,20 +1292,33 @@ save_global_in(fj_pk *p, PyObject *obj, PyObject *name_arg, PyObject *module_arg
             PyErr_SetObject(PyExc_KeyError, module_name);
         }
     }
-    if (module == NULL || get_deep_attribute(module, name, &obj2, &parent) < 0) {
-        if (module != NULL && PyErr_ExceptionMatches(PyExc_AttributeError) &&
-            PyUnicode_Find(name, p->st->pk.s_locals, 0, PyUnicode_GET_LENGTH(name), 1) >= 0) {
-            /* stdlib's C pickler raises AttributeError for local objects */
-            PyErr_Clear();
-            PyErr_Format(PyExc_AttributeError, "Can't pickle local object %R", name);
-            goto error;
-        }
+    if (module == NULL) {
+        /* the running stdlib's error (pyver.h) */
+#if FJ_PICKLE_314_ERRORS
         if (PyErr_ExceptionMatches(PyExc_ImportError) || PyErr_ExceptionMatches(PyExc_KeyError) ||
-            PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            PyErr_Clear();
+            PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyObject *orig = PyErr_GetRaisedException();
+            PyErr_Format(p->st->PicklingError, "Can't pickle %R: %S", obj, orig);
+            fj_set_context(orig);
+        }
+#else
+        PyErr_Format(p->st->PicklingError, "Can't pickle %R: import of module %R failed", obj,
+                     module_name);
+#endif
+        goto error;
+    }
+    if (get_deep_attribute(module, name, &obj2, &parent) < 0) {
+#if FJ_PICKLE_314_ERRORS
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyObject *orig = PyErr_GetRaisedException();
             PyErr_Format(p->st->PicklingError, "Can't pickle %R: it's not found as %S.%S", obj,
                          module_name, name);
+            fj_set_context(orig);
         }
+#else
+        PyErr_Format(p->st->PicklingError, "Can't pickle %R: attribute lookup %S on %S failed", obj,
+                     name, module_name);
+#endif
         goto error;
     }
     if (obj2 != obj) {
@@ -1233,11 +1340,28 @@ save_global_in(fj_pk *p, PyObject *obj, PyObject *name_arg, PyObject *module_arg
             goto error;
         }
         if (code != NULL) {
+            /* a bad registry entry (copyreg.add_extension refuses them): the running stdlib's error */
+#if !FJ_PICKLE_313_ERRORS
+            if (!PyLong_Check(code)) {
+                PyErr_Format(p->st->PicklingError, "Can't pickle %R: extension code %R isn't an integer",
+                             obj, code);
+                goto error;
+            }
+#endif
             long c = PyLong_AsLong(code);
             if (c == -1 && PyErr_Occurred()) {
                 goto error;
             }
-            if (c > 0) {
+            if (c <= 0 || c > 0x7fffffffL) {
+#if FJ_PICKLE_313_ERRORS
+                PyErr_Format(PyExc_RuntimeError, "extension code %ld is out of range", c);
+#else
+                PyErr_Format(p->st->PicklingError, "Can't pickle %R: extension code %ld is out of range",
+                             obj, c);
+#endif
+                goto error;
+            }
+            {
                 char *o;
                 if (c <= 0xff) {
                     if ((o = fj_sink_reserve(p->sink, 2)) == NULL) {
@@ -1285,6 +1409,13 @@ save_global_in(fj_pk *p, PyObject *obj, PyObject *name_arg, PyObject *module_arg
             goto error;
         }
     }
+#if FJ_PICKLE_NESTED_BY_PATH
+    else if (parent != module) {
+        if (write_global_by_path(p, module_name, name) < 0) {
+            goto error;
+        }
+    }
+#else
     else if (parent != module) {
         PyObject *args = PyTuple_Pack(2, parent, lastname);
         PyObject *rv = args ? PyTuple_Pack(2, ps->getattr, args) : NULL;
@@ -1298,43 +1429,9 @@ save_global_in(fj_pk *p, PyObject *obj, PyObject *name_arg, PyObject *module_arg
             goto error;
         }
     }
-    else if (p->proto >= 3) {
-        if (write_global_text(p, module_name, name, "utf-8") < 0) {
-            goto error;
-        }
-    }
-    else {
-        if (p->fix_imports) {
-            PyObject *key = PyTuple_Pack(2, module_name, name);
-            if (key == NULL) {
-                goto error;
-            }
-            PyObject *item = PyDict_GetItemWithError(ps->name_mapping_3to2, key); /* borrowed */
-            Py_DECREF(key);
-            if (item != NULL) {
-                if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
-                    PyErr_SetString(PyExc_RuntimeError, "bad _compat_pickle name mapping");
-                    goto error;
-                }
-                Py_SETREF(module_name, Py_NewRef(PyTuple_GET_ITEM(item, 0)));
-                Py_SETREF(name, Py_NewRef(PyTuple_GET_ITEM(item, 1)));
-            }
-            else if (PyErr_Occurred()) {
-                goto error;
-            }
-            else {
-                item = PyDict_GetItemWithError(ps->import_mapping_3to2, module_name);
-                if (item != NULL) {
-                    Py_SETREF(module_name, Py_NewRef(item));
-                }
-                else if (PyErr_Occurred()) {
-                    goto error;
-                }
-            }
-        }
-        if (write_global_text(p, module_name, name, "ascii") < 0) {
-            goto error;
-        }
+#endif
+    else if (write_toplevel_global(p, module_name, name) < 0) {
+        goto error;
     }
     if (memoize(p, obj) < 0) {
         goto error;
@@ -2208,7 +2305,7 @@ Pickler_dump(PicklerObject *self, PyObject *obj)
     pk_init(&p, st, NULL, &self->memo, self->proto, self->fix_imports);
     p.fast = self->fast;
     p.pers_func = pers == Py_None ? NULL : pers;
-    p.reducer_override = ro == Py_None ? NULL : ro;
+    p.reducer_override = ro; /* as stdlib: an assigned None is called (TypeError), not ignored */
     p.dispatch_table = dt == Py_None ? NULL : dt;
     p.buffer_callback = self->buffer_callback;
     if (run_dump(&p, w, obj, NULL) < 0) {

@@ -48,17 +48,7 @@ rd_u64(const char *p)
     return (uint64_t)rd_u32(p) | ((uint64_t)rd_u32(p + 4) << 32);
 }
 
-/* getattr without raising AttributeError when missing: 1 found (*res new ref), 0 missing, -1 error.
- * Creating and clearing an exception per BUILD would be slow (and feeds the cyclic GC). */
-static inline int
-lookup_attr(PyObject *obj, PyObject *name, PyObject **res)
-{
-#if PY_VERSION_HEX >= 0x030D0000
-    return PyObject_GetOptionalAttr(obj, name, res);
-#else
-    return _PyObject_LookupAttr(obj, name, res);
-#endif
-}
+#define lookup_attr fj_lookup_attr /* pyver.h */
 
 /* ---------------------------------------------------------------------------------------------
  * Engine: stack and marks */
@@ -72,6 +62,7 @@ fj_up_init(fj_up *u, fj_state *st, fj_source *src)
     u->fix_imports = 1;
     u->encoding = "ASCII";
     u->errors = "strict";
+    u->frame_end = -1;
     src->trunc_exc = st->UnpicklingError;
 }
 
@@ -453,48 +444,80 @@ memo_get(fj_up *u, uint64_t idx)
 /* ---------------------------------------------------------------------------------------------
  * find_class */
 
-/* getattr along a dotted path (protocol >= 4), refusing <locals>. New reference. */
+/* The attribute lookup of stdlib's Unpickler.find_class, with the running interpreter's errors
+ * (pyver.h, FJ_PICKLE_314_ERRORS). `mod` the imported module, `module_name` its (mapped) name.
+ * New reference. */
 static PyObject *
-get_dotted(PyObject *mod, PyObject *name)
+get_global_attr(PyObject *mod, PyObject *module_name, PyObject *name, int proto)
 {
-    PyObject *parts = NULL, *obj = NULL;
-    if (PyUnicode_FindChar(name, '.', 0, PyUnicode_GET_LENGTH(name), 1) < 0) {
-        obj = PyObject_GetAttr(mod, name);
-        if (obj == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_AttributeError, "Can't get attribute %R on %R", name, mod);
-        }
-        return obj;
-    }
-    PyObject *sep = PyUnicode_FromString(".");
-    if (sep == NULL) {
+    PyObject *parts = NULL, *obj = NULL, *sep = NULL;
+    if (proto >= 4 && !PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "must be str, not %.100s", Py_TYPE(name)->tp_name);
         return NULL;
     }
-    parts = PyUnicode_Split(name, sep, -1);
-    Py_DECREF(sep);
-    if (parts == NULL) {
-        return NULL;
+#if FJ_PICKLE_314_ERRORS
+    /* plain getattr unless a dotted name under protocol >= 4 */
+    if (proto < 4 || PyUnicode_FindChar(name, '.', 0, PyUnicode_GET_LENGTH(name), 1) < 0) {
+        return PyObject_GetAttr(mod, name);
+    }
+    if ((sep = PyUnicode_FromString(".")) == NULL ||
+        (parts = PyUnicode_Split(name, sep, -1)) == NULL) {
+        goto done;
     }
     obj = Py_NewRef(mod);
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts); i++) {
-        PyObject *sub = PyList_GET_ITEM(parts, i); /* borrowed */
-        if (PyUnicode_CompareWithASCIIString(sub, "<locals>") == 0) {
-            PyErr_Format(PyExc_AttributeError, "Can't get local attribute %R on %R", name, mod);
-            Py_CLEAR(obj);
-            break;
-        }
-        PyObject *next = PyObject_GetAttr(obj, sub);
-        if (next == NULL) {
-            if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
-                PyErr_Clear();
-                PyErr_Format(PyExc_AttributeError, "Can't get attribute %R on %R", name, obj);
-            }
-            Py_CLEAR(obj);
-            break;
-        }
+        PyObject *next = PyObject_GetAttr(obj, PyList_GET_ITEM(parts, i)); /* item borrowed */
         Py_SETREF(obj, next);
+        if (obj == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                /* "raise AttributeError(...)" inside "except AttributeError": context, no cause */
+                PyObject *orig = PyErr_GetRaisedException();
+                PyErr_Format(PyExc_AttributeError, "Can't resolve path %R on module %R", name,
+                             module_name);
+                fj_set_context(orig);
+            }
+            break;
+        }
     }
-    Py_DECREF(parts);
+#else
+    /* 3.11-3.13: getattribute() of _pickle.c. Protocol >= 4 splits the name (a '<locals>'
+     * component is refused before any lookup); a missing attribute anywhere is reported on the
+     * module under the full name. */
+    (void)module_name;
+    if (proto >= 4) {
+        if ((sep = PyUnicode_FromString(".")) == NULL ||
+            (parts = PyUnicode_Split(name, sep, -1)) == NULL) {
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts); i++) {
+            if (PyUnicode_CompareWithASCIIString(PyList_GET_ITEM(parts, i), "<locals>") == 0) {
+                PyErr_Format(PyExc_AttributeError,
+                             FJ_PICKLE_313_ERRORS ? "Can't get local attribute %R on %R"
+                                                  : "Can't pickle local attribute %R on %R",
+                             name, mod);
+                goto done;
+            }
+        }
+        obj = Py_NewRef(mod);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts); i++) {
+            PyObject *next = NULL;
+            int r = lookup_attr(obj, PyList_GET_ITEM(parts, i), &next); /* item borrowed */
+            Py_SETREF(obj, next);
+            if (r <= 0) {
+                break;
+            }
+        }
+    }
+    else if (lookup_attr(mod, name, &obj) < 0) {
+        goto done;
+    }
+    if (obj == NULL && !PyErr_Occurred()) {
+        PyErr_Format(PyExc_AttributeError, "Can't get attribute %R on %R", name, mod);
+    }
+#endif
+done:
+    Py_XDECREF(sep);
+    Py_XDECREF(parts);
     return obj;
 }
 
@@ -558,12 +581,7 @@ fj_default_find_class(fj_state *st, int proto, int fix_imports, PyObject *module
             goto done;
         }
     }
-    if (proto >= 4) {
-        res = get_dotted(mod, name);
-    }
-    else {
-        res = PyObject_GetAttr(mod, name);
-    }
+    res = get_global_attr(mod, module, name, proto);
 done:
     Py_XDECREF(mod);
     Py_DECREF(module);
@@ -1110,7 +1128,7 @@ load_int_text(fj_up *u, int is_long)
         return NULL;
     }
     char *end;
-    PyObject *v = PyLong_FromString(s, &end, 0);
+    PyObject *v = PyLong_FromString(s, &end, FJ_PICKLE_TEXT_INT_BASE); /* pyver.h */
     if (v != NULL && *end != '\0' && *end != '\r' && *end != ' ') {
         Py_CLEAR(v);
         PyErr_Format(u->st->UnpicklingError, "invalid integer literal in pickle: %.40s", s);
@@ -1715,6 +1733,34 @@ take_trailer(fj_up *u)
 }
 /* ---- provenance trailer (end) */
 
+/* Loop top inside a checked frame: the previous opcode must have ended inside it. 0 / -1. */
+static int
+check_frame(fj_up *u)
+{
+    int64_t pos = fj_source_tell(u->src);
+    if (pos > u->frame_end) {
+        raise_up(u, "pickle exhausted before end of frame");
+        return -1;
+    }
+    if (pos == u->frame_end) {
+        u->frame_end = -1;
+    }
+    return 0;
+}
+
+int
+fj_up_leave_frame(fj_up *u)
+{
+    if (u->frame_end >= 0) {
+        if (fj_source_tell(u->src) < u->frame_end) {
+            raise_up(u, "array data inside a pickle frame (the frame must end before it)");
+            return -1;
+        }
+        u->frame_end = -1;
+    }
+    return 0;
+}
+
 PyObject *
 fj_up_load(fj_up *u)
 {
@@ -1729,6 +1775,9 @@ fj_up_load(fj_up *u)
         /* restricted loads with a budget: a fixed cost per opcode (the objects opcodes create) */
         if (u->pol != NULL && u->pol->budget != NULL && (++u->ops & 1023) == 0 &&
             fj_budget_charge(u->pol->budget, 1024 * FJ_OP_COST) < 0) {
+            goto error;
+        }
+        if (u->frame_end >= 0 && check_frame(u) < 0) {
             goto error;
         }
         int op = fj_source_getc(s);
@@ -2473,6 +2522,19 @@ fj_up_load(fj_up *u)
             if (n > (uint64_t)PY_SSIZE_T_MAX) {
                 raise_up(u, "frame size > sys.maxsize: %llu", (unsigned long long)n);
                 goto error;
+            }
+            if (u->frame_end >= 0 || u->joblib || FJ_PICKLE_STRICT_FRAMES) {
+                /* the 8-byte argument must lie in the current frame, which must end right here */
+                int64_t pos = fj_source_tell(s);
+                if (u->frame_end >= 0 && pos > u->frame_end) {
+                    raise_up(u, "pickle exhausted before end of frame");
+                    goto error;
+                }
+                if (u->frame_end >= 0 && pos < u->frame_end) {
+                    raise_up(u, "beginning of a new frame before end of current frame");
+                    goto error;
+                }
+                u->frame_end = pos + (int64_t)n; /* n <= PY_SSIZE_T_MAX: no overflow */
             }
             fj_source_frame(s, (int64_t)n);
             break;

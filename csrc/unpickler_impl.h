@@ -75,6 +75,9 @@ struct fj_up {
     PyObject *trailer;
     PyObject *trailer_pending;
     int64_t trailer_at;
+    /* frames checked as the reading stdlib does (pyver.h FJ_PICKLE_STRICT_FRAMES; always in
+     * joblib mode): the absolute end of the current frame, -1 outside frames / unchecked */
+    int64_t frame_end;
 };
 
 /* Initialise / clear an engine over `src` (borrowed). */
@@ -89,6 +92,9 @@ int fj_up_restrict(fj_up *u, PyObject *find_class, PyObject *check_build);
 void fj_up_inherit_policy(fj_up *sub, const fj_up *parent);
 /* Run the opcode loop until STOP. New reference or NULL. */
 PyObject *fj_up_load(fj_up *u);
+/* An array record's payload follows (it is never inside a frame): 0, or -1 with UnpicklingError
+ * when the current frame has not ended yet. */
+int fj_up_leave_frame(fj_up *u);
 /* The global (module, name) through the engine's policy (find_class hook or the built-in one). */
 PyObject *fj_up_find_class(fj_up *u, PyObject *module, PyObject *name);
 /* The built-in find_class policy of stdlib pickle. */

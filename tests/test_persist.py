@@ -129,9 +129,17 @@ def test_resolution_file_object_matches_joblib(compress):
 
 @pytest.mark.parametrize("compress,name", ERROR_ROWS, ids=repr)
 def test_bad_compress_same_error_as_joblib(compress, name, tmp_path):
-    status, (etype, text) = _joblib_outcome(
+    status, outcome = _joblib_outcome(
         lambda: joblib.dump(VALUE, str(tmp_path / ("jl_" + name)), compress=compress))
-    assert status == "error"
+    if status == "ok":
+        # accepted by this interpreter's stdlib (3.14's lzma takes np.int64 presets): so by us
+        assert sys.version_info >= (3, 14) and compress == ("lzma", 3), compress
+        fastjoblib.dump(VALUE, str(tmp_path / ("fj_" + name)), compress=compress)
+        got = joblib.load(str(tmp_path / ("fj_" + name)))
+        np.testing.assert_array_equal(got["a"], VALUE["a"])
+        assert got["b"] == VALUE["b"]
+        return
+    etype, text = outcome
     target = tmp_path / ("fj_" + name)
     with pytest.raises(etype, match="^" + re.escape(text) + "$"):
         fastjoblib.dump(VALUE, str(target), compress=compress)

@@ -66,9 +66,14 @@ def _check_level_bz2(level):
 
 
 def _check_level_lzma(level):
-    # lzma.LZMACompressor's preset converter accepts exact ints only, with this text.
+    # lzma.LZMACompressor's preset converter: its rule and error text are the running
+    # interpreter's ("an integer is required" before 3.14, "'float' object cannot be interpreted
+    # as an integer" from 3.14), so let it raise: the conversion fails before any allocation.
+    # From 3.14 it also accepts objects with __index__ (np.int64), as joblib then does.
     if not isinstance(level, int):
-        raise TypeError("an integer is required")
+        import lzma
+        lzma.LZMACompressor(preset=level)  # raises, or accepts an __index__ object (3.14)
+        return operator.index(level)
     return int(level)
 
 

@@ -92,8 +92,9 @@ class Pickler:
     fast: bool
     protocol: int
     dispatch_table: Mapping[type, Callable[[Any], _ReducedType]]
-    # None, or a callable obj -> reduce value / NotImplemented; subclasses may define it as a method.
-    reducer_override: Callable[[Any], Any] | None
+    # Unset by default (AttributeError); a callable obj -> reduce value / NotImplemented, or a
+    # subclass method. As in stdlib, anything else assigned (None included) fails with TypeError.
+    reducer_override: Callable[[Any], Any]
     # Unset by default (AttributeError); a subclass may define it as a method obj -> pid | None.
     persistent_id: Callable[[Any], Any]
     def __init__(
