@@ -3356,14 +3356,15 @@ static PyObject *
 core_load(PyObject *module, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"file", "mmap_mode", "filename", "ensure_native", "codec", "find_class", "progress",
-                             "trailer", "replace_globals", NULL};
+                             "trailer", "replace_globals", "size", NULL};
     fj_state *st = fj_state_from_module(module);
     PyObject *file, *mmap_obj = Py_None, *filename = Py_None, *codec = Py_None, *find_class = Py_None;
     PyObject *progress = Py_None, *trailer = Py_None, *replace_globals = Py_None;
     int ensure_native = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OOpOOOOO:load", kwlist, &file, &mmap_obj, &filename,
+    long long size_hint = -1; /* bytes left in a Python file, when its fileno() cannot tell */
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OOpOOOOOL:load", kwlist, &file, &mmap_obj, &filename,
                                      &ensure_native, &codec, &find_class, &progress, &trailer,
-                                     &replace_globals)) {
+                                     &replace_globals, &size_hint)) {
         return NULL;
     }
     if (replace_globals != Py_None && !PyDict_Check(replace_globals)) {
@@ -3380,7 +3381,7 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
             PyErr_SetString(PyExc_TypeError, "progress must be None or a callable");
             return NULL;
         }
-        if (fj_progress_init(&prog, progress, container_size(file)) < 0) {
+        if (fj_progress_init(&prog, progress, size_hint >= 0 ? (int64_t)size_hint : container_size(file)) < 0) {
             return NULL;
         }
     }
@@ -3477,6 +3478,11 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
     }
     else if (PyObject_HasAttrString(file, "read")) {
         r = fj_source_init_pyfile(&src, file);
+        if (r == 0 && src.total < 0 && size_hint >= 0 && size_hint <= INT64_MAX - src.base) {
+            /* known length: arrays are read straight into their final memory, claims beyond
+             * the end fail before any allocation */
+            src.total = src.base + (int64_t)size_hint;
+        }
     }
     else if (PyObject_CheckBuffer(file)) {
         r = fj_source_init_mem(&src, file);

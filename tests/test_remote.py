@@ -272,8 +272,8 @@ def test_generic_writer_error_surfaces(memfs, monkeypatch):
 # S3 (moto server)
 
 
-@pytest.mark.parametrize("compress", [None] + COMPRESSORS)
-@pytest.mark.parametrize("size", [1 << 10, 20 << 20])
+@pytest.mark.parametrize("compress,size", [(c, 1 << 10) for c in [None] + COMPRESSORS] + [
+    (c, 12 << 20) for c in (None, "zlib", "lz4", "zstd")])  # 12 MiB: a multipart upload
 def test_s3_roundtrip_both_directions(s3, s3_bucket, compress, size):
     so = s3.storage_options()
     fs = s3fs_of(s3)

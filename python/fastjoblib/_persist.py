@@ -455,7 +455,12 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=N
                 )
         # joblib never memory-maps through a file object.
         codec = None if kind == "not-compressed" else kind
-        return _unpickle(source, extra, ensure_native=ensure_native, codec=codec)
+        kwargs = {}
+        if codec is None and source is fobj:
+            size = _remote.fileobj_remaining(fobj)
+            if size is not None:
+                kwargs["size"] = size
+        return _unpickle(source, extra, ensure_native=ensure_native, codec=codec, **kwargs)
 
     # A path (str or bytes) or an int file descriptor: opened exactly as joblib's open(x, 'rb')
     # would (same errors), then read through the descriptor.
@@ -512,7 +517,8 @@ def _load_url(url, fs, path, mmap_mode, ensure_native, extra):
             raise ValueError(
                 "%r holds a joblib < 0.10 z-file, which can only be loaded from a path" % (url,))
         codec = None if kind == "not-compressed" else kind
-        return _unpickle(reader, extra, ensure_native=ensure_native, codec=codec)
+        return _unpickle(reader, extra, ensure_native=ensure_native, codec=codec,
+                         **({"size": reader.size} if codec is None else {}))
 
 
 class _TorchFromNumpy:

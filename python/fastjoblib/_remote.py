@@ -30,6 +30,7 @@ import collections
 import concurrent.futures
 import io
 import re
+import sys
 import threading
 import warnings
 
@@ -47,7 +48,7 @@ READ_BLOCK = 8 << 20           # reading stays sequential, up to READ_BLOCK
 READ_AHEAD = 3                 # blocks in flight ahead of the reader once reading is sequential
 READ_RANGE_MIN = 16 << 20      # a large read is split into READ_CONNECTIONS ranges of at least
 READ_RANGE_MAX = 64 << 20      # READ_RANGE_MIN and at most READ_RANGE_MAX bytes
-READ_CONNECTIONS = 8           # concurrent ranged reads
+READ_CONNECTIONS = 4           # concurrent ranged reads
 LARGE_READ = 8 << 20           # readinto() at least this big is fetched in parallel ranges
 
 
@@ -386,6 +387,28 @@ class _GenericWriter:
 
 # ---------------------------------------------------------------------------------------------
 # load
+
+
+def fileobj_remaining(fobj):
+    """Bytes left to read in a file object whose fileno() cannot tell (io.BytesIO, fsspec's
+    buffered files, RemoteReader), or None. The C core then reads each array straight into its
+    final memory in one readinto() instead of growing a buffer as the bytes come."""
+    try:
+        if isinstance(fobj, io.BytesIO):
+            # (not getbuffer(): on a BytesIO made from bytes it copies the whole buffer)
+            pos = fobj.tell()
+            end = fobj.seek(0, 2)
+            fobj.seek(pos)
+            return max(end - pos, 0)
+        if isinstance(fobj, RemoteReader):
+            return max(fobj.size - fobj.tell(), 0)
+        spec = sys.modules.get("fsspec.spec")
+        if spec is not None and isinstance(fobj, spec.AbstractBufferedFile) and \
+                fobj.mode == "rb" and isinstance(fobj.size, int):
+            return max(fobj.size - fobj.tell(), 0)
+    except (OSError, ValueError, AttributeError, BufferError):
+        pass
+    return None
 
 
 def open_url(fs, path):
