@@ -13,6 +13,7 @@ joblib._store_backends.FileSystemStoreBackend = FastjoblibStoreBackend
 joblib.memory.FileSystemStoreBackend = FastjoblibStoreBackend
 
 
-def pytest_report_header(config):
-    return "joblib Memory store backend: %s.%s" % (
-        FastjoblibStoreBackend.__module__, FastjoblibStoreBackend.__name__)
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line("joblib Memory store backend: %s.%s" % (
+        joblib.memory._STORE_BACKENDS["local"].__module__,
+        joblib.memory._STORE_BACKENDS["local"].__name__))

@@ -517,3 +517,26 @@ def test_warning_free_roundtrip(s3, s3_bucket):
         warnings.simplefilter("error")
         fastjoblib.dump({"a": np.ones(10)}, url, storage_options=so)
         fastjoblib.load(url, storage_options=so)
+
+
+def test_s3_file_object_position_and_parallel_reads(s3, s3_bucket, monkeypatch):
+    # an s3fs file object is read with the URL reader from its position (two dumps back to back
+    # in one object load one after the other), with concurrent ranged reads for the arrays
+    fs = s3fs_of(s3)
+    a, b = make_obj(10 << 20, seed=1), make_obj(1 << 10, seed=2)
+    with fs.open("%s/two.pkl" % s3_bucket, "wb") as f:
+        joblib.dump(a, f)
+        joblib.dump(b, f)
+    ranged = []
+    orig = _remote.RemoteReader._parallel_into
+
+    def spy(self, view):
+        ranged.append(len(view))
+        return orig(self, view)
+
+    monkeypatch.setattr(_remote.RemoteReader, "_parallel_into", spy)
+    with fs.open("%s/two.pkl" % s3_bucket, "rb") as f:
+        assert_same(fastjoblib.load(f), a)
+        assert_same(fastjoblib.load(f), b)
+        assert f.read() == b""
+    assert ranged and max(ranged) > (8 << 20)

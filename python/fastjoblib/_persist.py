@@ -424,6 +424,17 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=N
         else:
             return _load_url(filename, fs, path, mmap_mode, ensure_native, extra)
 
+    if hasattr(filename, "read") and mmap_mode is None and _remote.fsspec_read_file(filename):
+        # an s3fs / gcsfs / ... file: read with the URL reader (read-ahead, concurrent ranged
+        # reads into the arrays) from the file's position, which is then moved past the pickle
+        reader = _remote.reader_for_file(filename)
+        if reader.tell() >= reader.size > 0:
+            reader.seek(0)  # at its end (just written): from the start, as for other files
+        try:
+            return _load_reader(filename.path, reader, ensure_native, extra)
+        finally:
+            filename.seek(reader.tell())
+
     if hasattr(filename, "read"):
         fobj = filename
         name = getattr(fobj, "name", "")
@@ -509,16 +520,21 @@ def _load_url(url, fs, path, mmap_mode, ensure_native, extra):
     if mmap_mode is not None:
         _remote.warn_mmap(mmap_mode, url)
     with _remote.open_url(fs, path) as reader:
-        head = reader.read(MAX_PREFIX_LEN)
-        reader.seek(0)
-        kind = _compressors.detect(head)
-        if kind == "compat":
-            _warn_compat(url)
-            raise ValueError(
-                "%r holds a joblib < 0.10 z-file, which can only be loaded from a path" % (url,))
-        codec = None if kind == "not-compressed" else kind
-        return _unpickle(reader, extra, ensure_native=ensure_native, codec=codec,
-                         **({"size": reader.size} if codec is None else {}))
+        return _load_reader(url, reader, ensure_native, extra)
+
+
+def _load_reader(url, reader, ensure_native, extra):
+    start = reader.tell()
+    head = reader.read(MAX_PREFIX_LEN)
+    reader.seek(start)
+    kind = _compressors.detect(head)
+    if kind == "compat":
+        _warn_compat(url)
+        raise ValueError(
+            "%r holds a joblib < 0.10 z-file, which can only be loaded from a path" % (url,))
+    codec = None if kind == "not-compressed" else kind
+    return _unpickle(reader, extra, ensure_native=ensure_native, codec=codec,
+                     **({"size": reader.size - start} if codec is None else {}))
 
 
 class _TorchFromNumpy:

@@ -428,6 +428,29 @@ class _Stopped(Exception):
     pass
 
 
+def fsspec_read_file(fobj):
+    """True for a file opened for reading by an fsspec filesystem of the buffered kind (s3fs,
+    gcsfs, adlfs, http files, ...): its bytes can be fetched with ranged reads too."""
+    spec = sys.modules.get("fsspec.spec")
+    return (spec is not None and isinstance(fobj, spec.AbstractBufferedFile)
+            and getattr(fobj, "mode", None) == "rb" and isinstance(fobj.size, int)
+            and not fobj.closed)
+
+
+def reader_for_file(fobj):
+    """A RemoteReader over the object behind an fsspec file (at the file's position); the caller
+    puts the file's position after what was consumed with ``fobj.seek(reader.tell())``."""
+    fs = fobj.fs
+    info = dict(getattr(fobj, "details", None) or {})
+    if getattr(fobj, "version_id", None):
+        info["VersionId"] = fobj.version_id
+    fetcher = _S3Fetcher(fs, fobj.path, info) if _is_s3(fs) else _GenericFetcher(fs, fobj.path)
+    reader = RemoteReader(fetcher, int(fobj.size), fobj.path)
+    reader.seek(fobj.tell())
+    reader._restart_at(reader.tell())
+    return reader
+
+
 class _S3Fetcher:
     """Ranged GETs through s3fs's client, streamed into the caller's memory."""
 
