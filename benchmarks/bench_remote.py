@@ -94,7 +94,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--routes", default="loopback,proxy")
+    ap.add_argument("--routes", default="loopback,proxy",
+                    help="comma-separated: loopback, proxy (empty: no server)")
+    ap.add_argument("--sections", default="memory,bytesio",
+                    help="also run: memory (joblib.Memory backends), bytesio")
+    ap.add_argument("--memory-dir", default=None,
+                    help="directory of the Memory caches (default: a temporary one in $TMPDIR)")
     ap.add_argument("--delay", type=float, default=0.020)
     ap.add_argument("--rate", type=float, default=50e6)
     args = ap.parse_args()
@@ -107,12 +112,37 @@ def main():
     arr = np.random.default_rng(0).random(args.size_mib * 2**20 // 8)
     obj = {"weights": arr, "meta": {"name": "model", "n": 3}}
 
+    routes = [r for r in args.routes.split(",") if r]
+    if routes:
+        bench_s3(args, obj, routes)
+    if "bytesio" in args.sections:
+        bench_bytesio(args, obj)
+    del arr, obj
+    gc.collect()
+    if "memory" in args.sections:
+        bench_memory(args)
+
+
+def bench_bytesio(args, obj):
+    """Loads from an io.BytesIO (a plain file object): joblib vs fastjoblib."""
+    bio = io.BytesIO()
+    joblib.dump(obj, bio)
+    data = bio.getvalue()
+    jl, fj = [], []
+    for _ in range(max(args.rounds, 5)):
+        jl.append(timed(lambda: joblib.load(io.BytesIO(data))))
+        fj.append(timed(lambda: fastjoblib.load(io.BytesIO(data))))
+    print("\n[BytesIO] load joblib %.3f s, fastjoblib %.3f s: %.2fx" % (
+        statistics.median(jl), statistics.median(fj),
+        statistics.median(jl) / statistics.median(fj)))
+
+
+def bench_s3(args, obj, routes):
     server = MotoServer()
     proxy = None
     results = {}
     try:
         bucket = server.new_bucket()
-        routes = args.routes.split(",")
         endpoints = {"loopback": server.endpoint}
         if "proxy" in routes:
             proxy, endpoints["proxy"] = start_proxy(server.port, args.delay, args.rate)
@@ -177,17 +207,50 @@ def main():
             proxy.wait(10)
         server.stop()
 
-    # BytesIO loads (no server)
-    bio = io.BytesIO()
-    joblib.dump(obj, bio)
-    data = bio.getvalue()
-    jl, fj = [], []
-    for _ in range(args.rounds):
-        jl.append(timed(lambda: joblib.load(io.BytesIO(data))))
-        fj.append(timed(lambda: fastjoblib.load(io.BytesIO(data))))
-    print("\n[BytesIO] load joblib %.3f s, fastjoblib %.3f s: %.2fx" % (
-        statistics.median(jl), statistics.median(fj),
-        statistics.median(jl) / statistics.median(fj)))
+
+
+def forest():
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = make_classification(n_samples=2000, n_features=20, random_state=0)
+    return RandomForestClassifier(n_estimators=100, random_state=0).fit(X, y)
+
+
+def big_array(mib):
+    return np.random.default_rng(0).random(mib * 2**20 // 8)
+
+
+def bench_memory(args):
+    """joblib.Memory: fastjoblib's backend vs joblib's local backend; each cached result is
+    loaded through a cache hit (the cached function called again with the same argument)."""
+    import shutil
+    import tempfile
+
+    from joblib import Memory
+
+    fastjoblib.register_memory_backend()
+    base = tempfile.mkdtemp(prefix="fj-bench-memory-", dir=args.memory_dir)
+    try:
+        print("\n[joblib.Memory] caches in %s (%s), %d rounds" % (base, fstype(base), args.rounds))
+        mems = {"joblib local": Memory(os.path.join(base, "jl"), verbose=0),
+                "fastjoblib": Memory(os.path.join(base, "fj"), backend="fastjoblib", verbose=0)}
+        cases = [("RandomForest 100 trees", forest, ()),
+                 ("%d MiB array" % args.size_mib, big_array, (args.size_mib,))]
+        for label, func, fargs in cases:
+            cached = {k: m.cache(func) for k, m in mems.items()}
+            for c in cached.values():
+                c(*fargs)  # computes and stores
+            times = {k: [] for k in cached}
+            for _ in range(max(args.rounds, 5)):
+                for k, c in cached.items():
+                    times[k].append(timed(lambda: c(*fargs)))
+            med = {k: statistics.median(v) for k, v in times.items()}
+            print("  %-24s joblib local %.3f s, fastjoblib backend %.3f s: %.2fx" % (
+                label + " (hit)", med["joblib local"], med["fastjoblib"],
+                med["joblib local"] / med["fastjoblib"]))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
