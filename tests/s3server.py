@@ -6,6 +6,7 @@ paces each connection to a bandwidth, standing in for a far-away object store.
 Tests use the session fixtures ``s3`` (a started server) and ``s3_bucket`` (a fresh bucket per
 test); benchmarks use ``MotoServer`` and ``SlowProxy`` directly.
 """
+import atexit
 import json
 import os
 import socket
@@ -44,6 +45,7 @@ class MotoServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=self.log, stderr=subprocess.STDOUT, env=_clean_env())
+        atexit.register(self.stop)  # also when the caller dies with an exception
         try:
             self._wait_ready()
             self.key, self.secret = self._make_user()
@@ -95,6 +97,7 @@ class MotoServer:
         return name
 
     def stop(self):
+        atexit.unregister(self.stop)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -102,7 +105,8 @@ class MotoServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()
 
 
 class SlowProxy:
