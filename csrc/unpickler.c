@@ -3562,11 +3562,12 @@ static PyMethodDef core_methods[] = {
      "Read a pickled object from a file object or fd (pickle.load compatible)."},
     {"load", (PyCFunction)(void (*)(void))core_load, METH_VARARGS | METH_KEYWORDS,
      "load(file, *, mmap_mode=None, filename=None, ensure_native=False, codec=None, find_class=None,\n"
-     "     progress=None, trailer=None, replace_globals=None)\n--\n\n"
+     "     progress=None, trailer=None, replace_globals=None, size=-1)\n--\n\n"
      "Read one joblib (or plain pickle) stream. progress: None or callable(done_bytes, total_bytes).\n"
      "trailer: None or a list; the object of a POP right before the final STOP is appended to it\n"
      "(provenance). replace_globals: None or {(module, name): obj}: a global that resolved\n"
-     "(find_class accepted it) is replaced by obj."},
+     "(find_class accepted it) is replaced by obj. size: for a Python file object whose fileno()\n"
+     "gives no size, the bytes left from its position (-1: unknown)."},
     {NULL, NULL, 0, NULL},
 };
 
