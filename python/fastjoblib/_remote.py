@@ -248,25 +248,22 @@ class _S3Writer:
         upload_id, self.upload_id = self.upload_id, None
         if upload_id is None:
             return
-        # wait for the parts still running (an abort racing an UploadPart can leave that part
-        # behind on real S3), then abort; an interrupt arriving meanwhile does not skip the abort
-        for _, fut in pending:
-            try:
-                concurrent.futures.wait([fut], timeout=60)
-            except BaseException:
-                pass
-        done = _run(self.fs, self.fs._call_s3(
-            "abort_multipart_upload", Bucket=self.bucket, Key=self.key, UploadId=upload_id))
+        # The parts still uploading were cancelled (their tasks stop at their next await). S3
+        # says a part upload in progress during an abort may still succeed and the abort may
+        # need repeating: abort, then check the upload is gone (ListParts: NoSuchUpload), up to
+        # 3 times. An interrupt arriving meanwhile does not skip the abort.
         for _ in range(3):
             try:
-                done.result(timeout=60)
-                return
-            except concurrent.futures.TimeoutError:
-                return
+                _run(self.fs, self.fs._call_s3(
+                    "abort_multipart_upload", Bucket=self.bucket, Key=self.key,
+                    UploadId=upload_id)).result(timeout=60)
+                _run(self.fs, self.fs._call_s3(
+                    "list_parts", Bucket=self.bucket, Key=self.key,
+                    UploadId=upload_id)).result(timeout=60)
             except KeyboardInterrupt:
                 continue
             except Exception:
-                return
+                return  # NoSuchUpload (gone: done), or the store is unreachable: give up
 
 
 class _GenericWriter:
