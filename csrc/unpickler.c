@@ -3418,14 +3418,15 @@ static PyObject *
 core_load(PyObject *module, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"file", "mmap_mode", "filename", "ensure_native", "codec", "find_class", "progress",
-                             "trailer", "replace_globals", NULL};
+                             "trailer", "replace_globals", "size", NULL};
     fj_state *st = fj_state_from_module(module);
     PyObject *file, *mmap_obj = Py_None, *filename = Py_None, *codec = Py_None, *find_class = Py_None;
     PyObject *progress = Py_None, *trailer = Py_None, *replace_globals = Py_None;
     int ensure_native = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OOpOOOOO:load", kwlist, &file, &mmap_obj, &filename,
+    long long size_hint = -1; /* bytes left in a Python file, when its fileno() cannot tell */
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OOpOOOOOL:load", kwlist, &file, &mmap_obj, &filename,
                                      &ensure_native, &codec, &find_class, &progress, &trailer,
-                                     &replace_globals)) {
+                                     &replace_globals, &size_hint)) {
         return NULL;
     }
     if (replace_globals != Py_None && !PyDict_Check(replace_globals)) {
@@ -3442,7 +3443,7 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
             PyErr_SetString(PyExc_TypeError, "progress must be None or a callable");
             return NULL;
         }
-        if (fj_progress_init(&prog, progress, container_size(file)) < 0) {
+        if (fj_progress_init(&prog, progress, size_hint >= 0 ? (int64_t)size_hint : container_size(file)) < 0) {
             return NULL;
         }
     }
@@ -3543,6 +3544,11 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
     }
     else if (PyObject_HasAttrString(file, "read")) {
         r = fj_source_init_pyfile(&src, file);
+        if (r == 0 && src.total < 0 && size_hint >= 0 && size_hint <= INT64_MAX - src.base) {
+            /* known length: arrays are read straight into their final memory, claims beyond
+             * the end fail before any allocation */
+            src.total = src.base + (int64_t)size_hint;
+        }
     }
     else if (PyObject_CheckBuffer(file)) {
         r = fj_source_init_mem(&src, file);
@@ -3622,11 +3628,12 @@ static PyMethodDef core_methods[] = {
      "Read a pickled object from a file object or fd (pickle.load compatible)."},
     {"load", (PyCFunction)(void (*)(void))core_load, METH_VARARGS | METH_KEYWORDS,
      "load(file, *, mmap_mode=None, filename=None, ensure_native=False, codec=None, find_class=None,\n"
-     "     progress=None, trailer=None, replace_globals=None)\n--\n\n"
+     "     progress=None, trailer=None, replace_globals=None, size=-1)\n--\n\n"
      "Read one joblib (or plain pickle) stream. progress: None or callable(done_bytes, total_bytes).\n"
      "trailer: None or a list; the object of a POP right before the final STOP is appended to it\n"
      "(provenance). replace_globals: None or {(module, name): obj}: a global that resolved\n"
-     "(find_class accepted it) is replaced by obj."},
+     "(find_class accepted it) is replaced by obj. size: for a Python file object whose fileno()\n"
+     "gives no size, the bytes left from its position (-1: unknown)."},
     {NULL, NULL, 0, NULL},
 };
 

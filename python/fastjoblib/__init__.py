@@ -16,7 +16,8 @@ __version__ = "0.1.0"
 __all__ = [
     "dump", "load", "dumps", "loads", "Pickler", "Unpickler", "dump_pickle", "load_pickle",
     "PicklingError", "UnpicklingError", "UntrustedGlobalError", "BudgetExceededError",
-    "VersionMismatchWarning", "inspect", "register_zstd_with_joblib", "__version__",
+    "VersionMismatchWarning", "inspect", "register_zstd_with_joblib", "register_memory_backend",
+    "__version__",
 ]
 
 _FROM_CORE = ("dumps", "Pickler", "dump_pickle")
@@ -45,6 +46,13 @@ def __getattr__(name):
             raise AttributeError(
                 "fastjoblib.register_zstd_with_joblib is not available: %s" % exc) from None
         value = _zstd_joblib.register_zstd_with_joblib
+    elif name == "register_memory_backend":
+        try:
+            from ._memory import register_memory_backend as value
+        except ImportError as exc:
+            raise ImportError(
+                "fastjoblib.register_memory_backend needs joblib (pip install joblib): %s"
+                % exc) from exc
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value

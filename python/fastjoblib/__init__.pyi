@@ -23,7 +23,8 @@ __version__: str
 __all__ = [
     "dump", "load", "dumps", "loads", "Pickler", "Unpickler", "dump_pickle", "load_pickle",
     "PicklingError", "UnpicklingError", "UntrustedGlobalError", "BudgetExceededError",
-    "VersionMismatchWarning", "inspect", "register_zstd_with_joblib", "__version__",
+    "VersionMismatchWarning", "inspect", "register_zstd_with_joblib", "register_memory_backend",
+    "__version__",
 ]
 
 _Trusted = bool | Iterable[str] | None
@@ -50,6 +51,7 @@ def dump(
     progress: _Progress = None,
     provenance: bool = True,
     durable: bool = False,
+    storage_options: dict[str, Any] | None = None,
 ) -> list[str]: ...
 @overload
 def dump(
@@ -62,6 +64,7 @@ def dump(
     progress: _Progress = None,
     provenance: bool = True,
     durable: bool = False,
+    storage_options: dict[str, Any] | None = None,
 ) -> None: ...
 def load(
     filename: str | bytes | os.PathLike[str] | os.PathLike[bytes] | int | IO[bytes] | _ReadableFileobj,
@@ -71,7 +74,9 @@ def load(
     trusted: _Trusted = None,
     progress: _Progress = None,
     max_bytes: int | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> Any: ...
 def inspect(source: Any, max_bytes: int | None = None) -> dict[str, Any]: ...
 
 def register_zstd_with_joblib(force: bool = False) -> bool: ...
+def register_memory_backend(name: str = "fastjoblib") -> type[Any]: ...

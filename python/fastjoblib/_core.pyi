@@ -46,6 +46,7 @@ def load(
     progress: Callable[[int, int | None], object] | None = None,
     trailer: list[Any] | None = None,
     replace_globals: dict[tuple[str, str], Any] | None = None,
+    size: int = -1,
 ) -> Any: ...
 
 # plain pickle streams (stdlib-compatible signatures)

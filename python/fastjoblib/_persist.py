@@ -22,7 +22,7 @@ import pickle
 import sys
 import warnings
 
-from . import _compressors, _provenance, _torch
+from . import _compressors, _provenance, _remote, _torch
 from ._target import atomic_write as _atomic_write
 from ._compressors import COMPRESSORS, LZ4_NOT_INSTALLED_ERROR, MAX_PREFIX_LEN
 
@@ -124,7 +124,7 @@ def _resolve_compress(compress, filename, is_filename, is_fileobj):
 
 
 def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=None,
-         provenance=True, durable=False):
+         provenance=True, durable=False, storage_options=None):
     """Persist an arbitrary Python object into one file, in joblib's format.
 
     Same arguments, return value, errors and warnings as ``joblib.dump``; stock ``joblib.load``
@@ -133,11 +133,15 @@ def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=N
     Parameters
     ----------
     value: any Python object
-    filename: str, os.PathLike or file object
+    filename: str, os.PathLike, fsspec URL or file object
         A path is written atomically: a temporary file in the same directory takes its place
         once the dump succeeded (exchanged with the old file, which is then unlinked, where the
         system can; else renamed over it). The compressor matching the extension ('.z', '.gz',
         '.bz2', '.lzma', '.xz', '.lz4', '.zst') is used unless `compress` names one.
+        A URL (``s3://bucket/key``, ``gs://``, ``az://``, ``memory://``, ``file://``, any fsspec
+        protocol; needs fsspec and the protocol's package) is written through that filesystem,
+        streaming with bounded memory; on S3 as a parallel multipart upload that is completed
+        only when the dump succeeded and aborted otherwise (the previous object stays).
     compress: int 0-9, bool, None, str or (str, int)
         Exactly as joblib: 0/False = no compression (unless the extension asks for one), True or
         None = zlib at its default level 3, an int = zlib at that level, a str = that method at
@@ -156,7 +160,9 @@ def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=N
         For a path: fsync the file before it replaces the old one and the directory after, so
         that it survives a power cut once dump returns. False (default): like joblib and pickle,
         the data stays in the page cache until the kernel writes it back. Ignored for a file
-        object (its owner decides when to flush it).
+        object (its owner decides when to flush it) or a URL.
+    storage_options: dict, optional (keyword only)
+        For a URL: passed to the fsspec filesystem (credentials, ``client_kwargs``, ...).
 
     Returns
     -------
@@ -164,6 +170,15 @@ def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=N
     """
     if isinstance(filename, os.PathLike):
         filename = os.fspath(filename)
+    remote = None
+    given = filename
+    if storage_options is not None or _remote.is_url(filename):
+        _remote.check_storage_options(filename, storage_options)
+        fs, path = _remote.get_fs(filename, storage_options)
+        if not _remote.is_local(fs):
+            remote = (fs, path)
+        else:
+            filename = path
 
     is_filename = isinstance(filename, str)
     is_fileobj = hasattr(filename, "write")
@@ -189,7 +204,9 @@ def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=N
                   trailer=_provenance.make_record if provenance else None, **hooks, **extra)
 
     try:
-        if is_filename:
+        if remote is not None:
+            _remote.dump_url(remote[0], remote[1], write)
+        elif is_filename:
             _atomic_write(filename, write, durable=bool(durable))
         else:
             write(filename)
@@ -200,7 +217,7 @@ def dump(value, filename, compress=0, protocol=None, *, threads=None, progress=N
 
     if is_fileobj:
         return None
-    return [filename]
+    return [given]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,7 +388,7 @@ def _unpickle_core(source, extra, **kwargs):
 
 
 def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=None,
-         progress=None, max_bytes=None):
+         progress=None, max_bytes=None, storage_options=None):
     """Reconstruct a Python object from a file written by ``joblib.dump`` or ``fastjoblib.dump``.
 
     Same arguments, errors and warnings as ``joblib.load``. Like pickle, loading runs code named
@@ -379,7 +396,10 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=N
 
     Parameters
     ----------
-    filename: str, bytes, os.PathLike or file object
+    filename: str, bytes, os.PathLike, fsspec URL or file object
+        A URL (``s3://bucket/key``, ``memory://``, ... as for dump) is read through its
+        filesystem: the pickle stream read ahead, array payloads fetched with concurrent ranged
+        reads straight into the new arrays' memory.
     mmap_mode: {None, 'r+', 'r', 'w+', 'c'} (and numpy's long aliases)
         Arrays of an uncompressed file given by path are memory-mapped. 'w+' (and 'write') map
         'r+': the file is never truncated. Ignored, with joblib's warning, for compressed files
@@ -403,11 +423,13 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=N
     progress: None, True, or a callable(done_bytes, total_bytes)
         True shows a progress bar (tqdm if installed, else a line on stderr) for loads that take
         more than a second; a callable is called every few MiB read.
+    storage_options: dict, optional
+        For a URL: passed to the fsspec filesystem (credentials, ``client_kwargs``, ...).
     """
     extra = _load_extras(trusted, progress, max_bytes)
     again = _rereadable(filename) if "find_class" in extra else None
     try:
-        return _load_inner(filename, mmap_mode, ensure_native_byte_order, extra)
+        return _load_inner(filename, mmap_mode, ensure_native_byte_order, extra, storage_options)
     except pickle.UnpicklingError as exc:
         # a trusted= refusal names every global the file needs that the policy refuses
         if again is None:
@@ -434,7 +456,7 @@ def _explain_refusal(exc, policy, again):
     return explain_refusal(exc, policy, again)
 
 
-def _load_inner(filename, mmap_mode, ensure_native_byte_order, extra):
+def _load_inner(filename, mmap_mode, ensure_native_byte_order, extra, storage_options=None):
     if ensure_native_byte_order == "auto":
         ensure_native_byte_order = mmap_mode is None
 
@@ -447,6 +469,25 @@ def _load_inner(filename, mmap_mode, ensure_native_byte_order, extra):
 
     if isinstance(filename, os.PathLike):
         filename = os.fspath(filename)
+
+    if storage_options is not None or _remote.is_url(filename):
+        _remote.check_storage_options(filename, storage_options)
+        fs, path = _remote.get_fs(filename, storage_options)
+        if _remote.is_local(fs):
+            filename = path
+        else:
+            return _load_url(filename, fs, path, mmap_mode, ensure_native, extra)
+
+    if hasattr(filename, "read") and mmap_mode is None and _remote.fsspec_read_file(filename):
+        # an s3fs / gcsfs / ... file: read with the URL reader (read-ahead, concurrent ranged
+        # reads into the arrays) from the file's position, which is then moved past the pickle
+        reader = _remote.reader_for_file(filename)
+        if reader.tell() >= reader.size > 0:
+            reader.seek(0)  # at its end (just written): from the start, as for other files
+        try:
+            return _load_reader(filename.path, reader, ensure_native, extra)
+        finally:
+            filename.seek(reader.tell())
 
     if hasattr(filename, "read"):
         fobj = filename
@@ -483,9 +524,14 @@ def _load_inner(filename, mmap_mode, ensure_native_byte_order, extra):
                 )
         # joblib never memory-maps through a file object.
         codec = None if kind == "not-compressed" else kind
+        kwargs = {}
+        if codec is None and source is fobj:
+            size = _remote.fileobj_remaining(fobj)
+            if size is not None:
+                kwargs["size"] = size
         sniff = None if start is None else (lambda m: m.from_file(fobj, start))
         return _unpickle(source, extra, sniff=sniff, name=name or None,
-                         ensure_native=ensure_native, codec=codec)
+                         ensure_native=ensure_native, codec=codec, **kwargs)
 
     # A path (str or bytes) or an int file descriptor: opened exactly as joblib's open(x, 'rb')
     # would (same errors), then read through the descriptor.
@@ -539,6 +585,27 @@ def _load_inner(filename, mmap_mode, ensure_native_byte_order, extra):
                           replace_globals={("torch", "from_numpy"): _TorchFromNumpy(core_mmap)})
         return _unpickle(fd, extra, sniff=lambda m: m.from_fd(fd, start),
                          name=filename if isinstance(filename, (str, bytes)) else None, **kwargs)
+
+
+def _load_url(url, fs, path, mmap_mode, ensure_native, extra):
+    if mmap_mode is not None:
+        _remote.warn_mmap(mmap_mode, url)
+    with _remote.open_url(fs, path) as reader:
+        return _load_reader(url, reader, ensure_native, extra)
+
+
+def _load_reader(url, reader, ensure_native, extra):
+    start = reader.tell()
+    head = reader.read(MAX_PREFIX_LEN)
+    reader.seek(start)
+    kind = _compressors.detect(head)
+    if kind == "compat":
+        _warn_compat(url)
+        raise ValueError(
+            "%r holds a joblib < 0.10 z-file, which can only be loaded from a path" % (url,))
+    codec = None if kind == "not-compressed" else kind
+    return _unpickle(reader, extra, ensure_native=ensure_native, codec=codec,
+                     **({"size": reader.size - start} if codec is None else {}))
 
 
 class _TorchFromNumpy:
