@@ -17,7 +17,6 @@ joblib's local backend and the other way round.
 Importing this module imports joblib (fastjoblib itself never needs it otherwise).
 """
 import datetime
-import json
 import os
 import posixpath
 import re
