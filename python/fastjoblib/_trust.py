@@ -40,6 +40,11 @@ Some trusted names resolve to stand-ins rather than the real objects:
 * ``fractions.Fraction`` / ``decimal.Decimal``: only what they pickle as (``Fraction(int, int)``,
   ``Decimal(str)``), ints of at most 100,000 bits: ``Fraction('1e9999999')`` runs for minutes.
 
+* ``pyarrow.lib.type_for_alias`` / ``py_buffer`` / ``_restore_array`` (what a pandas string column
+  backed by pyarrow pickles as): per-load stand-ins (``_arrow_shims``) that accept only Arrow
+  string types, bytes/bytearray contents (copied, charged) and string-array descriptions whose
+  offsets, bitmap and null count are checked before pyarrow reads them, then fully validated.
+
 * ``codecs.encode`` / ``_codecs.encode`` (what protocols 0-2 use for ``bytes``): a shim that only
   performs ``str.encode('latin1')``; the real function runs any registered codec.
 * ``numpy.memmap``: joblib files name it as the ``subclass`` of arrays dumped from memmaps, but
