@@ -354,3 +354,14 @@ def test_no_file_access_from_arrow_names(tmp_path):
         with pytest.raises(UntrustedGlobalError):
             fastjoblib.loads(P(_Call(fn, path)), trusted=True)
     assert os.path.getsize(path) == 6
+
+
+def test_inspect_needs_nothing_for_string_frames(tmp_path):
+    path = str(tmp_path / "f.joblib")
+    joblib.dump(FRAMES["frame"], path)
+    report = fastjoblib.inspect(path)
+    assert report["needs_trusted"] == [] and report["dangerous"] == []
+    with pytest.raises(UntrustedGlobalError, match="ArrowExtensionArray"):
+        joblib.dump(pd.Series([1, 2], dtype="int64[pyarrow]"), path)
+        fastjoblib.load(path, trusted=True)
+    assert "pandas.arrays.ArrowExtensionArray" in fastjoblib.inspect(path)["needs_trusted"]
