@@ -574,8 +574,15 @@ def _arrow_shims(budget_of):
     def refuse(name, why):
         return UntrustedGlobalError(f"pyarrow.lib.{name}", why)
 
+    def pyarrow(name):
+        try:
+            import pyarrow as pa
+        except ImportError as exc:
+            raise refuse(name, f"cannot import module 'pyarrow': {exc}") from None
+        return pa
+
     def type_for_alias(name):
-        import pyarrow as pa
+        pa = pyarrow("type_for_alias")
         if type(name) is not str or name not in _ARROW_STRING_ALIASES:
             raise refuse("type_for_alias", f"only the Arrow string types {_ARROW_STRING_ALIASES} "
                                            f"are allowed (pandas string columns), got {name!r}")
@@ -584,7 +591,7 @@ def _arrow_shims(budget_of):
         return t
 
     def py_buffer(obj):
-        import pyarrow as pa
+        pa = pyarrow("py_buffer")
         if type(obj) is bytearray:
             budget_of().charge(len(obj))
             obj = bytes(obj)
@@ -600,8 +607,8 @@ def _arrow_shims(budget_of):
 
     def restore_array(data):
         import numpy as np
-        import pyarrow as pa
         name = "_restore_array"
+        pa = pyarrow(name)
         if type(data) is not tuple or len(data) != 7:
             raise refuse(name, "the array description must be a 7-tuple")
         dtype, length, null_count, offset, buffers, children, dictionary = data
