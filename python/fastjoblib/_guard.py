@@ -447,12 +447,41 @@ def _pd_offset_problem(obj):
     return None
 
 
-def _filter_state(inst, state):
+def _arrow_string_state(pd, state, arrow_made):
+    """The state of a pandas.arrays.ArrowStringArray (after _cache was dropped): exactly
+    ``_readonly`` (optional, a bool: views pickle it), ``_pa_array`` (a string Array that this load's _restore_array stand-in built and fully
+    validated) and ``_dtype`` (a StringDtype with pyarrow storage)."""
+    import pyarrow as pa
+    if type(state) is not dict or not {"_pa_array", "_dtype"} <= set(state) \
+            <= {"_pa_array", "_dtype", "_readonly"} or type(state.get("_readonly", False)) is not bool:
+        keys = sorted(map(repr, state)) if type(state) is dict else type(state).__name__
+        raise _bad_state("ArrowStringArray", f"state must be exactly _pa_array, _dtype, _cache "
+                                             f"and optionally _readonly (a bool), got {keys}")
+    arr, dtype = state["_pa_array"], state["_dtype"]
+    if arrow_made.get(id(arr)) is not arr or not isinstance(arr, pa.Array) \
+            or not _arrow_string_type(pa, arr.type):
+        raise _bad_state("ArrowStringArray", "_pa_array must be a string array built (and "
+                                             "validated) by this load's pyarrow stand-ins")
+    if type(dtype) is not pd.StringDtype or dtype.storage != "pyarrow":
+        raise _bad_state("ArrowStringArray", "_dtype must be a StringDtype with pyarrow storage")
+    return state
+
+
+def _arrow_string_type(pa, t):
+    return isinstance(t, pa.DataType) and (t.equals(pa.string()) or t.equals(pa.large_string()))
+
+
+def _filter_state(inst, state, arrow_made=None):
     _refuse_dateutil(state, 0)
     pd = sys.modules.get("pandas")
     if pd is not None and type(type(inst).__module__) is str \
             and type(inst).__module__.startswith("pandas"):
         state = _pd_state_keys(inst, state)
+        if isinstance(inst, getattr(pd.arrays, "ArrowExtensionArray", ())):
+            if type(inst) is not pd.arrays.ArrowStringArray:
+                raise _bad_state(type(inst).__name__, "only pyarrow-backed string arrays are "
+                                                      "supported under trusted=")
+            return _arrow_string_state(pd, state, arrow_made or {})
     if pd is not None and type(inst).__name__ in ("BlockManager", "SingleBlockManager") \
             and type(inst).__module__ == "pandas.core.internals.managers":
         return _pd_manager_state(state)
@@ -544,6 +573,22 @@ def _pd_other_problem(pd, obj):
             type(obj).__name__)
         if m.dtype != np.bool_ or m.shape != d.shape or (want and d.dtype.kind not in want):
             return "data and mask disagree"
+        return None
+    aea = getattr(pd.arrays, "ArrowExtensionArray", None)
+    if aea is not None and isinstance(obj, aea):
+        # state checked by _arrow_string_state; a call (ArrowStringArray(x)) only gets Arrow
+        # arrays from this load's stand-ins, as no other default-trusted callable makes them
+        d = getattr(obj, "__dict__", {})
+        if type(obj) is not pd.arrays.ArrowStringArray:
+            return "only pyarrow-backed string arrays are supported under trusted="
+        if "_pa_array" not in d or "_dtype" not in d:
+            return "pending"
+        import pyarrow as pa
+        arr, dtype = d["_pa_array"], d["_dtype"]
+        if not isinstance(arr, pa.ChunkedArray) or not _arrow_string_type(pa, arr.type):
+            return "_pa_array must be a ChunkedArray of Arrow strings"
+        if type(dtype) is not pd.StringDtype or dtype.storage != "pyarrow":
+            return "_dtype must be a StringDtype with pyarrow storage"
         return None
     if isinstance(obj, pd.Index):
         data = getattr(obj, "_data", None)
@@ -942,7 +987,8 @@ def attach(find_class, returned, max_bytes=None):
     pending = {}  # pandas arrays made without their data (BUILD to come): id -> weakref
     made = {}  # pandas objects this load made: id -> weakref (checked again at use and at the end)
     find_class.check_object = _make_check_object(returned, pending, made)
-    find_class.filter_state = _filter_state
+    arrow_made = getattr(find_class, "arrow_made", {})
+    find_class.filter_state = lambda inst, state: _filter_state(inst, state, arrow_made)
     budget = Budget(max_bytes)
     find_class.budget_obj = budget
     find_class.budget = budget.capsule

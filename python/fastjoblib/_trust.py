@@ -40,6 +40,11 @@ Some trusted names resolve to stand-ins rather than the real objects:
 * ``fractions.Fraction`` / ``decimal.Decimal``: only what they pickle as (``Fraction(int, int)``,
   ``Decimal(str)``), ints of at most 100,000 bits: ``Fraction('1e9999999')`` runs for minutes.
 
+* ``pyarrow.lib.type_for_alias`` / ``py_buffer`` / ``_restore_array`` (what a pandas string column
+  backed by pyarrow pickles as): per-load stand-ins (``_arrow_shims``) that accept only Arrow
+  string types, bytes/bytearray contents (copied, charged) and string-array descriptions whose
+  offsets, bitmap and null count are checked before pyarrow reads them, then fully validated.
+
 * ``codecs.encode`` / ``_codecs.encode`` (what protocols 0-2 use for ``bytes``): a shim that only
   performs ``str.encode('latin1')``; the real function runs any registered codec.
 * ``numpy.memmap``: joblib files name it as the ``subclass`` of arrays dumped from memmaps, but
@@ -211,6 +216,8 @@ _NUMPY = [
     "sklearn.externals._joblib.numpy_pickle.NumpyArrayWrapper",
 ]
 
+_ARROW_NAMES = ("pyarrow.lib.type_for_alias", "pyarrow.lib.py_buffer", "pyarrow.lib._restore_array")
+
 _PANDAS = [
     "pandas.DataFrame", "pandas.Series", "pandas.Index", "pandas.RangeIndex",
     "pandas.MultiIndex", "pandas.CategoricalIndex", "pandas.DatetimeIndex",
@@ -225,6 +232,8 @@ _PANDAS = [
     "pandas.arrays.DatetimeArray", "pandas.arrays.TimedeltaArray", "pandas.arrays.PeriodArray",
     "pandas.arrays.IntervalArray", "pandas.arrays.SparseArray", "pandas.arrays.StringArray",
     "pandas.arrays.BooleanArray", "pandas.arrays.IntegerArray", "pandas.arrays.FloatingArray",
+    # string columns backed by pyarrow; its pyarrow names resolve to stand-ins (_arrow_shims)
+    "pandas.arrays.ArrowStringArray", *_ARROW_NAMES,
     "pandas.core.internals.managers.BlockManager",
     "pandas.core.internals.managers.SingleBlockManager",
     "pandas.core.indexes.base._new_Index",
@@ -531,6 +540,131 @@ def _restricted_frombuffer(buf, dtype, shape, order, axis_order=None):
     return out
 
 
+# pyarrow: what a pandas string column backed by Arrow (pandas.arrays.ArrowStringArray) pickles as.
+# These three names are trusted by default but always resolve to the per-load stand-ins below,
+# never to pyarrow's own functions (``_restore_array`` trusts every number and buffer it is given;
+# ``py_buffer`` wraps any buffer-like object; ``type_for_alias`` names any Arrow type).
+_ARROW_STRING_ALIASES = ("string", "large_string")  # what pandas writes (str(pa.string()) ...)
+_ARROW_MAX_INT = 1 << 62
+
+
+def _arrow_shims(budget_of):
+    """Stand-ins for the pyarrow callables of a pandas string column, for one load.
+
+    Returns (made, shims): ``made`` maps id -> object for every Arrow type, buffer and array
+    these stand-ins made during this load (strong references, so ids stay unique); ``_guard``
+    accepts an ArrowStringArray's ``_pa_array`` only from there. ``budget_of()`` is the load's
+    Budget.
+
+    * ``type_for_alias(name)``: only ``'string'`` / ``'large_string'``.
+    * ``py_buffer(obj)``: only ``bytes`` (immutable: wrapped as is) or ``bytearray`` (copied
+      into a new ``bytes``, charged to the budget), never memoryviews or objects exposing foreign
+      memory.
+    * ``_restore_array(data)``: ``data`` must be exactly what pyarrow pickles for a string array:
+      (type from the stand-in, length, null_count, offset, [validity or None, offsets, values]
+      each from the ``py_buffer`` stand-in, [], None). Before pyarrow sees anything, the offsets
+      buffer must hold ``offset + length + 1`` offsets, non-decreasing from >= 0 to at most the
+      values buffer's size, the validity bitmap must cover ``offset + length`` bits, and
+      ``null_count`` must equal the number of clear bits (or be -1, then it is computed here).
+      The array is then built and ``validate(full=True)`` (which also checks UTF-8 value by
+      value) runs before it is returned.
+    """
+    made = {}
+
+    def refuse(name, why):
+        return UntrustedGlobalError(f"pyarrow.lib.{name}", why)
+
+    def pyarrow(name):
+        try:
+            import pyarrow as pa
+        except ImportError as exc:
+            raise refuse(name, f"cannot import module 'pyarrow': {exc}") from None
+        return pa
+
+    def type_for_alias(name):
+        pa = pyarrow("type_for_alias")
+        if type(name) is not str or name not in _ARROW_STRING_ALIASES:
+            raise refuse("type_for_alias", f"only the Arrow string types {_ARROW_STRING_ALIASES} "
+                                           f"are allowed (pandas string columns), got {name!r}")
+        t = pa.string() if name == "string" else pa.large_string()
+        made[id(t)] = t
+        return t
+
+    def py_buffer(obj):
+        pa = pyarrow("py_buffer")
+        if type(obj) is bytearray:
+            budget_of().charge(len(obj))
+            obj = bytes(obj)
+        elif type(obj) is not bytes:
+            raise refuse("py_buffer", "only bytes or bytearray contents are allowed, got "
+                                      f"{type(obj).__name__}")
+        buf = pa.py_buffer(obj)
+        made[id(buf)] = buf
+        return buf
+
+    def mine(x, cls):
+        return made.get(id(x)) is x and isinstance(x, cls)
+
+    def restore_array(data):
+        import numpy as np
+        name = "_restore_array"
+        pa = pyarrow(name)
+        if type(data) is not tuple or len(data) != 7:
+            raise refuse(name, "the array description must be a 7-tuple")
+        dtype, length, null_count, offset, buffers, children, dictionary = data
+        if not mine(dtype, pa.DataType):
+            raise refuse(name, "the type must come from the type_for_alias stand-in")
+        for what, v, lo in (("length", length, 0), ("null_count", null_count, -1),
+                            ("offset", offset, 0)):
+            if type(v) is not int or not lo <= v < _ARROW_MAX_INT:
+                raise refuse(name, f"{what} must be an int in {lo}..2**62, got {v!r}")
+        if type(children) not in (list, tuple) or len(children) or dictionary is not None:
+            raise refuse(name, "a string array has no children and no dictionary")
+        if type(buffers) not in (list, tuple) or len(buffers) != 3 or not all(
+                b is None or mine(b, pa.Buffer) for b in buffers):
+            raise refuse(name, "a string array has 3 buffers (validity or None, offsets, "
+                               "values), each from the py_buffer stand-in")
+        validity, offsets, values = buffers
+        if offsets is None:
+            raise refuse(name, "the offsets buffer is missing")
+        if values is None:
+            values = pa.py_buffer(b"")
+        width = 4 if dtype.equals(pa.string()) else 8
+        if offsets.size // width < offset + length + 1:
+            raise refuse(name, f"the offsets buffer ({offsets.size} bytes) is shorter than "
+                               f"offset + length + 1 = {offset + length + 1} offsets")
+        offs = np.frombuffer(offsets, dtype=f"<i{width}", count=length + 1, offset=offset * width)
+        if int(offs[0]) < 0 or int(offs[-1]) > values.size or (
+                length and bool((offs[1:] < offs[:-1]).any())):
+            raise refuse(name, "offsets must be non-decreasing, from >= 0 to at most the values "
+                               f"buffer's size ({values.size})")
+        nulls = 0
+        if validity is not None:
+            nbytes = (offset + length + 7) // 8
+            if validity.size < nbytes:
+                raise refuse(name, f"the validity bitmap ({validity.size} bytes) covers fewer "
+                                   f"than offset + length = {offset + length} entries")
+            bits = np.unpackbits(np.frombuffer(validity, dtype=np.uint8, count=nbytes),
+                                 bitorder="little")[offset:offset + length]
+            nulls = length - int(np.count_nonzero(bits))
+        if null_count not in (-1, nulls):
+            raise refuse(name, f"null_count {null_count} but the validity bitmap has {nulls} "
+                               "nulls")
+        arr = pa.lib._restore_array((dtype, length, nulls, offset,
+                                     [validity, offsets, values], [], None))
+        try:
+            arr.validate(full=True)
+        except (pa.ArrowException, ValueError) as exc:
+            raise refuse(name, f"invalid Arrow string array: {exc}") from None
+        made[id(arr)] = arr
+        return arr
+
+    type_for_alias.__qualname__ = "restricted_type_for_alias"
+    py_buffer.__qualname__ = "restricted_py_buffer"
+    restore_array.__qualname__ = "restricted_restore_array"
+    return made, dict(zip(_ARROW_NAMES, (type_for_alias, py_buffer, restore_array)))
+
+
 _SHIMS = {"numpy._core.numeric._frombuffer": _restricted_frombuffer,
           "numpy.core.numeric._frombuffer": _restricted_frombuffer,
           "numpy.random._pickle.__randomstate_ctor": _RNG_SHIMS[0],
@@ -766,7 +900,7 @@ def make_find_class(trusted=True, max_bytes=None):
             returned[id(obj)] = obj
             names.setdefault(id(obj), (module, name))
             return obj
-        shim = _SHIMS.get(fullname)
+        shim = _SHIMS.get(fullname) or arrow_shims.get(fullname)
         if shim is not None:
             return shim
         if fullname in _ARRAY_WRAPPERS:
@@ -784,6 +918,8 @@ def make_find_class(trusted=True, max_bytes=None):
 
     returned = {}
     names = {}  # id -> (module, qualname) of what find_class handed out
+    arrow_made, arrow_shims = _arrow_shims(lambda: find_class.budget_obj)
+    find_class.arrow_made = arrow_made
     policy_getattr = _PolicyGetattr(find_class, returned, names)
     returned[id(policy_getattr)] = policy_getattr  # BUILD may not give it state
 
