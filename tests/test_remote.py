@@ -18,7 +18,10 @@ joblib = pytest.importorskip("joblib")
 fsspec = pytest.importorskip("fsspec")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PYTHONPATH = os.path.join(os.path.dirname(HERE), "python")
+# the fastjoblib under test (the work tree's python/ in development, site-packages when the
+# tests run against an installed sdist) and this directory, for child processes
+PYTHONPATH = os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(
+    _remote.__file__))), HERE])
 
 COMPRESSORS = ["zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"]
 EXT = {"zlib": ".z", "gzip": ".gz", "bz2": ".bz2", "lzma": ".lzma", "xz": ".xz", "lz4": ".lz4",

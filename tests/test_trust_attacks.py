@@ -865,3 +865,73 @@ def test_out_of_band_buffers_are_not_written():
     except pickle.UnpicklingError:
         pass
     assert bytes(ba) == bytes(8)
+
+
+# ------------------------------------------------------------------------------------------------
+# Red-team round 5 (pyarrow stand-ins, the refusal path, ZF containers)
+
+def test_red_team_arrow_validation_is_charged():
+    """One memoised _restore_array argument tuple (a 600 KB values buffer) REDUCEd 70,000 times:
+    each call validates the same bytes again. That work is charged to the budget, so the 1 MiB
+    file is refused instead of loading in ~18 s."""
+    pytest.importorskip("pyarrow")
+    values = ("\u20ac" * 200_000).encode()
+    offsets = struct.pack("<qq", 0, len(values))
+    args = (b"(" + g("pyarrow.lib", "type_for_alias") + s("large_string") + b"\x85R"
+            + i(1) + i(0) + i(0)
+            + b"]" + b"(" + b"N" + g("pyarrow.lib", "py_buffer") + by(offsets) + b"\x85R"
+            + g("pyarrow.lib", "py_buffer") + by(values) + b"\x85R" + b"e"
+            + b"]" + b"N" + b"t")
+    body = (b"(" + g("pyarrow.lib", "_restore_array") + b"q\x01" + args + b"\x85q\x02R"
+            + b"h\x01h\x02R0" * 70_000 + b"l")
+    data = p4(body)
+    assert len(data) <= 1 << 20
+    res = run_child({"amp": ("loads", data, {"trusted": True})})
+    assert_refused(res, "BudgetExceededError")
+    # one such call alone is a valid string array and loads
+    ok = run_child({"one": ("loads", p4(g("pyarrow.lib", "_restore_array") + args + b"\x85R"),
+                            {"trusted": True})})
+    assert ok["one"][0] == "loaded", ok
+
+
+def test_red_team_inspect_ops_cap_counts_nested_streams(tmp_path):
+    """inspect's opcode cap for a compressed file counted each object-array record's nested
+    stream from zero, so K records held K x the cap (a 68 KB gzip file took ~40 s, in inspect and
+    in the refusal path of a restricted load). One count for the whole walk now."""
+    import gzip
+    buf = io.BytesIO()
+    fastjoblib.dump(np.array(["a"], dtype=object), buf, provenance=False)
+    d = buf.getvalue()
+    # the record: wrapper global, its state (ending with the alignment key's value 16), BUILD
+    hdr = d[d.index(b"\x8c\x13joblib"):d.index(b"K\x10ub") + 4]
+    nested = b"\x80\x05" + b"N0" * 900_000 + b"N."  # 1.8M opcodes: below the cap each
+    body = b"\x80\x04" + g("foo", "bar") + b"0(" + (hdr + nested) * 3 + b"l."
+    path = str(tmp_path / "nested.pkl.gz")
+    with open(path, "wb") as f:
+        f.write(gzip.compress(body, 9))
+    with pytest.raises(ValueError, match="opcodes in a compressed stream"):
+        fastjoblib.inspect(path)
+    with pytest.raises(fastjoblib.UntrustedGlobalError, match="foo.bar"):
+        fastjoblib.load(path, trusted=True)
+
+
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="peak RSS is not the program's under ASan (shadow memory, quarantine)")
+def test_red_team_zfile_peak_memory(tmp_path):
+    """A joblib < 0.10 ZF container of 1 MB expanding to 1 GiB: the restricted load stops at the
+    budget without the 2 x peak of one big zlib decompress call."""
+    import zlib
+    path = str(tmp_path / "old.pkl")
+    comp = zlib.compressobj(9)
+    chunk = bytes(64 << 20)
+    z = b"".join(comp.compress(chunk) for _ in range(16)) + comp.flush()
+    with open(path, "wb") as fh:
+        fh.write(b"ZF" + "{:#x}".format(16 * len(chunk)).ljust(19).encode() + z)
+    budget = (64 << 20) + 100 * os.path.getsize(path)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    p = subprocess.run([sys.executable, "-W", "ignore", "-c", _RSS_CHILD, path],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    outcome, grown = p.stdout.split()
+    assert outcome == "refused"
+    assert int(grown) < budget + (48 << 20), (int(grown) >> 20, budget >> 20)

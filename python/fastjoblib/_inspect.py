@@ -512,6 +512,7 @@ class _Walk:
     def __init__(self, rd, container):
         self.rd = rd
         self.container = container
+        self.ops = 0  # opcodes walked, in every stream (nested object-array streams too)
         self.globals = Counter()
         self.arrays = []
         self.versions = {}
@@ -585,7 +586,9 @@ class _Walk:
             if not ops & 4095:
                 if len(stack) > _MAX_STACK or len(metastack) > _MAX_STACK:
                     raise _Bad(f"more than {_MAX_STACK} items on the stack at offset {rd.tell()}")
-                if max_ops is not None and ops > max_ops:
+                # one count for the whole walk: each nested object-array stream runs its own loop
+                self.ops += 4096
+                if max_ops is not None and self.ops > max_ops:
                     raise _Bad(f"more than {max_ops} opcodes in a compressed stream of this size: "
                                "inspect stops there (pass a larger max_bytes= to inspect it all)")
             pos = rd.tell()

@@ -14,13 +14,14 @@ import zlib
 
 _ZFILE_PREFIX = b"ZF"
 _MAX_LEN = len(hex(2**64))  # 19, as joblib
+_ZSLICE = 4 << 20  # output per decompress call
 
 COMPAT_WARNING = ("The file '%s' has been generated with a joblib version less than 0.10. "
                   "Please regenerate this pickle file.")
 
 
 def read_zfile(file_handle, budget=None):
-    """Decompress a z-file (joblib's layout) and return its payload bytes.
+    """Decompress a z-file (joblib's layout) and return its payload (a bytearray).
 
     ``budget``: the restricted load's ``_guard.Budget``: decompression stops at its limit and the
     payload is charged to it (MemoryError beyond)."""
@@ -45,9 +46,18 @@ def read_zfile(file_handle, budget=None):
     if budget is not None:
         used, _, limit, _ = budget.state()
         max_length = min(length, max(0, limit - used) + 1)
-    data = d.decompress(file_handle.read(), max_length)
-    if budget is not None:
-        budget.charge(len(data))
+    # in slices appended to one bytearray: a single decompress(data, max_length) builds its
+    # output in blocks and then joins them, taking twice the output at its peak
+    data = bytearray()
+    pending = file_handle.read()
+    while len(data) < max_length:
+        piece = d.decompress(pending, min(max_length - len(data), _ZSLICE))
+        if budget is not None:
+            budget.charge(len(piece))
+        data += piece
+        pending = d.unconsumed_tail
+        if not pending and (d.eof or not piece):
+            break
     if len(data) != length:
         raise ValueError("Incorrect data length while decompressing %s. The file could be corrupted."
                          % file_handle)
@@ -108,7 +118,7 @@ def read_zndarray_wrapper(state, filename, mmap_mode, find_class=None):
     path = os.path.join(dirname, state["filename"])
     array = _reconstruct(*state["init_args"])
     with open(path, "rb") as f:
-        data = read_zfile(f)
+        data = bytes(read_zfile(f))
     array.__setstate__(tuple(state["state"]) + (data,))
     if not isinstance(array, np.ndarray):
         raise ValueError("ZNDArrayWrapper did not rebuild an ndarray")

@@ -638,6 +638,11 @@ def _arrow_shims(budget_of):
                 length and bool((offs[1:] < offs[:-1]).any())):
             raise refuse(name, "offsets must be non-decreasing, from >= 0 to at most the values "
                                f"buffer's size ({values.size})")
+        # The checks below and validate() scan these bytes: charged to the load's budget like an
+        # allocation, so a file cannot have the same buffers validated again and again for free
+        # (one small REDUCE per call) beyond what its budget allows.
+        budget_of().charge((length + 1) * width + int(offs[-1]) - int(offs[0])
+                           + ((offset + length + 7) // 8 if validity is not None else 0))
         nulls = 0
         if validity is not None:
             nbytes = (offset + length + 7) // 8
