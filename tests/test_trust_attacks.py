@@ -935,3 +935,21 @@ def test_red_team_zfile_peak_memory(tmp_path):
     outcome, grown = p.stdout.split()
     assert outcome == "refused"
     assert int(grown) < budget + (48 << 20), (int(grown) >> 20, budget >> 20)
+
+
+def test_red_team_refusal_listing_is_bounded(tmp_path):
+    """A refused restricted load lists every refused global by walking the file again; that walk
+    stops after 1M opcodes (then the error names the first refusal only), so a small compressed
+    file cannot make the refusal itself slow."""
+    import gzip
+    few = b"\x80\x04" + g("foo", "bar") + b"0" + g("baz", "qux") + b"0N."
+    # 1.4M opcodes: above the listing's 1M, below inspect's own cap (2M + 8 x size)
+    many = b"\x80\x04" + g("foo", "bar") + b"0" + b"N0" * 700_000 + g("baz", "qux") + b"0N."
+    for name, body, both in (("few.pkl.gz", few, True), ("many.pkl.gz", many, False)):
+        path = str(tmp_path / name)
+        with open(path, "wb") as f:
+            f.write(gzip.compress(body, 9))
+        with pytest.raises(fastjoblib.UntrustedGlobalError) as info:
+            fastjoblib.load(path, trusted=True)
+        assert "foo.bar" in str(info.value)
+        assert ("baz.qux" in str(info.value)) is both, str(info.value)

@@ -910,7 +910,7 @@ class _Walk:
         stack[-1] = _ARRAY
 
 
-def inspect(source, max_bytes=None):
+def inspect(source, max_bytes=None, _max_ops=None):
     """Describe a joblib file or pickle stream without importing or calling anything from it.
 
     source: a path (str / os.PathLike), a binary file object (read from its current position),
@@ -957,6 +957,8 @@ def inspect(source, max_bytes=None):
             if container != "raw" and max_bytes is None:
                 # (a walk costs about 1 us an opcode: a small file of 'N0' x 30M would take 30 s)
                 rd.max_ops = _OPS_BASE + _OPS_PER_BYTE * (size if size is not None else 1 << 20)
+            if _max_ops is not None:  # a caller's own bound (the refusal path of a load)
+                rd.max_ops = _max_ops if rd.max_ops is None else min(rd.max_ops, _max_ops)
             w = _Walk(rd, container)
             w.run()
             end = rd.tell()

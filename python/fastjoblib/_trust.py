@@ -111,6 +111,8 @@ __all__ = [
 
 
 NOT_TRUSTED = "not in the trusted set"
+# Opcodes the refusal path may walk to list every refused global (beyond: the first one only).
+_EXPLAIN_MAX_OPS = 1 << 20
 
 
 class UntrustedGlobalError(pickle.UnpicklingError):
@@ -817,7 +819,8 @@ def explain_refusal(exc, policy, source):
     try:
         from ._inspect import inspect
 
-        report = inspect(source)
+        # bounded: a refused load must not take long to say so (about 1 us an opcode)
+        report = inspect(source, _max_ops=_EXPLAIN_MAX_OPS)
     except Exception:
         return exc
     is_allowed = getattr(policy, "is_allowed", None)
