@@ -272,7 +272,7 @@ def _raw_contender(holder: dict[str, Any]) -> tuple[Callable, Callable]:
         shape, dtype = holder["meta"]
         out = np.empty(shape, dtype)
         with open(path, "rb", buffering=0) as f:
-            view = memoryview(out).cast("B")  # type: ignore[arg-type]
+            view = memoryview(out).cast("B")  # type: ignore[arg-type, unused-ignore]
             done = 0
             while done < len(view):
                 # bounded reads: one 512 MiB read(2) into fresh memory was erratically slow
