@@ -509,6 +509,7 @@ sreader_read(fj_reader *self, char *buf, Py_ssize_t len)
     size_t produced = 0, want = len > 0 ? (size_t)len : 0;
     int kind = PERR_NONE;
     char msg[200] = "";
+    const unsigned long mark = fj_interrupt_mark();
 
     if (r->perr != PERR_NONE) {
         return sreader_raise(r, r->perr, r->perr_msg);
@@ -616,8 +617,12 @@ fail:
         if (produced == 0) {
             return -1;
         }
+        const int urgent = fj_error_is_urgent(mark);
         PyErr_Fetch(&r->perr_type, &r->perr_value, &r->perr_tb);
         r->perr = PERR_PYTHON;
+        if (urgent) { /* an interrupt is never deferred (it could be lost): raised now */
+            return sreader_raise(r, PERR_PYTHON, "");
+        }
         return (Py_ssize_t)produced;
     }
     if (produced > 0) {

@@ -1081,6 +1081,7 @@ lz4c_read(fj_reader *self, char *buf, Py_ssize_t len)
 {
     lz4c_reader *r = (lz4c_reader *)self;
     size_t produced = 0, want = len > 0 ? (size_t)len : 0;
+    const unsigned long mark = fj_interrupt_mark();
     if (r->err_kind != RE_NONE) {
         return lz4c_raise(r);
     }
@@ -1120,8 +1121,9 @@ lz4c_read(fj_reader *self, char *buf, Py_ssize_t len)
     }
     return (Py_ssize_t)produced;
 fail:
-    if (produced > 0) {
-        return (Py_ssize_t)produced; /* the error is raised at the next read */
+    /* the error is raised at the next read, unless it is an interrupt (never deferred) */
+    if (produced > 0 && !(r->err_kind == RE_PYTHON && fj_exc_is_urgent(r->err_type, mark))) {
+        return (Py_ssize_t)produced;
     }
     return lz4c_raise(r);
 }

@@ -667,6 +667,7 @@ preader_read(fj_reader *self, char *buf, Py_ssize_t len)
     if (r->serial != NULL) {
         return r->serial->read(r->serial, buf, len);
     }
+    const unsigned long mark = fj_interrupt_mark();
     if (r->perr != PE_NONE) {
         return raise_kind(r, r->perr, r->perr_msg);
     }
@@ -945,9 +946,10 @@ preader_read(fj_reader *self, char *buf, Py_ssize_t len)
 fail:
     drain_direct(r);
     if (kind == PE_PYTHON) {
+        const int urgent = fj_error_is_urgent(mark); /* an interrupt is never deferred */
         PyErr_Fetch(&r->perr_type, &r->perr_value, &r->perr_tb);
         r->perr = PE_PYTHON;
-        if (produced > 0) {
+        if (produced > 0 && !urgent) {
             return (Py_ssize_t)produced;
         }
         return raise_kind(r, PE_PYTHON, "");

@@ -555,6 +555,7 @@ static Py_ssize_t
 zstd_r_read_direct(zstd_reader *r, char *buf, Py_ssize_t len)
 {
     Py_ssize_t produced = 0;
+    const unsigned long mark = fj_interrupt_mark();
     while (!r->finished && produced < len) {
         zstd_out_buffer out = {buf + produced, (size_t)(len - produced), 0};
         zstd_in_buffer in = {r->in, r->in_len, r->in_pos};
@@ -606,7 +607,7 @@ zstd_r_read_direct(zstd_reader *r, char *buf, Py_ssize_t len)
     return produced;
 error:
     r->failed = 1;
-    if (produced > 0) {
+    if (produced > 0 && !fj_error_is_urgent(mark)) { /* an interrupt is never deferred */
         /* deliver what we have; the error comes back on the next call */
         PyErr_Fetch(&r->exc_type, &r->exc_value, &r->exc_tb);
         return produced;
@@ -619,6 +620,7 @@ zstd_r_read(fj_reader *self, char *buf, Py_ssize_t len)
 {
     zstd_reader *r = (zstd_reader *)self;
     Py_ssize_t produced = 0;
+    const unsigned long mark = fj_interrupt_mark();
     if (r->exc_type != NULL) {
         PyErr_Restore(Py_NewRef(r->exc_type), Py_XNewRef(r->exc_value), Py_XNewRef(r->exc_tb));
         return -1;
@@ -638,7 +640,7 @@ zstd_r_read(fj_reader *self, char *buf, Py_ssize_t len)
         PyObject *res = PyObject_CallMethod(r->sreader, "readinto", "O", mv);
         Py_DECREF(mv);
         if (res == NULL) {
-            if (produced > 0) {
+            if (produced > 0 && !fj_error_is_urgent(mark)) { /* an interrupt is never deferred */
                 /* deliver what we have; the error comes back on the next call */
                 PyErr_Fetch(&r->exc_type, &r->exc_value, &r->exc_tb);
                 r->failed = 1;

@@ -266,7 +266,7 @@ fd_write(fj_writer *self, const char *data, Py_ssize_t len)
         Py_END_ALLOW_THREADS
         if (n < 0) {
             if (err == EINTR) {
-                if (PyErr_CheckSignals() < 0) {
+                if (fj_check_interrupt() < 0) {
                     return -1;
                 }
                 continue;

@@ -49,7 +49,7 @@ fd_reader_read(fj_reader *self, char *buf, Py_ssize_t len)
             return (Py_ssize_t)n;
         }
         if (err == EINTR) {
-            if (PyErr_CheckSignals() < 0) {
+            if (fj_check_interrupt() < 0) {
                 return -1;
             }
             continue;
@@ -338,7 +338,9 @@ fj_source_init_pyfile(fj_source *s, PyObject *file)
         PyErr_SetString(PyExc_TypeError, "file must have a 'read' attribute");
         return -1;
     }
-    /* Absolute position (mmap offsets) and total size when the file is a real file. */
+    /* Absolute position (mmap offsets) and total size when the file is a real file (both
+     * optional: a failure means unknown, except an interrupt). */
+    const unsigned long mark = fj_interrupt_mark();
     PyObject *r = PyObject_CallMethod(file, "tell", NULL);
     if (r != NULL) {
         long long t = PyLong_AsLongLong(r);
@@ -347,7 +349,9 @@ fj_source_init_pyfile(fj_source *s, PyObject *file)
             s->base = t;
         }
     }
-    PyErr_Clear();
+    if (fj_clear_unless_urgent(mark) < 0) {
+        return -1;
+    }
     r = PyObject_CallMethod(file, "fileno", NULL);
     if (r != NULL) {
         int fd = PyLong_AsLong(r);
@@ -357,7 +361,9 @@ fj_source_init_pyfile(fj_source *s, PyObject *file)
             s->total = stt.st_size;
         }
     }
-    PyErr_Clear();
+    if (fj_clear_unless_urgent(mark) < 0) {
+        return -1;
+    }
     return 0;
 }
 
@@ -552,10 +558,13 @@ source_fill(fj_source *s, Py_ssize_t n)
         return 0;
     }
     if (s->m_peek != NULL && !s->eof) {
+        const unsigned long mark = fj_interrupt_mark();
         PyObject *r = PyObject_CallFunction(s->m_peek, "n", PREFETCH);
         if (r == NULL) {
             /* peek may be unsupported on this particular object: do without it */
-            PyErr_Clear();
+            if (fj_clear_unless_urgent(mark) < 0) {
+                return -1;
+            }
             Py_CLEAR(s->m_peek);
             return 1;
         }
@@ -799,6 +808,7 @@ fj_source_skip(fj_source *s, int64_t n)
             return -1;
         }
         int64_t step = left < rem ? left : rem;
+        const unsigned long mark = fj_interrupt_mark();
         PyObject *r = PyObject_CallMethod(s->file, "seek", "Li", (long long)step, 1);
         if (r != NULL) {
             Py_DECREF(r);
@@ -808,7 +818,9 @@ fj_source_skip(fj_source *s, int64_t n)
             }
             return done + step;
         }
-        PyErr_Clear(); /* fall back to reading */
+        if (fj_clear_unless_urgent(mark) < 0) { /* else fall back to reading */
+            return -1;
+        }
     }
     char tmp[16384];
     while (left > 0) {

@@ -158,12 +158,51 @@ fj_pool_timedwait(fj_pool *pool, fj_task *task, int ms)
     return done;
 }
 
+/* Failed signal checks so far; changed only by the main thread with the GIL held (other threads
+ * never run handlers), read by readers to tell an interrupt from their own errors. */
+static unsigned long interrupts_raised;
+
 int
 fj_check_interrupt(void)
 {
     /* Documented: "If the function is called from a non-main thread, or under a non-main Python
      * interpreter, it does nothing and returns 0". */
-    return PyErr_CheckSignals();
+    if (PyErr_CheckSignals() < 0) {
+        interrupts_raised++;
+        return -1;
+    }
+    return 0;
+}
+
+unsigned long
+fj_interrupt_mark(void)
+{
+    return interrupts_raised;
+}
+
+int
+fj_exc_is_urgent(PyObject *exc_type, unsigned long mark)
+{
+    if (exc_type == NULL) {
+        return 0;
+    }
+    return interrupts_raised != mark || !PyErr_GivenExceptionMatches(exc_type, PyExc_Exception);
+}
+
+int
+fj_error_is_urgent(unsigned long mark)
+{
+    return fj_exc_is_urgent(PyErr_Occurred(), mark);
+}
+
+int
+fj_clear_unless_urgent(unsigned long mark)
+{
+    if (fj_error_is_urgent(mark)) {
+        return -1;
+    }
+    PyErr_Clear();
+    return 0;
 }
 
 int

@@ -52,6 +52,20 @@ void fj_pool_free(fj_pool *pool);
  * main interpreter and returns 0 elsewhere (other threads keep working as before). 0, or -1 with
  * the handler's exception (KeyboardInterrupt) set. */
 int fj_check_interrupt(void);
+/* Readers deliver the bytes they made before an error and raise it on the next call ("deferred"),
+ * but a deferred error is lost when no next call comes (the pickle ended in those bytes). An
+ * interrupt must never be deferred: a reader takes fj_interrupt_mark() on entry and, before
+ * deferring the error that is set, asks fj_error_is_urgent(mark): 1 when a signal handler raised
+ * during the call (fj_check_interrupt failed since the mark) or the error is not an Exception
+ * (KeyboardInterrupt, SystemExit: raised by Python code the call ran, e.g. a file's read()).
+ * Urgent errors are raised at once and the bytes made are dropped. GIL held. */
+unsigned long fj_interrupt_mark(void);
+int fj_error_is_urgent(unsigned long mark);
+/* The same for an error already fetched (its type; NULL: none). */
+int fj_exc_is_urgent(struct _object *exc_type, unsigned long mark);
+/* PyErr_Clear() for an optional step that failed (fall back to another way), except when the
+ * error is urgent in the sense above: then it stays set and -1 is returned. */
+int fj_clear_unless_urgent(unsigned long mark);
 /* Wait until `task` is DONE with the GIL released, waking every FJ_WAIT_TICK_MS to take the GIL
  * and call fj_check_interrupt. 0 when done; -1 with the exception set after cancelling the pool
  * (queued tasks dropped, running ones waited for, GIL released), so no task of the pool runs
