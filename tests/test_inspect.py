@@ -472,3 +472,22 @@ def test_mutated_files_raise_only_value_error(compress):
         except ValueError:
             continue
         assert isinstance(rep["globals"], dict)
+
+
+def test_walk_dispatch_table_covers_every_opcode():
+    """The walk loop finds an opcode's branch through _OP_GROUP: every opcode of pickle
+    protocols 0-5 has a group, nothing else has one, and each is answered by its branch (a
+    one-opcode stream never reports it as an invalid opcode)."""
+    import pickletools
+
+    from fastjoblib._inspect import _OP_GROUP
+
+    known = {ord(op.code) for op in pickletools.opcodes}
+    assert {c for c in range(256) if _OP_GROUP[c]} == known
+    for c in sorted(known):
+        try:
+            inspect(io.BytesIO(bytes([c])))
+        except ValueError as exc:
+            assert "invalid pickle opcode" not in str(exc), (hex(c), exc)
+    with pytest.raises(ValueError, match="invalid pickle opcode"):
+        inspect(io.BytesIO(b"\x80\x04\xff."))

@@ -904,7 +904,7 @@ def test_red_team_inspect_ops_cap_counts_nested_streams(tmp_path):
     d = buf.getvalue()
     # the record: wrapper global, its state (ending with the alignment key's value 16), BUILD
     hdr = d[d.index(b"\x8c\x13joblib"):d.index(b"K\x10ub") + 4]
-    nested = b"\x80\x05" + b"N0" * 900_000 + b"N."  # 1.8M opcodes: below the cap each
+    nested = b"\x80\x05" + b"N0" * 300_000 + b"N."  # 600k opcodes: below the cap each
     body = b"\x80\x04" + g("foo", "bar") + b"0(" + (hdr + nested) * 3 + b"l."
     path = str(tmp_path / "nested.pkl.gz")
     with open(path, "wb") as f:
