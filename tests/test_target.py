@@ -183,6 +183,67 @@ def test_overwrite_exchanges_then_unlinks_old(fsdir, record_exchange):
     assert joblib.load(path)["v"] == 1 and joblib.load(keep) == {"v": 0}
 
 
+def _held_deleted():
+    """Descriptors of this process that refer to unlinked files (the releaser's queue)."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(" (deleted)"):
+                out.append(int(fd))
+        except OSError:
+            pass
+    return out
+
+
+def test_old_file_released_off_the_callers_path(fsdir):
+    """After the exchange the old file's name is gone at once (no temporary in the directory);
+    its inode is held by an O_PATH descriptor that the releaser thread closes, at most
+    MAX_PENDING (+1 being closed) at a time, so a loop of dumps never keeps many old files."""
+    path = os.path.join(fsdir, "model.pkl")
+    data = np.random.default_rng(0).random(1 << 20)
+    fastjoblib.dump(data, path)
+    if _target._releaser is not None:
+        _target._releaser.drain()
+    before = _held_deleted()
+    most = 0
+    for i in range(12):
+        data[0] = i
+        fastjoblib.dump(data, path)
+        assert os.listdir(fsdir) == ["model.pkl"]
+        most = max(most, len(set(_held_deleted()) - set(before)))
+    assert most <= _target._Releaser.MAX_PENDING + 1
+    _target._releaser.drain()
+    assert set(_held_deleted()) - set(before) == set()
+    assert fastjoblib.load(path)[0] == 11
+    # the old file's blocks are really freed: its inode is gone once released
+    keep = os.path.join(fsdir, "keep")
+    fastjoblib.dump(data, keep)
+    ino = os.stat(keep).st_ino
+    fastjoblib.dump(data[:10], keep)
+    _target._releaser.drain()
+    assert all(os.fstat(fd).st_ino != ino for fd in _held_deleted())
+
+
+def test_releaser_closes_queued_descriptors_in_a_forked_child(tmp_path):
+    """A forked child closes the descriptors it inherited from the queue (it would otherwise keep
+    the old files' blocks for its whole life) and starts its own releaser when it needs one."""
+    rel = _target._Releaser()
+    a = tmp_path / "a"
+    a.write_bytes(b"x")
+    fd = _target._hold(str(a))
+    assert fd >= 0
+    rel._queue.append(fd)  # queued, not yet taken by a thread (none started)
+    rel.after_fork_in_child()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    assert rel._queue == [] and rel._thread is None
+    fd2 = _target._hold(str(a))
+    rel.submit(fd2)
+    rel.drain()
+    with pytest.raises(OSError):
+        os.fstat(fd2)
+
+
 @pytest.mark.parametrize("err", [errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP])
 def test_fallback_to_rename_when_exchange_unsupported(fsdir, monkeypatch, err):
     calls = []
