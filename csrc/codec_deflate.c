@@ -25,6 +25,7 @@
 #include "codec.h"
 #include "engine.h"
 
+#include <dlfcn.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,24 @@ static const deflate_engine zlib_deflate_engine = {zd_init2, zd_deflate, zd_end,
 static deflate_engine ng_deflate_engine;
 static int ng_deflate_state; /* 0 not tried, 1 bound, -1 unavailable */
 
+/* zlib-ng's native API has no version or size argument in its init calls, and fj_zng_stream
+ * mirrors the 2.x stream layout: an extension built from another major version is not used.
+ * rc of fj_engine_bind; 0 (unavailable) for a library that does not say it is 2.x. */
+static int
+check_zlib_ng_version(int rc, void *handle)
+{
+    if (rc != 1) {
+        return rc;
+    }
+    const char *(*version)(void) = NULL;
+    *(void **)&version = dlsym(handle, "zlibng_version");
+    const char *v = version != NULL ? version() : NULL;
+    if (v == NULL || strncmp(v, "2.", 2) != 0) {
+        return 0; /* (the handle stays open: the package keeps its module loaded anyway) */
+    }
+    return 1;
+}
+
 /* 1: zlib-ng, 0: zlib, -1: error set. GIL held. */
 static int
 choose_deflate_engine(void)
@@ -100,6 +119,7 @@ choose_deflate_engine(void)
     if (ng_deflate_state == 0) {
         void *fns[5], *handle;
         int rc = fj_engine_bind("zlib_ng.zlib_ng", names, fns, 5, &handle);
+        rc = check_zlib_ng_version(rc, handle);
         if (rc < 0) {
             return -1;
         }
@@ -386,6 +406,7 @@ bind_zlib_ng(void)
         return ng_state;
     }
     int rc = fj_engine_bind("zlib_ng.zlib_ng", names, fns, 4, &handle);
+    rc = check_zlib_ng_version(rc, handle);
     if (rc < 0) {
         return -2;
     }
