@@ -240,8 +240,11 @@ class _InterruptingFile(io.RawIOBase):
     """A file whose reads come in small pieces and whose first read starting at or after byte
     `at` raises KeyboardInterrupt (as Python's own signal handler does in a file's read())."""
 
-    def __init__(self, data, at, piece=64):
-        self.data, self.at, self.piece, self.pos, self.raised = data, at, piece, 0, False
+    def __init__(self, data, at, tail=256, piece=64):
+        # (big reads up to the last `tail` bytes, then small ones: the decoders' reads near the
+        # end of the stream start at many different positions)
+        self.data, self.at, self.tail, self.piece, self.pos, self.raised = \
+            data, at, tail, piece, 0, False
 
     def readable(self):
         return True
@@ -250,7 +253,8 @@ class _InterruptingFile(io.RawIOBase):
         if not self.raised and self.pos >= self.at:
             self.raised = True
             raise KeyboardInterrupt("from read at %d" % self.pos)
-        n = min(len(b), self.piece, len(self.data) - self.pos)
+        left = len(self.data) - self.pos
+        n = min(len(b), left - self.tail if left > self.tail else self.piece, left)
         b[:n] = self.data[self.pos:self.pos + n]
         self.pos += n
         return n
