@@ -278,3 +278,25 @@ def test_view_past_its_storage_is_flagged(capsys, tmp_path):
     assert inspect(str(bad))["torch"]["out_of_bounds"] == 1
     rc, out, _ = _cli(capsys, "inspect", str(bad))
     assert rc == 0 and "1 tensor views run past their storage" in out
+
+
+def test_inspect_tables_match_torch():
+    """The tables inspect uses without torch (fastjoblib/_torch.py) agree with the real torch."""
+    from fastjoblib import _torch
+
+    for name, size in _torch.INSPECT_ITEMSIZE.items():
+        dt = getattr(torch, name, None)
+        if dt is None:
+            continue  # a dtype of another torch version
+        assert isinstance(dt, torch.dtype) and dt.itemsize == size, name
+        assert str(dt) == "torch." + _torch.INSPECT_ALIAS.get(name, name), name
+    for name, dtype in _torch.INSPECT_STORAGE_DTYPE.items():
+        cls = getattr(torch, name + "Storage")
+        assert cls.dtype == getattr(torch, dtype), name
+    for np_str, name in _torch.INSPECT_FROM_NUMPY.items():
+        assert torch.from_numpy(np.zeros(1, dtype=np.dtype(np_str))).dtype == getattr(torch, name)
+    for full in _torch.INSPECT_CALLS:
+        obj = torch
+        for part in full.split(".")[1:]:
+            obj = getattr(obj, part, None)
+        assert obj is not None, full  # (torch 2.13 has them all: private names can move)

@@ -662,11 +662,13 @@ def report(results: dict[str, Any], notes: Sequence[str], args: Any) -> str:
     lines += machine_lines(where)
     lines.append("Times: medians of interleaved rounds; memory: peak extra RSS in MiB.")
     lines.append("")
-    lines.append("### Ratios: other time (or peak memory) / fastjoblib's; >1 = fastjoblib wins")
-    lines.append("")
     torch_rows: list[str] = []
-    lines.append("| " + " | ".join(TABLE_COLUMNS) + " |")
-    lines.append("|" + "---|" * len(TABLE_COLUMNS))
+    if not results or any(wl not in TORCH_WORKLOADS for wl in results):
+        lines.append("### Ratios: other time (or peak memory) / fastjoblib's; "
+                     ">1 = fastjoblib wins")
+        lines.append("")
+        lines.append("| " + " | ".join(TABLE_COLUMNS) + " |")
+        lines.append("|" + "---|" * len(TABLE_COLUMNS))
     for wl, (times, mem) in results.items():
         if wl in TORCH_WORKLOADS:
             _torch_rows(torch_rows, wl, times, mem, args.codec_list)
