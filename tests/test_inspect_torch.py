@@ -300,3 +300,17 @@ def test_inspect_tables_match_torch():
         for part in full.split(".")[1:]:
             obj = getattr(obj, part, None)
         assert obj is not None, full  # (torch 2.13 has them all: private names can move)
+
+
+def test_many_tensors_all_counted_first_4096_listed(tmp_path):
+    """Counts cover every tensor; the per-tensor list stops at 4096 (bounded report)."""
+    n = 4100
+    obj = [torch.full((2,), float(i)) for i in range(n)]
+    obj[0].requires_grad_(True)
+    obj.append(torch.nn.Parameter(torch.ones(3)))  # past the listed ones: still counted
+    path = str(tmp_path / "many.joblib")
+    fastjoblib.dump(obj, path)
+    info = inspect(path)["torch"]
+    assert info["tensors"] == n + 1 and len(info["list"]) == 4096
+    assert info["parameters"] == 1 and info["requires_grad"] == 2
+    assert info["nbytes"] == n * 8 + 12 and info["storages"] == n + 1
