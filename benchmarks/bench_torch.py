@@ -32,9 +32,36 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
 
 import fastjoblib  # noqa: E402
-from fastjoblib._bench import _peak_fork  # noqa: E402
+from fastjoblib._bench import _reset_peak, _settle, _status_kib  # noqa: E402
 
 MiB = 1 << 20
+
+
+def _peak_fork(fn):
+    """Peak extra RSS (bytes) of fn() in a forked child: the RSS high-water mark is reset
+    (/proc/self/clear_refs), fn runs once, VmHWM minus the RSS before it is sent back. None where
+    fork or /proc/self/clear_refs is missing."""
+    if not hasattr(os, "fork") or not os.path.exists("/proc/self/clear_refs"):
+        return None
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: measure, write, exit without running the parent's cleanup
+        code = 1
+        try:
+            os.close(r)
+            _settle()
+            _reset_peak()
+            base = _status_kib("VmRSS")
+            fn()
+            os.write(w, str((_status_kib("VmHWM") - base) * 1024).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r) as f:
+        text = f.read()
+    _, status = os.waitpid(pid, 0)
+    return int(text) if status == 0 and text else None
 
 
 def workloads(quick):

@@ -477,16 +477,19 @@ def test_bench_missing_packages_skip_with_a_note(tmp_path):
     """Codecs and workloads whose package is missing are skipped with one line each naming the
     pip command; the run still exits 0 (the required-dependencies-only case)."""
     code = ("import sys\n"
-            "for m in ('zstandard', 'lz4', 'sklearn', 'joblib'): sys.modules[m] = None\n"
+            "for m in ('zstandard', 'lz4', 'sklearn', 'joblib', 'torch'): sys.modules[m] = None\n"
             "from fastjoblib._cli import main\n"
             "sys.exit(main(['bench', '--tiny', '--no-memory', '--workloads', "
-            "'big_array,random_forest', '--codecs', 'zlib,lz4,zstd']))\n")
+            "'big_array,random_forest,torch_tensor,torch_state_dict', "
+            "'--codecs', 'zlib,lz4,zstd']))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, PYTHONPATH=PKG_PARENT))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "pip install zstandard" in out and "pip install lz4" in out
     assert "random_forest: skipped" in out and "pip install scikit-learn" in out
+    assert "torch_tensor: skipped" in out and "torch_state_dict: skipped" in out
+    assert "pip install torch" in out and "torch_tensor |" not in out
     assert "pip install joblib" in out
     assert "big_array | dump zlib |" in out and "big_array | dump zstd |" not in out
     assert "Traceback" not in proc.stderr
@@ -514,6 +517,8 @@ def test_bench_option_errors(capsys):
     ("pickle-5", ("pickle-5", "none", None)),
     ("fastjoblib.dump_pickle-5", ("fastjoblib.dump_pickle-5", "none", None)),
     ("raw os.write / np.empty+readinto", ("raw floor", "none", None)),
+    ("torch.save/torch.load", ("torch.save/torch.load", "none", None)),
+    ("torch.save/torch.load mmap=True", ("torch.save/torch.load", "none", "mmap=True")),
 ])
 def test_split_contender(name, expected):
     from fastjoblib import _bench

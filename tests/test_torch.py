@@ -14,6 +14,7 @@ torch==2.13.0), against stock ``joblib.load`` / ``joblib.dump`` in both directio
 - trusted=: the documented names load a tensor file, trusted=True alone refuses it.
 """
 import io
+import json
 import os
 import pickle
 import subprocess
@@ -463,3 +464,42 @@ def test_tensors_inside_object_arrays(tmp_path):
         out = loader(path)
         assert torch.equal(out["arr"][0], w) and out["arr"][1] == "x"
         assert_tensor_equal(out["w"], w)
+
+
+# ------------------------------------------------------------------------------------------------
+# the benchmark's PyTorch rows (python -m fastjoblib bench; numbers are not checked, the plumbing is)
+
+def test_bench_torch_rows(tmp_path):
+    from fastjoblib import _bench
+
+    out_json = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastjoblib.__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastjoblib", "bench", "--tiny", "--workloads",
+         "torch_tensor,torch_state_dict", "--codecs", "lz4", "--dir", str(tmp_path), "--json",
+         str(out_json)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "| " + " | ".join(_bench.TORCH_TABLE_COLUMNS) + " |" in out
+    for wl in ("torch_tensor", "torch_state_dict"):
+        for op in ("dump", "load", "load mmap", "dump lz4", "load lz4"):
+            row = [ln for ln in out.splitlines() if ln.startswith(f"| {wl} | {op} |")]
+            assert len(row) == 1, (wl, op, out)
+            cells = [c.strip() for c in row[0].strip("|").split("|")]
+            assert cells[2].endswith("x")                          # vs joblib
+            assert cells[3].endswith("x") == (op in ("dump", "load", "load mmap"))  # vs torch
+    raw = [ln for ln in out.splitlines() if ln.startswith("| torch_tensor | dump |")][0]
+    assert raw.strip("|").split("|")[5].strip().endswith("x")      # the os.write floor
+    assert "torch " + torch.__version__ in out                      # versions line
+    data = json.loads(out_json.read_text())
+    rows = data["results"]
+    got = {(r["workload"], r["impl"], r["variant"], r["op"]) for r in rows}
+    for wl in ("torch_tensor", "torch_state_dict"):
+        assert (wl, "torch.save/torch.load", None, "dump") in got
+        assert (wl, "torch.save/torch.load", "mmap=True", "load") in got
+        assert (wl, "fastjoblib", "mmap_mode=r", "load") in got
+    assert data["meta"]["versions"]["torch"] == torch.__version__
+    # the peak-memory child runs the same contenders in a fresh interpreter
+    mem = _bench.measure_memory("torch_tensor", 1 / 8192, [], str(tmp_path))
+    if os.path.exists("/proc/self/clear_refs"):
+        assert mem is not None and {"fastjoblib", "joblib", "torch.save/torch.load"} <= set(mem)

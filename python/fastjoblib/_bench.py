@@ -17,10 +17,15 @@ Method (what the numbers mean):
 * Peak memory: measured in a fresh interpreter per workload. Before each operation the child runs
   ``gc.collect()`` and ``malloc_trim(0)`` and resets the kernel's RSS high-water mark (writing 5
   to ``/proc/self/clear_refs``); the figure is VmHWM - VmRSS(before). Linux only ("n/a" elsewhere).
-* The raw floor (big_array): ``os.write`` of the array's own memory (dump) and ``np.empty`` +
-  ``readinto`` (load).
-* Contenders whose package is missing (joblib, scikit-learn, pandas, lz4, zstandard) are skipped
-  with a one-line note naming the ``pip install`` command; nothing is invented.
+* The raw floor (big_array, torch_tensor): ``os.write`` of the array's (tensor's) own memory
+  (dump) and ``np.empty`` + ``readinto`` (load; ``torch.from_numpy`` of it for the tensor).
+* PyTorch workloads (torch_tensor, torch_state_dict) add ``torch.save`` / ``torch.load`` and
+  ``torch.load(mmap=True)`` as contenders and get a table of their own (vs torch.save/load in
+  place of pickle-4); the load mmap row sets fastjoblib's and joblib's ``mmap_mode='r'`` (each
+  loading its own file: joblib's holds torch's storage bytes, so it maps nothing) against
+  ``torch.load(mmap=True)``. Loads are timed as returned (a mapped load has read nothing yet).
+* Contenders whose package is missing (joblib, scikit-learn, pandas, lz4, zstandard, torch) are
+  skipped with a one-line note naming the ``pip install`` command; nothing is invented.
 
 JSON schema ``fastjoblib-bench/1`` (the input of benchmarks/charts.py)::
 
@@ -28,8 +33,9 @@ JSON schema ``fastjoblib-bench/1`` (the input of benchmarks/charts.py)::
      "meta": {"size", "python", "platform", "machine", "cpus", "memory_total", "versions": {...},
               "memory_method", "workloads_from", "directory", "filesystem", "date", "command",
               "notes": [...], "scale", "runs", "codecs"},
-     "results": [{"workload", "description", "compress": "none"|NAME, "variant": null|"mmap_mode=r",
-                  "impl": "fastjoblib"|"joblib"|"pickle-4"|"pickle-5"|"raw floor"|...,
+     "results": [{"workload", "description", "compress": "none"|NAME, "variant": null|"mmap_mode=r"|"mmap=True",
+                  "impl": "fastjoblib"|"joblib"|"pickle-4"|"pickle-5"|"raw floor"|
+                          "torch.save/torch.load"|...,
                   "op": "dump"|"load", "seconds_min": null, "seconds_median": float,
                   "repeats": int, "peak_bytes": int|null, "file_bytes": int,
                   "data_bytes": null}, ...]}
@@ -154,6 +160,25 @@ def str_int_dict(scale: float = 1.0) -> Any:
     return {"k%d" % i: i for i in range(n)}
 
 
+def torch_tensor(scale: float = 1.0) -> Any:
+    """one float32 CPU tensor of 256 MiB (PyTorch)"""
+    import torch
+
+    n = max(int(256 * MiB * scale) // 4, 1)
+    return torch.randn(n, generator=torch.Generator().manual_seed(6))
+
+
+def torch_state_dict(scale: float = 1.0) -> Any:
+    """the state dict of 50 Linear(1024, 1024) layers: 100 float32 tensors, 200 MiB (PyTorch)"""
+    import torch
+
+    # 100 tensors at every size; the layer width follows the square root of the scale
+    width = max(int(1024 * scale ** 0.5), 8)
+    torch.manual_seed(7)
+    model = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(50)])
+    return model.state_dict()  # an OrderedDict of 100 tensors, with _metadata
+
+
 WORKLOADS: dict[str, Callable[[float], Any]] = {
     "big_array": big_array,
     "smooth_array": smooth_array,
@@ -164,19 +189,28 @@ WORKLOADS: dict[str, Callable[[float], Any]] = {
     "strided_array": strided_array,
     "dataframe": dataframe,
     "str_int_dict": str_int_dict,
+    "torch_tensor": torch_tensor,
+    "torch_state_dict": torch_state_dict,
 }
 # the pip package a workload needs beyond the required ones
-WORKLOAD_PACKAGES = {"random_forest": ("sklearn", "scikit-learn"), "dataframe": ("pandas", "pandas")}
+WORKLOAD_PACKAGES = {"random_forest": ("sklearn", "scikit-learn"), "dataframe": ("pandas", "pandas"),
+                     "torch_tensor": ("torch", "torch"), "torch_state_dict": ("torch", "torch")}
+# PyTorch workloads: also compared with torch.save / torch.load, in a table of their own.
+TORCH_WORKLOADS = {"torch_tensor", "torch_state_dict"}
 # Workloads made of arrays (mmap loads are measured on these).
-ARRAY_WORKLOADS = {"big_array", "smooth_array", "dict_of_arrays", "f_order_array", "strided_array"}
+ARRAY_WORKLOADS = {"big_array", "smooth_array", "dict_of_arrays", "f_order_array",
+                   "strided_array"} | TORCH_WORKLOADS
 # The default set (smooth_array is for the compressed table: benchmarks/codec_table.py).
 DEFAULT_WORKLOADS = [w for w in WORKLOADS if w != "smooth_array"]
 DEFAULT_CODECS = ("zlib", "lz4", "zstd")
 SIZES = {"tiny": 1 / 8192, "quick": 1 / 64, "full": 1.0}
 RUNS = {"tiny": 1, "quick": 3, "full": 5}
-# --tiny is a smoke test of the plumbing: no sklearn / pandas fitting and imports.
-_TINY_SKIP = {"random_forest", "dataframe"}
+# --tiny is a smoke test of the plumbing: no sklearn / pandas / torch fitting and imports (unless
+# named in --workloads).
+_TINY_SKIP = {"random_forest", "dataframe"} | TORCH_WORKLOADS
 RAW = "raw os.write / np.empty+readinto"
+TORCH = "torch.save/torch.load"
+TORCH_MMAP = "torch.save/torch.load mmap=True"
 
 
 def _have(module: str) -> bool:
@@ -258,6 +292,9 @@ def _raw_contender(holder: dict[str, Any]) -> tuple[Callable, Callable]:
     import numpy as np
 
     def dump(obj: Any, path: str) -> None:
+        tensor = not isinstance(obj, np.ndarray)  # a torch tensor: its memory through .numpy()
+        if tensor:
+            obj = obj.detach().numpy()
         view = memoryview(obj).cast("B")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -266,10 +303,10 @@ def _raw_contender(holder: dict[str, Any]) -> tuple[Callable, Callable]:
                 done += os.write(fd, view[done:done + (16 << 20)])
         finally:
             os.close(fd)
-        holder["meta"] = (obj.shape, obj.dtype)
+        holder["meta"] = (obj.shape, obj.dtype, tensor)
 
     def load(path: str) -> Any:
-        shape, dtype = holder["meta"]
+        shape, dtype, tensor = holder["meta"]
         out = np.empty(shape, dtype)
         with open(path, "rb", buffering=0) as f:
             view = memoryview(out).cast("B")  # type: ignore[arg-type, unused-ignore]
@@ -280,7 +317,23 @@ def _raw_contender(holder: dict[str, Any]) -> tuple[Callable, Callable]:
                 if not n:
                     raise EOFError(path)
                 done += n
+        if tensor:
+            import torch
+
+            return torch.from_numpy(out)
         return out
+    return dump, load
+
+
+def _torch_contender(mmap: bool = False) -> tuple[Callable, Callable]:
+    """torch.save / torch.load (its zip format; weights_only=True, torch's default since 2.6)."""
+    import torch
+
+    def dump(obj: Any, path: str) -> None:
+        torch.save(obj, path)
+
+    def load(path: str) -> Any:
+        return torch.load(path, mmap=True) if mmap else torch.load(path)
     return dump, load
 
 
@@ -310,7 +363,10 @@ def contenders_for(workload: str, codecs: Sequence[str]) -> list[tuple[str, Call
             ("joblib mmap_mode=r", lambda: _joblib_contender(mmap_mode="r")),
             ("fastjoblib mmap_mode=r", lambda: _fastjoblib_contender(mmap_mode="r")),
         ]
-    if workload == "big_array":
+    if workload in TORCH_WORKLOADS:
+        out += [(TORCH, lambda: _torch_contender()),
+                (TORCH_MMAP, lambda: _torch_contender(mmap=True))]
+    if workload in ("big_array", "torch_tensor"):
         holder: dict[str, Any] = {}
         out += [(RAW, lambda: _raw_contender(holder))]
     for codec in codecs:
@@ -479,7 +535,7 @@ fstype = _fstype
 
 _VERSION_OF = (("fastjoblib", "fastjoblib"), ("numpy", "numpy"), ("joblib", "joblib"),
                ("scikit-learn", "sklearn"), ("pandas", "pandas"), ("lz4", "lz4"),
-               ("zstandard", "zstandard"))
+               ("zstandard", "zstandard"), ("torch", "torch"))
 
 
 def versions() -> dict[str, str | None]:
@@ -548,8 +604,48 @@ def _mem_ratio(a: float | None, b: float | None) -> str:
     return "%.2fx" % (a / b)
 
 
+def _torch_rows(lines: list[str], wl: str, times: dict[str, Any], mem: dict[str, Any] | None,
+                codecs: Sequence[str]) -> None:
+    """The rows of one PyTorch workload (TORCH_TABLE_COLUMNS)."""
+    def t(name: str, op: str) -> float | None:
+        return times[name][op] if name in times else None
+
+    def m(name: str, op: str) -> float | None:
+        return mem[name][op] if mem and name in mem else None
+
+    def row(label: str, ours: str, op: str, joblib_name: str, torch_name: str | None,
+            others: bool) -> None:
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            wl, label, _ratio(t(joblib_name, op), t(ours, op)),
+            _ratio(t(torch_name, op), t(ours, op)) if torch_name else "",
+            _ratio(t("pickle-5", op), t(ours, op)) if others else "",
+            _ratio(t(RAW, op), t(ours, op)) if others and RAW in times else "",
+            _mem_ratio(m(joblib_name, op), m(ours, op)) if mem else "n/a",
+            (_mem_ratio(m(torch_name, op), m(ours, op)) if mem else "n/a") if torch_name
+            else ""))
+
+    if "fastjoblib" not in times:
+        return
+    row("dump", "fastjoblib", "dump", "joblib", TORCH, True)
+    row("load", "fastjoblib", "load", "joblib", TORCH, True)
+    if "fastjoblib mmap_mode=r" in times:
+        row("load mmap", "fastjoblib mmap_mode=r", "load", "joblib mmap_mode=r", TORCH_MMAP,
+            False)
+    for codec in codecs:  # torch.save does not compress: joblib's codec only
+        ours = "fastjoblib %s" % codec
+        if ours in times:
+            jname = "joblib %s" % codec
+            if jname not in times:
+                jname = "joblib zstd (fastjoblib recipe)"
+            for op in ("dump", "load"):
+                row("%s %s" % (op, codec), ours, op, jname, None, False)
+
+
 TABLE_COLUMNS = ("workload", "op", "vs joblib", "vs pickle-4", "vs pickle-5", "vs raw floor",
                  "mem vs joblib", "mem vs pickle-5")
+# The PyTorch workloads' table: torch.save / torch.load in place of pickle-4.
+TORCH_TABLE_COLUMNS = ("workload", "op", "vs joblib", "vs torch.save/load", "vs pickle-5",
+                       "vs raw floor", "mem vs joblib", "mem vs torch.save/load")
 
 
 def report(results: dict[str, Any], notes: Sequence[str], args: Any) -> str:
@@ -566,11 +662,18 @@ def report(results: dict[str, Any], notes: Sequence[str], args: Any) -> str:
     lines += machine_lines(where)
     lines.append("Times: medians of interleaved rounds; memory: peak extra RSS in MiB.")
     lines.append("")
-    lines.append("### Ratios: other time (or peak memory) / fastjoblib's; >1 = fastjoblib wins")
-    lines.append("")
-    lines.append("| " + " | ".join(TABLE_COLUMNS) + " |")
-    lines.append("|" + "---|" * len(TABLE_COLUMNS))
+    torch_rows: list[str] = []
+    if not results or any(wl not in TORCH_WORKLOADS for wl in results):
+        lines.append("### Ratios: other time (or peak memory) / fastjoblib's; "
+                     ">1 = fastjoblib wins")
+        lines.append("")
+        lines.append("| " + " | ".join(TABLE_COLUMNS) + " |")
+        lines.append("|" + "---|" * len(TABLE_COLUMNS))
     for wl, (times, mem) in results.items():
+        if wl in TORCH_WORKLOADS:
+            _torch_rows(torch_rows, wl, times, mem, args.codec_list)
+            continue
+
         def t(name: str, op: str) -> float | None:
             return times[name][op] if name in times else None
 
@@ -604,6 +707,17 @@ def report(results: dict[str, Any], notes: Sequence[str], args: Any) -> str:
                         jname = "joblib zstd (fastjoblib recipe)"
                     row("%s %s" % (op, codec), ours, op, joblib_name=jname,
                         pickles=False, floor=False)
+    if torch_rows:
+        lines.append("")
+        lines.append("### PyTorch: other time (or peak memory) / fastjoblib's; >1 = fastjoblib wins")
+        lines.append("")
+        lines.append("The load mmap row: fastjoblib and joblib with mmap_mode='r' (each reading "
+                     "its own file; joblib's file holds torch's bytes, nothing to map), "
+                     "torch.load(mmap=True).")
+        lines.append("")
+        lines.append("| " + " | ".join(TORCH_TABLE_COLUMNS) + " |")
+        lines.append("|" + "---|" * len(TORCH_TABLE_COLUMNS))
+        lines += torch_rows
     lines.append("")
     lines.append("### Raw numbers")
     lines.append("")
@@ -642,6 +756,8 @@ def split_contender(name: str, codecs: Sequence[str]) -> tuple[str, str, str | N
         return head, rest, None
     if rest.startswith("mmap_mode="):
         return head, "none", rest
+    if head == TORCH and rest == "mmap=True":
+        return TORCH, "none", rest
     if head == "raw":
         return "raw floor", "none", None
     return name, "none", None

@@ -130,6 +130,8 @@ def _array_rows(arrays: Sequence[dict[str, Any]], indexes: Sequence[int]) -> lis
             cls = ""
         if a.get("object"):
             cls = (cls + " " if cls else "") + "(object: nested pickle)"
+        if a.get("torch_storage"):
+            cls = (cls + " " if cls else "") + "(torch storage)"
         rows.append((str(i), _dtype(a.get("dtype")), _cut(_shape(a.get("shape")), 24),
                      str(a.get("order", "")), str(a.get("offset", "")),
                      human_size(a.get("nbytes")), "yes" if a.get("mmap") else "no",
@@ -225,7 +227,79 @@ def format_report(report: dict[str, Any], path: str | None = None,
             if len(arrays) > len(largest):
                 lines.append(f"  (--arrays lists all {len(arrays)} records, --json the full "
                              "report)")
+    if report.get("torch"):
+        lines.append("")
+        lines += _torch_lines(report["torch"], arrays_detail)
     return "\n".join(lines)
+
+
+def _tensor_rows(tensors: Sequence[dict[str, Any]], indexes: Sequence[int]) -> list[str]:
+    rows = [("#", "dtype", "shape", "stride", "offset", "size", "grad", "storage", "class")]
+    for i in indexes:
+        t = tensors[i]
+        st = t.get("storage")
+        where = "" if st is None else f"#{st}" + (
+            f" (array {t['array']})" if t.get("array") is not None else "")
+        rg = t.get("requires_grad")
+        rows.append((str(i), str(t.get("dtype") or "?"), _cut(_shape(t.get("shape")), 24),
+                     _cut(_shape(t.get("stride")), 20), str(t.get("offset", "")),
+                     human_size(t.get("nbytes")), "yes" if rg else "?" if rg is None else "no",
+                     where, "nn.Parameter" if t.get("parameter") else ""))
+    return ["  " + _cut(r, WIDTH - 2) for r in _table(rows, right=(0, 4, 5))]
+
+
+def _torch_lines(info: dict[str, Any], detail: bool) -> list[str]:
+    """The PyTorch part of the first screen: tensors as tensors (inspect's "torch" entry)."""
+    lines = []
+    n = int(info.get("tensors") or 0)
+    dtypes = ", ".join(f"{k} x{v}" for k, v in info.get("dtypes", {}).items())
+    extra = [f"{info.get('parameters', 0)} nn.Parameter", f"{info.get('requires_grad', 0)} "
+             "requires_grad"]
+    size = human_size(info.get("nbytes"))
+    if info.get("nbytes_unknown"):
+        size += f" + {info['nbytes_unknown']} of unknown size"
+    lines.append(_cut(f"torch tensors: {n} ({', '.join(extra)}), {size}"
+                      + (f"; dtypes: {dtypes}" if dtypes else ""), WIDTH))
+    forms = info.get("forms", {})
+    shared = info.get("shared_storages", 0)
+    share = (f", {shared} of them shared by {info.get('tensors_on_shared', 0)} tensors"
+             if shared else ", none shared")
+    if forms.get("array records"):
+        sb = info.get("storage_nbytes")
+        lines.append(_cut(f"  {forms['array records']} as array records (fastjoblib): "
+                          f"{info.get('storages', 0)} storages"
+                          + (f" ({human_size(sb)})" if sb is not None else "") + share,
+                          WIDTH))
+    own = forms.get("torch's reduce")
+    if own:
+        lines.append(_cut(f"  {own} by torch's own "
+                          "reduce (pickle, joblib.dump): storages are torch.save bytes, not "
+                          "memory-mappable" + ("" if forms.get("array records") else share),
+                          WIDTH))
+    others = info.get("other_rebuilds") or {}
+    if others:
+        lines.append(_cut("  other torch rebuilds (devices, sparse, quantized, nested, "
+                          "subclasses): " + ", ".join(f"{k} x{v}" for k, v in others.items()),
+                          WIDTH))
+    if info.get("out_of_bounds"):
+        lines.append(f"  {info['out_of_bounds']} tensor views run past their storage: "
+                     "loading this file raises")
+    tensors: list[dict[str, Any]] = info.get("list") or []
+    if not tensors:
+        return lines
+    if detail:
+        lines += _tensor_rows(tensors, range(len(tensors)))
+        if n > len(tensors):
+            lines.append(f"  (the first {len(tensors)} of {n}; --json has the same)")
+    else:
+        largest = sorted(range(len(tensors)), key=lambda i: -int(tensors[i].get("nbytes") or 0))
+        largest = sorted(largest[:_LARGEST])
+        if n > len(largest):
+            lines.append(f"  the {len(largest)} largest:")
+        lines += _tensor_rows(tensors, largest)
+        if n > len(largest):
+            lines.append(f"  (--arrays lists all {n} tensors, --json the full report)")
+    return lines
 
 
 def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:

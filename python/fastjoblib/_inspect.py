@@ -23,6 +23,9 @@ from collections import Counter
 
 from . import _sniff
 from ._provenance import as_record
+from ._torch import (INSPECT_CALLS as _TORCH_CALLS, INSPECT_ITEMSIZE as _TORCH_ITEMSIZE,
+                     INSPECT_ALIAS as _TORCH_ALIAS, INSPECT_FROM_NUMPY as _NUMPY_TO_TORCH,
+                     INSPECT_STORAGE_DTYPE as _STORAGE_DTYPE)
 from ._trust import DEFAULT_TRUSTED, is_denied
 
 __all__ = ["inspect"]
@@ -30,6 +33,8 @@ __all__ = ["inspect"]
 _CHUNK = 1 << 20          # skip / decompress granularity
 _KEEP_STR = 4096          # strings longer than this are kept only as their length
 _KEEP_ITEMS = 4096        # dict items / tuple elements kept per container
+_KEEP_HEAD = 512          # first bytes kept of a longer bytes object
+_KEEP_TENSORS = 4096      # torch tensors described one by one (all are counted)
 _MAX_NDIM = 64
 _MAX_STACK = 2 << 20      # stack / mark-stack entries (a DUP flood would grow them without end)
 # What a compressed stream may expand to by default: 64 MiB + 16 x the compressed size.
@@ -61,11 +66,11 @@ class _Bad(ValueError):
 # Symbolic values.
 
 class _Long:
-    """A string/bytes too long to keep: only its kind and length."""
-    __slots__ = ("kind", "length")
+    """A string/bytes too long to keep: only its kind, length and (bytes) its first bytes."""
+    __slots__ = ("kind", "length", "head")
 
-    def __init__(self, kind, length):
-        self.kind, self.length = kind, length
+    def __init__(self, kind, length, head=b""):
+        self.kind, self.length, self.head = kind, length, head
 
 
 class _Global:
@@ -123,9 +128,16 @@ class _Opaque:
         self.kind = kind
 
 
+class _ArrayRef(_Opaque):
+    """The value an array record leaves on the stack: which record it is."""
+    __slots__ = ("index",)
+
+    def __init__(self, index):
+        self.kind, self.index = "ndarray", index
+
+
 _LIST = _Opaque("list")
 _SET = _Opaque("set")
-_ARRAY = _Opaque("ndarray")
 _MARK = object()
 
 
@@ -519,6 +531,231 @@ def _array_record(state, rd):
 
 
 # ------------------------------------------------------------------------------------------------
+# PyTorch tensors, recognised from the calls that build them (nothing is imported or called).
+#
+# fastjoblib.dump writes a dense CPU tensor as (fastjoblib/_torch.py):
+#   base = torch.from_numpy(<uint8 array record>); typed = torch.Tensor.view(base, torch.DTYPE)
+#   t = torch.Tensor.set_(torch.Tensor.new_empty(typed, (0,)), typed, offset, size, stride)
+#   [torch.Tensor.requires_grad_(t, True)] [torch.nn.parameter.Parameter(t, requires_grad)]
+# torch's own reduce (pickle, stock joblib.dump, and fastjoblib's fallback types):
+#   torch._utils._rebuild_tensor_v2(torch.storage._load_from_bytes(<legacy torch.save bytes>),
+#                                   offset, size, stride, requires_grad, hooks[, metadata])
+#   torch._utils._rebuild_parameter(tensor, requires_grad, hooks)
+
+_STORAGE_CLASS = re.compile(rb"ctorch\n([A-Za-z0-9_]{1,40})Storage\n")
+
+
+def _dims(v):
+    """A tuple of non-negative ints (a size / stride), else None."""
+    if isinstance(v, tuple) and len(v) <= _MAX_NDIM and all(type(x) is int and x >= 0 for x in v):
+        return v
+    return None
+
+
+class _Storage:
+    """One storage: an array record (fastjoblib's form) or a torch.save blob (torch's reduce)."""
+    __slots__ = ("index", "nbytes", "dtype", "array", "users")
+
+    def __init__(self, index, nbytes, dtype, array):
+        self.index, self.nbytes, self.dtype, self.array = index, nbytes, dtype, array
+        self.users = 0   # tensors (final ones) over it
+
+
+class _Tensor:
+    """A symbolic tensor: a storage, a dtype and (once set_ / a rebuild made it) a view."""
+    __slots__ = ("storage", "dtype", "rec")
+
+    def __init__(self, storage, dtype, rec=None):
+        self.storage, self.dtype, self.rec = storage, dtype, rec
+
+
+class _TorchWalk:
+    """The tensors of one file, from the REDUCE calls in _TORCH_CALLS (nested streams too)."""
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+        self.n_storages = 0        # _Storage objects made (their index)
+        self.by_array = {}         # array record index -> _Storage
+        # storages in use, counted as tensors take them (no list of them: a hostile stream could
+        # make millions)
+        self.used = 0
+        self.used_nbytes = 0
+        self.used_unknown = 0      # storages of unknown size in use (torch.save blobs)
+        self.shared = 0
+        self.on_shared = 0
+        self.count = 0             # tensors (each set_ / rebuild result once)
+        self.kept = []             # the first _KEEP_TENSORS tensor records
+        self.dtypes = Counter()
+        self.nbytes = 0            # logical bytes of the tensors whose dtype is known
+        self.unknown_bytes = 0     # tensors whose size is unknown
+        self.parameters = 0
+        self.requires_grad = 0
+        self.out_of_bounds = 0     # views past their storage's end (set_ refuses them at load)
+        self.forms = Counter()     # 'array records' / "torch's reduce"
+        self.others = Counter()    # torch's other rebuild calls, by name
+
+    # -- building blocks
+
+    def _storage_of_array(self, ref):
+        st = self.by_array.get(ref.index)
+        if st is None:
+            rec = self.arrays[ref.index]
+            st = self._new_storage(rec.get("nbytes"), _NUMPY_TO_TORCH.get(rec.get("dtype")),
+                                   ref.index)
+            rec["torch_storage"] = True
+            self.by_array[ref.index] = st
+        return st
+
+    def _storage_of_blob(self, blob):
+        head = blob.head if isinstance(blob, _Long) else blob if isinstance(blob, bytes) else b""
+        m = _STORAGE_CLASS.search(head)
+        dtype = None
+        if m is not None:
+            name = m.group(1).decode("ascii")
+            dtype = _STORAGE_DTYPE.get(name, name + "Storage")
+        return self._new_storage(None, dtype, None)
+
+    def _new_storage(self, nbytes, dtype, array):
+        self.n_storages += 1
+        return _Storage(self.n_storages - 1, nbytes, dtype, array)
+
+    def _use(self, st):
+        st.users += 1
+        if st.users == 1:
+            self.used += 1
+            if st.nbytes is None:
+                self.used_unknown += 1
+            else:
+                self.used_nbytes += st.nbytes
+        elif st.users == 2:
+            self.shared += 1
+            self.on_shared += 2
+        else:
+            self.on_shared += 1
+
+    def _dtype_name(self, g):
+        if isinstance(g, _Global) and g.name.startswith("torch."):
+            name = g.name[6:]
+            if name in _TORCH_ITEMSIZE:
+                return _TORCH_ALIAS.get(name, name)
+        return None
+
+    def _tensor(self, storage, dtype, offset, size, stride, requires_grad, form):
+        """A final tensor: counted, summed, kept (the first _KEEP_TENSORS)."""
+        self.count += 1
+        self.forms[form] += 1
+        self.dtypes["torch." + dtype if dtype else "?"] += 1
+        size, stride = _dims(size), _dims(stride)
+        item = _TORCH_ITEMSIZE.get(dtype) if dtype else None
+        nbytes = None
+        if size is not None and item is not None:
+            nbytes = math.prod(size) * item
+            self.nbytes += nbytes
+        else:
+            self.unknown_bytes += 1
+        if storage is not None:
+            self._use(storage)
+            if (storage.nbytes is not None and item and size is not None and stride is not None
+                    and type(offset) is int and len(size) == len(stride)):
+                extent = 0 if 0 in size else offset + 1 + sum(
+                    (n - 1) * s for n, s in zip(size, stride))
+                if offset < 0 or extent * item > storage.nbytes:
+                    self.out_of_bounds += 1
+        if requires_grad is True:
+            self.requires_grad += 1
+        rec = {"dtype": "torch." + dtype if dtype else None, "shape": size, "stride": stride,
+               "offset": offset if type(offset) is int else None, "nbytes": nbytes,
+               "requires_grad": requires_grad if type(requires_grad) is bool else None,
+               "parameter": False, "storage": storage.index if storage is not None else None,
+               "array": storage.array if storage is not None else None, "form": form}
+        if len(self.kept) < _KEEP_TENSORS:  # (all are counted above)
+            self.kept.append(rec)
+        return _Tensor(storage, dtype, rec)
+
+    # -- the calls
+
+    def call(self, func, args):
+        """The symbolic value of REDUCE(func, args) for func in _TORCH_CALLS."""
+        name = func.name
+        a = args if isinstance(args, tuple) else ()
+        if name == "torch.from_numpy":
+            if len(a) == 1 and isinstance(a[0], _ArrayRef):
+                st = self._storage_of_array(a[0])
+                return _Tensor(st, st.dtype)
+        elif name == "torch.Tensor.view":
+            if len(a) == 2 and isinstance(a[0], _Tensor) and a[0].rec is None:
+                dtype = self._dtype_name(a[1])
+                if dtype is not None:
+                    return _Tensor(a[0].storage, dtype)
+        elif name == "torch.Tensor.new_empty":
+            if a and isinstance(a[0], _Tensor) and a[0].rec is None:
+                # (an empty storage's stand-in base: new_empty of the empty from_numpy tensor)
+                return _Tensor(a[0].storage, a[0].dtype)
+        elif name == "torch.Tensor.set_":
+            if len(a) == 5 and isinstance(a[0], _Tensor) and isinstance(a[1], _Tensor):
+                return self._tensor(a[1].storage, a[1].dtype, a[2], a[3], a[4], False,
+                                    "array records")
+        elif name == "torch.Tensor.requires_grad_":
+            if a and isinstance(a[0], _Tensor) and a[0].rec is not None:
+                rg = a[1] if len(a) > 1 else True
+                if rg is True and not a[0].rec.get("requires_grad"):
+                    self.requires_grad += 1
+                    a[0].rec["requires_grad"] = True
+                return a[0]
+        elif name in ("torch.nn.parameter.Parameter", "torch.nn.Parameter",
+                      "torch._utils._rebuild_parameter",
+                      "torch._utils._rebuild_parameter_with_state"):
+            if a and isinstance(a[0], _Tensor) and a[0].rec is not None:
+                rg = a[1] if len(a) > 1 else True
+                rec = a[0].rec
+                self.parameters += 1
+                was = rec.get("requires_grad") is True
+                if rg is True and not was:
+                    self.requires_grad += 1
+                elif rg is False and was:
+                    self.requires_grad -= 1
+                rec["parameter"] = True
+                rec["requires_grad"] = rg if type(rg) is bool else None
+                return _Tensor(a[0].storage, a[0].dtype, rec)
+        elif name == "torch.storage._load_from_bytes":
+            if len(a) == 1 and isinstance(a[0], (bytes, _Long)):
+                return self._storage_of_blob(a[0])
+        elif name in ("torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3",
+                      "torch._utils._rebuild_tensor"):
+            if len(a) >= 4:
+                st = a[0] if isinstance(a[0], _Storage) else None
+                rg = a[4] if len(a) > 4 else False
+                dtype = st.dtype if st is not None else None
+                if name.endswith("_v3"):  # (dtypes without a legacy storage class: float8, ...)
+                    dtype = self._dtype_name(a[6]) if len(a) > 6 else None
+                return self._tensor(st, dtype, a[1], a[2], a[3], rg, "torch's reduce")
+        else:
+            self.others[name] += 1
+        return _reduce_value(func, args)
+
+    def report(self):
+        """The "torch" entry of inspect's report (None: no tensor in the file)."""
+        if not (self.count or self.others or self.n_storages):
+            return None
+        return {
+            "tensors": self.count,
+            "forms": dict(self.forms),
+            "dtypes": dict(self.dtypes.most_common()),
+            "nbytes": self.nbytes,
+            "nbytes_unknown": self.unknown_bytes,
+            "parameters": self.parameters,
+            "requires_grad": self.requires_grad,
+            "storages": self.used,
+            "storage_nbytes": None if self.used_unknown else self.used_nbytes,
+            "shared_storages": self.shared,
+            "tensors_on_shared": self.on_shared,
+            "out_of_bounds": self.out_of_bounds,
+            "other_rebuilds": dict(self.others),
+            "list": self.kept,
+        }
+
+
+# ------------------------------------------------------------------------------------------------
 # The opcode walk.
 
 def _s(b, what):
@@ -547,6 +784,7 @@ class _Walk:
         self.build_on_globals = set()
         self.provenance = None
         self._last_pop = None  # (symbolic value, offset after the POP), outermost stream
+        self.torch = _TorchWalk(self.arrays)
 
     # -- helpers --------------------------------------------------------------------------------
     def add_global(self, module, name):
@@ -560,8 +798,11 @@ class _Walk:
 
     def text(self, kind, n, what):
         if n > _KEEP_STR:
-            self.rd.skip(n, what)
-            return _Long(kind, n)
+            head = b""
+            if kind == "bytes":  # the head of a long bytes object (a torch storage blob's type)
+                head = self.rd.read(_KEEP_HEAD, what)
+            self.rd.skip(n - len(head), what)
+            return _Long(kind, n, head)
         b = self.rd.read(n, what)
         if kind == "str":
             return _s(b, what)
@@ -870,6 +1111,8 @@ class _Walk:
                             else:
                                 self.bad_getattr = True
                                 stack.append(_reduce_value(func, args))
+                        elif isinstance(func, _Global) and func.name in _TORCH_CALLS:
+                            stack.append(self.torch.call(func, args))
                         else:
                             stack.append(_reduce_value(func, args))
                     elif c == 0x81:  # NEWOBJ
@@ -954,7 +1197,7 @@ class _Walk:
             rd.skip(rec["nbytes"], "array payload")
         rec["mmap"] = (self.container == "raw" and rec["allow_mmap"] and not rec["object"])
         self.arrays.append(rec)
-        stack[-1] = _ARRAY
+        stack[-1] = _ArrayRef(len(self.arrays) - 1)
 
 
 def inspect(source, max_bytes=None, _max_ops=None):
@@ -990,6 +1233,21 @@ def inspect(source, max_bytes=None, _max_ops=None):
       stream_size, trailing_data, persistent_ids, out_of_band_buffers, companion_files
       provenance      the record fastjoblib.dump writes (python / numpy / fastjoblib / pkg:<name>
                       versions, byteorder, created), or None
+      torch           None, or PyTorch tensors recognised from the calls that rebuild them
+                      (nothing imported): tensors (count), forms ({'array records': n,
+                      "torch's reduce": n}: fastjoblib's storage-as-array-record calls, or
+                      torch's own reduce with torch.save bytes, as pickle / stock joblib.dump
+                      write them), dtypes ({'torch.float32': n}, '?' where unknown), nbytes
+                      (sum of numel x itemsize of the tensors of known size), nbytes_unknown
+                      (tensors of unknown size), parameters (nn.Parameter), requires_grad,
+                      storages (distinct storages used), storage_nbytes (None if one is of
+                      unknown size: torch.save blobs), shared_storages, tensors_on_shared,
+                      out_of_bounds (views past their storage: a load refuses them),
+                      other_rebuilds ({torch._utils._rebuild_*: n}: other devices, sparse,
+                      quantized, nested, subclasses), list (the first 4096 tensors: dtype,
+                      shape, stride, offset, nbytes, requires_grad, parameter, storage, array
+                      (the array record holding the storage), form); array records holding a
+                      storage get torch_storage: True
     """
     start = _sniff.tell(source)
     read, size, close = _open_source(source)
@@ -1063,4 +1321,5 @@ def inspect(source, max_bytes=None, _max_ops=None):
         "out_of_band_buffers": w.oob_buffers,
         "companion_files": w.companions,
         "provenance": w.provenance,
+        "torch": w.torch.report(),
     }

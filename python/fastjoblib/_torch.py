@@ -33,7 +33,7 @@ torch is never imported here: the hooks are built only when ``torch`` is already
 """
 import sys
 
-__all__ = ["dump_hooks", "TORCH_GLOBALS", "MMAP_MODES", "mapped_from_numpy"]
+__all__ = ["dump_hooks", "TORCH_GLOBALS", "MMAP_MODES", "mapped_from_numpy", "INSPECT_CALLS"]
 
 # The globals a file with tensor records uses (besides the torch dtype singletons such as
 # torch.float32 / torch.bfloat16, which are plain objects): the names to pass in trusted=.
@@ -213,3 +213,52 @@ def mapped_from_numpy(mmap_mode):
         return torch.from_numpy(arr)
 
     return from_numpy
+
+
+# ------------------------------------------------------------------------------------------------
+# inspect side: what fastjoblib.inspect needs to recognise tensors in a file without importing
+# torch (the walk itself is _inspect._TorchWalk: REDUCE of one of INSPECT_CALLS).
+
+# bytes per element of torch's dtypes (torch.DTYPE global names), aliases included
+INSPECT_ITEMSIZE = {
+    "float32": 4, "float": 4, "float64": 8, "double": 8, "float16": 2, "half": 2, "bfloat16": 2,
+    "complex32": 4, "chalf": 4, "complex64": 8, "cfloat": 8, "complex128": 16, "cdouble": 16,
+    "int8": 1, "int16": 2, "short": 2, "int32": 4, "int": 4, "int64": 8, "long": 8,
+    "uint8": 1, "uint16": 2, "uint32": 4, "uint64": 8, "bool": 1,
+    "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1, "float8_e5m2fnuz": 1,
+    "float8_e8m0fnu": 1, "float4_e2m1fn_x2": 1,
+    "qint8": 1, "quint8": 1, "qint32": 4, "quint4x2": 1, "quint2x4": 1,
+}
+INSPECT_ALIAS = {"float": "float32", "double": "float64", "half": "float16", "chalf": "complex32",
+                 "cfloat": "complex64", "cdouble": "complex128", "short": "int16", "int": "int32",
+                 "long": "int64"}
+# NumPy dtype.str -> torch dtype name (what torch.from_numpy makes of an array record)
+INSPECT_FROM_NUMPY = {
+    "|u1": "uint8", "|i1": "int8", "|b1": "bool", "<i2": "int16", "<i4": "int32", "<i8": "int64",
+    "<u2": "uint16", "<u4": "uint32", "<u8": "uint64", "<f2": "float16", "<f4": "float32",
+    "<f8": "float64", "<c8": "complex64", "<c16": "complex128",
+}
+# legacy storage class names (torch.FloatStorage, ...) -> dtype name
+INSPECT_STORAGE_DTYPE = {
+    "Float": "float32", "Double": "float64", "Half": "float16", "BFloat16": "bfloat16",
+    "ComplexFloat": "complex64", "ComplexDouble": "complex128", "Long": "int64", "Int": "int32",
+    "Short": "int16", "Char": "int8", "Byte": "uint8", "Bool": "bool", "QInt8": "qint8",
+    "QUInt8": "quint8", "QInt32": "qint32", "QUInt4x2": "quint4x2", "QUInt2x4": "quint2x4",
+}
+
+INSPECT_CALLS = {
+    "torch.from_numpy", "torch.Tensor.view", "torch.Tensor.new_empty", "torch.Tensor.set_",
+    "torch.Tensor.requires_grad_", "torch.nn.parameter.Parameter", "torch.nn.Parameter",
+    "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3",
+    "torch._utils._rebuild_tensor",
+    "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
+    "torch.storage._load_from_bytes",
+    # torch's other rebuilds (other devices, sparse, quantized, nested, meta, subclasses):
+    # counted by name
+    "torch._utils._rebuild_device_tensor_from_numpy",
+    "torch._utils._rebuild_device_tensor_from_cpu_tensor",
+    "torch._utils._rebuild_meta_tensor_no_storage", "torch._utils._rebuild_wrapper_subclass",
+    "torch._utils._rebuild_qtensor", "torch._utils._rebuild_sparse_tensor",
+    "torch._utils._rebuild_nested_tensor", "torch._utils._rebuild_xla_tensor",
+    "torch._tensor._rebuild_from_type_v2", "torch._tensor._rebuild_from_type",
+}
