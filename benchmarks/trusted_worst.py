@@ -38,6 +38,8 @@ def timed(path, inspect=False):
             outcome = "refused"
         except ValueError:  # inspect's expansion bound
             outcome = "bounded"
+        except Exception as exc:  # a flood the unpickler rejects as stdlib pickle would
+            outcome = type(exc).__name__[:8]
         ts.append(time.perf_counter() - t)
     return statistics.median(ts), outcome
 
@@ -95,8 +97,69 @@ def main():
         except ImportError as exc:
             print(f"{codec:6} skipped: {exc}")
     print(f"# worst median: load(trusted=True) {worst:.3f} s, inspect {worst_i:.3f} s")
+    # uncompressed 1 MiB files of one repeated opcode pattern each (the walk's and the
+    # restricted load's per-opcode cost), and the same patterns zlib-compressed (the opcode cap)
+    print("\n# 1 MiB opcode floods, median of 5 (raw, and zlib-9 of the same bytes)")
+    print(f"{'pattern':10} {'load':>8} {'time':>8} {'inspect':>8} {'time':>8}"
+          f" {'zlib file':>9} {'load':>8} {'time':>8} {'inspect':>8} {'time':>8}")
+    worst_f = 0.0
+    for name, data in floods().items():
+        row = f"{name:10}"
+        for packed in (False, True):
+            path = os.path.join(d, f"flood-{name}.pkl" + (".z" if packed else ""))
+            with open(path, "wb") as f:
+                if packed:
+                    f.write(joblib_zlib(data))
+                else:
+                    f.write(data)
+            if packed:
+                row += f" {os.path.getsize(path):>9}"
+            t, outcome = timed(path)
+            ti, iout = timed(path, inspect=True)
+            worst_f = max(worst_f, t, ti)
+            row += f" {outcome:>8} {t:>7.3f}s {iout:>8} {ti:>7.3f}s"
+            os.unlink(path)
+        print(row)
+    # a compressed file of ~1 MiB (an incompressible bytes object pads it) whose stream then
+    # holds more opcodes of the slowest kind than inspect's bound for its size
+    rng = np.random.default_rng(1)
+    pad = rng.integers(0, 256, 1_000_000, dtype=np.uint8).tobytes()
+    body = (b"\x80\x05B" + len(pad).to_bytes(4, "little") + pad + b"0N"
+            + b"\x85" * 3_000_000 + b".")
+    path = os.path.join(d, "padded-flood.pkl.z")
+    with open(path, "wb") as f:
+        f.write(joblib_zlib(body))
+    t, outcome = timed(path)
+    ti, iout = timed(path, inspect=True)
+    worst_f = max(worst_f, t, ti)
+    print(f"tuple1, 3M opcodes behind a 1 MB pad, zlib file of {os.path.getsize(path)} bytes:"
+          f" load {outcome} {t:.3f}s, inspect {iout} {ti:.3f}s")
+    os.unlink(path)
+    print(f"# worst median over the floods: {worst_f:.3f} s")
     shutil.rmtree(d, ignore_errors=True)
     return 0
+
+
+def floods(n=1 << 20):
+    def rep(unit, head=b"\x80\x05", tail=b"."):
+        return head + unit * ((n - len(head) - len(tail)) // len(unit)) + tail
+    return {
+        "readonly": rep(b"\x98", b"\x80\x05N"), "binpersid": rep(b"Q", b"\x80\x05N"),
+        "emptydict": rep(b"}0", tail=b"N."), "tuple1": rep(b"\x85", b"\x80\x05N"),
+        "marktuple": rep(b"(t0", tail=b"N."), "memoize": rep(b"\x94", b"\x80\x05N"),
+        "binget": rep(b"h\x000", b"\x80\x05N\x94"), "nextbuf": rep(b"\x970", tail=b"N."),
+        "newobj": rep(b"NN\x81", b"\x80\x05N"), "reduce": rep(b")R", b"\x80\x05N"),
+        "build": rep(b"Nb", b"\x80\x05N"), "setitem": rep(b"NNs", b"\x80\x05}"),
+        "shortstr": rep(b"\x8c\x00", b"\x80\x05(", b"l."),
+        "global": rep(b"cos\nsystem\n0", tail=b"N."),
+    }
+
+
+def joblib_zlib(data):
+    """A joblib zlib file of these bytes (joblib.dump(compress=('zlib', 9)) writes one zlib
+    stream, header 0x78)."""
+    import zlib
+    return zlib.compress(data, 9)
 
 
 if __name__ == "__main__":

@@ -491,3 +491,23 @@ def test_walk_dispatch_table_covers_every_opcode():
             assert "invalid pickle opcode" not in str(exc), (hex(c), exc)
     with pytest.raises(ValueError, match="invalid pickle opcode"):
         inspect(io.BytesIO(b"\x80\x04\xff."))
+
+
+def test_walk_pauses_the_gc_and_restores_it():
+    """inspect pauses the cyclic GC during its walk and leaves it as it found it, after a
+    success and after hostile input alike."""
+    import gc
+
+    ok = pickle.dumps([1, (2, 3)], protocol=5)
+    assert gc.isenabled()
+    try:
+        inspect(io.BytesIO(ok))
+        assert gc.isenabled()
+        with pytest.raises(ValueError):
+            inspect(io.BytesIO(b"\x80\x05N\x85\x85\xff"))
+        assert gc.isenabled()
+        gc.disable()
+        inspect(io.BytesIO(ok))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -12,6 +12,7 @@ strings and containers are kept only up to small bounds).
 """
 import _compat_pickle
 import codecs
+import gc
 import io
 import lzma
 import math
@@ -39,9 +40,10 @@ _MAX_NDIM = 64
 _MAX_STACK = 2 << 20      # stack / mark-stack entries (a DUP flood would grow them without end)
 # What a compressed stream may expand to by default: 64 MiB + 16 x the compressed size.
 _EXPAND_BASE, _EXPAND_PER_BYTE = 64 << 20, 16
-# ... and the opcodes it may hold: 1M + 1 x the compressed size (a walk step costs ~0.2-0.5 us:
-# a file of at most 1 MiB is walked within a second; max_bytes= lifts both bounds).
-_OPS_BASE, _OPS_PER_BYTE = 1 << 20, 1
+# ... and the opcodes it may hold: 1M (as many as an uncompressed 1 MiB file can), or 1 per byte
+# of a bigger compressed file (a walk step costs ~0.3-0.8 us: a file of at most 1 MiB is walked
+# within a second; max_bytes= lifts both bounds).
+_OPS_FLOOR, _OPS_PER_BYTE = 1 << 20, 1
 
 _WRAPPERS = {
     "joblib.numpy_pickle.NumpyArrayWrapper",
@@ -1206,7 +1208,7 @@ def inspect(source, max_bytes=None, _max_ops=None):
     source: a path (str / os.PathLike), a binary file object (read from its current position),
     or a bytes-like object. Raises ValueError for damaged or hostile input, TypeError for another
     source type; a missing path raises the usual OSError. max_bytes: the most a compressed file
-    may expand to (default 64 MiB + 16 x its size, and 1M + 1 x its size opcodes): beyond that,
+    may expand to (default 64 MiB + 16 x its size, and max(1M, its size) opcodes): beyond that,
     ValueError.
 
     Returns a dict:
@@ -1261,11 +1263,20 @@ def inspect(source, max_bytes=None, _max_ops=None):
             rd = _Reader(dread, dsize, limit)
             if container != "raw" and max_bytes is None:
                 # (a small file of 'N0' x 30M would otherwise take seconds to walk)
-                rd.max_ops = _OPS_BASE + _OPS_PER_BYTE * (size if size is not None else 1 << 20)
+                rd.max_ops = max(_OPS_FLOOR, _OPS_PER_BYTE * (size if size is not None else 0))
             if _max_ops is not None:  # a caller's own bound (the refusal path of a load)
                 rd.max_ops = _max_ops if rd.max_ops is None else min(rd.max_ops, _max_ops)
             w = _Walk(rd, container)
-            w.run()
+            # (the walk allocates one small object per opcode and keeps them all: the cyclic
+            # GC would traverse them again and again, up to 45% of a 1 MiB flood's walk; the
+            # objects it makes hold no cycles but through the memo, freed after the walk)
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                w.run()
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
             end = rd.tell()
             trailing = not rd.at_eof()
         except _Bad:
