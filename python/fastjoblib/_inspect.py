@@ -165,20 +165,25 @@ def _reduce_value(func, args):
 # The walk loop dispatches in two steps, a group (which sub-chain of tests) then the opcode,
 # so no opcode waits behind more than ~20 comparisons: an opcode's group is the position of
 # its branch in _Walker.run, 8 branches a group (tests/test_inspect.py checks every opcode).
-_OP_GROUP = bytearray(256)  # opcode -> sub-chain of the walk loop handling it (0: invalid)
-for _g, _ops in enumerate([
-        b'.\x80\x95\x8cX\x8dVC',
-        b'B\x8e\x96UTSN\x88',
-        b'\x89JKMIL\x8a\x8bF',
-        b'G])}\x8f\x85\x86\x87',
-        b'(tl\x91dae\x90s',
-        b'u021ghjpqr\x94c',
-        b'\x93\x82\x83\x84ioR\x81\x92b',
-        b'PQ\x97\x98',
-], start=1):
-    for _c in _ops:
-        _OP_GROUP[_c] = _g
-_OP_GROUP = bytes(_OP_GROUP)
+def _op_groups():
+    """opcode -> sub-chain of the walk loop handling it (0: invalid)."""
+    table = bytearray(256)
+    for g, ops in enumerate([
+            b'.\x80\x95\x8cX\x8dVC',
+            b'B\x8e\x96UTSN\x88',
+            b'\x89JKMIL\x8a\x8bF',
+            b'G])}\x8f\x85\x86\x87',
+            b'(tl\x91dae\x90s',
+            b'u021ghjpqr\x94c',
+            b'\x93\x82\x83\x84ioR\x81\x92b',
+            b'PQ\x97\x98',
+    ], start=1):
+        for c in ops:
+            table[c] = g
+    return bytes(table)
+
+
+_OP_GROUP = _op_groups()
 
 
 # Byte sources.
