@@ -2062,13 +2062,15 @@ reduce:
     return status;
 }
 
-/* fast mode (no memo): detect cycles like stdlib once the nesting gets deep */
+/* fast mode (no memo): detect cycles like stdlib once the nesting gets deep. As stdlib, only
+ * dicts and lists count (they are what a cycle runs through) and the check starts at the 50th
+ * nested one, so a cycle raises at the same depth (3.14's notes show the depth). */
 #define FAST_NESTING_LIMIT 50
 
 static int
 fast_enter(fj_pk *p, PyObject *obj)
 {
-    if (p->fast_nesting++ < FAST_NESTING_LIMIT) {
+    if (++p->fast_nesting < FAST_NESTING_LIMIT) {
         return 0;
     }
     if (p->fast_memo == NULL && (p->fast_memo = PyDict_New()) == NULL) {
@@ -2095,7 +2097,7 @@ fast_enter(fj_pk *p, PyObject *obj)
 static int
 fast_leave(fj_pk *p, PyObject *obj)
 {
-    if (--p->fast_nesting < FAST_NESTING_LIMIT || p->fast_memo == NULL) {
+    if (p->fast_nesting-- < FAST_NESTING_LIMIT || p->fast_memo == NULL) {
         return 0;
     }
     PyObject *key = PyLong_FromVoidPtr(obj);
@@ -2159,7 +2161,8 @@ fj_pk_save(fj_pk *p, PyObject *obj, int flags)
     if (Py_EnterRecursiveCall(" while pickling an object")) {
         return -1;
     }
-    if (p->fast && fast_enter(p, obj) < 0) {
+    int fast_tracked = p->fast && (type == &PyDict_Type || type == &PyList_Type);
+    if (fast_tracked && fast_enter(p, obj) < 0) {
         p->fast_nesting--;
         Py_LeaveRecursiveCall();
         return -1;
@@ -2188,7 +2191,7 @@ fj_pk_save(fj_pk *p, PyObject *obj, int flags)
     else {
         r = save_other(p, obj, type);
     }
-    if (p->fast) {
+    if (fast_tracked) {
         if (r < 0) {
             p->fast_nesting--; /* unwinding: the path set is dropped with the call */
         }
