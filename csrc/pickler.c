@@ -91,9 +91,10 @@ static int save_global(fj_pk *p, PyObject *obj, PyObject *name);
  * success path pays nothing. */
 
 #if FJ_PICKLE_NOTES
-/* The raised exception gets the note PyUnicode_FromFormat(fmt, ...) through its add_note method
- * (what stdlib does). If building or adding the note fails, that error is raised instead, with
- * the original as its __context__. */
+/* The raised exception gets the note PyUnicode_FromFormat(fmt, ...) through
+ * BaseException.add_note(exc, note): like stdlib's C pickler, an add_note overridden by the
+ * exception's class is not called. If building or adding the note fails (e.g. __notes__ is not a
+ * list), that error is raised instead, with the original as its __context__. */
 static void
 add_note(const char *fmt, ...)
 {
@@ -109,7 +110,7 @@ add_note(const char *fmt, ...)
     if (note == NULL) {
         goto error;
     }
-    r = PyObject_CallMethod(exc, "add_note", "O", note);
+    r = PyObject_CallMethod(PyExc_BaseException, "add_note", "OO", exc, note);
     Py_DECREF(note);
     if (r == NULL) {
         goto error;

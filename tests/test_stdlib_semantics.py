@@ -280,6 +280,23 @@ class Reduces:
         return self.rv
 
 
+class NotesNotAList:
+    def __reduce__(self):
+        e = NoteError("x")
+        e.__notes__ = "not a list"  # adding a note fails: that TypeError is raised instead
+        raise e
+
+
+class OwnAddNote(Exception):
+    def add_note(self, note):  # stdlib's C pickler adds its notes with BaseException.add_note
+        raise RuntimeError("not called")
+
+
+class RaisesOwnAddNote:
+    def __reduce__(self):
+        raise OwnAddNote("y")
+
+
 def _cycle_list():
     a = []
     a.append(a)
@@ -323,6 +340,8 @@ NOTE_CASES = {
     "newobj_ex_short": lambda: Reduces((copyreg.__newobj_ex__, (Reduces,))),
     "newobj_ex_args": lambda: Reduces((copyreg.__newobj_ex__, (Reduces, 42, {}))),
     "object_array": lambda: {"x": np.array([1, U], dtype=object)},
+    "notes_not_a_list": lambda: [1, NotesNotAList()],
+    "own_add_note": lambda: {"a": RaisesOwnAddNote()},
 }
 
 
