@@ -13,6 +13,7 @@
 #include "pk.h"
 #include "progress.h"
 
+#include <stdarg.h>
 #include <structmember.h>
 #include <unistd.h>
 
@@ -84,6 +85,50 @@
 
 static int save_reduce(fj_pk *p, PyObject *rv, PyObject *obj);
 static int save_global(fj_pk *p, PyObject *obj, PyObject *name);
+
+/* ------------------------------------------------------------------------------------------
+ * exception notes (pyver.h FJ_PICKLE_NOTES): called only where a save already failed, so the
+ * success path pays nothing. */
+
+#if FJ_PICKLE_NOTES
+/* The raised exception gets the note PyUnicode_FromFormat(fmt, ...) through
+ * BaseException.add_note(exc, note): like stdlib's C pickler, an add_note overridden by the
+ * exception's class is not called. If building or adding the note fails (e.g. __notes__ is not a
+ * list), that error is raised instead, with the original as its __context__. */
+static void
+add_note(const char *fmt, ...)
+{
+    PyObject *exc = PyErr_GetRaisedException(); /* owned */
+    PyObject *note = NULL, *r = NULL;
+    va_list va;
+    if (exc == NULL) {
+        return;
+    }
+    va_start(va, fmt);
+    note = PyUnicode_FromFormatV(fmt, va);
+    va_end(va);
+    if (note == NULL) {
+        goto error;
+    }
+    r = PyObject_CallMethod(PyExc_BaseException, "add_note", "OO", exc, note);
+    Py_DECREF(note);
+    if (r == NULL) {
+        goto error;
+    }
+    Py_DECREF(r);
+    PyErr_SetRaisedException(exc); /* steals exc */
+    return;
+error:
+    fj_set_context(exc); /* steals exc */
+}
+#else
+/* before 3.14: no notes */
+static inline void
+add_note(const char *fmt, ...)
+{
+    (void)fmt;
+}
+#endif
 
 /* ------------------------------------------------------------------------------------------
  * small writers */
@@ -644,6 +689,7 @@ save_tuple(fj_pk *p, PyObject *obj, int flags)
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyTuple_GET_ITEM(obj, i); /* borrowed, the tuple keeps it alive */
         if (fj_pk_save(p, item, 0) < 0) {
+            add_note("when serializing %T item %zd", obj, i);
             return -1;
         }
     }
@@ -709,7 +755,10 @@ save_list(fj_pk *p, PyObject *obj, int flags)
     Py_ssize_t i = 0;
     if (!p->bin) {
         while (i < PyList_GET_SIZE(obj)) {
-            if (save_item(p, PyList_GET_ITEM(obj, i)) < 0 || write_op(p, OP_APPEND) < 0) {
+            if (save_item(p, PyList_GET_ITEM(obj, i)) < 0) {
+                goto item_error;
+            }
+            if (write_op(p, OP_APPEND) < 0) {
                 return -1;
             }
             i++;
@@ -719,7 +768,10 @@ save_list(fj_pk *p, PyObject *obj, int flags)
     while (i < PyList_GET_SIZE(obj)) {
         Py_ssize_t left = PyList_GET_SIZE(obj) - i;
         if (left == 1) {
-            if (save_item(p, PyList_GET_ITEM(obj, i)) < 0 || write_op(p, OP_APPEND) < 0) {
+            if (save_item(p, PyList_GET_ITEM(obj, i)) < 0) {
+                goto item_error;
+            }
+            if (write_op(p, OP_APPEND) < 0) {
                 return -1;
             }
             i++;
@@ -730,7 +782,7 @@ save_list(fj_pk *p, PyObject *obj, int flags)
         }
         for (int k = 0; k < BATCHSIZE && i < PyList_GET_SIZE(obj); k++, i++) {
             if (save_item(p, PyList_GET_ITEM(obj, i)) < 0) {
-                return -1;
+                goto item_error;
             }
         }
         if (write_op(p, OP_APPENDS) < 0) {
@@ -738,6 +790,25 @@ save_list(fj_pk *p, PyObject *obj, int flags)
         }
     }
     return 0;
+item_error:
+    add_note("when serializing %T item %zd", obj, i);
+    return -1;
+}
+
+/* One dict entry: key, then value (borrowed; both held while saving, the flags chosen by the
+ * caller). A failure on the value gets the note naming the key, like stdlib. */
+static int
+save_dict_entry(fj_pk *p, PyObject *dict, PyObject *key, int kflags, PyObject *value, int vflags)
+{
+    Py_INCREF(key);
+    Py_INCREF(value);
+    int r = fj_pk_save(p, key, kflags);
+    if (r == 0 && (r = fj_pk_save(p, value, vflags)) < 0) {
+        add_note("when serializing %T item %R", dict, key);
+    }
+    Py_DECREF(key);
+    Py_DECREF(value);
+    return r;
 }
 
 static int
@@ -759,12 +830,8 @@ save_dict(fj_pk *p, PyObject *obj, int flags)
     PyObject *key, *value; /* borrowed */
     if (!p->bin) {
         while (PyDict_Next(obj, &pos, &key, &value)) {
-            Py_INCREF(value);
-            int r = save_item(p, key);
-            if (r == 0) {
-                r = fj_pk_save(p, value, 0);
-            }
-            Py_DECREF(value);
+            int r = save_dict_entry(p, obj, key, Py_REFCNT(key) == 1 ? FJ_SAVE_UNIQUE : 0,
+                                    value, 0);
             if (r < 0 || write_op(p, OP_SETITEM) < 0) {
                 return -1;
             }
@@ -779,15 +846,8 @@ save_dict(fj_pk *p, PyObject *obj, int flags)
         if (!PyDict_Next(obj, &pos, &key, &value)) {
             return 0;
         }
-        Py_INCREF(key);
-        Py_INCREF(value);
-        int r = fj_pk_save(p, key, 0);
-        if (r == 0) {
-            r = fj_pk_save(p, value, Py_REFCNT(value) == 2 ? FJ_SAVE_UNIQUE : 0);
-        }
-        Py_DECREF(key);
-        Py_DECREF(value);
-        if (r < 0) {
+        if (save_dict_entry(p, obj, key, 0, value,
+                            Py_REFCNT(value) == 1 ? FJ_SAVE_UNIQUE : 0) < 0) {
             return -1;
         }
         return write_op(p, OP_SETITEM);
@@ -801,16 +861,8 @@ save_dict(fj_pk *p, PyObject *obj, int flags)
             if (!PyDict_Next(obj, &pos, &key, &value)) {
                 break;
             }
-            int uv = Py_REFCNT(value) == 1;
-            Py_INCREF(key);
-            Py_INCREF(value);
-            int r = fj_pk_save(p, key, 0);
-            if (r == 0) {
-                r = fj_pk_save(p, value, uv ? FJ_SAVE_UNIQUE : 0);
-            }
-            Py_DECREF(key);
-            Py_DECREF(value);
-            if (r < 0) {
+            if (save_dict_entry(p, obj, key, 0, value,
+                                Py_REFCNT(value) == 1 ? FJ_SAVE_UNIQUE : 0) < 0) {
                 return -1;
             }
             done++;
@@ -828,12 +880,25 @@ save_dict(fj_pk *p, PyObject *obj, int flags)
 
 /* APPENDS / SETITEMS / ADDITEMS batches over an iterator (reduce listitems/dictitems, sets):
  * like stdlib, take up to BATCHSIZE items, then save them between MARK and op_many (a batch of
- * one uses op_one without MARK unless always_mark). */
+ * one uses op_one without MARK unless always_mark). `kind` says what the items are, for the
+ * error notes naming them: `owner` (borrowed) is the object they belong to, `index` the item's
+ * position in the iteration. */
+enum { ITEMS_LIST, ITEMS_DICT, ITEMS_SET };
+
 static int
-save_iter_item(fj_pk *p, PyObject *item, int pairs)
+save_iter_item(fj_pk *p, PyObject *item, int kind, PyObject *owner, Py_ssize_t index)
 {
-    if (!pairs) {
-        return fj_pk_save(p, item, 0);
+    if (kind != ITEMS_DICT) {
+        if (fj_pk_save(p, item, 0) < 0) {
+            if (kind == ITEMS_SET) {
+                add_note("when serializing %T element", owner);
+            }
+            else {
+                add_note("when serializing %T item %zd", owner, index);
+            }
+            return -1;
+        }
+        return 0;
     }
     if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
         PyErr_SetString(PyExc_TypeError, "dict items iterator must return 2-tuples");
@@ -842,16 +907,22 @@ save_iter_item(fj_pk *p, PyObject *item, int pairs)
     if (fj_pk_save(p, PyTuple_GET_ITEM(item, 0), 0) < 0) {
         return -1;
     }
-    return fj_pk_save(p, PyTuple_GET_ITEM(item, 1), 0);
+    if (fj_pk_save(p, PyTuple_GET_ITEM(item, 1), 0) < 0) {
+        add_note("when serializing %T item %R", owner, PyTuple_GET_ITEM(item, 0));
+        return -1;
+    }
+    return 0;
 }
 
 static int
-batch_iter(fj_pk *p, PyObject *iter, char op_one, char op_many, int pairs, int always_mark)
+batch_iter(fj_pk *p, PyObject *iter, char op_one, char op_many, int kind, PyObject *owner,
+           int always_mark)
 {
     PyObject *item;
+    Py_ssize_t index = 0;
     if (!p->bin && !always_mark) {
         while ((item = PyIter_Next(iter)) != NULL) {
-            int r = save_iter_item(p, item, pairs);
+            int r = save_iter_item(p, item, kind, owner, index++);
             Py_DECREF(item);
             if (r < 0 || write_op(p, op_one) < 0) {
                 return -1;
@@ -886,7 +957,7 @@ batch_iter(fj_pk *p, PyObject *iter, char op_one, char op_many, int pairs, int a
             goto done;
         }
         for (Py_ssize_t i = 0; i < n; i++) {
-            if (save_iter_item(p, batch[i], pairs) < 0) {
+            if (save_iter_item(p, batch[i], kind, owner, index++) < 0) {
                 goto done;
             }
         }
@@ -936,7 +1007,7 @@ save_set(fj_pk *p, PyObject *obj, int flags)
     if (it == NULL) {
         return -1;
     }
-    int r = batch_iter(p, it, OP_ADDITEMS, OP_ADDITEMS, 0, 1);
+    int r = batch_iter(p, it, OP_ADDITEMS, OP_ADDITEMS, ITEMS_SET, obj, 1);
     Py_DECREF(it);
     return r;
 }
@@ -965,6 +1036,7 @@ save_frozenset(fj_pk *p, PyObject *obj, int flags)
         int r = fj_pk_save(p, item, 0);
         Py_DECREF(item);
         if (r < 0) {
+            add_note("when serializing %T element", obj);
             Py_DECREF(it);
             return -1;
         }
@@ -1101,9 +1173,19 @@ write_global_text(fj_pk *p, PyObject *module_name, PyObject *name, const char *e
     int r = -1;
     if (n == NULL) {
         if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+#if FJ_PICKLE_314_ERRORS
+            /* the identifier that does not encode, chained to the UnicodeEncodeError */
+            PyObject *orig = PyErr_GetRaisedException();
+            PyErr_Format(p->st->PicklingError,
+                         "can't pickle %s identifier %R using pickle protocol %i",
+                         m == NULL ? "module" : "global", m == NULL ? module_name : name,
+                         p->proto);
+            fj_set_context(orig);
+#else
             PyErr_Format(p->st->PicklingError,
                          "can't pickle global identifier '%S.%S' using pickle protocol %i",
                          module_name, name, p->proto);
+#endif
         }
         goto done;
     }
@@ -1506,6 +1588,35 @@ save_reduce(fj_pk *p, PyObject *rv, PyObject *obj)
     if (state_setter == Py_None) {
         state_setter = NULL;
     }
+    /* the object the notes name (NULL only for the pre-3.13 nested-global reduce) */
+    PyObject *owner = obj != NULL ? obj : Py_None;
+#if FJ_PICKLE_314_ERRORS
+    if (!PyCallable_Check(callable)) {
+        PyErr_Format(st->PicklingError, "first item of the tuple returned by __reduce__ "
+                                        "must be callable, not %T", callable);
+        return -1;
+    }
+    if (!PyTuple_Check(argtup)) {
+        PyErr_Format(st->PicklingError, "second item of the tuple returned by __reduce__ "
+                                        "must be a tuple, not %T", argtup);
+        return -1;
+    }
+    if (listitems != NULL && !PyIter_Check(listitems)) {
+        PyErr_Format(st->PicklingError, "fourth item of the tuple returned by __reduce__ "
+                                        "must be an iterator, not %T", listitems);
+        return -1;
+    }
+    if (dictitems != NULL && !PyIter_Check(dictitems)) {
+        PyErr_Format(st->PicklingError, "fifth item of the tuple returned by __reduce__ "
+                                        "must be an iterator, not %T", dictitems);
+        return -1;
+    }
+    if (state_setter != NULL && !PyCallable_Check(state_setter)) {
+        PyErr_Format(st->PicklingError, "sixth item of the tuple returned by __reduce__ "
+                                        "must be callable, not %T", state_setter);
+        return -1;
+    }
+#else
     if (!PyCallable_Check(callable)) {
         PyErr_SetString(st->PicklingError, "first item of the tuple returned by __reduce__ "
                                            "must be callable");
@@ -1534,6 +1645,7 @@ save_reduce(fj_pk *p, PyObject *rv, PyObject *obj)
                      Py_TYPE(state_setter)->tp_name);
         return -1;
     }
+#endif
 
     int use_newobj = 0, use_newobj_ex = 0;
     if (p->proto >= 2) {
@@ -1552,6 +1664,32 @@ save_reduce(fj_pk *p, PyObject *rv, PyObject *obj)
     }
 
     if (use_newobj_ex) {
+#if FJ_PICKLE_314_ERRORS
+        if (PyTuple_GET_SIZE(argtup) != 3) {
+            PyErr_Format(st->PicklingError, "__newobj_ex__ expected 3 arguments, got %zd",
+                         PyTuple_GET_SIZE(argtup));
+            return -1;
+        }
+        PyObject *cls = PyTuple_GET_ITEM(argtup, 0);
+        PyObject *args = PyTuple_GET_ITEM(argtup, 1);
+        PyObject *kwargs = PyTuple_GET_ITEM(argtup, 2);
+        if (!PyType_Check(cls)) {
+            PyErr_Format(st->PicklingError,
+                         "first argument to __newobj_ex__() must be a class, not %T", cls);
+            return -1;
+        }
+        if (!PyTuple_Check(args)) {
+            PyErr_Format(st->PicklingError,
+                         "second argument to __newobj_ex__() must be a tuple, not %T", args);
+            return -1;
+        }
+        if (!PyDict_Check(kwargs)) {
+            PyErr_Format(st->PicklingError,
+                         "third argument to __newobj_ex__() must be a dict, not %T", kwargs);
+            return -1;
+        }
+        /* 3.14 no longer compares cls with the object's class here */
+#else
         if (PyTuple_GET_SIZE(argtup) != 3) {
             PyErr_Format(st->PicklingError,
                          "length of the NEWOBJ_EX argument tuple must be exactly 3, not %zd",
@@ -1588,9 +1726,17 @@ save_reduce(fj_pk *p, PyObject *rv, PyObject *obj)
                 return -1;
             }
         }
+#endif
         if (p->proto >= 4) {
-            if (fj_pk_save(p, cls, 0) < 0 || fj_pk_save(p, args, 0) < 0 ||
-                fj_pk_save(p, kwargs, 0) < 0 || write_op(p, OP_NEWOBJ_EX) < 0) {
+            if (fj_pk_save(p, cls, 0) < 0) {
+                add_note("when serializing %T class", owner);
+                return -1;
+            }
+            if (fj_pk_save(p, args, 0) < 0 || fj_pk_save(p, kwargs, 0) < 0) {
+                add_note("when serializing %T __new__ arguments", owner);
+                return -1;
+            }
+            if (write_op(p, OP_NEWOBJ_EX) < 0) {
                 return -1;
             }
         }
@@ -1618,13 +1764,29 @@ save_reduce(fj_pk *p, PyObject *rv, PyObject *obj)
             }
             int r = fj_pk_save(p, part, 0);
             Py_DECREF(part);
-            if (r < 0 || fj_pk_save(p, st->pk.empty_tuple, 0) < 0 ||
-                write_op(p, OP_REDUCE) < 0) {
+            if (r < 0) {
+                add_note("when serializing %T reconstructor", owner);
+                return -1;
+            }
+            if (fj_pk_save(p, st->pk.empty_tuple, 0) < 0 || write_op(p, OP_REDUCE) < 0) {
                 return -1;
             }
         }
     }
     else if (use_newobj) {
+#if FJ_PICKLE_314_ERRORS
+        if (PyTuple_GET_SIZE(argtup) < 1) {
+            PyErr_Format(st->PicklingError, "__newobj__ expected at least 1 argument, got %zd",
+                         PyTuple_GET_SIZE(argtup));
+            return -1;
+        }
+        PyObject *cls = PyTuple_GET_ITEM(argtup, 0);
+        if (!PyType_Check(cls)) {
+            PyErr_Format(st->PicklingError,
+                         "first argument to __newobj__() must be a class, not %T", cls);
+            return -1;
+        }
+#else
         if (PyTuple_GET_SIZE(argtup) < 1) {
             PyErr_SetString(st->PicklingError, "__newobj__ arglist is empty");
             return -1;
@@ -1634,34 +1796,53 @@ save_reduce(fj_pk *p, PyObject *rv, PyObject *obj)
             PyErr_SetString(st->PicklingError, "args[0] from __newobj__ args is not a type");
             return -1;
         }
+#endif
         if (obj != NULL) {
             PyObject *oc = PyObject_GetAttr(obj, st->pk.s_class);
             if (oc == NULL) {
                 return -1;
             }
-            Py_DECREF(oc);
             if (oc != cls) {
+#if FJ_PICKLE_314_ERRORS
+                PyErr_Format(st->PicklingError,
+                             "first argument to __newobj__() must be %R, not %R", oc, cls);
+#else
                 PyErr_SetString(st->PicklingError,
                                 "args[0] from __newobj__ args has the wrong class");
+#endif
+                Py_DECREF(oc);
                 return -1;
             }
+            Py_DECREF(oc);
+        }
+        if (fj_pk_save(p, cls, 0) < 0) {
+            add_note("when serializing %T class", owner);
+            return -1;
         }
         PyObject *newargs = PyTuple_GetSlice(argtup, 1, PyTuple_GET_SIZE(argtup));
         if (newargs == NULL) {
             return -1;
         }
-        int r = fj_pk_save(p, cls, 0);
-        if (r == 0) {
-            r = fj_pk_save(p, newargs, Py_REFCNT(newargs) == 1 ? FJ_SAVE_UNIQUE : 0);
-        }
+        int r = fj_pk_save(p, newargs, Py_REFCNT(newargs) == 1 ? FJ_SAVE_UNIQUE : 0);
         Py_DECREF(newargs);
-        if (r < 0 || write_op(p, OP_NEWOBJ) < 0) {
+        if (r < 0) {
+            add_note("when serializing %T __new__ arguments", owner);
+            return -1;
+        }
+        if (write_op(p, OP_NEWOBJ) < 0) {
             return -1;
         }
     }
     else {
-        if (fj_pk_save(p, callable, 0) < 0 || fj_pk_save(p, argtup, 0) < 0 ||
-            write_op(p, OP_REDUCE) < 0) {
+        if (fj_pk_save(p, callable, 0) < 0) {
+            add_note("when serializing %T reconstructor", owner);
+            return -1;
+        }
+        if (fj_pk_save(p, argtup, 0) < 0) {
+            add_note("when serializing %T reconstructor arguments", owner);
+            return -1;
+        }
+        if (write_op(p, OP_REDUCE) < 0) {
             return -1;
         }
     }
@@ -1678,24 +1859,36 @@ save_reduce(fj_pk *p, PyObject *rv, PyObject *obj)
             return -1;
         }
     }
-    if (listitems != NULL && batch_iter(p, listitems, OP_APPEND, OP_APPENDS, 0, 0) < 0) {
+    if (listitems != NULL &&
+        batch_iter(p, listitems, OP_APPEND, OP_APPENDS, ITEMS_LIST, owner, 0) < 0) {
         return -1;
     }
-    if (dictitems != NULL && batch_iter(p, dictitems, OP_SETITEM, OP_SETITEMS, 1, 0) < 0) {
+    if (dictitems != NULL &&
+        batch_iter(p, dictitems, OP_SETITEM, OP_SETITEMS, ITEMS_DICT, owner, 0) < 0) {
         return -1;
     }
     if (state != NULL) {
-        if (state_setter == NULL) {
-            if (fj_pk_save(p, state, 0) < 0 || write_op(p, OP_BUILD) < 0) {
+        if (state_setter != NULL) {
+            if (fj_pk_save(p, state_setter, 0) < 0) {
+                add_note("when serializing %T state setter", owner);
+                return -1;
+            }
+            if (fj_pk_save(p, obj, 0) < 0) {
                 return -1;
             }
         }
-        else {
-            if (fj_pk_save(p, state_setter, 0) < 0 || fj_pk_save(p, obj, 0) < 0 ||
-                fj_pk_save(p, state, 0) < 0 || write_op(p, OP_TUPLE2) < 0 ||
-                write_op(p, OP_REDUCE) < 0 || write_op(p, OP_POP) < 0) {
+        if (fj_pk_save(p, state, 0) < 0) {
+            add_note("when serializing %T state", owner);
+            return -1;
+        }
+        if (state_setter == NULL) {
+            if (write_op(p, OP_BUILD) < 0) {
                 return -1;
             }
+        }
+        else if (write_op(p, OP_TUPLE2) < 0 || write_op(p, OP_REDUCE) < 0 ||
+                 write_op(p, OP_POP) < 0) {
+            return -1;
         }
     }
     return 0;
@@ -1709,10 +1902,21 @@ save_reduce_value(fj_pk *p, PyObject *obj, PyObject *rv)
         return save_global(p, obj, rv);
     }
     if (!PyTuple_Check(rv)) {
+#if FJ_PICKLE_314_ERRORS
+        PyErr_Format(p->st->PicklingError, "__reduce__ must return a string or tuple, not %T",
+                     rv);
+#else
         PyErr_SetString(p->st->PicklingError, "__reduce__ must return a string or tuple");
-        return -1;
+#endif
+        goto error;
     }
-    return save_reduce(p, rv, obj);
+    if (save_reduce(p, rv, obj) < 0) {
+        goto error;
+    }
+    return 0;
+error:
+    add_note("when serializing %T object", obj);
+    return -1;
 }
 
 static int
@@ -1859,13 +2063,15 @@ reduce:
     return status;
 }
 
-/* fast mode (no memo): detect cycles like stdlib once the nesting gets deep */
+/* fast mode (no memo): detect cycles like stdlib once the nesting gets deep. As stdlib, only
+ * dicts and lists count (they are what a cycle runs through) and the check starts at the 50th
+ * nested one, so a cycle raises at the same depth (3.14's notes show the depth). */
 #define FAST_NESTING_LIMIT 50
 
 static int
 fast_enter(fj_pk *p, PyObject *obj)
 {
-    if (p->fast_nesting++ < FAST_NESTING_LIMIT) {
+    if (++p->fast_nesting < FAST_NESTING_LIMIT) {
         return 0;
     }
     if (p->fast_memo == NULL && (p->fast_memo = PyDict_New()) == NULL) {
@@ -1892,7 +2098,7 @@ fast_enter(fj_pk *p, PyObject *obj)
 static int
 fast_leave(fj_pk *p, PyObject *obj)
 {
-    if (--p->fast_nesting < FAST_NESTING_LIMIT || p->fast_memo == NULL) {
+    if (p->fast_nesting-- < FAST_NESTING_LIMIT || p->fast_memo == NULL) {
         return 0;
     }
     PyObject *key = PyLong_FromVoidPtr(obj);
@@ -1956,7 +2162,8 @@ fj_pk_save(fj_pk *p, PyObject *obj, int flags)
     if (Py_EnterRecursiveCall(" while pickling an object")) {
         return -1;
     }
-    if (p->fast && fast_enter(p, obj) < 0) {
+    int fast_tracked = p->fast && (type == &PyDict_Type || type == &PyList_Type);
+    if (fast_tracked && fast_enter(p, obj) < 0) {
         p->fast_nesting--;
         Py_LeaveRecursiveCall();
         return -1;
@@ -1985,7 +2192,7 @@ fj_pk_save(fj_pk *p, PyObject *obj, int flags)
     else {
         r = save_other(p, obj, type);
     }
-    if (p->fast) {
+    if (fast_tracked) {
         if (r < 0) {
             p->fast_nesting--; /* unwinding: the path set is dropped with the call */
         }

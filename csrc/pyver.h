@@ -43,6 +43,25 @@
 #define FJ_PICKLE_314_ERRORS 0
 #endif
 
+/* 3.14 (gh-122213 and neighbours): the pickler attaches exception notes on the way out of a
+ * nested failure, innermost first: "when serializing list item 1", "... dict item 'a'" (on the
+ * value only), "... tuple item 0", "... set element", "... X object" (around a reduce value),
+ * "... X reconstructor", "... X reconstructor arguments", "... X class", "... X __new__
+ * arguments", "... X state", "... X state setter", "... X item N" / "... X item 'k'" (reduce list
+ * / dict items), where X is the type's fully qualified name (%T). They are added with
+ * BaseException.add_note (not an override: as the C pickler), only on the error path.
+ * The same release reworded the reduce protocol's errors (under FJ_PICKLE_314_ERRORS):
+ * "__reduce__ must return a string or tuple, not T", "first item of the tuple returned by
+ * __reduce__ must be callable, not T", "second item ... must be a tuple, not T", "fourth/fifth
+ * item ... must be an iterator, not T", "sixth item ... must be callable, not T", "__newobj__
+ * expected at least 1 argument, got N", "first argument to __newobj__() must be a class, not T" /
+ * "must be C, not C'", "__newobj_ex__ expected 3 arguments, got N", "first/second/third argument
+ * to __newobj_ex__() must be a class/tuple/dict, not T" (and no longer checks __newobj_ex__'s
+ * class against the object's), "can't pickle module identifier %R" / "can't pickle global
+ * identifier %R" (each alone, chained to the UnicodeEncodeError).
+ * Before 3.14: no notes and the older texts. */
+#define FJ_PICKLE_NOTES FJ_PICKLE_314_ERRORS
+
 /* 3.14 (gh-154848): frames are enforced on reading (PEP 3154): an opcode and its argument may
  * not cross the end of the frame they start in ("pickle exhausted before end of frame"), and a
  * FRAME may not begin before the current one ends ("beginning of a new frame before end of

@@ -10,7 +10,6 @@ import collections
 import io
 import pickle
 import struct
-import sys
 
 import pytest
 
@@ -105,22 +104,16 @@ class FJInMemoryTests(pt.AbstractPickleTests, pt.AbstractUnpickleTests, unittest
     test_custom_find_class = None
 
 
-# 3.13+: the pickler's error types and texts. 3.14 also attaches exception notes ("when serializing
-# list item 1") on every nested failure and rewords the reduce-protocol errors: not implemented yet,
-# so on 3.14 the class is skipped with that reason (it passes whole on 3.13).
-PICKLING_ERROR_TESTS_GAP = (
-    "3.14's PicklingError notes ('when serializing ...') and reworded reduce errors are not "
-    "implemented in the C pickler yet" if sys.version_info >= (3, 14) else None)
-
+# 3.13+: the pickler's error types and texts; on 3.14 also the exception notes ("when serializing
+# list item 1") attached to nested failures and the reworded reduce-protocol errors (pyver.h
+# FJ_PICKLE_NOTES / FJ_PICKLE_314_ERRORS).
 if hasattr(pt, "AbstractPicklingErrorTests"):
     @_mark_divergences
-    @unittest.skipIf(PICKLING_ERROR_TESTS_GAP, PICKLING_ERROR_TESTS_GAP)
     class FJPicklingErrorTests(pt.AbstractPicklingErrorTests, unittest.TestCase):
         pickler = _core.Pickler
         dumps = _bytes_dumps(_core.Pickler)
 
     @_mark_divergences
-    @unittest.skipIf(PICKLING_ERROR_TESTS_GAP, PICKLING_ERROR_TESTS_GAP)
     class FJPicklingErrorTestsInMemory(pt.AbstractPicklingErrorTests, unittest.TestCase):
         """dumps() (no file object)."""
         pickler = _core.Pickler

@@ -236,3 +236,168 @@ def test_text_integers_like_stdlib(data):
     assert got[0] == want[0]
     if want[0] == "ok":
         assert got == want
+
+
+# ---- errors inside nested objects: 3.14's notes ("when serializing list item 1") -------------
+
+class NoteError(Exception):
+    pass
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise NoteError("no")
+
+
+U = Unpicklable()
+
+
+class Holder:  # state through __dict__
+    def __init__(self, v):
+        self.v = v
+
+
+class Slotted:  # state as (None, {slot: value})
+    __slots__ = ("a",)
+
+    def __init__(self, v):
+        self.a = v
+
+
+class ListSub(list):  # listitems of the reduce value
+    pass
+
+
+class DictSub(dict):  # dictitems of the reduce value
+    pass
+
+
+class Reduces:
+    def __init__(self, rv):
+        self.rv = rv
+
+    def __reduce__(self):
+        return self.rv
+
+
+class NotesNotAList:
+    def __reduce__(self):
+        e = NoteError("x")
+        e.__notes__ = "not a list"  # adding a note fails: that TypeError is raised instead
+        raise e
+
+
+class OwnAddNote(Exception):
+    def add_note(self, note):  # stdlib's C pickler adds its notes with BaseException.add_note
+        raise RuntimeError("not called")
+
+
+class RaisesOwnAddNote:
+    def __reduce__(self):
+        raise OwnAddNote("y")
+
+
+def _cycle_list():
+    a = []
+    a.append(a)
+    return [a]
+
+
+def _cycle_dict():
+    d = {}
+    d["k"] = d
+    return d
+
+
+NOTE_CASES = {
+    "list": lambda: [1, [2, 3, U]],
+    "list_batches": lambda: [*range(2500), U],
+    "tuple": lambda: (1, (2, U)),
+    "tuple_long": lambda: (*range(10), U),
+    "dict_value": lambda: {"a": {"b": U}},
+    "dict_key": lambda: {U: 1},  # a key gets no note
+    "dict_batches": lambda: {**dict.fromkeys(range(1500)), "z": U},
+    "set": lambda: {U},
+    "frozenset": lambda: frozenset({frozenset({U})}),
+    "state": lambda: [Holder({"k": [U]})],
+    "slots": lambda: Slotted(U),
+    "listitems": lambda: ListSub([1, 2, U]),
+    "dictitems": lambda: DictSub(a=U),
+    "reconstructor": lambda: Reduces((Unpicklable(), ())),
+    "reconstructor_args": lambda: Reduces((print, (1, U))),
+    "newobj_args": lambda: Reduces((copyreg.__newobj__, (Reduces, 1, U))),
+    "newobj_ex_kwargs": lambda: Reduces((copyreg.__newobj_ex__, (Reduces, (), {"a": U}))),
+    "state_setter": lambda: Reduces((print, (), "s", None, None, Unpicklable())),
+    "bad_reduce_value": lambda: [Reduces([print, ()])],
+    "bad_callable": lambda: {"x": Reduces((42, ()))},
+    "bad_args": lambda: Reduces((print, [])),
+    "bad_listitems": lambda: Reduces((list, (), None, [])),
+    "bad_dictitems": lambda: Reduces((dict, (), None, None, iter([("a",)]))),
+    "bad_state_setter": lambda: Reduces((print, (), "s", None, None, 42)),
+    "newobj_empty": lambda: Reduces((copyreg.__newobj__, ())),
+    "newobj_not_class": lambda: Reduces((copyreg.__newobj__, (42,))),
+    "newobj_wrong_class": lambda: Reduces((copyreg.__newobj__, (str,))),
+    "newobj_ex_short": lambda: Reduces((copyreg.__newobj_ex__, (Reduces,))),
+    "newobj_ex_args": lambda: Reduces((copyreg.__newobj_ex__, (Reduces, 42, {}))),
+    "object_array": lambda: {"x": np.array([1, U], dtype=object)},
+    "notes_not_a_list": lambda: [1, NotesNotAList()],
+    "own_add_note": lambda: {"a": RaisesOwnAddNote()},
+}
+
+
+def error_of(fn, *args):
+    """(type name, text, notes, context type name) of what fn raises; None when it does not."""
+    try:
+        fn(*args)
+    except Exception as e:  # noqa: BLE001 - the exception is what is compared
+        ctx = e.__context__
+        return (type(e).__name__, str(e), getattr(e, "__notes__", None),
+                type(ctx).__name__ if ctx is not None else None)
+    return None
+
+
+def _pickler_dump(cls, obj, proto, fast=False):
+    p = cls(io.BytesIO(), proto)
+    p.fast = fast
+    p.dump(obj)
+
+
+@pytest.mark.parametrize("proto", range(pickle.HIGHEST_PROTOCOL + 1))
+@pytest.mark.parametrize("case", sorted(NOTE_CASES))
+def test_nested_errors_like_stdlib(case, proto):
+    # on 3.14 the same notes in the same order, earlier versions none; and the same error either way
+    want = error_of(pickle.dumps, NOTE_CASES[case](), proto)
+    # (below protocol 2 __newobj__ / __newobj_ex__ are plain callables: no error, on both sides)
+    assert want is not None or (case.startswith("newobj") and proto < 2)
+    assert error_of(_core.dumps, NOTE_CASES[case](), proto) == want
+    assert error_of(_pickler_dump, _core.Pickler, NOTE_CASES[case](), proto) == want
+    assert error_of(fastjoblib.dumps, NOTE_CASES[case](), proto) == want
+
+
+@pytest.mark.parametrize("make", [_cycle_list, _cycle_dict], ids=["list", "dict"])
+def test_fast_mode_cycle_like_stdlib(make):
+    # fast mode (no memo) detects a cycle at stdlib's depth: 3.14's notes show the depth
+    obj = make()
+    want = error_of(_pickler_dump, pickle.Pickler, obj, 4, True)
+    assert want is not None and want[0] == "ValueError"
+    assert error_of(_pickler_dump, _core.Pickler, obj, 4, True) == want
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="exception notes are new in 3.14")
+def test_nested_error_notes_text():
+    # the exact texts (what test_nested_errors_like_stdlib compares is stdlib's own output)
+    e = error_of(_core.dumps, {"a": [0, Holder(U)]}, 4)
+    assert e[0] == "NoteError"
+    assert e[2] == ["when serializing dict item 'v'", f"when serializing {__name__}.Holder state",
+                    f"when serializing {__name__}.Holder object", "when serializing list item 1",
+                    "when serializing dict item 'a'"]
+
+
+@pytest.mark.parametrize("case", ["list", "dict_value", "state", "object_array", "listitems"])
+def test_nested_errors_like_joblib(tmp_path, case):
+    # the joblib dump path (array records, its own save loop) raises what joblib.dump raises
+    joblib = pytest.importorskip("joblib")
+    for compress in (0, 3):
+        want = error_of(joblib.dump, NOTE_CASES[case](), tmp_path / "j.pkl", compress)
+        assert want is not None
+        assert error_of(fastjoblib.dump, NOTE_CASES[case](), tmp_path / "f.pkl", compress) == want
