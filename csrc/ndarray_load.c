@@ -5,6 +5,8 @@
  * fastjoblib._legacy (rare; Python is fine there). */
 #include "unpickler_impl.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -13,6 +15,12 @@
 /* The grow path's address reservation is aligned to (and a multiple of) this: a transparent huge
  * page on x86-64 and arm64 with 4 KiB pages. */
 #define HUGE_ALIGN ((size_t)2 << 20)
+/* The grow path reads the reserved mapping in steps of this size; while the decoder fills one,
+ * a helper thread backs the next one with pages (see prefault_start). */
+#define PREFAULT_STEP ((int64_t)16 << 20)
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14; older kernels answer EINVAL: no prefault */
+#endif
 
 static int
 raise_eof(int64_t expected, int64_t got)
@@ -108,6 +116,50 @@ free_capsule_map(PyObject *cap)
     }
 }
 
+/* Backing fresh pages with memory is the kernel zeroing them (plus a fault per page): for an
+ * array decoded from a fast codec that is a large part of the load (a quarter of a zstd load of
+ * incompressible data, with huge pages). A helper thread does it for the step after the one being
+ * decoded, on another core: madvise(MADV_POPULATE_WRITE) writes no data (populating a page that
+ * is already backed does nothing), so it cannot race with the decoder's writes. It only ever
+ * runs one step ahead of the bytes that arrived, within the charged size: a claim larger than its
+ * stream costs at most one step more. */
+typedef struct {
+    char *p;
+    size_t len;
+    pthread_t th;
+    int running;
+} prefault_job;
+
+static void *
+prefault_main(void *arg)
+{
+    prefault_job *j = arg;
+    (void)madvise(j->p, j->len, MADV_POPULATE_WRITE); /* best effort */
+    return NULL;
+}
+
+static void
+prefault_start(prefault_job *j, char *p, int64_t len)
+{
+    j->running = 0;
+    if (len <= 0) {
+        return;
+    }
+    j->p = p;
+    j->len = (size_t)len;
+    j->running = pthread_create(&j->th, NULL, prefault_main, j) == 0;
+}
+
+/* Bounded: one madvise of at most PREFAULT_STEP bytes. */
+static void
+prefault_join(prefault_job *j)
+{
+    if (j->running) {
+        pthread_join(j->th, NULL);
+        j->running = 0;
+    }
+}
+
 /* Address space for n bytes of array data, HUGE_ALIGN-aligned, its length rounded up to a
  * multiple of HUGE_ALIGN (*maplen), with the transparent-huge-page hint NumPy gives its own large
  * arrays (np.empty memory). Nothing is committed until the bytes arrive: pages are backed as the
@@ -175,6 +227,9 @@ read_in_memory(fj_up *u, PyArray_Descr *descr, int nd, npy_intp *dims, int fortr
     char *map = reserve_array_memory(nbytes, &maplen);
     char *mem = map;
     int64_t cap = 0, got = 0;
+    /* FASTJOBLIB_PREFAULT=0: no helper thread (for measurements) */
+    const char *pf = getenv("FASTJOBLIB_PREFAULT");
+    int populate = pf == NULL || strcmp(pf, "0") != 0;
     while (got < nbytes) {
         int64_t ncap = cap == 0 ? GROW_START : cap * 2;
         if (ncap > nbytes) {
@@ -192,14 +247,23 @@ read_in_memory(fj_up *u, PyArray_Descr *descr, int nd, npy_intp *dims, int fortr
             mem = p;
         }
         cap = ncap;
-        Py_ssize_t r = fj_source_readinto(s, mem + got, (Py_ssize_t)(cap - got));
-        if (r < 0) {
-            goto error;
-        }
-        got += r;
-        if (got < cap) {
-            raise_eof(nbytes, got);
-            goto error;
+        while (got < cap) {
+            int64_t step = map != NULL && cap - got > PREFAULT_STEP ? PREFAULT_STEP : cap - got;
+            prefault_job job = {0};
+            if (map != NULL && populate) {
+                int64_t ahead = cap - got - step;
+                prefault_start(&job, mem + got + step, ahead < PREFAULT_STEP ? ahead : PREFAULT_STEP);
+            }
+            Py_ssize_t r = fj_source_readinto(s, mem + got, (Py_ssize_t)step);
+            prefault_join(&job);
+            if (r < 0) {
+                goto error;
+            }
+            got += r;
+            if (r < step) {
+                raise_eof(nbytes, got);
+                goto error;
+            }
         }
     }
     PyObject *capsule;

@@ -448,12 +448,16 @@ def test_write_error_in_compressed_dump_propagates(name, threads):
         fastjoblib.dump(small, Failing(0), compress=(name, 1), threads=threads)
 
 
+@pytest.mark.parametrize("prefault", ["1", "0"])
 @pytest.mark.parametrize("name", ["zstd", "zlib"])
-def test_big_array_in_compressed_stream(tmp_path, name):
+def test_big_array_in_compressed_stream(tmp_path, monkeypatch, name, prefault):
     # A compressed stream has no known length, so an array above 64 MiB takes the grow path of
-    # ndarray_load.c (a reserved mapping filled in doubling steps): the values, the flags and the
-    # EOF error of a truncated file are those of any other load.
+    # ndarray_load.c (a reserved mapping filled in 16 MiB steps, the next step's pages backed by a
+    # helper thread unless FASTJOBLIB_PREFAULT=0): the values, the flags and the EOF error of a
+    # truncated file are those of any other load.
     import fastjoblib
+
+    monkeypatch.setenv("FASTJOBLIB_PREFAULT", prefault)
 
     a = np.arange((80 << 20) // 8, dtype=np.float64) % 1000.0
     p = tmp_path / ("big." + name)
