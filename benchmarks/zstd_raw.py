@@ -10,11 +10,14 @@ median of --runs:
 
   fastjoblib           fastjoblib.load (libzstd engine, prefault helper on)
   fastjoblib-noprefault  the same with FASTJOBLIB_PREFAULT=0 (no page-prefault helper thread)
+  fastjoblib-python-api  the same with FASTJOBLIB_ZSTD=python (zstandard's Python API)
   joblib+zstandard     joblib.load with fastjoblib.register_zstd_with_joblib() (the recipe)
   zstandard-readinto   zstandard's stream_reader().readinto() straight into np.empty memory,
                        64 MiB per call (zstandard's own reader into NumPy memory, no unpickling)
 
-Throughput is the uncompressed array size per second (MB = 1e6 bytes). Nothing is asserted.
+Throughput is the uncompressed array size per second (MB = 1e6 bytes); cpu = the process's CPU
+time (all threads, time.process_time), less sensitive than wall time to other jobs on a shared
+machine. Nothing is asserted.
 """
 import argparse
 import gc
@@ -62,6 +65,13 @@ def readers(path, nbytes):
         finally:
             del os.environ["FASTJOBLIB_PREFAULT"]
 
+    def python_api():
+        os.environ["FASTJOBLIB_ZSTD"] = "python"
+        try:
+            return fastjoblib.load(path)
+        finally:
+            del os.environ["FASTJOBLIB_ZSTD"]
+
     def zstandard_readinto():
         with open(path, "rb") as f:
             r = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True,
@@ -78,6 +88,7 @@ def readers(path, nbytes):
         return out
 
     return {"fastjoblib": lambda: fastjoblib.load(path), "fastjoblib-noprefault": noprefault,
+            "fastjoblib-python-api": python_api,
             "joblib+zstandard": lambda: joblib.load(path),
             "zstandard-readinto": zstandard_readinto}
 
@@ -99,8 +110,8 @@ def main(argv=None):
           % (args.dir, fs, args.runs, os.cpu_count() or 1,
              " ".join("%.1f" % x for x in os.getloadavg())))
     print()
-    print("| workload | file MiB | reader | time s | MB/s | x (joblib+zstandard / this) |")
-    print("|---|---|---|---|---|---|")
+    print("| workload | file MiB | reader | time s | MB/s | x (joblib+zstandard / this) | cpu s |")
+    print("|---|---|---|---|---|---|---|")
     for name in [w for w in args.workloads.split(",") if w]:
         obj = workload(name, args.scale)
         nbytes = obj.nbytes
@@ -112,19 +123,21 @@ def main(argv=None):
             gc.collect()
             rs = readers(path, nbytes)
             times = {k: [] for k in rs}
+            cpu = {k: [] for k in rs}
             names = list(rs)
             for rnd in range(args.runs):
                 for k in (names if rnd % 2 == 0 else names[::-1]):
                     gc.collect()
-                    t0 = time.perf_counter()
+                    c0, t0 = time.process_time(), time.perf_counter()
                     value = rs[k]()
                     times[k].append(time.perf_counter() - t0)
+                    cpu[k].append(time.process_time() - c0)
                     del value
             med = {k: statistics.median(v) for k, v in times.items()}
             for k in names:
-                print("| %s | %.1f | %s | %.3f | %.0f | %.2fx |" % (
+                print("| %s | %.1f | %s | %.3f | %.0f | %.2fx | %.3f |" % (
                     name, size / MiB, k, med[k], nbytes / 1e6 / med[k],
-                    med["joblib+zstandard"] / med[k]), flush=True)
+                    med["joblib+zstandard"] / med[k], statistics.median(cpu[k])), flush=True)
     return 0
 
 
