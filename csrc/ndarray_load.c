@@ -15,8 +15,8 @@
 /* The grow path's address reservation is aligned to (and a multiple of) this: a transparent huge
  * page on x86-64 and arm64 with 4 KiB pages. */
 #define HUGE_ALIGN ((size_t)2 << 20)
-/* The grow path reads the reserved mapping in steps of this size; while the decoder fills one,
- * a helper thread backs the next one with pages (see prefault_start). */
+/* The grow path reads the reserved mapping in steps of this size; with FASTJOBLIB_PREFAULT=1,
+ * while the decoder fills one, a helper thread backs the next one with pages (prefault_start). */
 #define PREFAULT_STEP ((int64_t)16 << 20)
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14; older kernels answer EINVAL: no prefault */
@@ -227,9 +227,11 @@ read_in_memory(fj_up *u, PyArray_Descr *descr, int nd, npy_intp *dims, int fortr
     char *map = reserve_array_memory(nbytes, &maplen);
     char *mem = map;
     int64_t cap = 0, got = 0;
-    /* FASTJOBLIB_PREFAULT=0: no helper thread (for measurements) */
+    /* FASTJOBLIB_PREFAULT=1: the prefault helper (opt-in: on the loaded 2-core machine it was
+     * slower, 0.89 vs 0.65 s for a 512 MiB smooth array, as the join waits for a helper that the
+     * scheduler runs late; benchmarks/zstd_raw.py times both) */
     const char *pf = getenv("FASTJOBLIB_PREFAULT");
-    int populate = pf == NULL || strcmp(pf, "0") != 0;
+    int populate = pf != NULL && strcmp(pf, "1") == 0;
     while (got < nbytes) {
         int64_t ncap = cap == 0 ? GROW_START : cap * 2;
         if (ncap > nbytes) {

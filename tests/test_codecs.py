@@ -452,8 +452,8 @@ def test_write_error_in_compressed_dump_propagates(name, threads):
 @pytest.mark.parametrize("name", ["zstd", "zlib"])
 def test_big_array_in_compressed_stream(tmp_path, monkeypatch, name, prefault):
     # A compressed stream has no known length, so an array above 64 MiB takes the grow path of
-    # ndarray_load.c (a reserved mapping filled in 16 MiB steps, the next step's pages backed by a
-    # helper thread unless FASTJOBLIB_PREFAULT=0): the values, the flags and the EOF error of a
+    # ndarray_load.c (a reserved mapping filled in 16 MiB steps; with FASTJOBLIB_PREFAULT=1 a
+    # helper thread backs the next step's pages): the values, the flags and the EOF error of a
     # truncated file are those of any other load.
     import fastjoblib
 
