@@ -446,3 +446,32 @@ def test_write_error_in_compressed_dump_propagates(name, threads):
     small = {"a": 1}  # all output appears at close
     with pytest.raises(OSError, match="disk full"):
         fastjoblib.dump(small, Failing(0), compress=(name, 1), threads=threads)
+
+
+@pytest.mark.parametrize("prefault", ["1", "0"])
+@pytest.mark.parametrize("name", ["zstd", "zlib"])
+def test_big_array_in_compressed_stream(tmp_path, monkeypatch, name, prefault):
+    # A compressed stream has no known length, so an array above 64 MiB takes the grow path of
+    # ndarray_load.c (a reserved mapping filled in 16 MiB steps; with FASTJOBLIB_PREFAULT=1 a
+    # helper thread backs the next step's pages): the values, the flags and the EOF error of a
+    # truncated file are those of any other load.
+    import fastjoblib
+
+    monkeypatch.setenv("FASTJOBLIB_PREFAULT", prefault)
+
+    a = np.arange((80 << 20) // 8, dtype=np.float64) % 1000.0
+    p = tmp_path / ("big." + name)
+    fastjoblib.dump({"a": a, "tail": [1, 2]}, p, compress=(name, 1))
+    got = fastjoblib.load(p)
+    assert got["tail"] == [1, 2]
+    b = got["a"]
+    assert b.dtype == a.dtype and b.shape == a.shape and b.flags.c_contiguous
+    assert b.flags.writeable and b.flags.aligned
+    assert np.array_equal(a, b)
+    b[:] = 1.0  # the memory is ours to write
+    del got, b
+    data = p.read_bytes()
+    q = tmp_path / ("trunc." + name)
+    q.write_bytes(data[: len(data) // 2])
+    with pytest.raises((ValueError, EOFError)):
+        fastjoblib.load(q)
