@@ -18,7 +18,7 @@ set -euo pipefail
 
 CACHE="${FASTJOBLIB_PYENVS:-/var/cache/fastjoblib-pyenvs}"
 MIRROR="${FASTJOBLIB_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-COMMON_PKGS="ca-certificates,build-essential,zlib1g-dev,libbz2-dev,liblzma-dev,python3-dev,python3-venv"
+COMMON_PKGS="locales,ca-certificates,build-essential,zlib1g-dev,libbz2-dev,liblzma-dev,python3-dev,python3-venv"
 
 suite_pkgs() {
     case "$1" in
@@ -39,11 +39,31 @@ need_root() {
     [[ "$(id -u)" == 0 ]] || { echo "pyenvs: needs root (debootstrap, chroot, mount)" >&2; exit 1; }
 }
 
+# CPython's pickletester checks float formatting under the de_DE and fr_FR locales (skipped
+# where they are missing): generate them, in a fresh chroot and in one built before this step.
+ensure_locales() {
+    local root="$1"
+    chroot "$root" locale -a 2>/dev/null | grep -qx de_DE && return 0
+    if [[ ! -d "$root/usr/share/i18n/locales" ]]; then
+        cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+        chroot "$root" sh -c 'export DEBIAN_FRONTEND=noninteractive; apt-get -o Acquire::Check-Valid-Until=false update -qq &&
+            apt-get install -y -qq --no-install-recommends locales' >"$root.locales.log" 2>&1 || {
+            echo "pyenvs: locales not installed in $root (see $root.locales.log)" >&2
+            return 0
+        }
+    fi
+    chroot "$root" sh -c 'localedef -i de_DE -f ISO-8859-1 de_DE &&
+        localedef -i fr_FR -f ISO-8859-1 fr_FR' >/dev/null 2>&1 ||
+        echo "pyenvs: localedef failed in $root" >&2
+    return 0
+}
+
 build_one() {
     local suite="$1" root="$CACHE/$1" pkgs script=""
     pkgs="$(suite_pkgs "$suite")"
     if [[ -f "$root/.fastjoblib-ready" ]]; then
         echo "pyenvs: $suite: reusing $root"
+        ensure_locales "$root"
         return 0
     fi
     command -v debootstrap >/dev/null || {
@@ -68,6 +88,7 @@ build_one() {
     cp /etc/ssl/certs/ca-certificates.crt "$root.tmp/etc/ssl/certs/ca-certificates.crt"
     cp /etc/resolv.conf "$root.tmp/etc/resolv.conf" 2>/dev/null || true
     chroot "$root.tmp" "$(suite_python "$suite")" -c 'import sys, test.pickletester; print(sys.version)'
+    ensure_locales "$root.tmp"
     date -u +%FT%TZ >"$root.tmp/.fastjoblib-ready"
     mv "$root.tmp" "$root"
     echo "pyenvs: $suite: built in $((SECONDS - t0)) s"
