@@ -511,3 +511,102 @@ def test_walk_pauses_the_gc_and_restores_it():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# --- red-team round 6: work per opcode bounded (no timing asserted: the work is counted) --------
+
+def _U(s):
+    b = s.encode()
+    return (b"\x8c" + bytes([len(b)]) + b) if len(b) < 256 else (b"X" + struct.pack("<I", len(b)) + b)
+
+
+def _G(i):
+    return b"h" + bytes([i])
+
+
+def _SG(mod, name):
+    return _U(mod) + _U(name) + b"\x93"
+
+
+_BIG = b"\x8b" + struct.pack("<i", 4096) + b"\xff" * 4095 + b"\x7f"  # LONG4, a 4096-byte int
+_WRAPPER = _SG("joblib.numpy_pickle", "NumpyArrayWrapper") + b")\x81q\x00"
+
+
+def test_version_key_regex_only_on_short_keys(monkeypatch):
+    """dict_item's version-key regex backtracks quadratically on long keys: a memoised 4096-char
+    key set 1000 times is never matched (version keys are short), a short one still is."""
+    import fastjoblib._inspect as I
+
+    calls = []
+    real = I._VERSION_KEY
+
+    class Counting:
+        def match(self, k):
+            calls.append(len(k))
+            return real.match(k)
+    monkeypatch.setattr(I, "_VERSION_KEY", Counting())
+    head = b"\x80\x04}\x94" + _U("_" * 4096) + b"\x94" + b"0" + _U("v") + b"\x94" + b"0("
+    r = inspect(io.BytesIO(head + (_G(1) + _G(2)) * 1000 + b"u."))
+    assert calls == []
+    r = inspect(io.BytesIO(pickle.dumps({"__version__": "1.2"}, protocol=4)))
+    assert calls and max(calls) <= 64
+
+
+def test_huge_dimensions_are_refused_not_multiplied():
+    """A shape of memoised 4096-byte ints (math.prod of them would take seconds per record) is
+    refused before any multiplication, and a tensor size of such ints counts as unknown."""
+    body = b"\x80\x04" + _WRAPPER + _BIG + b"q\x05" + b"0"
+    body += _SG("numpy", "dtype") + _U("i1") + b"\x89\x88\x87Rq\x04" + b"0"
+    shape = b"(" + _G(5) * 63 + b"K\x00" + b"t"
+    body += b"}(" + _U("shape") + shape + _U("order") + _U("C") + _U("dtype") + _G(4) + b"uq\x01"
+    body += b"0" + (_G(0) + _G(1) + b"b0") * 3 + b"N."
+    with pytest.raises(ValueError, match="below 2\\*\\*63"):
+        inspect(io.BytesIO(body))
+    t = b"\x80\x04" + _SG("torch._utils", "_rebuild_tensor_v3") + b"\x94" + _BIG + b"\x94"
+    t += b"(NK\x00(" + _G(1) * 64 + b"t)\x89N" + _SG("torch", "float32") + b"t\x94"
+    t += (_G(0) + _G(2) + b"R0") * 3 + b"N."
+    r = inspect(io.BytesIO(t))
+    assert r["torch"]["tensors"] == 3 and r["torch"]["nbytes_unknown"] == 3, r["torch"]
+
+
+def test_short_nested_streams_count_toward_the_opcode_bound():
+    """Object-array records whose nested streams hold fewer than 4096 opcodes each still count:
+    a compressed file of 400 of them (1.6M opcodes in all) hits the 1M bound."""
+    b = b"\x80\x04" + _WRAPPER
+    b += _SG("numpy", "dtype") + _U("O8") + b"\x89\x88\x87Rq\x04" + b"0"
+    b += b"}(" + _U("shape") + b"K\x00\x85" + _U("order") + _U("C") + _U("dtype") + _G(4)
+    b += b"uq\x01" + b"0"
+    b += (_G(0) + _G(1) + b"b" + b"N" * 4094 + b"." + b"0") * 400 + b"N."
+    with pytest.raises(ValueError, match="opcodes in a compressed stream"):
+        inspect(io.BytesIO(zlib.compress(b, 9)))
+    r = inspect(io.BytesIO(zlib.compress(b, 9)), max_bytes=1 << 30)  # max_bytes= lifts it
+    assert len(r["arrays"]) == 400
+
+
+def test_a_memo_shared_array_state_is_validated_once(monkeypatch):
+    """Records that reuse one memoised wrapper state (6 bytes a record) are validated once and
+    share one dtype text (a structured dtype's text was rebuilt and copied per record: 2.6 GB for
+    a 1 MiB file); a state changed in between is validated again."""
+    import fastjoblib._inspect as I
+
+    calls = []
+    real = I._array_record
+    monkeypatch.setattr(I, "_array_record", lambda st, rd: calls.append(1) or real(st, rd))
+    names = [f"f{i}" for i in range(50)]
+    b = b"\x80\x04" + _WRAPPER
+    b += _SG("numpy", "dtype") + b"q\x02" + b"0"
+    b += _G(2) + _U("i1") + b"\x89\x88\x87Rq\x03" + b"0"  # int8
+    b += _G(2) + _U("V50") + b"\x89\x88\x87R"  # a structured dtype of 50 int8 fields:
+    b += b"(K\x03" + _U("|") + b"N(" + b"".join(_U(n) for n in names) + b"t"
+    b += b"}(" + b"".join(_U(n) + _G(3) + b"K" + bytes([i]) + b"\x86" for i, n in enumerate(names))
+    b += b"uK\x32J\xff\xff\xff\xffK\x00tbq\x04" + b"0"
+    b += b"}(" + _U("shape") + b"K\x00\x85" + _U("order") + _U("C") + _U("dtype") + _G(4)
+    b += _U("allow_mmap") + b"\x89" + b"uq\x01" + b"0"
+    b += (_G(0) + _G(1) + b"b0") * 500
+    b += _G(1) + _U("order") + _U("F") + b"s0"  # the shared state changes: validated again
+    b += (_G(0) + _G(1) + b"b0") * 2 + b"N."
+    r = inspect(io.BytesIO(b))
+    assert len(r["arrays"]) == 502 and len(calls) == 2
+    texts = {id(a["dtype"]) for a in r["arrays"]}
+    assert len(texts) == 1 and r["arrays"][0]["dtype"].startswith("[('f0'")
+    assert r["arrays"][-1]["order"] == "F" and r["arrays"][0]["order"] == "C"

@@ -37,6 +37,7 @@ _KEEP_ITEMS = 4096        # dict items / tuple elements kept per container
 _KEEP_HEAD = 512          # first bytes kept of a longer bytes object
 _KEEP_TENSORS = 4096      # torch tensors described one by one (all are counted)
 _MAX_NDIM = 64
+_DIM_LIMIT = 1 << 63   # a dimension, an array's or a tensor's byte size: as the loaders bound them
 _MAX_STACK = 2 << 20      # stack / mark-stack entries (a DUP flood would grow them without end)
 # What a compressed stream may expand to by default: 64 MiB + 16 x the compressed size.
 _EXPAND_BASE, _EXPAND_PER_BYTE = 64 << 20, 16
@@ -84,10 +85,11 @@ class _Global:
 
 class _Obj:
     """The result of REDUCE / NEWOBJ / OBJ / INST: a callable (symbolic) applied to args."""
-    __slots__ = ("func", "args", "state", "dtype")
+    __slots__ = ("func", "args", "state", "dtype", "dtext")
 
     def __init__(self, func, args):
         self.func, self.args, self.state = func, args, None
+        self.dtext = None  # _struct_text's answer for that dtype, kept likewise
         self.dtype = None  # _dtype_from's answer, kept: a sub-dtype shared through the memo
         # by many fields is rebuilt once (linear time, not exponential in the nesting depth)
 
@@ -507,17 +509,22 @@ def _array_record(state, rd):
             raise _Bad(f"NumpyArrayWrapper state lacks {key!r}")
     shape = s["shape"]
     if not (isinstance(shape, tuple) and len(shape) <= _MAX_NDIM
-            and all(type(x) is int and x >= 0 for x in shape)):
-        raise _Bad("NumpyArrayWrapper shape is not a tuple of non-negative ints")
+            and all(type(x) is int and 0 <= x < _DIM_LIMIT for x in shape)):
+        raise _Bad("NumpyArrayWrapper shape is not a tuple of non-negative ints below 2**63")
     order = s["order"]
     if order not in ("C", "F"):
         raise _Bad("NumpyArrayWrapper order is not 'C' or 'F'")
-    dt, dkind = _dtype_from(s["dtype"])
+    sym = s["dtype"]
+    dt, dkind = _dtype_from(sym)
     hasobject = dt is None or dt.hasobject
     sub = s.get("subclass")
+    if dt is not None and dt.fields and sym.dtext is None:
+        # (once per pickled dtype: a dtype shared through the memo by many records is
+        # described once and its text shared, not rebuilt and copied per record)
+        sym.dtext = _struct_text(dt)
     rec = {
         "dtype": dt.str if dt is not None and not dt.fields else (
-            _struct_text(dt) if dt is not None else dkind),
+            sym.dtext if dt is not None else dkind),
         "shape": shape,
         "order": order,
         "object": hasobject,
@@ -531,9 +538,11 @@ def _array_record(state, rd):
         rec["alignment"] = align
     else:
         rec["alignment"] = "absent"
-    count = math.prod(shape)
+    count = math.prod(shape)  # (at most _MAX_NDIM factors below 2**63: bounded work)
     rec["itemsize"] = dt.itemsize if dt is not None else None
     rec["nbytes"] = count * dt.itemsize if dt is not None and not hasobject else None
+    if rec["nbytes"] is not None and rec["nbytes"] >= _DIM_LIMIT:
+        raise _Bad(f"NumpyArrayWrapper array of {_int_text(count)} items is too large to load")
     return rec
 
 
@@ -552,9 +561,14 @@ def _array_record(state, rd):
 _STORAGE_CLASS = re.compile(rb"ctorch\n([A-Za-z0-9_]{1,40})Storage\n")
 
 
+def _int_text(n):
+    return str(n) if n < _DIM_LIMIT else "more than 2**63"
+
+
 def _dims(v):
     """A tuple of non-negative ints (a size / stride), else None."""
-    if isinstance(v, tuple) and len(v) <= _MAX_NDIM and all(type(x) is int and x >= 0 for x in v):
+    if isinstance(v, tuple) and len(v) <= _MAX_NDIM and \
+            all(type(x) is int and 0 <= x < _DIM_LIMIT for x in v):
         return v
     return None
 
@@ -656,7 +670,10 @@ class _TorchWalk:
         item = _TORCH_ITEMSIZE.get(dtype) if dtype else None
         nbytes = None
         if size is not None and item is not None:
-            nbytes = math.prod(size) * item
+            nbytes = math.prod(size) * item  # (dims below 2**63, at most _MAX_NDIM of them)
+            if nbytes >= _DIM_LIMIT:  # no such tensor can be built: its size is not counted
+                nbytes = None
+        if nbytes is not None:
             self.nbytes += nbytes
         else:
             self.unknown_bytes += 1
@@ -779,6 +796,7 @@ class _Walk:
         self.ops = 0  # opcodes walked, in every stream (nested object-array streams too)
         self.globals = Counter()
         self.arrays = []
+        self._records_seen = {}  # id(state dict) -> (it, its item count, its record)
         self.versions = {}
         self.generations = set()
         self.protocol = None
@@ -870,6 +888,13 @@ class _Walk:
                         if not nested and self._last_pop and self._last_pop[1] == pos \
                                 and isinstance(self._last_pop[0], _Dict):
                             self.provenance = as_record(dict(self._last_pop[0].items))
+                        # the opcodes since the last count (a nested stream shorter than 4096
+                        # opcodes would otherwise never count)
+                        self.ops += ops & 4095
+                        if max_ops is not None and self.ops > max_ops:
+                            raise _Bad(f"more than {max_ops} opcodes in a compressed stream of "
+                                       "this size: inspect stops there (pass a larger "
+                                       "max_bytes= to inspect it all)")
                         return stack.pop()
                     elif c == 0x80:  # PROTO
                         p = rd.read(1, "PROTO")[0]
@@ -1160,7 +1185,8 @@ class _Walk:
 
     def dict_item(self, d, k, v):
         d.set(k, v)
-        if isinstance(k, str) and isinstance(v, str) and _VERSION_KEY.match(k):
+        # (the regex backtracks quadratically on long keys: version keys are short)
+        if isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and _VERSION_KEY.match(k):
             vals = self.versions.setdefault(k, [])
             if v not in vals and len(vals) < 64:
                 vals.append(v)
@@ -1183,7 +1209,14 @@ class _Walk:
             return
         # joblib's array record: the payload follows this BUILD in the raw stream.
         rd = self.rd
-        rec = _array_record(state, rd)
+        # A state dict shared through the memo by many records (unchanged since: same item
+        # count) is validated once; each record gets a copy of that answer.
+        hit = self._records_seen.get(id(state))
+        if hit is not None and hit[0] is state and hit[1] == state.n:
+            rec = dict(hit[2])
+        else:
+            rec = _array_record(state, rd)
+            self._records_seen[id(state)] = (state, state.n, dict(rec))
         if rec["object"]:
             self.generations.add("joblib>=1.2" if rec["alignment"] != "absent"
                                  else "joblib 0.10-1.1")
