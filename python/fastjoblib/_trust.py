@@ -356,15 +356,31 @@ _GADGET_LEAVES = frozenset({
 })
 # Leaf prefixes refused wherever they live: pandas' and others' readers and writers.
 _GADGET_LEAF_PREFIXES = ("read_", "to_", "write_", "save_", "load_", "open_", "from_file")
+# The longest entry a dotted prefix can match (see _prefix_denied).
+_DENY_PREFIX_MAX = max(map(len, DENIED_MODULES | _DENIED_MODULE_PREFIX_NAMES | DENIED_NAMES))
+
+
+def _prefix_denied(dotted, names_too):
+    """True if a dotted prefix of `dotted` ("a", "a.b", ..., `dotted` itself) is a denied module
+    or module prefix (or, with `names_too`, a DENIED_NAMES entry). Only prefixes no longer than
+    the longest denylist entry can match, so only those are looked at: the work is bounded by
+    that length, not quadratic in the number of dots (a 4096-dot name would join 16M chars)."""
+    end = -1
+    while True:
+        end = dotted.find(".", end + 1)
+        stop = len(dotted) if end < 0 else end
+        if stop > _DENY_PREFIX_MAX:
+            return False
+        prefix = dotted[:stop]
+        if (prefix in DENIED_MODULES or prefix in _DENIED_MODULE_PREFIX_NAMES
+                or (names_too and prefix in DENIED_NAMES)):
+            return True
+        if end < 0:
+            return False
 
 
 def _module_denied(module):
-    parts = module.split(".")
-    for i in range(1, len(parts) + 1):
-        prefix = ".".join(parts[:i])
-        if prefix in DENIED_MODULES or prefix in _DENIED_MODULE_PREFIX_NAMES:
-            return True
-    return False
+    return _prefix_denied(module, False)
 
 
 # Module names that may not appear as an inner component of a dotted name either (only names that
@@ -395,14 +411,10 @@ def is_denied(fullname):
         return False
     if fullname in DENIED_NAMES:
         return True
-    parts = fullname.split(".")
     # every prefix of the dotted name may be the module part
-    for i in range(1, len(parts) + 1):
-        prefix = ".".join(parts[:i])
-        if prefix in DENIED_MODULES or prefix in _DENIED_MODULE_PREFIX_NAMES:
-            return True
-        if prefix in DENIED_NAMES:
-            return True
+    if _prefix_denied(fullname, True):
+        return True
+    parts = fullname.split(".")
     if parts[0] == "types":
         return True
     # walking through a dunder (numpy.ndarray.__init__.__globals__) or through a module attribute
