@@ -779,14 +779,66 @@ def _module_file(dotted):
     return origin
 
 
-def public_name(fullname):
+# Parsed public packages: (origin, mtime_ns, size) -> frozenset of (source module, name) pairs
+# that its ``from X import name`` statements re-export (bounded; cleared when full).
+_PUBLIC_IMPORTS = {}
+_PUBLIC_IMPORTS_MAX = 256
+# Source bytes that one public_names() call may parse (files not parsed yet); names beyond stay as
+# they are (still exact trusted= entries). About 0.25 s a MiB of source.
+_PUBLIC_PARSE_BUDGET = 512 << 10
+# Names one public_names() call resolves to public spellings; the rest are listed as they are.
+_PUBLIC_NAMES_MAX = 64
+
+
+def _public_imports(public, budget=None):
+    """The (source module, name) pairs that package `public`'s ``__init__.py`` re-exports with
+    ``from X import name`` (no import: found on sys.path and parsed), cached per file. `budget`: a
+    one-item list of source bytes the caller may still parse (a file not cached that is larger
+    is not parsed: None is returned); None for no limit. None if not found as plain source."""
+    import ast
+    import os
+
+    try:
+        origin = _module_file(public)
+        if origin is None:
+            return None
+        st = os.stat(origin)
+        key = (origin, st.st_mtime_ns, st.st_size)
+        found = _PUBLIC_IMPORTS.get(key)
+        if found is not None:
+            return found
+        size = min(st.st_size, 1 << 20)
+        if budget is not None:
+            if size > budget[0]:
+                return None
+            budget[0] -= size
+        with open(origin, "rb") as f:
+            tree = ast.parse(f.read(1 << 20), origin)
+    except (OSError, SyntaxError, ValueError, ImportError):
+        return None
+    pkg = public.split(".")
+    pairs = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            src = node.module or ""
+            if node.level:
+                src = ".".join(pkg[: len(pkg) - node.level + 1] + ([src] if src else []))
+            pairs.update((src, a.name) for a in node.names
+                         if a.asname is None or a.asname == a.name)
+    found = frozenset(pairs)
+    if len(_PUBLIC_IMPORTS) >= _PUBLIC_IMPORTS_MAX:
+        _PUBLIC_IMPORTS.clear()
+    _PUBLIC_IMPORTS[key] = found
+    return found
+
+
+def public_name(fullname, _budget=None):
     """The public spelling of a global defined in a private module, where one exists, found
     statically (no import): for "sklearn.preprocessing._data.StandardScaler", the nearest
     public package ("sklearn.preprocessing") whose ``__init__.py`` imports StandardScaler from
     that private module. Else `fullname`. (A restricted load accepts the public name because it
-    resolves to the same object: see make_find_class.)"""
-    import ast
-
+    resolves to the same object: see make_find_class.) Each package's source is parsed once
+    (cached per file); `_budget` as in ``_public_imports``."""
     module, _, name = fullname.rpartition(".")
     parts = module.split(".")
     private = [i for i, p in enumerate(parts) if p.startswith("_") and not p.startswith("__")]
@@ -795,30 +847,20 @@ def public_name(fullname):
     public = ".".join(parts[:private[0]])
     if not public:
         return fullname
-    try:
-        origin = _module_file(public)
-        if origin is None:
-            return fullname
-        with open(origin, "rb") as f:
-            tree = ast.parse(f.read(1 << 20), origin)
-    except (OSError, SyntaxError, ValueError, ImportError):
-        return fullname
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom):
-            src = node.module or ""
-            if node.level:
-                src = ".".join(public.split(".")[: len(public.split(".")) - node.level + 1]
-                               + ([src] if src else []))
-            if src != module:
-                continue
-            if any(a.name == name and (a.asname is None or a.asname == name)
-                   for a in node.names):
-                return f"{public}.{name}"
+    pairs = _public_imports(public, _budget)
+    if pairs is not None and (module, name) in pairs:
+        return f"{public}.{name}"
     return fullname
 
 
 def public_names(names):
-    return [public_name(n) for n in names]
+    """``public_name`` of each of `names`, for the first ``_PUBLIC_NAMES_MAX`` of them and within
+    ``_PUBLIC_PARSE_BUDGET`` bytes of source parsed; the others as they are (a defining-module
+    name is an exact trusted= entry too, so the list stays a correct suggestion)."""
+    names = list(names)
+    budget = [_PUBLIC_PARSE_BUDGET]
+    return ([public_name(n, budget) for n in names[:_PUBLIC_NAMES_MAX]]
+            + names[_PUBLIC_NAMES_MAX:])
 
 
 def explain_refusal(exc, policy, source):
