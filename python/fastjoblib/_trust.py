@@ -887,6 +887,10 @@ def explain_refusal(exc, policy, source):
     return new
 
 
+# Distinct (module, name) answers one policy keeps (beyond: checked in full each time).
+_CHECKED_MAX = 4096
+
+
 def make_find_class(trusted=True, max_bytes=None):
     """Return ``find_class(module, name)`` enforcing the policy described in the module docstring.
 
@@ -948,6 +952,27 @@ def make_find_class(trusted=True, max_bytes=None):
     def find_class(module, name):
         if not isinstance(module, str) or not isinstance(name, str):
             raise UntrustedGlobalError(repr((module, name)), "global names must be str")
+        # A stream may name one global again and again (memoised strings, 6 bytes a lookup):
+        # the answer of the full check below is kept per (module, name) for this load, allowed
+        # and refused alike. Exact str only (a str subclass could hash or compare as it likes).
+        key = (module, name) if type(module) is str and type(name) is str else None
+        if key is not None:
+            hit = checked.get(key)
+            if hit is not None:
+                if hit[0]:
+                    return hit[1]
+                raise UntrustedGlobalError(*hit[1])
+        try:
+            obj = check(module, name)
+        except UntrustedGlobalError as exc:
+            if key is not None and len(checked) < _CHECKED_MAX:
+                checked[key] = (False, (exc.name, exc.reason))
+            raise
+        if key is not None and len(checked) < _CHECKED_MAX:
+            checked[key] = (True, obj)
+        return obj
+
+    def check(module, name):
         module, name = _compat_name(module, name)
         fullname = f"{module}.{name}"
         if fullname == "builtins.getattr":
@@ -980,6 +1005,8 @@ def make_find_class(trusted=True, max_bytes=None):
 
     returned = {}
     names = {}  # id -> (module, qualname) of what find_class handed out
+    checked = {}  # (module, name) -> (True, object) or (False, (refused name, reason))
+    find_class.checked = checked
     arrow_made, arrow_shims = _arrow_shims(lambda: find_class.budget_obj)
     find_class.arrow_made = arrow_made
     policy_getattr = _PolicyGetattr(find_class, returned, names)
