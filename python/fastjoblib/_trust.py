@@ -781,7 +781,7 @@ def _module_file(dotted):
 
 # Parsed public packages: (origin, mtime_ns, size) -> frozenset of (source module, name) pairs
 # that its ``from X import name`` statements re-export (bounded; cleared when full).
-_PUBLIC_IMPORTS = {}
+_PUBLIC_IMPORTS: dict = {}
 _PUBLIC_IMPORTS_MAX = 256
 # Source bytes that one public_names() call may parse (files not parsed yet); names beyond stay as
 # they are (still exact trusted= entries). About 0.25 s a MiB of source.
