@@ -11,7 +11,6 @@ counting calls or characters, never by timing.
 """
 import json
 import os
-import pickle
 import struct
 import subprocess
 import sys
@@ -20,7 +19,6 @@ import textwrap
 import numpy as np
 import pytest
 
-import fastjoblib
 from fastjoblib import _trust
 from fastjoblib._trust import (DEFAULT_TRUSTED, DENIED_MODULES, DENIED_NAMES,
                                UntrustedGlobalError, is_denied, make_find_class)
