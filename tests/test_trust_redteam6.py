@@ -26,7 +26,9 @@ from fastjoblib._trust import (DEFAULT_TRUSTED, DENIED_MODULES, DENIED_NAMES,
 
 def u(text):
     b = text.encode()
-    return (b"\x8c" + bytes([len(b)]) + b) if len(b) < 256 else (b"X" + struct.pack("<I", len(b)) + b)
+    if len(b) < 256:
+        return b"\x8c" + bytes([len(b)]) + b
+    return b"X" + struct.pack("<I", len(b)) + b
 
 
 def get(i):
