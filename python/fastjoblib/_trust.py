@@ -356,15 +356,31 @@ _GADGET_LEAVES = frozenset({
 })
 # Leaf prefixes refused wherever they live: pandas' and others' readers and writers.
 _GADGET_LEAF_PREFIXES = ("read_", "to_", "write_", "save_", "load_", "open_", "from_file")
+# The longest entry a dotted prefix can match (see _prefix_denied).
+_DENY_PREFIX_MAX = max(map(len, DENIED_MODULES | _DENIED_MODULE_PREFIX_NAMES | DENIED_NAMES))
+
+
+def _prefix_denied(dotted, names_too):
+    """True if a dotted prefix of `dotted` ("a", "a.b", ..., `dotted` itself) is a denied module
+    or module prefix (or, with `names_too`, a DENIED_NAMES entry). Only prefixes no longer than
+    the longest denylist entry can match, so only those are looked at: the work is bounded by
+    that length, not quadratic in the number of dots (a 4096-dot name would join 16M chars)."""
+    end = -1
+    while True:
+        end = dotted.find(".", end + 1)
+        stop = len(dotted) if end < 0 else end
+        if stop > _DENY_PREFIX_MAX:
+            return False
+        prefix = dotted[:stop]
+        if (prefix in DENIED_MODULES or prefix in _DENIED_MODULE_PREFIX_NAMES
+                or (names_too and prefix in DENIED_NAMES)):
+            return True
+        if end < 0:
+            return False
 
 
 def _module_denied(module):
-    parts = module.split(".")
-    for i in range(1, len(parts) + 1):
-        prefix = ".".join(parts[:i])
-        if prefix in DENIED_MODULES or prefix in _DENIED_MODULE_PREFIX_NAMES:
-            return True
-    return False
+    return _prefix_denied(module, False)
 
 
 # Module names that may not appear as an inner component of a dotted name either (only names that
@@ -395,14 +411,10 @@ def is_denied(fullname):
         return False
     if fullname in DENIED_NAMES:
         return True
-    parts = fullname.split(".")
     # every prefix of the dotted name may be the module part
-    for i in range(1, len(parts) + 1):
-        prefix = ".".join(parts[:i])
-        if prefix in DENIED_MODULES or prefix in _DENIED_MODULE_PREFIX_NAMES:
-            return True
-        if prefix in DENIED_NAMES:
-            return True
+    if _prefix_denied(fullname, True):
+        return True
+    parts = fullname.split(".")
     if parts[0] == "types":
         return True
     # walking through a dunder (numpy.ndarray.__init__.__globals__) or through a module attribute
@@ -767,14 +779,66 @@ def _module_file(dotted):
     return origin
 
 
-def public_name(fullname):
+# Parsed public packages: (origin, mtime_ns, size) -> frozenset of (source module, name) pairs
+# that its ``from X import name`` statements re-export (bounded; cleared when full).
+_PUBLIC_IMPORTS: dict = {}
+_PUBLIC_IMPORTS_MAX = 256
+# Source bytes that one public_names() call may parse (files not parsed yet); names beyond stay as
+# they are (still exact trusted= entries). About 0.25 s a MiB of source.
+_PUBLIC_PARSE_BUDGET = 512 << 10
+# Names one public_names() call resolves to public spellings; the rest are listed as they are.
+_PUBLIC_NAMES_MAX = 64
+
+
+def _public_imports(public, budget=None):
+    """The (source module, name) pairs that package `public`'s ``__init__.py`` re-exports with
+    ``from X import name`` (no import: found on sys.path and parsed), cached per file. `budget`: a
+    one-item list of source bytes the caller may still parse (a file not cached that is larger
+    is not parsed: None is returned); None for no limit. None if not found as plain source."""
+    import ast
+    import os
+
+    try:
+        origin = _module_file(public)
+        if origin is None:
+            return None
+        st = os.stat(origin)
+        key = (origin, st.st_mtime_ns, st.st_size)
+        found = _PUBLIC_IMPORTS.get(key)
+        if found is not None:
+            return found
+        size = min(st.st_size, 1 << 20)
+        if budget is not None:
+            if size > budget[0]:
+                return None
+            budget[0] -= size
+        with open(origin, "rb") as f:
+            tree = ast.parse(f.read(1 << 20), origin)
+    except (OSError, SyntaxError, ValueError, ImportError):
+        return None
+    pkg = public.split(".")
+    pairs = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            src = node.module or ""
+            if node.level:
+                src = ".".join(pkg[: len(pkg) - node.level + 1] + ([src] if src else []))
+            pairs.update((src, a.name) for a in node.names
+                         if a.asname is None or a.asname == a.name)
+    found = frozenset(pairs)
+    if len(_PUBLIC_IMPORTS) >= _PUBLIC_IMPORTS_MAX:
+        _PUBLIC_IMPORTS.clear()
+    _PUBLIC_IMPORTS[key] = found
+    return found
+
+
+def public_name(fullname, _budget=None):
     """The public spelling of a global defined in a private module, where one exists, found
     statically (no import): for "sklearn.preprocessing._data.StandardScaler", the nearest
     public package ("sklearn.preprocessing") whose ``__init__.py`` imports StandardScaler from
     that private module. Else `fullname`. (A restricted load accepts the public name because it
-    resolves to the same object: see make_find_class.)"""
-    import ast
-
+    resolves to the same object: see make_find_class.) Each package's source is parsed once
+    (cached per file); `_budget` as in ``_public_imports``."""
     module, _, name = fullname.rpartition(".")
     parts = module.split(".")
     private = [i for i, p in enumerate(parts) if p.startswith("_") and not p.startswith("__")]
@@ -783,30 +847,20 @@ def public_name(fullname):
     public = ".".join(parts[:private[0]])
     if not public:
         return fullname
-    try:
-        origin = _module_file(public)
-        if origin is None:
-            return fullname
-        with open(origin, "rb") as f:
-            tree = ast.parse(f.read(1 << 20), origin)
-    except (OSError, SyntaxError, ValueError, ImportError):
-        return fullname
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom):
-            src = node.module or ""
-            if node.level:
-                src = ".".join(public.split(".")[: len(public.split(".")) - node.level + 1]
-                               + ([src] if src else []))
-            if src != module:
-                continue
-            if any(a.name == name and (a.asname is None or a.asname == name)
-                   for a in node.names):
-                return f"{public}.{name}"
+    pairs = _public_imports(public, _budget)
+    if pairs is not None and (module, name) in pairs:
+        return f"{public}.{name}"
     return fullname
 
 
 def public_names(names):
-    return [public_name(n) for n in names]
+    """``public_name`` of each of `names`, for the first ``_PUBLIC_NAMES_MAX`` of them and within
+    ``_PUBLIC_PARSE_BUDGET`` bytes of source parsed; the others as they are (a defining-module
+    name is an exact trusted= entry too, so the list stays a correct suggestion)."""
+    names = list(names)
+    budget = [_PUBLIC_PARSE_BUDGET]
+    return ([public_name(n, budget) for n in names[:_PUBLIC_NAMES_MAX]]
+            + names[_PUBLIC_NAMES_MAX:])
 
 
 def explain_refusal(exc, policy, source):
@@ -831,6 +885,10 @@ def explain_refusal(exc, policy, source):
         refused.append(exc.name)
     new = UntrustedGlobalError(exc.name, NOT_TRUSTED, refused, report["dangerous"])
     return new
+
+
+# Distinct (module, name) answers one policy keeps (beyond: checked in full each time).
+_CHECKED_MAX = 4096
 
 
 def make_find_class(trusted=True, max_bytes=None):
@@ -894,6 +952,27 @@ def make_find_class(trusted=True, max_bytes=None):
     def find_class(module, name):
         if not isinstance(module, str) or not isinstance(name, str):
             raise UntrustedGlobalError(repr((module, name)), "global names must be str")
+        # A stream may name one global again and again (memoised strings, 6 bytes a lookup):
+        # the answer of the full check below is kept per (module, name) for this load, allowed
+        # and refused alike. Exact str only (a str subclass could hash or compare as it likes).
+        key = (module, name) if type(module) is str and type(name) is str else None
+        if key is not None:
+            hit = checked.get(key)
+            if hit is not None:
+                if hit[0]:
+                    return hit[1]
+                raise UntrustedGlobalError(*hit[1])
+        try:
+            obj = check(module, name)
+        except UntrustedGlobalError as exc:
+            if key is not None and len(checked) < _CHECKED_MAX:
+                checked[key] = (False, (exc.name, exc.reason))
+            raise
+        if key is not None and len(checked) < _CHECKED_MAX:
+            checked[key] = (True, obj)
+        return obj
+
+    def check(module, name):
         module, name = _compat_name(module, name)
         fullname = f"{module}.{name}"
         if fullname == "builtins.getattr":
@@ -926,6 +1005,8 @@ def make_find_class(trusted=True, max_bytes=None):
 
     returned = {}
     names = {}  # id -> (module, qualname) of what find_class handed out
+    checked = {}  # (module, name) -> (True, object) or (False, (refused name, reason))
+    find_class.checked = checked
     arrow_made, arrow_shims = _arrow_shims(lambda: find_class.budget_obj)
     find_class.arrow_made = arrow_made
     policy_getattr = _PolicyGetattr(find_class, returned, names)
