@@ -528,3 +528,124 @@ def test_durable_ignored_for_file_objects(record_sync, tmp_path):
     with open(tmp_path / "f.pkl", "wb") as f:
         fastjoblib.dump(1, f, durable=True)
     assert record_sync == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the old file's clean cached pages are dropped before the new file is written
+
+
+@pytest.fixture(params=["tmp"] + list(LOOP_FS))
+def diskdir(request, _mounts, tmp_path):
+    """A fresh directory on a disk filesystem: the default temp dir, or an ext4/xfs/btrfs loop
+    mount."""
+    if request.param == "tmp":
+        d = str(tmp_path)
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            if _core._fs_magic(fd) in _target._RAM_FS:
+                pytest.skip("the default temp directory is tmpfs here")
+        finally:
+            os.close(fd)
+        yield d
+        return
+    d = tempfile.mkdtemp(prefix="t-", dir=_mounts.get(request.param))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _cachestat(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _core._cachestat(fd)
+    except OSError as exc:
+        if exc.errno == errno.ENOSYS:
+            pytest.skip("no cachestat(2) in this kernel (Linux < 6.5)")
+        raise
+    finally:
+        os.close(fd)
+
+
+BIG = 32 << 20  # above _target._DROP_MIN
+
+
+def _big_file(path):
+    data = np.random.default_rng(1).random(BIG // 8)
+    fastjoblib.dump(data, path)
+    return data, read_bytes(path)
+
+
+def test_clean_old_pages_dropped(diskdir):
+    path = os.path.join(diskdir, "model.pkl")
+    _, content = _big_file(path)
+    os.sync()
+    cached, dirty, writeback = _cachestat(path)
+    assert cached * os.sysconf("SC_PAGE_SIZE") >= BIG and dirty == 0
+    assert _target._drop_clean_pages(path, os.stat(path)) is True
+    assert _cachestat(path)[0] < cached // 8
+    assert read_bytes(path) == content  # the data on disk is untouched
+
+
+def test_dirty_old_pages_kept(diskdir):
+    path = os.path.join(diskdir, "model.pkl")
+    _big_file(path)
+    cached, dirty, _ = _cachestat(path)
+    if dirty == 0:
+        pytest.skip("the kernel wrote the file back before the check")
+    assert _target._drop_clean_pages(path, os.stat(path)) is False
+    assert _cachestat(path)[0] == cached
+
+
+def test_no_cachestat_falls_back_to_age(diskdir, monkeypatch):
+    path = os.path.join(diskdir, "model.pkl")
+    _big_file(path)
+    os.sync()
+
+    def nosys(fd):
+        raise OSError(errno.ENOSYS, "no cachestat")
+    monkeypatch.setattr(_core, "_cachestat", nosys)
+    assert _target._drop_clean_pages(path, os.stat(path)) is False  # just written
+    old = time.time() - _target._writeback_expiry() - 1
+    os.utime(path, (old, old))
+    assert _target._drop_clean_pages(path, os.stat(path)) is True
+
+
+def test_small_ram_and_missing_files_not_dropped(tmp_path):
+    small = os.path.join(str(tmp_path), "small.pkl")
+    fastjoblib.dump(np.zeros(1000), small)
+    os.sync()
+    assert _target._drop_clean_pages(small, os.stat(small)) is False
+    assert _target._drop_clean_pages(small, None) is False
+    if os.path.isdir("/dev/shm"):
+        d = tempfile.mkdtemp(prefix="t-", dir="/dev/shm")
+        try:
+            path = os.path.join(d, "model.pkl")
+            _, content = _big_file(path)
+            assert _target._drop_clean_pages(path, os.stat(path)) is False
+            assert read_bytes(path) == content
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def test_drop_happens_before_the_new_file(diskdir, monkeypatch):
+    """A dump over a clean big file drops its pages first (no temporary exists yet); a dump that
+    then fails leaves the old file intact."""
+    path = os.path.join(diskdir, "model.pkl")
+    data, content = _big_file(path)
+    os.sync()
+    calls = []
+    real = _target._drop_clean_pages
+
+    def spy(target, st):
+        calls.append((os.listdir(diskdir), real(target, st)))
+        return calls[-1][1]
+    monkeypatch.setattr(_target, "_drop_clean_pages", spy)
+    with pytest.raises(RuntimeError):
+        fastjoblib.dump({"big": data, "then": [Bomb(RuntimeError("boom"))]}, path)
+    assert calls == [(["model.pkl"], True)]
+    assert os.listdir(diskdir) == ["model.pkl"]
+    assert read_bytes(path) == content
+    data[0] = -1.0
+    fastjoblib.dump(data, path)
+    assert fastjoblib.load(path)[0] == -1.0 and len(calls) == 2

@@ -13,6 +13,20 @@ the target and, once it is complete, puts it in the target's place:
   when the target vanished meanwhile), a plain ``os.replace`` does the job as before.
 * no target yet: ``os.replace``.
 
+Before the new file is written, the old file's *clean* cached pages are dropped
+(``posix_fadvise(DONTNEED)``, ``_drop_clean_pages``): a big old file (>= 16 MiB) whose pages the
+kernel has written back (``cachestat(2)`` shows none dirty or under writeback; on kernels before
+6.5, without cachestat, a file last modified longer ago than the kernel's dirty expiry plus its
+writeback interval). Truncating in place (``open(filename, 'wb')``, joblib, pickle) frees those
+pages first and writes into them; a new file otherwise needs as many pages again from free memory.
+On a virtual machine whose host takes back free guest memory (free page reporting: Firecracker,
+crosvm, QEMU's ``free-page-reporting``), every such page costs the host a page fault on first use:
+a 256 MiB dump went from 700 ms to 85 ms on this project's machine, dumping once every few
+seconds (joblib: 308 ms). Dirty pages are left alone: dropping them would start their writeback,
+and the unlink after the swap discards them unwritten. Skipped on tmpfs and ramfs (the pages are
+the file). The old file's data on disk is untouched, so the guarantees below hold; a concurrent
+reader of the old file reads it from disk instead of the cache.
+
 Guarantees (tests/test_atomic.py, tests/test_target.py, on tmpfs and ext4/xfs/btrfs loop mounts):
 an exception, KeyboardInterrupt or SIGINT before the swap leaves the old file intact and removes
 the temporary; a concurrent reader opens the complete old or the complete new file; the new file
@@ -81,6 +95,62 @@ def _open_temporary(directory, base, filename, made):
     raise _fail_like_open(FileExistsError, errno.EEXIST, filename)  # pragma: no cover
 
 
+_DROP_MIN = 16 << 20  # old files smaller than this: not worth a system call
+_RAM_FS = (0x01021994, 0x858458F6)  # TMPFS_MAGIC, RAMFS_MAGIC: no disk behind the pages
+_expiry = None
+
+
+def _writeback_expiry():
+    """Seconds after which the kernel has written a dirty page back (dirty_expire_centisecs +
+    dirty_writeback_centisecs, defaults 30 s + 5 s), plus a margin; read once."""
+    global _expiry
+    if _expiry is None:
+        total = 0.0
+        for name, default in (("dirty_expire_centisecs", 3000),
+                              ("dirty_writeback_centisecs", 500)):
+            try:
+                with open("/proc/sys/vm/" + name) as f:
+                    total += int(f.read().split()[0]) / 100
+            except (OSError, ValueError, IndexError):
+                total += default / 100
+        _expiry = total + 5.0
+    return _expiry
+
+
+def _drop_clean_pages(target, st):
+    """Drop the old file's cached pages when they are all clean (module docstring). Returns
+    whether it did; never raises an OSError (an optimisation only)."""
+    if (st is None or not stat.S_ISREG(st.st_mode) or st.st_size < _DROP_MIN
+            or not hasattr(os, "posix_fadvise")):
+        return False
+    from . import _core
+
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:  # unreadable (a write-only file), vanished, ...
+        return False
+    try:
+        if _core._fs_magic(fd) in _RAM_FS:
+            return False
+        page = os.sysconf("SC_PAGE_SIZE")
+        try:
+            cached, dirty, writeback = _core._cachestat(fd)
+        except OSError:  # no cachestat (Linux < 6.5): written back once old enough
+            import time
+
+            if time.time() - os.fstat(fd).st_mtime < _writeback_expiry():
+                return False
+        else:
+            if cached * page < _DROP_MIN or dirty or writeback:
+                return False
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _fsync_directory(directory):
     flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
     dfd = os.open(directory or os.curdir, flags)
@@ -102,6 +172,7 @@ def atomic_write(filename, write, durable=False):
     """
     target, st = _check_target(filename)
     directory, base = os.path.split(target)
+    _drop_clean_pages(target, st)
     fd = -1
     tmp = None
     made = []
