@@ -19,7 +19,10 @@ Method:
 * Every contender has its own file and overwrites it each round, as a training script overwrites
   its checkpoint. Before each timed dump the script calls sync() (untimed): the previous file has
   been written back, as it would have been after minutes of training (the kernel writes dirty
-  pages back after 30 s). So no contender pays for another's writeback.
+  pages back after 30 s). So no contender pays for another's writeback. --pause S then sleeps S
+  seconds (untimed), as training does between checkpoints: on a VM whose host takes back free
+  guest memory (free page reporting; this project's machine), memory freed before the pause is
+  no longer the guest's, and a dump that needs fresh pages pays host page faults.
 * Rounds: --runs (default 7); each round runs every contender once, in an order rotated from
   round to round. Cells are medians (wall clock, time.perf_counter); ratios are of medians.
 * "raw new file" is the floor: unlink the previous file, then one write(2) of fastjoblib's own
@@ -115,6 +118,9 @@ def loop_unavailable(fs):
 # contenders: name -> dump(obj, path)
 
 
+PAUSE = 0.0  # --pause: seconds of sleep (untimed) before each timed dump, after the sync
+
+
 def _pickle5(obj, path):
     with open(path, "wb") as f:
         pickle.dump(obj, f, protocol=5)
@@ -191,6 +197,8 @@ def time_case(obj, compress, directory, runs):
         for name, dump in cons[k:] + cons[:k]:
             os.sync()
             gc.collect()
+            if PAUSE:
+                time.sleep(PAUSE)
             t0 = time.perf_counter()
             dump(obj, paths[name])
             times[name].append(time.perf_counter() - t0)
@@ -233,6 +241,8 @@ def time_convert(obj, directory, runs):
         for name, f in cons[k:] + cons[:k]:
             os.sync()
             gc.collect()
+            if PAUSE:
+                time.sleep(PAUSE)
             t0 = time.perf_counter()
             f(outs[name])
             times[name].append(time.perf_counter() - t0)
@@ -279,12 +289,12 @@ def report(rows, runs):
             _x(jl, dur)))
     lines.append("")
     lines.append("Medians of %d interleaved rounds, each dump over the contender's file of the "
-                 "previous round, sync() before each timed dump (untimed). x joblib / x pickle-5: "
+                 "previous round, sync() before each timed dump (untimed)%s. x joblib / x pickle-5: "
                  "their time / fastjoblib's (> 1: fastjoblib faster). / raw new file: "
                  "fastjoblib's time / a plain write of its bytes to a new file (1 = the floor; "
                  "uncompressed rows only). "
                  "convert rows: `convert --compress zlib` vs joblib.load + joblib.dump."
-                 % runs)
+                 % (runs, ", then a %g s pause" % PAUSE if PAUSE else ""))
     return "\n".join(lines)
 
 
@@ -321,6 +331,13 @@ def main(argv=None):
     p.add_argument("--image-gib", type=int, default=4, help="sparse image size (GiB)")
     p.add_argument("--scale", type=float, default=1.0, help="size factor (smoke tests)")
     p.add_argument("--no-convert", action="store_true", help="skip the convert rows")
+    p.add_argument("--pause", type=float, default=0, metavar="S",
+                   help="sleep S seconds (untimed) before each timed dump, as a training script "
+                        "does between checkpoints (on a VM with free page reporting, memory freed "
+                        "before the pause has gone back to the host)")
+    p.add_argument("--warm-ram", type=float, default=0, metavar="GIB",
+                   help="touch this much fresh memory once before measuring (a VM whose memory "
+                        "the host backs lazily stalls on first-touched pages; see workloads.py)")
     args = p.parse_args(argv)
     # SIGTERM / SIGINT (also when started in the background) unwind, so the mounts are undone
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -333,6 +350,9 @@ def main(argv=None):
     def say(s):
         print(s, file=sys.stderr, flush=True)
 
+    global PAUSE
+    PAUSE = args.pause
+    W.warm_ram(args.warm_ram, say)
     rows = []
     for fs in [f for f in args.fs.split(",") if f]:
         if fs in LOOP_FS:

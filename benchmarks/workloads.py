@@ -17,3 +17,30 @@ deterministic object. full sizes:
 from fastjoblib._bench import (  # noqa: F401
     ARRAY_WORKLOADS, DEFAULT_WORKLOADS, MiB, WORKLOADS, big_array, dataframe, dict_of_arrays,
     f_order_array, random_forest, small_dicts, smooth_array, str_int_dict, strided_array)
+
+
+def warm_ram(gib, say=print):
+    """Touch `gib` GiB of fresh memory once, then free it (benchmarks' --warm-ram).
+
+    On a virtual machine whose memory the host backs lazily (this one: a Firecracker guest), the
+    first touch of a guest page costs a host page fault: writing a 256 MiB file into page-cache
+    pages never touched before runs at ~400 MB/s instead of ~4 GB/s (300-800 ms stalls inside
+    write(2), for whichever contender the kernel handed those pages). benchmarks/page_stall.py
+    shows it: on this machine 4 of 20 rounds of a plain 256 MiB write stalled, 0 of 40 after
+    touching 12 GiB once. Touching the free memory once turns such a guest into what a
+    laptop or server is: the benchmark then measures the filesystem, not the hypervisor. Capped at
+    MemAvailable - 2 GiB.
+    """
+    import time
+    import numpy as np
+    if gib <= 0:
+        return
+    with open("/proc/meminfo") as f:
+        avail = next(int(ln.split()[1]) << 10 for ln in f if ln.startswith("MemAvailable:"))
+    n = min(int(gib * (1 << 30)), max(0, avail - (2 << 30))) >> 30
+    t = time.perf_counter()
+    held = []
+    for _ in range(n):
+        held.append(np.ones(1 << 30, dtype=np.uint8))  # written: every page touched
+    del held
+    say("# warmed %d GiB of memory in %.1f s (--warm-ram)" % (n, time.perf_counter() - t))
