@@ -503,7 +503,18 @@ numpy_wrapper_build(fj_up *u, PyObject *state)
         return NULL;
     }
 
-    /* shape -> dims, element count and byte size, all overflow-checked */
+    /* shape -> dims, element count and byte size, all overflow-checked; a shape that is not a
+     * tuple or list (a range from the stream) has its length checked before it is materialised */
+    if (!PyTuple_Check(shape) && !PyList_Check(shape)) {
+        Py_ssize_t n = PyObject_Length(shape);
+        if (n < 0) {
+            return NULL;
+        }
+        if (n > NPY_MAXDIMS) {
+            PyErr_Format(u->st->UnpicklingError, "NumpyArrayWrapper shape has %zd dimensions", n);
+            return NULL;
+        }
+    }
     shape_t = PySequence_Tuple(shape);
     if (shape_t == NULL) {
         return NULL;

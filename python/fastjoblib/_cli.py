@@ -321,6 +321,8 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
         raise CLIError(f"{path}: {exc}") from None
     except ValueError as exc:
         raise CLIError(f"{path} is not a readable joblib file or pickle ({_strip(exc)})") from None
+    except (MemoryError, RecursionError) as exc:
+        raise CLIError(f"{path}: too big or too deep to inspect ({type(exc).__name__})") from None
     if args.json:
         json.dump(report, out, indent=2, default=str)
         out.write("\n")
@@ -330,15 +332,22 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
 
         # public spellings (sklearn.preprocessing.StandardScaler) where the package has them:
         # trusted= accepts them for the object they name
-        out.write(pprint.pformat(public_names(report["needs_trusted"]), width=100) + "\n")
+        out.write(_printable(pprint.pformat(public_names(report["needs_trusted"]), width=100))
+                  + "\n")
         if report["dangerous"]:
             print(f"fastjoblib: {path} also names dangerous globals that no trusted= list "
                   f"allows: {', '.join(report['dangerous'])}", file=sys.stderr)
             return 1
         return 0
-    out.write(format_report(report, None if source is not path else path,
-                            arrays_detail=args.arrays) + "\n")
+    out.write(_printable(format_report(report, None if source is not path else path,
+                                       arrays_detail=args.arrays)) + "\n")
     return 0
+
+
+def _printable(text: str) -> str:
+    """Text from a file may hold lone surrogates (names and strings are decoded with
+    'surrogatepass'): shown as \\udXXX escapes, so a strict UTF-8 stream can write them."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _strip(exc: BaseException) -> str:

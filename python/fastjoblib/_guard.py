@@ -476,6 +476,11 @@ def _filter_state(inst, state, arrow_made=None):
     pd = sys.modules.get("pandas")
     if pd is not None and type(type(inst).__module__) is str \
             and type(inst).__module__.startswith("pandas"):
+        if isinstance(inst, getattr(pd.arrays, "SparseArray", ())) and type(state) is not dict:
+            # pandas < 0.24's tuple state: SparseArray.__setstate__ hands its ndarray state to
+            # ndarray.__setstate__ itself, past the ndarray-state check
+            raise _bad_state("SparseArray", "a pre-0.24 tuple state (not supported under "
+                                            "trusted=)")
         state = _pd_state_keys(inst, state)
         if isinstance(inst, getattr(pd.arrays, "ArrowExtensionArray", ())):
             if type(inst) is not pd.arrays.ArrowStringArray:
@@ -533,6 +538,38 @@ def _pd_ndarray_backed_problem(pd, obj):
     return None
 
 
+def _pd_sparse_index_problem(pd, np, idx):
+    """An IntIndex's points, or a BlockIndex's blocks, inside 0..length, sorted, not overlapping
+    (pandas' Cython code checks neither negative block lengths nor block starts, and indexes
+    with them unchecked: to_int_index() of a negative length overflows the heap). Checked with
+    NumPy on the index's own arrays, before any pandas method walks them."""
+    sparse = pd._libs.sparse
+    n = idx.length
+    if type(n) is not int or n < 0:
+        return "sparse index with a bad length"
+    if isinstance(idx, sparse.BlockIndex):
+        b = np.asarray(idx.blocs, dtype=np.int64)
+        ln = np.asarray(idx.blengths, dtype=np.int64)
+        if b.ndim != 1 or b.shape != ln.shape:
+            return "sparse blocks and lengths disagree"
+        if b.size:
+            if int(ln.min()) <= 0 or int(b.min()) < 0 or int((b + ln).max()) > n \
+                    or (b.size > 1 and not bool((b[1:] >= b[:-1] + ln[:-1]).all())):
+                return "sparse blocks outside the length, empty, unsorted or overlapping"
+        if int(ln.sum()) != idx.npoints:
+            return "sparse blocks disagree with their point count"
+        return None
+    if isinstance(idx, sparse.IntIndex):
+        ind = np.asarray(idx.indices)
+        if ind.ndim != 1 or ind.size != idx.npoints:
+            return "sparse points disagree with their count"
+        if ind.size and (int(ind.min()) < 0 or int(ind.max()) >= n
+                         or (ind.size > 1 and not bool((np.diff(ind) > 0).all()))):
+            return "sparse index outside its length or unsorted"
+        return None
+    return "an unknown sparse index"
+
+
 def _pd_other_problem(pd, obj):
     """MultiIndex codes, SparseArray indexes, masked arrays' masks, indexes' backing arrays."""
     import numpy as np
@@ -559,11 +596,10 @@ def _pd_other_problem(pd, obj):
             return "pending"
         if not isinstance(vals, np.ndarray) or vals.ndim != 1 or vals.size != idx.npoints:
             return "sparse values disagree with their index"
-        ind = np.asarray(idx.to_int_index().indices)
-        if ind.size and (int(ind.min()) < 0 or int(ind.max()) >= idx.length
-                         or (ind.size > 1 and not bool((np.diff(ind) > 0).all()))):
-            return "sparse index outside its length or unsorted"
-        return None
+        return _pd_sparse_index_problem(pd, np, idx)
+    sparse = getattr(getattr(pd, "_libs", None), "sparse", None)
+    if sparse is not None and isinstance(obj, (sparse.IntIndex, sparse.BlockIndex)):
+        return _pd_sparse_index_problem(pd, np, obj)
     from pandas.core.arrays.masked import BaseMaskedArray
     if isinstance(obj, BaseMaskedArray):
         d, m = getattr(obj, "_data", None), getattr(obj, "_mask", None)
@@ -651,12 +687,31 @@ def _check_blocks(axes, blocks):
             raise _bad_state("pandas manager", "block placements do not cover the items once")
 
 
-def _pd_index_parts(pd, np, cls, d):
-    """_new_*Index(cls, d): the data a datetime-like index is made from, before pandas uses it."""
+_PD_NEW_INDEX = {"_new_DatetimeIndex": ("DatetimeIndex", "M"),
+                 "_new_TimedeltaIndex": ("TimedeltaIndex", "m"),
+                 "_new_PeriodIndex": ("PeriodIndex", "i")}
+
+
+def _pd_index_parts(pd, np, func, cls, d):
+    """_new_*Index(cls, d): the data a datetime-like index is made from, before pandas uses it.
+
+    pandas' _new_DatetimeIndex / _new_TimedeltaIndex call ``cls.__new__(cls, **d)`` when `d` has
+    no (or an index as) 'data': any allowed class called with keywords from the file, out of
+    reach of the per-callee rules (``ndarray(buffer=)``, ``bytes(n)``, string lengths). pandas'
+    own pickles always hold the class itself and its data, so nothing else is accepted."""
+    want = _PD_NEW_INDEX.get(getattr(func, "__name__", ""))
+    if want is not None and getattr(func, "__module__", "").startswith("pandas.core.indexes"):
+        name = "pandas." + func.__name__
+        if cls is not getattr(pd, want[0], None):
+            raise _bad_state(name, f"called for {getattr(cls, '__qualname__', type(cls).__name__)}"
+                                   f" (only {want[0]})")
+        if "data" not in d:
+            raise _bad_state(name, "without 'data' (pandas would call the class with the "
+                                   "file's keywords)")
     kind = {"DatetimeIndex": "M", "TimedeltaIndex": "m", "PeriodIndex": "i"}.get(
         getattr(cls, "__name__", ""))
     data = d.get("data")
-    if kind is None or data is None:
+    if kind is None or data is None or cls is not getattr(pd, cls.__name__, None):
         return
     if isinstance(data, np.ndarray):
         if data.dtype.kind != kind or data.dtype.itemsize != 8 or (
@@ -704,6 +759,7 @@ def _pd_manager_state(state):
 # before_call: sizes and hash flooding
 
 _INT_SIZED = (bytes, bytearray)  # bytes(n) / bytearray(n) allocate n bytes
+_WRITABLE_BUFFERS = (bytearray, memoryview, pickle.PickleBuffer)
 _CONTAINERS = (list, tuple, set, frozenset, dict, bytes, bytearray, collections.deque,
                collections.Counter, collections.OrderedDict, collections.UserList,
                collections.UserDict, collections.defaultdict)
@@ -912,6 +968,15 @@ def _make_before_call(budget, pending, made):
                     and isinstance(a0, (list, tuple)):
                 _flood_check(func, [p[0] for p in a0 if type(p) is tuple and len(p) == 2])
         fmod = getattr(func, "__module__", None)
+        if type(fmod) is str and fmod.startswith(("numpy", "pandas")):
+            # NumPy makes a view of a writable buffer it is handed (MaskedArray(ba), matrix(ba,
+            # copy=False), ...): two such views, or one over a caller's out-of-band buffer,
+            # would let the caller's writes change data a check has passed (pandas codes).
+            # Protocol-5 arrays come through the copying _frombuffer stand-in instead.
+            for v in vals:
+                if type(v) in _WRITABLE_BUFFERS:
+                    raise _bad_state(getattr(func, "__qualname__", "numpy"),
+                                     f"a {type(v).__name__} argument (an array over its memory)")
         if type(fmod) is str and fmod.startswith("pandas"):
             # pandas parses date, period and frequency strings in super-linear time
             for v in vals:
@@ -928,7 +993,10 @@ def _make_before_call(budget, pending, made):
                     if isinstance(v, np.ndarray) and not v.dtype.hasobject:
                         budget.charge(100 * v.size)
             if fmod.startswith("pandas.core.indexes") and len(args) == 2 and type(args[1]) is dict:
-                _pd_index_parts(pd, np, args[0], args[1])
+                _pd_index_parts(pd, np, func, args[0], args[1])
+            elif getattr(func, "__name__", None) in _PD_NEW_INDEX \
+                    and fmod.startswith("pandas.core.indexes"):
+                raise _bad_state("pandas." + func.__name__, "only (class, dict) arguments")
         if np is not None and func is np.ndarray and (len(args) > 2 or (kwargs and "buffer" in kwargs)):
             raise _bad_state("numpy.ndarray", "an array over another object's memory (buffer=)")
         torch = sys.modules.get("torch")

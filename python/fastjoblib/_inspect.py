@@ -533,8 +533,8 @@ def _array_record(state, rd):
     }
     if "numpy_array_alignment_bytes" in s:
         align = s["numpy_array_alignment_bytes"]
-        if align is not None and type(align) is not int:
-            raise _Bad("numpy_array_alignment_bytes is neither an int nor None")
+        if align is not None and (type(align) is not int or not -_DIM_LIMIT < align < _DIM_LIMIT):
+            raise _Bad("numpy_array_alignment_bytes is neither an int (below 2**63) nor None")
         rec["alignment"] = align
     else:
         rec["alignment"] = "absent"
@@ -688,7 +688,8 @@ class _TorchWalk:
         if requires_grad is True:
             self.requires_grad += 1
         rec = {"dtype": "torch." + dtype if dtype else None, "shape": size, "stride": stride,
-               "offset": offset if type(offset) is int else None, "nbytes": nbytes,
+               "offset": offset if type(offset) is int and -_DIM_LIMIT < offset < _DIM_LIMIT
+               else None, "nbytes": nbytes,
                "requires_grad": requires_grad if type(requires_grad) is bool else None,
                "parameter": False, "storage": storage.index if storage is not None else None,
                "array": storage.array if storage is not None else None, "form": form}

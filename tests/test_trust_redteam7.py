@@ -1,0 +1,225 @@
+"""Red-team round 7 (given docs/SECURITY.md's claims and an interpreter, not these tests): the
+breaks that crashed the interpreter or let a loaded array share memory a check had passed, and
+the ones that made `python -m fastjoblib inspect` die with a traceback.
+
+* `pandas._new_DatetimeIndex(cls, d)` / `_new_TimedeltaIndex` call ``cls.__new__(cls, **d)`` when
+  `d` has no 'data': any allowed class called with keywords from the file, past every per-callee
+  rule (``numpy.ndarray(shape, 'O', buffer=bytearray)``: an object array whose pointers are file
+  bytes; ``bytes(source=N)``; 100k-char Timestamp strings);
+* `pandas._libs.sparse.BlockIndex` with a negative block length (the guard's own
+  ``to_int_index()`` overflowed the heap);
+* `SparseArray`'s pre-0.24 tuple state (``ndarray.__setstate__`` called by pandas itself, past
+  the ndarray-state check: an object array read past its item list);
+* ``numpy.ma.MaskedArray(bytearray)`` / ``numpy.matrix(buffer, None, False)``: views of one
+  buffer (a Categorical's checked codes, or the caller's out-of-band buffer) handed out;
+* a NumpyArrayWrapper shape that is a 10**8-element range (materialised before ndim was checked);
+* `inspect` CLI: a lone surrogate in a version string (UnicodeEncodeError), a tensor offset of
+  5000 digits (int->str limit), a MemoryError.
+
+Each hostile stream runs in a child process under a 4 GiB address-space limit
+(tests/test_trust_attacks.py's runner): before the fixes, the crash cases killed it.
+"""
+import os
+import pickle
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from test_trust_attacks import assert_refused, run_child
+
+pytest.importorskip("pandas")
+
+
+def glob(module, name):  # GLOBAL (protocol 0 spelling, as the red team's files)
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def x(text):
+    b = text.encode()
+    return b"X" + struct.pack("<I", len(b)) + b
+
+
+def put(i):
+    return b"q" + bytes([i])
+
+
+def get(i):
+    return b"h" + bytes([i])
+
+
+NEW_DTI = glob("pandas.core.indexes.datetimes", "_new_DatetimeIndex")
+NEW_TDI = glob("pandas.core.indexes.timedeltas", "_new_TimedeltaIndex")
+
+
+def _objbuf(helper, use=True):
+    """helper(numpy.ndarray, {'shape': (1,), 'dtype': 'O', 'buffer': bytearray(b'A' * 8)})"""
+    s = b"\x80\x05\x96" + struct.pack("<Q", 8) + b"\x41" * 8 + put(0) + b"0"
+    s += helper + b"(" + glob("numpy", "ndarray") + b"}(" + x("shape") + b"K\x01\x85" \
+        + x("dtype") + x("O") + x("buffer") + get(0) + b"u" + b"tR"
+    if use:
+        s += put(1) + b"0" + glob("builtins", "list") + get(1) + b"\x85R"
+    return s + b"."
+
+
+def _gadget(helper, cls, kwargs_ops):
+    return b"\x80\x05" + helper + b"(" + cls + b"}(" + kwargs_ops + b"u" + b"tR."
+
+
+def test_new_index_helpers_only_make_their_index():
+    cases = {
+        "objbuf": ("loads", _objbuf(NEW_DTI), {"trusted": True}),
+        "objbuf-no-use": ("loads", _objbuf(NEW_DTI, use=False), {"trusted": True}),
+        "objbuf-td": ("loads", _objbuf(NEW_TDI), {"trusted": True}),
+        "bytes-source": ("loads", _gadget(NEW_DTI, glob("builtins", "bytes"),
+                                          x("source") + b"\x8a\x04" + struct.pack("<I", 1 << 30)),
+                         {"trusted": True}),
+        "timestamp-string": ("loads", _gadget(NEW_DTI, glob("pandas", "Timestamp"),
+                                              x("ts_input") + x("1." * 50_000)),
+                             {"trusted": True}),
+        # the right class, but no data: cls.__new__(DatetimeIndex, **file keywords)
+        "no-data": ("loads", _gadget(NEW_DTI, glob("pandas", "DatetimeIndex"),
+                                     x("name") + x("n")), {"trusted": True}),
+    }
+    res = run_child(cases)
+    assert_refused(res, "only DatetimeIndex", "only TimedeltaIndex", "without 'data'")
+
+
+def test_real_datetime_indexes_still_load():
+    import numpy as np
+    import pandas as pd
+
+    import fastjoblib
+    for obj in (pd.date_range("2020-01-01", periods=5, freq="D", name="d"),
+                pd.date_range("2020-01-01", periods=3, tz="UTC"),
+                pd.timedelta_range("1 day", periods=4), pd.period_range("2020-01", periods=3,
+                                                                         freq="M")):
+        for proto in (2, 4, 5):
+            back = fastjoblib.loads(pickle.dumps(obj, protocol=proto), trusted=True)
+            assert back.equals(obj) and back.name == obj.name
+    s = pd.Series(np.arange(3), index=pd.date_range("2021-01-01", periods=3))
+    assert fastjoblib.loads(pickle.dumps(s), trusted=True).equals(s)
+
+
+def _block_index(length, blocs, blengths):
+    def ilist(v):
+        return b"(" + b"".join(b"J" + struct.pack("<i", n) for n in v) + b"l"
+    return glob("pandas._libs.sparse", "BlockIndex") + b"(J" + struct.pack("<i", length) \
+        + ilist(blocs) + ilist(blengths) + b"tR"
+
+
+def test_sparse_block_index_is_checked_before_use():
+    n = 10 ** 7
+    bad = _block_index(10, [0, n], [n, -(n - 1)])
+    sparse_over_bad = b"\x80\x02" + bad + put(0) + b"0" + glob("pandas.arrays", "SparseArray") \
+        + b"((G" + struct.pack(">d", 1.0) + b"l" + get(0) + b"tR."
+    cases = {"negative-length": ("loads", sparse_over_bad, {"trusted": True}),
+             "index-alone": ("loads", b"\x80\x02" + bad + b".", {"trusted": True}),
+             "overlapping": ("loads", b"\x80\x02" + _block_index(10, [0, 2], [4, 2]) + b".",
+                             {"trusted": True}),
+             "past-the-end": ("loads", b"\x80\x02" + _block_index(10, [8], [4]) + b".",
+                              {"trusted": True})}
+    # (pandas itself refuses overlapping and past-the-end blocks; not negative lengths)
+    assert_refused(run_child(cases), "sparse blocks", "overlaps", "extends beyond end")
+
+
+def test_real_sparse_arrays_still_load():
+    import numpy as np
+    import pandas as pd
+
+    import fastjoblib
+    for kind in ("integer", "block"):
+        arr = pd.arrays.SparseArray([0, 0, 1.5, 2.5, 0, 0, 3.0, 0], kind=kind)
+        back = fastjoblib.loads(pickle.dumps(arr), trusted=True)
+        assert np.array_equal(np.asarray(back), np.asarray(arr))
+        assert type(back.sp_index) is type(arr.sp_index)
+    adjacent = pd.arrays.SparseArray(np.array([1.0, 2.0, 0, 3.0]), kind="block")
+    assert np.array_equal(np.asarray(fastjoblib.loads(pickle.dumps(adjacent), trusted=True)),
+                          np.asarray(adjacent))
+
+
+def test_sparse_array_tuple_state_refused():
+    import numpy as np
+    state = ((1, (100_000,), np.dtype("O"), False, [1]), (np.nan, None))
+    body = pickle.dumps(state, protocol=2)[2:-1]
+    stream = b"\x80\x02" + glob("pandas.arrays", "SparseArray") + b")\x81" + body + b"b."
+    assert_refused(run_child({"legacy": ("loads", stream, {"trusted": True})}),
+                   "pre-0.24 tuple state")
+
+
+def test_numpy_views_of_writable_buffers_refused():
+    n = 8
+    s = b"\x80\x05\x96" + struct.pack("<Q", n) + b"\x00" * n + put(0) + b"0"
+    s += glob("numpy.ma", "MaskedArray") + put(1) + b"0"
+    s += glob("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked") + glob("pandas", "Categorical") \
+        + b"J" + struct.pack("<i", 82904607) + b"N\x87R"
+    s += b"}(" + x("_ndarray") + get(1) + get(0) + b"\x85R"
+    s += x("_dtype") + glob("pandas", "CategoricalDtype") + b"((" + x("a") + b"l\x89tR" + b"u" + b"b"
+    s += get(1) + get(0) + b"\x85R\x86."
+    matrix = b"\x80\x05" + glob("numpy", "matrix") + b"\x96" + struct.pack("<Q", 8) + b"\x00" * 8 \
+        + b"N\x89\x87R."
+    assert_refused(run_child({"shared-codes": ("loads", s, {"trusted": True}),
+                              "matrix": ("loads", matrix, {"trusted": True})}),
+                   "a bytearray argument")
+
+
+def test_caller_buffers_not_viewed():
+    import fastjoblib
+    buf = bytearray(b"ABCDEFGH")
+    data = b"\x80\x05" + glob("numpy.ma", "MaskedArray") + b"\x97\x85R."
+    with pytest.raises(pickle.UnpicklingError, match="a PickleBuffer argument"):
+        fastjoblib.loads(data, trusted=True, buffers=[pickle.PickleBuffer(buf)])
+    import numpy as np  # protocol-5 arrays still load, as copies
+    a = np.arange(4.0)
+    bufs = []
+    data = pickle.dumps(a, protocol=5, buffer_callback=bufs.append)
+    back = fastjoblib.loads(data, trusted=True, buffers=bufs)
+    assert np.array_equal(back, a) and not np.shares_memory(back, a)
+
+
+def test_wrapper_shape_range_checked_before_it_is_built():
+    import numpy as np
+    body = pickle.dumps({"dtype": np.dtype("u1"), "shape": range(10 ** 8), "order": "C",
+                         "allow_mmap": False}, protocol=2)[2:-1]
+    stream = b"\x80\x02" + glob("joblib.numpy_pickle", "NumpyArrayWrapper") + b")\x81" + body \
+        + b"b."
+    # under 1 GiB of address space: the 10**8-item tuple alone would need 3.6 GB
+    code = ("import io, resource, fastjoblib\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+            "for kw in ({'trusted': True}, {}):\n"
+            "    try:\n"
+            "        fastjoblib.load(io.BytesIO(DATA), **kw)\n"
+            "    except Exception as exc:\n"
+            "        print(type(exc).__name__, exc)\n")
+    if "asan" in os.environ.get("LD_PRELOAD", ""):
+        pytest.skip("ASan reserves terabytes of address space")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    p = subprocess.run([sys.executable, "-c", "DATA = " + repr(stream) + "\n" + code],
+                       capture_output=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
+    lines = p.stdout.decode().splitlines()
+    assert lines == ["UnpicklingError NumpyArrayWrapper shape has 100000000 dimensions"] * 2, lines
+
+
+def _cli(path, *flags):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+               PYTHONIOENCODING="utf-8:strict")
+    return subprocess.run([sys.executable, "-m", "fastjoblib", "inspect", *flags, str(path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_inspect_cli_survives_surrogates_and_huge_ints(tmp_path):
+    sur = tmp_path / "surrogate.pkl"
+    sur.write_bytes(pickle.dumps({"_sklearn_version": "1.0\ud800"}, protocol=4))
+    x_ = 10 ** 5000
+    raw = x_.to_bytes((x_.bit_length() + 8) // 8, "little", signed=True)
+    off = tmp_path / "offset.pkl"
+    off.write_bytes(b"\x80\x02" + glob("torch._utils", "_rebuild_tensor_v2") + b"(N\x8b"
+                    + struct.pack("<i", len(raw)) + raw + b"K\x01\x85K\x01\x85\x89}tR.")
+    for path in (sur, off):
+        for flags in ((), ("--json",), ("--arrays",), ("--trusted",)):
+            p = _cli(path, *flags)
+            assert "Traceback" not in p.stderr, (path.name, flags, p.stderr[-2000:])
+            assert p.returncode in (0, 1), (path.name, flags, p.returncode)
+    assert "\\ud800" in _cli(sur).stdout
