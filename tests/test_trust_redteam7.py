@@ -223,3 +223,78 @@ def test_inspect_cli_survives_surrogates_and_huge_ints(tmp_path):
             assert "Traceback" not in p.stderr, (path.name, flags, p.stderr[-2000:])
             assert p.returncode in (0, 1), (path.name, flags, p.returncode)
     assert "\\ud800" in _cli(sur).stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# time and memory: work repeated through the memo, or made up names
+
+
+def test_decimal_digits_and_exponent_bounded():
+    import decimal
+
+    import fastjoblib
+    for text in ("1e400000", "1" * 5000, "1e-5000"):
+        with pytest.raises(pickle.UnpicklingError, match="4300 digits"):
+            fastjoblib.loads(pickle.dumps(decimal.Decimal(text)), trusted=True)
+    for text in ("3.14159", "1e4300", "-0.000001", "NaN", "Infinity"):
+        d = decimal.Decimal(text)
+        back = fastjoblib.loads(pickle.dumps(d), trusted=True)
+        assert str(back) == str(d)
+
+
+def test_same_fraction_made_once():
+    from fractions import Fraction
+
+    import fastjoblib
+    from fastjoblib import _trust
+    big = 3 ** 60_000
+    arg = pickle.dumps((big, big + 2), protocol=2)[2:-1]  # the argument tuple
+    stream = (b"\x80\x02" + glob("fractions", "Fraction") + put(1) + b"0" + arg + put(2) + b"0"
+              + (get(1) + get(2) + b"R0") * 200 + b"N.")
+    _trust._fraction.cache_clear()
+    assert fastjoblib.loads(stream, trusted=True) is None
+    info = _trust._fraction.cache_info()
+    assert info.misses == 1 and info.hits == 199, info
+    assert fastjoblib.loads(pickle.dumps(Fraction(3, 7)), trusted=True) == Fraction(3, 7)
+
+
+def test_zoneinfo_no_cache_zone_read_once():
+    zoneinfo = pytest.importorskip("zoneinfo")
+
+    import fastjoblib
+    try:
+        z = zoneinfo.ZoneInfo.no_cache("Europe/Paris")
+    except zoneinfo.ZoneInfoNotFoundError:
+        pytest.skip("no time-zone database")
+    back = fastjoblib.loads(pickle.dumps([z, z]), trusted=True)
+    assert back[0] is zoneinfo.ZoneInfo("Europe/Paris") and back[1] is back[0]
+
+
+def test_container_of_a_big_list_is_charged_before_the_walks():
+    import fastjoblib
+    from fastjoblib import BudgetExceededError
+    n = 2_000_000
+    stream = (b"\x80\x02" + glob("builtins", "list") + glob("builtins", "range") + b"J"
+              + struct.pack("<i", n) + b"\x85R\x85R" + put(0) + b"0"
+              + glob("builtins", "set") + put(1) + b"0" + get(0) + b"\x85" + put(2) + b"0"
+              + (get(1) + get(2) + b"R0") * 3 + b"N.")
+    # range: 40 B an element (80 MB); set(list): 16 B an element more (32 MB) > 100 MB
+    with pytest.raises(BudgetExceededError):
+        fastjoblib.loads(stream, trusted=True, max_bytes=100_000_000)
+    assert fastjoblib.loads(stream, trusted=True, max_bytes=400_000_000) is None
+
+
+def test_getattr_chain_of_made_up_names():
+    import fastjoblib
+    from fastjoblib import UntrustedGlobalError
+    a = "a" * 4096
+    s = b"\x80\x04" + glob("pandas", "DataFrame")
+    s += b"X" + struct.pack("<I", len(a)) + a.encode() + put(0) + b"0"
+    for _ in range(40):
+        s = s[:2] + glob("builtins", "getattr") + s[2:] + get(0) + b"\x86R"
+    s += b"."
+    report = fastjoblib.inspect(s)
+    assert max(len(n) for n in report["globals"]) < 1024 + 4096
+    with pytest.raises(UntrustedGlobalError) as info:
+        fastjoblib.loads(s, trusted=True)
+    assert len(str(info.value)) < 10_000

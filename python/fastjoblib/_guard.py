@@ -760,6 +760,8 @@ def _pd_manager_state(state):
 
 _INT_SIZED = (bytes, bytearray)  # bytes(n) / bytearray(n) allocate n bytes
 _WRITABLE_BUFFERS = (bytearray, memoryview, pickle.PickleBuffer)
+_SIZED_ARGS = (list, tuple, set, frozenset, dict, collections.deque, collections.OrderedDict,
+               collections.Counter, collections.defaultdict)
 _CONTAINERS = (list, tuple, set, frozenset, dict, bytes, bytearray, collections.deque,
                collections.Counter, collections.OrderedDict, collections.UserList,
                collections.UserDict, collections.defaultdict)
@@ -941,6 +943,20 @@ def _make_before_call(budget, pending, made):
         pd = sys.modules.get("pandas")
         pd_range = getattr(pd, "RangeIndex", None) if pd is not None else None
         vals = list(args) + (list(kwargs.values()) if kwargs else [])
+        # charged first: the walks below are linear in the arguments too
+        if func in _CONTAINERS and args:
+            a0 = args[0]
+            if func in _INT_SIZED and type(a0) is int:
+                budget.charge(a0)
+            elif np is not None and isinstance(a0, np.ndarray):
+                budget.charge(64 * a0.size)  # one Python object per element
+            elif type(a0) in _SIZED_ARGS:
+                # the new container's slots (and the work of filling them): a big list the memo
+                # hands to set() again and again reaches the budget, not minutes of hashing
+                budget.charge(16 * len(a0))
+            if func in (dict, collections.OrderedDict, collections.UserDict) \
+                    and isinstance(a0, (list, tuple)):
+                _flood_check(func, [p[0] for p in a0 if type(p) is tuple and len(p) == 2])
         for v in vals:
             n = _lazy_size(np, pd_range, v)
             if n:
@@ -958,15 +974,6 @@ def _make_before_call(budget, pending, made):
                     if why is not None and why != "pending":
                         raise _bad_state(type(w).__name__, f"{why} (changed after it was made)")
                 flood_scan(func, w)
-        if func in _CONTAINERS and args:
-            a0 = args[0]
-            if func in _INT_SIZED and type(a0) is int:
-                budget.charge(a0)
-            elif np is not None and isinstance(a0, np.ndarray):
-                budget.charge(64 * a0.size)  # one Python object per element
-            if func in (dict, collections.OrderedDict, collections.UserDict) \
-                    and isinstance(a0, (list, tuple)):
-                _flood_check(func, [p[0] for p in a0 if type(p) is tuple and len(p) == 2])
         fmod = getattr(func, "__module__", None)
         if type(fmod) is str and fmod.startswith(("numpy", "pandas")):
             # NumPy makes a view of a writable buffer it is handed (MaskedArray(ba), matrix(ba,

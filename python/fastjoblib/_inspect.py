@@ -37,6 +37,7 @@ _KEEP_ITEMS = 4096        # dict items / tuple elements kept per container
 _KEEP_HEAD = 512          # first bytes kept of a longer bytes object
 _KEEP_TENSORS = 4096      # torch tensors described one by one (all are counted)
 _MAX_NDIM = 64
+_MAX_GETATTR_NAME = 1024  # a getattr chain's dotted name beyond this is not a real global
 _DIM_LIMIT = 1 << 63   # a dimension, an array's or a tensor's byte size: as the loaders bound them
 _MAX_STACK = 2 << 20      # stack / mark-stack entries (a DUP flood would grow them without end)
 # What a compressed stream may expand to by default: 64 MiB + 16 x the compressed size.
@@ -1137,7 +1138,8 @@ class _Walk:
                             # GLOBAL.attr (fastjoblib._trust._PolicyGetattr), and refuses anything else
                             if (isinstance(args, tuple) and len(args) == 2
                                     and isinstance(args[0], _Global) and isinstance(args[1], str)
-                                    and not args[0].name.startswith("<")):
+                                    and not args[0].name.startswith("<")
+                                    and len(args[0].name) + len(args[1]) < _MAX_GETATTR_NAME):
                                 full = f"{args[0].name}.{args[1]}"
                                 self.globals[full] += 1
                                 stack.append(_Global(full))

@@ -91,6 +91,7 @@ policy through ``_core.load(..., find_class=make_find_class(trusted))``.
 """
 import _compat_pickle
 import copyreg
+import functools
 import io
 import pickle
 import re
@@ -494,22 +495,52 @@ def _small_int(x, what):
 
 
 def _restricted_fraction(numerator=0, denominator=None):
-    """Stand-in for fractions.Fraction: Fraction(int, int), what a Fraction pickles as."""
-    import fractions
+    """Stand-in for fractions.Fraction: Fraction(int, int), what a Fraction pickles as. The same
+    pair again (the memo hands a stream the same big ints as often as it likes; each Fraction
+    of two 100,000-bit ints costs a ~13 ms gcd) gets the Fraction already made: they are
+    immutable, so sharing one is invisible."""
     _small_int(numerator, "fractions.Fraction")
     if denominator is not None:
         _small_int(denominator, "fractions.Fraction")
+    return _fraction(numerator, denominator)
+
+
+@functools.lru_cache(maxsize=64)
+def _fraction(numerator, denominator):
+    import fractions
     return fractions.Fraction(numerator, denominator)
 
 
+_MAX_DECIMAL_DIGITS = 4300  # digits and exponent of a Decimal: CPython's int <-> str limit
+
+
 def _restricted_decimal(value="0", context=None):
-    """Stand-in for decimal.Decimal: Decimal(str), what a Decimal pickles as (or a small int)."""
+    """Stand-in for decimal.Decimal: Decimal(str), what a Decimal pickles as (or a small int),
+    with at most 4300 digits and an exponent of at most 4300 (int(Decimal('1e400000')) is
+    quadratic and has no digit limit of its own)."""
     import decimal
     if type(value) is not str:
         _small_int(value, "decimal.Decimal")
     if context is not None:
         raise UntrustedGlobalError("decimal.Decimal", "a context argument is not allowed")
-    return decimal.Decimal(value)
+    if type(value) is str and len(value) > 2 * _MAX_DECIMAL_DIGITS + 64:
+        raise UntrustedGlobalError("decimal.Decimal", f"a string of {len(value)} characters")
+    d = decimal.Decimal(value)
+    if d.is_finite():
+        t = d.as_tuple()
+        if len(t.digits) > _MAX_DECIMAL_DIGITS or abs(t.exponent) > _MAX_DECIMAL_DIGITS:
+            raise UntrustedGlobalError("decimal.Decimal", f"more than {_MAX_DECIMAL_DIGITS} "
+                                       "digits or an exponent beyond that")
+    return d
+
+
+def _restricted_zoneinfo_unpickle(key, from_cache=1):
+    """Stand-in for zoneinfo.ZoneInfo._unpickle: always the cached zone. ``from_cache=0`` (a
+    ZoneInfo.no_cache zone) would read and parse the time-zone file again at every call."""
+    from zoneinfo import ZoneInfo
+    if type(key) is not str:
+        raise UntrustedGlobalError("zoneinfo.ZoneInfo._unpickle", "the key must be a str")
+    return ZoneInfo(key)
 
 
 _BIT_GENERATORS = ("MT19937", "PCG64", "PCG64DXSM", "Philox", "SFC64")
@@ -690,6 +721,7 @@ _SHIMS = {"numpy._core.numeric._frombuffer": _restricted_frombuffer,
           "numpy.random._pickle.__generator_ctor": _RNG_SHIMS[1],
           "numpy.random._pickle.__bit_generator_ctor": _RNG_SHIMS[2],
           "fractions.Fraction": _restricted_fraction, "decimal.Decimal": _restricted_decimal,
+          "zoneinfo.ZoneInfo._unpickle": _restricted_zoneinfo_unpickle,
           "_codecs.encode": _restricted_encode, "codecs.encode": _restricted_encode,
           "numpy.memmap": _RestrictedMemmap, "numpy.core.memmap.memmap": _RestrictedMemmap,
           "numpy._core.memmap.memmap": _RestrictedMemmap}
@@ -883,9 +915,14 @@ def explain_refusal(exc, policy, source):
     refused = [n for n in report["needs_trusted"] if not is_allowed(n)]
     if exc.name not in refused:
         refused.append(exc.name)
+    # (names a file makes up may be megabytes long: the message keeps their start)
+    refused = [n if len(n) <= _NAME_SHOWN else f"{n[:_NAME_SHOWN]}...({len(n)} characters)"
+               for n in refused]
     new = UntrustedGlobalError(exc.name, NOT_TRUSTED, refused, report["dangerous"])
     return new
 
+
+_NAME_SHOWN = 256  # characters of a refused name an error message shows
 
 # Distinct (module, name) answers one policy keeps (beyond: checked in full each time).
 _CHECKED_MAX = 4096
@@ -989,6 +1026,7 @@ def make_find_class(trusted=True, max_bytes=None):
             return obj
         shim = _SHIMS.get(fullname) or arrow_shims.get(fullname)
         if shim is not None:
+            returned[id(shim)] = shim  # handed out (getattr may return it too)
             return shim
         if fullname in _ARRAY_WRAPPERS:
             # The C loader handles these records itself and discards what find_class returns;
