@@ -298,3 +298,87 @@ def test_getattr_chain_of_made_up_names():
     with pytest.raises(UntrustedGlobalError) as info:
         fastjoblib.loads(s, trusted=True)
     assert len(str(info.value)) < 10_000
+
+
+def _shared_struct_state(nfields):
+    """ops: numpy.dtype at memo 1, u1 at memo 0, a structured state of `nfields` u1 fields at
+    memo 4 (names tuple and fields dict shared), 'V<n>' reduce args at memo 5"""
+    s = glob("numpy", "dtype") + put(1) + b"0"
+    s += get(1) + x("u1") + b"\x89\x88\x87R" + put(0) + b"0"
+    s += b"("
+    for i in range(nfields):
+        s += x("f%d" % i) + put(10 + i)
+    s += b"t" + put(2) + b"0}("
+    for i in range(nfields):
+        s += get(10 + i) + get(0) + b"M" + struct.pack("<H", i) + b"\x86"
+    s += b"u" + put(3) + b"0"
+    s += b"(K\x03" + x("|") + b"N" + get(2) + get(3) + b"M" + struct.pack("<H", nfields) \
+        + b"K\x01K\x10t" + put(4) + b"0"
+    s += x("V%d" % nfields) + b"\x89\x88\x87" + put(5) + b"0"
+    return s
+
+
+def test_one_dtype_state_applied_again_and_again_is_bounded():
+    import fastjoblib
+    s = b"\x80\x02" + _shared_struct_state(200)
+    s += (get(1) + get(5) + b"R" + get(4) + b"b0") * 3000 + b"N."
+    with pytest.raises(pickle.UnpicklingError, match="500,000 structured fields"):
+        fastjoblib.loads(s, trusted=True)
+    few = b"\x80\x02" + _shared_struct_state(200) + (get(1) + get(5) + b"R" + get(4) + b"b0") * 10
+    assert fastjoblib.loads(few + b"N.", trusted=True) is None
+
+
+def test_inspect_builds_a_shared_dtype_state_once(monkeypatch):
+    import fastjoblib
+    from fastjoblib import _inspect
+    s = b"\x80\x02" + _shared_struct_state(50)
+    s += glob("joblib.numpy_pickle", "NumpyArrayWrapper") + put(6) + b"0)" + put(7) + b"0"
+    rec = (get(6) + get(7) + b"\x81}(" + x("dtype") + get(1) + get(5) + b"R" + get(4) + b"b"
+           + x("shape") + b"K\x00\x85" + x("order") + x("C") + b"ub0")
+    s += rec * 300 + b"N."
+    calls = []
+    real = _inspect._dtype_build
+
+    def counting(sym, depth):
+        calls.append(sym.cls_name())
+        return real(sym, depth)
+    monkeypatch.setattr(_inspect, "_dtype_build", counting)
+    report = fastjoblib.inspect(s)
+    assert len(report["arrays"]) == 300
+    assert len(calls) <= 3, len(calls)  # u1 and the structured dtype (not once per record)
+    assert len({r["dtype"] for r in report["arrays"]}) == 1
+
+
+def test_inspect_searches_a_repeated_storage_blob_once(monkeypatch):
+    import fastjoblib
+    from fastjoblib import _inspect
+    blob = (b"ctorch\n" + b"A" * 40) * 80
+    s = b"\x80\x02" + glob("torch.storage", "_load_from_bytes") + put(0) + b"0"
+    s += b"B" + struct.pack("<I", len(blob)) + blob + b"\x85" + put(1) + b"0"
+    s += (get(0) + get(1) + b"R0") * 500 + b"N."
+    searched = []
+
+    class Counting:
+        def search(self, data):
+            searched.append(len(data))
+            return _inspect.re.compile(rb"ctorch\n([A-Za-z0-9_]{1,40})Storage\n").search(data)
+    monkeypatch.setattr(_inspect, "_STORAGE_CLASS", Counting())
+    fastjoblib.inspect(s)
+    assert searched == [512]
+
+
+def test_inspect_names_the_same_long_global_once():
+    import tracemalloc
+
+    import fastjoblib
+    m, n = "m" * 4096, "n" * 4096
+    s = b"\x80\x04" + x(m) + put(0) + b"0" + x(n) + put(1) + b"0"
+    s += (get(0) + get(1) + b"\x93") * 10_000 + b"."
+    tracemalloc.start()
+    try:
+        report = fastjoblib.inspect(s)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report["globals"] == {f"{m}.{n}": 10_000}
+    assert peak < 30 << 20, peak  # one 8 KB name, not 10,000 (80 MB)

@@ -471,7 +471,13 @@ def _arrow_string_type(pa, t):
     return isinstance(t, pa.DataType) and (t.equals(pa.string()) or t.equals(pa.large_string()))
 
 
-def _filter_state(inst, state, arrow_made=None):
+# Structured-dtype fields a load may hand to dtype BUILDs in all (NumPy rebuilds every field at
+# each BUILD: one 1000-field state shared through the memo, applied at every 9-byte BUILD, was
+# seconds a kilobyte, 1 ms a BUILD). 500k is far beyond a real file's dtypes.
+_MAX_FIELDS_APPLIED = 500_000
+
+
+def _filter_state(inst, state, arrow_made=None, fields_applied=None):
     _refuse_dateutil(state, 0)
     pd = sys.modules.get("pandas")
     if pd is not None and type(type(inst).__module__) is str \
@@ -493,6 +499,12 @@ def _filter_state(inst, state, arrow_made=None):
     np = sys.modules.get("numpy")
     if np is not None:
         if isinstance(inst, np.dtype):
+            if fields_applied is not None and type(state) is tuple and len(state) >= 4 \
+                    and type(state[3]) is tuple:
+                fields_applied[0] += len(state[3])
+                if fields_applied[0] > _MAX_FIELDS_APPLIED:
+                    raise _bad_state("dtype", f"more than {_MAX_FIELDS_APPLIED:,} structured "
+                                              "fields set in one load")
             return _dtype_state(np, inst, state)
         if isinstance(inst, np.ndarray):
             return _ndarray_state(np, inst, state)
@@ -1063,7 +1075,9 @@ def attach(find_class, returned, max_bytes=None):
     made = {}  # pandas objects this load made: id -> weakref (checked again at use and at the end)
     find_class.check_object = _make_check_object(returned, pending, made)
     arrow_made = getattr(find_class, "arrow_made", {})
-    find_class.filter_state = lambda inst, state: _filter_state(inst, state, arrow_made)
+    fields_applied = [0]  # structured-dtype fields given to dtype BUILDs in this load
+    find_class.filter_state = lambda inst, state: _filter_state(inst, state, arrow_made,
+                                                                fields_applied)
     budget = Budget(max_bytes)
     find_class.budget_obj = budget
     find_class.budget = budget.capsule

@@ -416,8 +416,25 @@ def _dtype_from(sym, depth=0):
     if not isinstance(sym, _Obj):
         raise _Bad("array dtype is not a pickled dtype")
     if sym.dtype is None:
-        sym.dtype = _dtype_build(sym, depth)
+        # many dtype objects may share one state through the memo (a fresh dtype per array
+        # record, one 1000-field state): built once per (descr, state), not per object
+        key = id(sym.state)
+        hit = _DTYPE_MEMO.get(key) if sym.state is not None else None
+        if hit is not None and hit[0] is sym.state and hit[1] == sym.args:
+            sym.dtype, sym.dtext = hit[2], hit[3]
+        else:
+            sym.dtype = _dtype_build(sym, depth)
+            if sym.state is not None:
+                if len(_DTYPE_MEMO) >= 4096:
+                    _DTYPE_MEMO.clear()
+                _DTYPE_MEMO[key] = [sym.state, sym.args, sym.dtype, None, sym]
     return sym.dtype
+
+
+# id(dtype state) -> [state, reduce args, (dtype, kind), struct text, a symbolic dtype]: filled
+# during one inspect, cleared after it (entries are checked by identity, so a walk in another
+# thread at most misses)
+_DTYPE_MEMO = {}
 
 
 def _dtype_build(sym, depth):
@@ -521,8 +538,16 @@ def _array_record(state, rd):
     sub = s.get("subclass")
     if dt is not None and dt.fields and sym.dtext is None:
         # (once per pickled dtype: a dtype shared through the memo by many records is
-        # described once and its text shared, not rebuilt and copied per record)
-        sym.dtext = _struct_text(dt)
+        # described once and its text shared, not rebuilt and copied per record; likewise
+        # dtype objects that share one state)
+        hit = _DTYPE_MEMO.get(id(sym.state)) if sym.state is not None else None
+        if hit is not None and hit[0] is sym.state and hit[3] is not None \
+                and hit[2] is sym.dtype:
+            sym.dtext = hit[3]
+        else:
+            sym.dtext = _struct_text(dt)
+            if hit is not None and hit[0] is sym.state:
+                hit[3] = sym.dtext
     rec = {
         "dtype": dt.str if dt is not None and not dt.fields else (
             sym.dtext if dt is not None else dkind),
@@ -597,6 +622,7 @@ class _TorchWalk:
     def __init__(self, arrays):
         self.arrays = arrays
         self.n_storages = 0        # _Storage objects made (their index)
+        self._blob_dtypes = {}     # id(blob) -> (blob, storage dtype): a blob searched once
         self.by_array = {}         # array record index -> _Storage
         # storages in use, counted as tensors take them (no list of them: a hostile stream could
         # make millions)
@@ -630,11 +656,18 @@ class _TorchWalk:
 
     def _storage_of_blob(self, blob):
         head = blob.head if isinstance(blob, _Long) else blob if isinstance(blob, bytes) else b""
-        m = _STORAGE_CLASS.search(head)
+        # (the class name is near the start of a legacy storage blob; the same memoised blob may
+        # come back at every 6-byte REDUCE, so the search is bounded)
+        known = self._blob_dtypes.get(id(blob))
+        if known is not None and known[0] is blob:
+            return self._new_storage(None, known[1], None)
+        m = _STORAGE_CLASS.search(head[:512])
         dtype = None
         if m is not None:
             name = m.group(1).decode("ascii")
             dtype = _STORAGE_DTYPE.get(name, name + "Storage")
+        if len(self._blob_dtypes) < 4096:
+            self._blob_dtypes[id(blob)] = (blob, dtype)  # the blob kept: ids stay unique
         return self._new_storage(None, dtype, None)
 
     def _new_storage(self, nbytes, dtype, array):
@@ -804,6 +837,7 @@ class _Walk:
         self.protocol = None
         self.unresolved = 0
         self.bad_getattr = False  # builtins.getattr applied to something other than a global
+        self._gnames = {}  # (module, name) -> dotted name, made once
         self.persistent_ids = 0
         self.oob_buffers = 0
         self.extensions = []
@@ -815,11 +849,18 @@ class _Walk:
 
     # -- helpers --------------------------------------------------------------------------------
     def add_global(self, module, name):
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        elif module in _compat_pickle.IMPORT_MAPPING:
-            module = _compat_pickle.IMPORT_MAPPING[module]
-        full = f"{module}.{name}"
+        # one name per (module, name) pair: a stream may name the same two memoised 4 KB
+        # strings at every 4-byte STACK_GLOBAL (8 KB of new text per op otherwise)
+        key = (module, name)
+        full = self._gnames.get(key)
+        if full is None:
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
+            full = f"{module}.{name}"
+            if len(self._gnames) < 65536:
+                self._gnames[key] = full
         self.globals[full] += 1
         return _Global(full)
 
@@ -1338,6 +1379,7 @@ def inspect(source, max_bytes=None, _max_ops=None):
             _sniff.message(name, kind, str(exc)) if kind else exc)) from None
     finally:
         close()
+        _DTYPE_MEMO.clear()
 
     if container == "zfile":
         fmt = "joblib<0.10 (zfile)"
