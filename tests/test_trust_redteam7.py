@@ -21,6 +21,7 @@ Each hostile stream runs in a child process under a 4 GiB address-space limit
 """
 import os
 import pickle
+import pickletools
 import struct
 import subprocess
 import sys
@@ -382,3 +383,36 @@ def test_inspect_names_the_same_long_global_once():
         tracemalloc.stop()
     assert report["globals"] == {f"{m}.{n}": 10_000}
     assert peak < 30 << 20, peak  # one 8 KB name, not 10,000 (80 MB)
+
+
+def test_pandas_object_rechecked_once_per_call(monkeypatch):
+    import numpy as np
+    import pandas as pd
+
+    import fastjoblib
+    from fastjoblib import _guard
+    df = pd.DataFrame({"a": np.arange(3), "b": np.arange(3.0), "c": ["x", "y", "z"]})
+    body = pickle.dumps(df, protocol=2)
+    assert body.startswith(b"\x80\x02") and body.endswith(b".")
+    body = body[2:-1]
+    top = max(int(arg) for op, arg, _ in pickletools.genops(pickle.dumps(df, protocol=2))
+              if op.name in ("BINPUT", "LONG_BINPUT"))
+    d, lst, arg = top + 1, top + 2, top + 3
+
+    def lput(i):
+        return b"r" + struct.pack("<I", i)
+
+    def lget(i):
+        return b"j" + struct.pack("<I", i)
+    s = b"\x80\x02" + body + lput(d) + b"0" + glob("builtins", "list") + lput(lst) + b"0"
+    s += b"(" + lget(d) * 64 + b"t\x85" + lput(arg) + b"0"
+    s += (lget(lst) + lget(arg) + b"R0") * 50 + b"N."
+    calls = []
+    real = _guard._pd_recheck
+
+    def counting(pd_, obj):
+        calls.append(type(obj).__name__)
+        return real(pd_, obj)
+    monkeypatch.setattr(_guard, "_pd_recheck", counting)
+    assert fastjoblib.loads(s, trusted=True) is None
+    assert calls.count("DataFrame") <= 51, len(calls)  # once a call (was 64 a call)

@@ -969,6 +969,7 @@ def _make_before_call(budget, pending, made):
             if func in (dict, collections.OrderedDict, collections.UserDict) \
                     and isinstance(a0, (list, tuple)):
                 _flood_check(func, [p[0] for p in a0 if type(p) is tuple and len(p) == 2])
+        rechecked = set()  # (one argument list may hold one pandas object 64 times)
         for v in vals:
             n = _lazy_size(np, pd_range, v)
             if n:
@@ -981,7 +982,8 @@ def _make_before_call(budget, pending, made):
                 if pending and id(w) in pending and pending[id(w)]() is w:
                     raise _bad_state(type(w).__name__, "used before it got its data")
                 ref = made.get(id(w)) if made else None
-                if ref is not None and ref() is w:
+                if ref is not None and ref() is w and id(w) not in rechecked:
+                    rechecked.add(id(w))
                     why = _pd_recheck(pd, w)
                     if why is not None and why != "pending":
                         raise _bad_state(type(w).__name__, f"{why} (changed after it was made)")
