@@ -416,3 +416,33 @@ def test_pandas_object_rechecked_once_per_call(monkeypatch):
     monkeypatch.setattr(_guard, "_pd_recheck", counting)
     assert fastjoblib.loads(s, trusted=True) is None
     assert calls.count("DataFrame") <= 51, len(calls)  # once a call (was 64 a call)
+
+
+def _doubling(levels, leaf_ops, wrap=b"l"):
+    """a container whose two items are the container below, `levels` deep (memo 0..levels)"""
+    s = leaf_ops + put(0) + b"0"
+    for i in range(1, levels + 1):
+        s += b"(" + get(i - 1) + get(i - 1) + wrap + put(i) + b"0"
+    return s + get(levels)
+
+
+def test_stringifying_shared_structure_is_bounded():
+    import fastjoblib
+    deque = glob("collections", "deque") + b"("  # deque([x, x]) of the level below
+    s_deque = x("leaf") + put(0) + b"0"
+    for i in range(1, 21):
+        s_deque += deque + get(i - 1) + get(i - 1) + b"l\x85R" + put(i) + b"0"
+    cases = {
+        # str() of a list of 2**20 leaves, again and again
+        "str-list": b"\x80\x02" + glob("builtins", "str") + _doubling(20, x("a")) + b"\x85R.",
+        # leaves of 60,000 characters: 2**15 of them is a 2 GB text
+        "long-leaves": b"\x80\x02" + glob("builtins", "str") + _doubling(15, x("a" * 60_000))
+                       + b"\x85R.",
+        # nesting through deques, which the walk did not count
+        "deques": b"\x80\x02" + glob("builtins", "str") + s_deque + get(20) + b"\x85R.",
+    }
+    for name, stream in cases.items():
+        with pytest.raises(pickle.UnpicklingError, match="shared parts|made into text"):
+            fastjoblib.loads(stream, trusted=True)
+    ok = b"\x80\x02" + glob("builtins", "str") + _doubling(5, x("a")) + b"\x85R."
+    assert fastjoblib.loads(ok, trusted=True).count("'a'") == 32

@@ -881,7 +881,12 @@ def _effective_call(func, args, kwargs):
 
 
 _EXPANDED_MAX = 4 << 20  # container slots a call argument may expand to through shared parts
-_CONTAINER_TYPES = (list, tuple, dict, set, frozenset)
+_DICT_TYPES = (dict, collections.OrderedDict, collections.Counter, collections.defaultdict)
+_CONTAINER_TYPES = (list, tuple, set, frozenset, collections.deque) + _DICT_TYPES
+_STR_SLOT = 16  # a text or bytes leaf counts one slot per 16 characters (what str() copies)
+# str()/repr() of a container walks and copies all of it at every call, and the memo can hand
+# the same argument to str() at every 6-byte REDUCE: no pickle stringifies more than this
+_STRINGIFY_MAX = 100_000
 
 
 def _expanded_slots(root):
@@ -898,10 +903,11 @@ def _expanded_slots(root):
         x, done = stack.pop()
         if id(x) in memo:
             continue
-        kids = list(x.items()) if type(x) is dict else x
+        mapping = type(x) in _DICT_TYPES
+        kids = list(x.items()) if mapping else x
         flat = []
         for k in kids:
-            if type(k) is tuple and type(x) is dict:
+            if type(k) is tuple and mapping:
                 flat.extend(k)
             else:
                 flat.append(k)
@@ -915,8 +921,10 @@ def _expanded_slots(root):
                     stack.append((k, False))
         else:
             distinct += len(flat)
-            size = len(flat) + sum(memo[id(k)][0] for k in flat
-                                   if type(k) in _CONTAINER_TYPES and id(k) in memo)
+            size = len(flat) + sum(memo[id(k)][0] if type(k) in _CONTAINER_TYPES
+                                   else len(k) // _STR_SLOT for k in flat
+                                   if (type(k) in _CONTAINER_TYPES and id(k) in memo)
+                                   or type(k) in (str, bytes, bytearray))
             memo[id(x)] = (size, x)
             active.discard(id(x))
     return memo[id(root)][0], distinct
@@ -927,10 +935,20 @@ def _make_before_call(budget, pending, made):
     dag_checked = {}
 
     def dag_check(func, v):
-        if type(v) not in _CONTAINER_TYPES or id(v) in dag_checked:
+        if type(v) not in _CONTAINER_TYPES:
             return
-        dag_checked[id(v)] = v
-        size, distinct = _expanded_slots(v)
+        hit = dag_checked.get(id(v))
+        if hit is not None and hit[0] is v:
+            size, distinct = hit[1], hit[2]
+        else:
+            size, distinct = _expanded_slots(v)
+            dag_checked[id(v)] = (v, size, distinct)
+        if func in (str, repr, format) and size > _STRINGIFY_MAX:
+            raise _bad_state(getattr(func, "__qualname__", "call"),
+                             f"a container of {size} items once its shared parts are expanded "
+                             f"(at most {_STRINGIFY_MAX:,} are made into text)")
+        if hit is not None:
+            return
         if size > _EXPANDED_MAX and size > 64 * max(distinct, 1):
             raise _bad_state(getattr(func, "__qualname__", "call"),
                              f"an argument whose shared parts expand to {size} items (the file "
