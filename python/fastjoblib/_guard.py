@@ -930,7 +930,16 @@ def _expanded_slots(root):
     return memo[id(root)][0], distinct
 
 
-def _make_before_call(budget, pending, made):
+# Builtins that build a new object from their arguments without writing into any argument's
+# memory: calls of these do not start a new re-check epoch (see attach).
+_READ_ONLY_CALLS = (list, tuple, set, frozenset, dict, str, repr, int, float, complex, bool,
+                    bytes, range, slice, collections.deque, collections.OrderedDict)
+
+
+def _make_before_call(budget, pending, made, epoch=None):
+    if epoch is None:
+        epoch = [0]
+    rechecked_at = {}  # id(made pandas object) -> (it, the epoch it was last re-checked at)
     flood_checked = {}
     dag_checked = {}
 
@@ -988,20 +997,34 @@ def _make_before_call(budget, pending, made):
                     and isinstance(a0, (list, tuple)):
                 _flood_check(func, [p[0] for p in a0 if type(p) is tuple and len(p) == 2])
         rechecked = set()  # (one argument list may hold one pandas object 64 times)
+        now = epoch[0]
+        if func not in _READ_ONLY_CALLS:
+            epoch[0] += 1  # this call may write memory: what it is given is re-checked first
+        read_only = func in _READ_ONLY_CALLS
         for v in vals:
             n = _lazy_size(np, pd_range, v)
             if n:
                 budget.charge(n)
-            _refuse_dateutil(v, 0)
-            inner = v if type(v) in (tuple, list) else (
-                list(v.values()) if type(v) is dict else ())
+            if read_only:
+                # a builtin constructor only references the items inside its argument (hashing
+                # and printing are bounded by flood_scan / dag_check on the argument itself):
+                # the per-item checks are for calls that use them, not for list((df,) * 64)
+                # repeated through the memo
+                inner = ()
+            else:
+                _refuse_dateutil(v, 0)
+                inner = v if type(v) in (tuple, list) else (
+                    list(v.values()) if type(v) is dict else ())
             dag_check(func, v)
             for w in [v, *inner[:64]]:
                 if pending and id(w) in pending and pending[id(w)]() is w:
                     raise _bad_state(type(w).__name__, "used before it got its data")
                 ref = made.get(id(w)) if made else None
-                if ref is not None and ref() is w and id(w) not in rechecked:
+                last = rechecked_at.get(id(w))
+                if ref is not None and ref() is w and id(w) not in rechecked \
+                        and not (last is not None and last[0] is w and last[1] == now):
                     rechecked.add(id(w))
+                    rechecked_at[id(w)] = (w, now)
                     why = _pd_recheck(pd, w)
                     if why is not None and why != "pending":
                         raise _bad_state(type(w).__name__, f"{why} (changed after it was made)")
@@ -1096,12 +1119,18 @@ def attach(find_class, returned, max_bytes=None):
     find_class.check_object = _make_check_object(returned, pending, made)
     arrow_made = getattr(find_class, "arrow_made", {})
     fields_applied = [0]  # structured-dtype fields given to dtype BUILDs in this load
-    find_class.filter_state = lambda inst, state: _filter_state(inst, state, arrow_made,
-                                                                fields_applied)
+    # bumped before every BUILD and every call that may write memory (_READ_ONLY_CALLS are not):
+    # a made pandas object re-checked at one epoch need not be re-checked until the next
+    epoch = [0]
+
+    def filter_state(inst, state):
+        epoch[0] += 1
+        return _filter_state(inst, state, arrow_made, fields_applied)
+    find_class.filter_state = filter_state
     budget = Budget(max_bytes)
     find_class.budget_obj = budget
     find_class.budget = budget.capsule
-    find_class.before_call = _make_before_call(budget, pending, made)
+    find_class.before_call = _make_before_call(budget, pending, made, epoch)
 
     def finish():
         for ref in pending.values():
