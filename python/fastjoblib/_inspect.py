@@ -434,7 +434,7 @@ def _dtype_from(sym, depth=0):
 # id(dtype state) -> [state, reduce args, (dtype, kind), struct text, a symbolic dtype]: filled
 # during one inspect, cleared after it (entries are checked by identity, so a walk in another
 # thread at most misses)
-_DTYPE_MEMO = {}
+_DTYPE_MEMO: "dict[int, list[object]]" = {}
 
 
 def _dtype_build(sym, depth):
