@@ -448,3 +448,44 @@ def test_stringifying_shared_structure_is_bounded():
             fastjoblib.loads(stream, trusted=True)
     ok = b"\x80\x02" + glob("builtins", "str") + _doubling(5, x("a")) + b"\x85R."
     assert fastjoblib.loads(ok, trusted=True).count("'a'") == 32
+
+
+def test_big_lists_of_atoms_counted_once_per_load():
+    from fastjoblib import _guard
+    known = {}
+    big = list(range(10_000))
+    assert _guard._expanded_slots((big,), known) == (10_001, 10_001)
+    assert known[id(big)][0] is big  # a fresh tuple holding it next time reuses the count
+    assert _guard._expanded_slots(([big, big],), known) == (20_003, 10_003)
+    big.append(-1)  # grown (APPEND): counted again
+    assert _guard._expanded_slots((big,), known) == (10_002, 10_002)
+    text = ["a" * 160] * 100  # text leaves are walked: 160 characters = 10 slots each
+    assert _guard._expanded_slots(text, known) == (1100, 100)
+
+
+def test_fresh_tuples_around_one_big_list_do_not_rewalk_it(monkeypatch):
+    import fastjoblib
+    from fastjoblib import _guard
+    n = 100_000
+    s = (b"\x80\x02" + glob("builtins", "list") + glob("builtins", "range") + b"J"
+         + struct.pack("<i", n) + b"\x85R\x85R" + put(0) + b"0"
+         + glob("builtins", "tuple") + put(1) + b"0"
+         + (get(1) + get(0) + b"\x85\x85R0") * 200 + b"N.")
+    seen = []
+    real = _guard._expanded_slots
+
+    def counting(root, known=None):
+        seen.append(id(root))
+        return real(root, known)
+    monkeypatch.setattr(_guard, "_expanded_slots", counting)
+    real_isdisjoint_walks = []
+    orig_map = map
+
+    def counting_map(f, it, *rest):  # the atoms pass over the big list
+        if f is type and getattr(it, "__len__", None) and len(it) == n:
+            real_isdisjoint_walks.append(1)
+        return orig_map(f, it, *rest)
+    monkeypatch.setattr(_guard, "map", counting_map, raising=False)
+    assert fastjoblib.loads(s, trusted=True) is None
+    assert len(seen) == 200  # every call's fresh tuple is looked at ...
+    assert len(real_isdisjoint_walks) == 1  # ... but the 100k-item list is scanned once

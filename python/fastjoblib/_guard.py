@@ -889,10 +889,17 @@ _STR_SLOT = 16  # a text or bytes leaf counts one slot per 16 characters (what s
 _STRINGIFY_MAX = 100_000
 
 
-def _expanded_slots(root):
+_KNOWN_MIN = 4096  # lists and tuples of atoms at least this long are remembered across calls
+_WALKED_TYPES = _CONTAINER_TYPES + (str, bytes, bytearray)
+
+
+def _expanded_slots(root, known=None):
     """(slots of `root` with every shared container counted at each use, distinct slots): what
     repr(), str(), hashing or comparing it walks, against what the file holds. Iterative and
-    memoised, so linear in the distinct containers."""
+    memoised, so linear in the distinct containers. `known` (kept by the caller for the whole
+    load): big lists and tuples of atoms already counted, so a fresh tuple holding the same
+    4M-item list at every call does not walk it again (a list only grows: its length says
+    whether it changed)."""
     if type(root) not in _CONTAINER_TYPES:
         return 0, 0
     memo = {}
@@ -902,6 +909,20 @@ def _expanded_slots(root):
     while stack:
         x, done = stack.pop()
         if id(x) in memo:
+            continue
+        if known is not None and not done:
+            k = known.get(id(x))
+            if k is not None and k[0] is x and k[1] == len(x):
+                memo[id(x)] = (k[2], x)
+                distinct += k[1]
+                continue
+        if not done and type(x) in (list, tuple) and len(x) >= 64 \
+                and set(map(type, x)).isdisjoint(_WALKED_TYPES):
+            # only atoms (numbers, None, ...): one C-speed pass instead of the walk below
+            memo[id(x)] = (len(x), x)
+            distinct += len(x)
+            if known is not None and len(x) >= _KNOWN_MIN:
+                known[id(x)] = (x, len(x), len(x))
             continue
         mapping = type(x) in _DICT_TYPES
         kids = list(x.items()) if mapping else x
@@ -927,6 +948,9 @@ def _expanded_slots(root):
                                    or type(k) in (str, bytes, bytearray))
             memo[id(x)] = (size, x)
             active.discard(id(x))
+            if known is not None and type(x) in (list, tuple) and len(flat) >= _KNOWN_MIN \
+                    and not any(type(k) in _CONTAINER_TYPES for k in flat):
+                known[id(x)] = (x, len(x), size)
     return memo[id(root)][0], distinct
 
 
@@ -942,6 +966,7 @@ def _make_before_call(budget, pending, made, epoch=None):
     rechecked_at = {}  # id(made pandas object) -> (it, the epoch it was last re-checked at)
     flood_checked = {}
     dag_checked = {}
+    known = {}  # big lists / tuples of atoms counted once (_expanded_slots)
 
     def dag_check(func, v):
         if type(v) not in _CONTAINER_TYPES:
@@ -950,7 +975,7 @@ def _make_before_call(budget, pending, made, epoch=None):
         if hit is not None and hit[0] is v:
             size, distinct = hit[1], hit[2]
         else:
-            size, distinct = _expanded_slots(v)
+            size, distinct = _expanded_slots(v, known)
             dag_checked[id(v)] = (v, size, distinct)
         if func in (str, repr, format) and size > _STRINGIFY_MAX:
             raise _bad_state(getattr(func, "__qualname__", "call"),
