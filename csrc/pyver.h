@@ -101,6 +101,25 @@ fj_lookup_attr(PyObject *obj, PyObject *name, PyObject **res)
 #endif
 }
 
+/* hasattr(obj, name) as Python's: 1 / 0, or -1 with the error set (PyObject_HasAttrString
+ * swallows every error, and 3.13+ reports each one it swallowed as "Exception ignored"). */
+static inline int
+fj_has_attr_string(PyObject *obj, const char *name)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyObject_HasAttrStringWithError(obj, name);
+#else
+    PyObject *n = PyUnicode_FromString(name), *res = NULL;
+    if (n == NULL) {
+        return -1;
+    }
+    int r = _PyObject_LookupAttr(obj, n, &res);
+    Py_DECREF(n);
+    Py_XDECREF(res);
+    return r;
+#endif
+}
+
 /* Two's complement little-endian bytes of an int into buf[n] (n large enough): 0 / -1. */
 static inline int
 fj_long_as_le_bytes(PyObject *v, unsigned char *buf, size_t n)

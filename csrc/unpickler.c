@@ -1205,7 +1205,10 @@ instantiate(fj_up *u, PyObject *cls, PyObject *args)
 {
     int use_call = PyTuple_GET_SIZE(args) > 0 || !PyType_Check(cls);
     if (!use_call) {
-        int has = PyObject_HasAttrString(cls, "__getinitargs__");
+        int has = fj_has_attr_string(cls, "__getinitargs__");
+        if (has < 0) {
+            return NULL;
+        }
         use_call = has;
     }
     if (u->restricted && guard_call(u, cls, args, NULL) < 0) {
@@ -3370,7 +3373,12 @@ container_size(PyObject *file)
         }
         return (int64_t)(stt.st_size - cur);
     }
-    if (!PyObject_HasAttrString(file, "read")) {
+    int has_read = fj_has_attr_string(file, "read");
+    if (has_read < 0) {
+        PyErr_Clear(); /* never raises: the size is then unknown */
+        return -1;
+    }
+    if (!has_read) {
         Py_buffer v;
         if (PyObject_GetBuffer(file, &v, PyBUF_SIMPLE) < 0) {
             PyErr_Clear();
@@ -3422,7 +3430,7 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
     fj_state *st = fj_state_from_module(module);
     PyObject *file, *mmap_obj = Py_None, *filename = Py_None, *codec = Py_None, *find_class = Py_None;
     PyObject *progress = Py_None, *trailer = Py_None, *replace_globals = Py_None;
-    int ensure_native = 0;
+    int ensure_native = 0, has_read = 0;
     long long size_hint = -1; /* bytes left in a Python file, when its fileno() cannot tell */
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OOpOOOOOL:load", kwlist, &file, &mmap_obj, &filename,
                                      &ensure_native, &codec, &find_class, &progress, &trailer,
@@ -3512,7 +3520,10 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
             }
             inner = fj_reader_fd(fd);
         }
-        else if (PyObject_HasAttrString(file, "read")) {
+        else if ((has_read = fj_has_attr_string(file, "read")) != 0) {
+            if (has_read < 0) {
+                goto done;
+            }
             inner = fj_reader_pyfile(file);
         }
         else {
@@ -3542,7 +3553,10 @@ core_load(PyObject *module, PyObject *args, PyObject *kwds)
         }
         r = fj_source_init_fd(&src, fd);
     }
-    else if (PyObject_HasAttrString(file, "read")) {
+    else if ((has_read = fj_has_attr_string(file, "read")) != 0) {
+        if (has_read < 0) {
+            goto done;
+        }
         r = fj_source_init_pyfile(&src, file);
         if (r == 0 && src.total < 0 && size_hint >= 0 && size_hint <= INT64_MAX - src.base) {
             /* known length: arrays are read straight into their final memory, claims beyond
