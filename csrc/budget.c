@@ -273,7 +273,232 @@ budget_set_limit(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+Py_ssize_t
+fj_key_size(PyObject *key, Py_ssize_t cap)
+{
+    if (!PyTuple_Check(key) && !PyFrozenSet_CheckExact(key)) {
+        return 0;
+    }
+    Py_ssize_t scap = 64, sp = 0, n = 0;
+    PyObject **stk = PyMem_Malloc((size_t)scap * sizeof(PyObject *));
+    if (stk == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    stk[sp++] = key; /* borrowed: the key holds everything below it */
+    while (sp > 0 && n <= cap) {
+        PyObject *t = stk[--sp];
+        PyObject *it = NULL;
+        Py_ssize_t len;
+        if (PyTuple_Check(t)) {
+            len = PyTuple_GET_SIZE(t);
+        }
+        else {
+            len = PySet_GET_SIZE(t);
+            it = PyObject_GetIter(t);
+            if (it == NULL) {
+                PyMem_Free(stk);
+                return -1;
+            }
+        }
+        n += 1 + len;
+        for (Py_ssize_t i = 0; n <= cap; i++) {
+            PyObject *c;
+            if (it == NULL) {
+                if (i >= len) {
+                    break;
+                }
+                c = PyTuple_GET_ITEM(t, i);
+            }
+            else {
+                c = PyIter_Next(it);
+                if (c == NULL) {
+                    break;
+                }
+                Py_DECREF(c); /* the frozenset still holds it */
+            }
+            if (!PyTuple_Check(c) && !PyFrozenSet_CheckExact(c)) {
+                continue;
+            }
+            if (sp == scap) {
+                PyObject **p = PyMem_Realloc(stk, (size_t)scap * 2 * sizeof(PyObject *));
+                if (p == NULL) {
+                    Py_XDECREF(it);
+                    PyMem_Free(stk);
+                    PyErr_NoMemory();
+                    return -1;
+                }
+                stk = p;
+                scap *= 2;
+            }
+            stk[sp++] = c;
+        }
+        Py_XDECREF(it);
+        if (PyErr_Occurred()) {
+            PyMem_Free(stk);
+            return -1;
+        }
+    }
+    PyMem_Free(stk);
+    return n;
+}
+
+/* _key_size(key, cap) -> fj_key_size */
+static PyObject *
+key_size_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_key_size(key, cap)");
+        return NULL;
+    }
+    Py_ssize_t cap = PyLong_AsSsize_t(args[1]);
+    if (cap == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t n = fj_key_size(args[0], cap);
+    return n < 0 ? NULL : PyLong_FromSsize_t(n);
+}
+
+/* _flood_scan(items, work, flood_max, key_max, work_max) -> (status, work): the hash-flooding
+ * check of the items a call is about to hash (the guard's _flood_check, at C speed: a fresh list
+ * for every call made it the slowest part of a restricted load). Items sharing a hash are
+ * compared with the distinct ones kept for it; `work` (this load's running total) grows by each
+ * tuple or frozenset item's fj_key_size for its hash and again for each item it is compared
+ * with (what hashing and comparing it costs the callee too). status 0: fine; 1: more than
+ * flood_max unequal items (not str or bytes: randomised hashes) share one hash; 2: an item that
+ * expands past key_max, or work past work_max; 3: an unhashable item (the callee raises). */
+typedef struct {
+    Py_hash_t h;
+    Py_ssize_t first; /* index of the first distinct item of this hash, -1: empty slot */
+    Py_ssize_t count; /* distinct items of this hash */
+} flood_ent;
+
+static PyObject *
+flood_scan_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "_flood_scan(items, work, flood_max, key_max, work_max)");
+        return NULL;
+    }
+    long long work = PyLong_AsLongLong(args[1]);
+    Py_ssize_t flood_max = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t key_max = PyLong_AsSsize_t(args[3]);
+    long long work_max = PyLong_AsLongLong(args[4]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *seq = PySequence_Tuple(args[0]); /* holds every item while __eq__ may run */
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    size_t cap = 16;
+    while (cap < (size_t)n + (size_t)n / 2 + 1) {
+        cap *= 2;
+    }
+    flood_ent *tab = PyMem_Malloc(cap * sizeof(flood_ent));
+    Py_ssize_t *next = PyMem_Malloc(((size_t)n + 1) * sizeof(Py_ssize_t)); /* chains of distinct items */
+    int status = 0;
+    if (tab == NULL || next == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    for (size_t j = 0; j < cap; j++) {
+        tab[j].first = -1;
+    }
+    for (Py_ssize_t i = 0; i < n && status == 0; i++) {
+        PyObject *k = PyTuple_GET_ITEM(seq, i);
+        if (PyUnicode_CheckExact(k) || PyBytes_CheckExact(k)) {
+            continue;
+        }
+        Py_ssize_t size = fj_key_size(k, key_max);
+        if (size < 0) {
+            goto error;
+        }
+        if (size > key_max) {
+            status = 2;
+            break;
+        }
+        Py_hash_t h = PyObject_Hash(k);
+        if (h == -1 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+                goto error;
+            }
+            PyErr_Clear();
+            status = 3;
+            break;
+        }
+        size_t j = ((size_t)h * 0x9E3779B97F4A7C15ull) & (cap - 1);
+        while (tab[j].first >= 0 && tab[j].h != h) {
+            j = (j + 1) & (cap - 1);
+        }
+        flood_ent *e = &tab[j];
+        work += size; /* its hash */
+        if (work > work_max) {
+            status = 2;
+            break;
+        }
+        if (e->first < 0) {
+            e->h = h;
+            e->first = i;
+            e->count = 1;
+            next[i] = -1;
+            continue;
+        }
+        int dup = 0;
+        Py_ssize_t last = -1;
+        for (Py_ssize_t r = e->first; r >= 0 && !dup; r = next[r]) {
+            PyObject *rep = PyTuple_GET_ITEM(seq, r);
+            last = r;
+            if (rep == k) {
+                dup = 1;
+                break;
+            }
+            work += size; /* a comparison walks it too */
+            if (work > work_max) {
+                status = 2;
+                break;
+            }
+            int c = PyObject_RichCompareBool(rep, k, Py_EQ);
+            if (c < 0) {
+                if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                    goto error; /* KeyboardInterrupt and the like */
+                }
+                PyErr_Clear(); /* not comparable: unequal */
+            }
+            else if (c > 0) {
+                dup = 1;
+            }
+        }
+        if (dup || status != 0) {
+            continue;
+        }
+        if (e->count >= flood_max) {
+            status = 1;
+            break;
+        }
+        next[last] = i;
+        next[i] = -1;
+        e->count++;
+    }
+    PyMem_Free(tab);
+    PyMem_Free(next);
+    Py_DECREF(seq);
+    return Py_BuildValue("iL", status, work);
+error:
+    PyMem_Free(tab);
+    PyMem_Free(next);
+    Py_DECREF(seq);
+    return NULL;
+}
+
 PyMethodDef fj_budget_methods[] = {
+    {"_flood_scan", (PyCFunction)(void (*)(void))flood_scan_py, METH_FASTCALL,
+     "_flood_scan(items, work, flood_max, key_max, work_max) -> (status, work): the guard's "
+     "hash-flooding check (0 fine, 1 flood, 2 key work, 3 unhashable)."},
+    {"_key_size", (PyCFunction)(void (*)(void))key_size_py, METH_FASTCALL,
+     "_key_size(key, cap) -> elements hashing or comparing the key walks (tuples, frozensets), "
+     "counted up to just past cap."},
     {"_budget", (PyCFunction)budget_new, METH_O,
      "_budget(limit) -> a memory budget for a restricted load (limit <= 0: unlimited)."},
     {"_budget_charge", (PyCFunction)(void (*)(void))budget_charge, METH_FASTCALL,

@@ -24,7 +24,15 @@ int fj_budget_install(PyObject *capsule, PyObject **old);
 /* Put `old` back (steals it); keeps any exception that is set. */
 void fj_budget_uninstall(PyObject *old);
 
-/* Module-level functions (_budget, _budget_charge, _budget_state, _budget_set_limit). */
+/* Elements that hashing or comparing `key` walks: a tuple item by item (nested tuples included,
+ * CPython caches no tuple hash), a frozenset item by item (hashes are cached, but comparing two
+ * frozensets of one hash looks up every item; exact frozensets only); 0 for other keys. Stops counting past `cap`.
+ * -1 with an exception on failure. */
+Py_ssize_t fj_key_size(PyObject *key, Py_ssize_t cap);
+
+/* Module-level functions (_budget, _budget_charge, _budget_state, _budget_set_limit, _key_size). */
 extern PyMethodDef fj_budget_methods[];
+/* pdhash.c: _pd_hash_flood (the check of values pandas puts in its own hash tables). */
+extern PyMethodDef fj_pdhash_methods[];
 
 #endif

@@ -857,52 +857,62 @@ guard_result(fj_up *u, PyObject *res)
 
 /* A tuple key is hashed (and compared) element by element every time it is used, nested tuples
  * included, and nothing is cached: a tuple whose two items are the tuple below, 28 deep, is a
- * few hundred bytes and 2**28 elements to hash. Under a policy a key may expand to at most
- * KEY_MAX elements, and a load may insert at most KEY_WORK_MAX such elements in all. */
+ * few hundred bytes and 2**28 elements to hash. An insert also compares the key with every key
+ * of its hash already in the container: 64 equal-hash 100,000-element tuple keys (equal but for
+ * their last item) are 200M element compares. Under a policy a key may expand to at most
+ * KEY_MAX elements (fj_key_size: tuples, frozensets), and the elements a load's inserts may walk,
+ * each key's size times one plus the keys of its hash already there, are at most KEY_WORK_MAX. */
 #define KEY_MAX 100000
 #define KEY_WORK_MAX ((int64_t)64 << 20)
 
-static int
-key_work(fj_up *u, PyObject *key)
+/* one counter per (container, hash): mix the container's address into the hash */
+static inline Py_hash_t
+flood_hash(PyObject *container, Py_hash_t kh)
 {
-    if (!PyTuple_Check(key) || u->pol == NULL) {
+    return (Py_hash_t)((size_t)kh ^ ((size_t)container * 0xD6E8FEB86659FD93ull));
+}
+
+/* Distinct keys of mixed hash h counted so far. */
+static uint32_t
+flood_seen(const fj_policy *pol, Py_hash_t h)
+{
+    if (pol->hmask == 0) {
         return 0;
     }
-    Py_ssize_t cap = 64, sp = 0, n = 0;
-    PyObject **stk = PyMem_Malloc((size_t)cap * sizeof(PyObject *));
-    if (stk == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    stk[sp++] = key; /* borrowed: the key holds everything below it */
-    while (sp > 0 && n <= KEY_MAX) {
-        PyObject *t = stk[--sp];
-        Py_ssize_t len = PyTuple_GET_SIZE(t);
-        n += 1 + len;
-        for (Py_ssize_t i = 0; i < len; i++) {
-            PyObject *c = PyTuple_GET_ITEM(t, i);
-            if (!PyTuple_Check(c)) {
-                continue;
-            }
-            if (sp == cap) {
-                PyObject **p = PyMem_Realloc(stk, (size_t)cap * 2 * sizeof(PyObject *));
-                if (p == NULL) {
-                    PyMem_Free(stk);
-                    PyErr_NoMemory();
-                    return -1;
-                }
-                stk = p;
-                cap *= 2;
-            }
-            stk[sp++] = c;
+    size_t j = ((size_t)h * 0x9E3779B97F4A7C15ull) & pol->hmask;
+    while (pol->hcounts[j] != 0) {
+        if (pol->hkeys[j] == h) {
+            return pol->hcounts[j];
         }
+        j = (j + 1) & pol->hmask;
     }
-    PyMem_Free(stk);
-    u->pol->key_work += n;
+    return 0;
+}
+
+static int
+key_work(fj_up *u, PyObject *container, PyObject *key)
+{
+    if (u->pol == NULL) {
+        return 0;
+    }
+    Py_ssize_t n = fj_key_size(key, KEY_MAX);
+    if (n <= 0) {
+        return (int)n;
+    }
+    int64_t w = n;
+    if (n <= KEY_MAX) {
+        Py_hash_t kh = PyObject_Hash(key);
+        if (kh == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        w = (int64_t)n * (1 + (int64_t)flood_seen(u->pol, flood_hash(container, kh)));
+    }
+    u->pol->key_work += w;
     if (n > KEY_MAX || u->pol->key_work > KEY_WORK_MAX) {
         PyErr_Format(u->st->UnpicklingError,
-                     "refused a tuple key that expands to more than %d elements, or tuple keys of more "
-                     "than %lld elements in all (each use hashes every element) (offset %lld)",
+                     "refused a tuple or frozenset key that expands to more than %d elements, or "
+                     "keys whose inserts would hash and compare more than %lld elements in all "
+                     "(each use walks every element) (offset %lld)",
                      KEY_MAX, (long long)KEY_WORK_MAX, (long long)fj_source_tell(u->src) - 1);
         return -1;
     }
@@ -920,8 +930,7 @@ flood_count(fj_up *u, PyObject *container, PyObject *key)
     if (kh == -1 && PyErr_Occurred()) {
         return -1;
     }
-    /* one counter per (container, hash): mix the container's address into the hash */
-    Py_hash_t h = (Py_hash_t)((size_t)kh ^ ((size_t)container * 0xD6E8FEB86659FD93ull));
+    Py_hash_t h = flood_hash(container, kh);
     if (pol->hused * 2 >= pol->hmask) { /* grow (also the first time: hmask 0) */
         size_t ncap = pol->hmask ? (pol->hmask + 1) * 2 : 1024;
         Py_hash_t *nk = PyMem_Calloc(ncap, sizeof(Py_hash_t));
@@ -1242,7 +1251,7 @@ do_setitems(fj_up *u, PyObject *d, Py_ssize_t k)
     }
     for (Py_ssize_t i = k; i < u->sp; i += 2) {
         Py_ssize_t before = PyDict_Check(d) ? PyDict_GET_SIZE(d) : 0;
-        if (flood && key_work(u, u->stack[i]) < 0) {
+        if (flood && key_work(u, d, u->stack[i]) < 0) {
             return -1;
         }
         int r = exact ? PyDict_SetItem(d, u->stack[i], u->stack[i + 1])
@@ -1337,7 +1346,7 @@ do_additems(fj_up *u, PyObject *set, Py_ssize_t k)
     if (PySet_Check(set)) {
         for (Py_ssize_t i = k; i < u->sp; i++) {
             Py_ssize_t before = PySet_GET_SIZE(set);
-            if ((flood && key_work(u, u->stack[i]) < 0) || PySet_Add(set, u->stack[i]) < 0 ||
+            if ((flood && key_work(u, set, u->stack[i]) < 0) || PySet_Add(set, u->stack[i]) < 0 ||
                 (flood && PySet_GET_SIZE(set) > before && flood_count(u, set, u->stack[i]) < 0)) {
                 return -1;
             }
@@ -2005,7 +2014,7 @@ fj_up_load(fj_up *u)
                 c = PySet_New(NULL);
                 for (Py_ssize_t fi = 0; c != NULL && fi < PyTuple_GET_SIZE(a); fi++) {
                     Py_ssize_t before = PySet_GET_SIZE(c);
-                    if (key_work(u, PyTuple_GET_ITEM(a, fi)) < 0 || PySet_Add(c, PyTuple_GET_ITEM(a, fi)) < 0 ||
+                    if (key_work(u, c, PyTuple_GET_ITEM(a, fi)) < 0 || PySet_Add(c, PyTuple_GET_ITEM(a, fi)) < 0 ||
                         (PySet_GET_SIZE(c) > before && flood_count(u, c, PyTuple_GET_ITEM(a, fi)) < 0)) {
                         Py_CLEAR(c);
                     }
@@ -3724,7 +3733,8 @@ fj_unpickler_exec(PyObject *module, fj_state *st)
     if (up->MemoProxy_type == NULL) {
         return -1;
     }
-    if (PyModule_AddFunctions(module, fj_budget_methods) < 0) {
+    if (PyModule_AddFunctions(module, fj_budget_methods) < 0 ||
+        PyModule_AddFunctions(module, fj_pdhash_methods) < 0) {
         return -1;
     }
     if (PyModule_AddFunctions(module, core_methods) < 0) {

@@ -40,6 +40,10 @@ _COMPRESSED_BASE = 64 << 20
 _COMPRESSED_PER_INPUT_BYTE = 100
 # Distinct items sharing one hash value that a container built by a call may hold.
 _FLOOD_MAX = 64
+# Elements one tuple or frozenset key may expand to, and that the keys' hashing and comparing
+# may walk in one load (csrc/unpickler.c KEY_MAX / KEY_WORK_MAX: the same rule for calls).
+_KEY_MAX = 100_000
+_KEY_WORK_MAX = 64 << 20
 # Longest string argument a pandas callable may be given (Timestamp('1.' * n) is quadratic).
 _MAX_PANDAS_STR = 1024
 
@@ -739,6 +743,98 @@ def _pd_index_parts(pd, np, func, cls, d):
             raise _bad_state(cls.__name__, why if why != "pending" else "array without its data")
 
 
+# pandas callables that may put the values they are given in one of pandas' own hash tables
+# (factorize in Categorical(values), is_unique of categories and of MultiIndex levels); the last
+# three (and _new_Index of another class) only when given dtype='category'
+_PD_HASHING = ("Categorical", "CategoricalIndex", "CategoricalDtype", "MultiIndex", "Index",
+               "Series", "DataFrame")
+
+
+def _pd_hashing_call(pd, func, args, vals):
+    if any(func is getattr(pd, n, None) for n in _PD_HASHING[:4]):
+        return True
+    base = sys.modules.get("pandas.core.indexes.base")
+    if base is not None and func is getattr(base, "_new_Index", None):
+        if args and any(args[0] is getattr(pd, n, None) for n in _PD_HASHING[:4]):
+            return True
+    elif not any(func is getattr(pd, n, None) for n in _PD_HASHING[4:]):
+        return False
+
+    def categorical(v):
+        return (isinstance(v, str) and v == "category") or isinstance(v, pd.CategoricalDtype)
+    return any(categorical(v) or (type(v) is dict and any(categorical(w) for w in v.values()))
+               for v in vals)
+
+
+def _pd_hash_values(np, pd, x):
+    """The NumPy array pandas would hash for argument `x` (None: nothing to look at)."""
+    if isinstance(x, (list, tuple)):
+        if len(x) <= _FLOOD_MAX:
+            return None
+        try:
+            a = np.asarray(x)
+        except Exception:
+            return None
+        return a if a.ndim == 1 or a.dtype.kind == "O" else None
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, (pd.Index, pd.Series)):
+        v = getattr(x, "_values", None)
+        v = getattr(v, "_ndarray", v)  # datetime / timedelta arrays
+        return v if isinstance(v, np.ndarray) else None
+    if isinstance(x, pd.CategoricalDtype):
+        return _pd_hash_values(np, pd, getattr(x, "categories", None))
+    return None
+
+
+def _pd_hash_flood_check(np, pd, func, vals, checked):
+    """Refuse values that pandas' own hash tables would take quadratic time to insert: more
+    than _FLOOD_MAX distinct values sharing one of pandas' unseeded 32-bit hashes (an int64
+    array of 120,000 such values: 20 s in Categorical). Arguments, their items and dict values
+    one level down; each array once per load (`checked`)."""
+    from . import _core
+
+    todo = []
+    for v in vals:
+        todo.append(v)
+        if type(v) in (list, tuple):
+            todo.extend(w for w in v[:64] if not isinstance(w, (int, float, str)))
+        elif type(v) is dict:
+            todo.extend(list(v.values())[:64])
+    for v in todo:
+        a = _pd_hash_values(np, pd, v)
+        if a is None or a.size <= _FLOOD_MAX:
+            continue
+        hit = checked.get(id(a))
+        if hit is not None and hit is a:
+            continue
+        checked[id(a)] = a
+        kind = a.dtype.kind
+        size = a.dtype.itemsize
+        if kind in "iuMm" and size == 8:
+            code = "q"
+        elif kind == "f" and size in (2, 8):
+            code = "d"
+        elif kind == "c" and size in (8, 16):
+            code = "F" if size == 8 else "D"
+        elif kind == "O":
+            code = "O"
+        else:
+            continue  # values of 32 bits or less hash one to one (and long double is not hashed)
+        if code == "O":
+            data = a.ravel()
+        else:
+            want = {"q": np.dtype(np.int64) if kind != "u" else np.dtype(np.uint64),
+                    "d": np.dtype(np.float64), "F": np.dtype(np.complex64),
+                    "D": np.dtype(np.complex128)}[code]
+            data = np.ascontiguousarray(a.astype(want, copy=False))  # (values, native order)
+        if _core._pd_hash_flood(data if code != "O" else list(data), code, _FLOOD_MAX):
+            raise pickle.UnpicklingError(
+                f"refused {getattr(func, '__qualname__', func)!s}(...): more than {_FLOOD_MAX} "
+                "distinct values share one of pandas' hash-table hashes (hash flooding: pandas "
+                "would take quadratic time to index them)")
+
+
 def _pd_manager_call(pd, func, args):
     from pandas.core.internals import managers
     if func is managers.BlockManager and len(args) >= 2:
@@ -812,38 +908,34 @@ def _lazy_size(np, pd_range, x):
     return 0
 
 
-def _flood_check(func, items):
+def _flood_check(func, items, work=None):
     """Refuse more than _FLOOD_MAX distinct (unequal) items sharing one hash value. Equal items
     are no flood (a lookup stops at the first equal key), so each new item is compared with the
-    few kept for its hash: linear time."""
-    reps = {}
-    for k in items:
-        if type(k) in (str, bytes):  # randomised hashes
-            continue
-        try:
-            h = hash(k)
-        except TypeError:
-            return  # the callee raises on its own
-        lst = reps.get(h)
-        if lst is None:
-            reps[h] = [k]
-            continue
-        dup = False
-        for r in lst:
-            try:
-                if r is k or bool(r == k):
-                    dup = True
-                    break
-            except Exception:
-                pass
-        if dup:
-            continue
-        lst.append(k)
-        if len(lst) > _FLOOD_MAX:
-            raise pickle.UnpicklingError(
-                f"refused {getattr(func, '__qualname__', func)!s}(...): more than {_FLOOD_MAX} "
-                "distinct items share one hash value (hash flooding: building it would take "
-                "quadratic time)")
+    few kept for its hash: linear time, but for keys that are big to compare: a tuple or
+    frozenset key is walked element by element by every hash and every comparison, so each one
+    costs its size for its hash and again for each item it is compared with (as it will cost
+    the callee), counted in `work` (this load's [total]) against _KEY_WORK_MAX. (In C:
+    _core._flood_scan.)"""
+    from . import _core
+
+    status, total = _core._flood_scan(items, work[0] if work is not None else 0, _FLOOD_MAX,
+                                      _KEY_MAX, _KEY_WORK_MAX)
+    if work is not None:
+        work[0] = total
+    if status == 1:
+        raise pickle.UnpicklingError(
+            f"refused {getattr(func, '__qualname__', func)!s}(...): more than {_FLOOD_MAX} "
+            "distinct items share one hash value (hash flooding: building it would take "
+            "quadratic time)")
+    if status == 2:
+        raise _key_refusal(func)
+
+
+def _key_refusal(func):
+    return pickle.UnpicklingError(
+        f"refused {getattr(func, '__qualname__', func)!s}(...): a tuple or frozenset item that "
+        f"expands to more than {_KEY_MAX:,} elements, or items whose hashing and comparing would "
+        f"walk more than {_KEY_WORK_MAX:,} elements in this load")
 
 
 def _keys_of(x):
@@ -891,6 +983,7 @@ _STRINGIFY_MAX = 100_000
 
 _KNOWN_MIN = 4096  # lists and tuples of atoms at least this long are remembered across calls
 _WALKED_TYPES = _CONTAINER_TYPES + (str, bytes, bytearray)
+_FLAT_TYPES = (list, tuple, set, frozenset, collections.deque)  # walked at C speed when flat
 
 
 def _expanded_slots(root, known=None):
@@ -916,12 +1009,12 @@ def _expanded_slots(root, known=None):
                 memo[id(x)] = (k[2], x)
                 distinct += k[1]
                 continue
-        if not done and type(x) in (list, tuple) and len(x) >= 64 \
+        if not done and type(x) in _FLAT_TYPES and len(x) >= 64 \
                 and set(map(type, x)).isdisjoint(_WALKED_TYPES):
             # only atoms (numbers, None, ...): one C-speed pass instead of the walk below
             memo[id(x)] = (len(x), x)
             distinct += len(x)
-            if known is not None and len(x) >= _KNOWN_MIN:
+            if known is not None and len(x) >= _KNOWN_MIN and type(x) in (list, tuple):
                 known[id(x)] = (x, len(x), len(x))
             continue
         mapping = type(x) in _DICT_TYPES
@@ -954,6 +1047,9 @@ def _expanded_slots(root, known=None):
     return memo[id(root)][0], distinct
 
 
+# Builtins that never hash the items of their arguments.
+_NO_HASH_CALLS = (list, tuple, str, repr, int, float, complex, bool, bytes, range, slice,
+                  collections.deque)
 # Builtins that build a new object from their arguments without writing into any argument's
 # memory: calls of these do not start a new re-check epoch (see attach).
 _READ_ONLY_CALLS = (list, tuple, set, frozenset, dict, str, repr, int, float, complex, bool,
@@ -965,6 +1061,8 @@ def _make_before_call(budget, pending, made, epoch=None):
         epoch = [0]
     rechecked_at = {}  # id(made pandas object) -> (it, the epoch it was last re-checked at)
     flood_checked = {}
+    key_work = [0]  # tuple / frozenset key elements the checked calls hash and compare
+    pd_hash_checked = {}  # arrays checked against pandas' hash-table flooding
     dag_checked = {}
     known = {}  # big lists / tuples of atoms counted once (_expanded_slots)
 
@@ -990,16 +1088,24 @@ def _make_before_call(budget, pending, made, epoch=None):
                              "every one")
 
     def flood_scan(func, x):
-        if id(x) in flood_checked:
+        hit = flood_checked.get(id(x))
+        if hit is not None:
+            # checked before; a callee that hashes its items hashes and compares the tuple and
+            # frozenset ones again each time
+            if hit[1] and func not in _NO_HASH_CALLS:
+                key_work[0] += hit[1]
+                if key_work[0] > _KEY_WORK_MAX:
+                    raise _key_refusal(func)
             return
         np = sys.modules.get("numpy")
+        before = key_work[0]
         if isinstance(x, (list, tuple)) or (np is not None and isinstance(x, np.ndarray)
                                             and x.dtype.hasobject):
-            _flood_check(func, x.ravel() if hasattr(x, "ravel") else x)
-            flood_checked[id(x)] = x
+            _flood_check(func, x.ravel() if hasattr(x, "ravel") else x, key_work)
+            flood_checked[id(x)] = (x, key_work[0] - before)
         elif isinstance(x, dict):
-            _flood_check(func, list(x))
-            flood_checked[id(x)] = x
+            _flood_check(func, list(x), key_work)
+            flood_checked[id(x)] = (x, key_work[0] - before)
 
     def before_call(func, args, kwargs):
         func, args, kwargs = _effective_call(func, args, kwargs)
@@ -1020,7 +1126,8 @@ def _make_before_call(budget, pending, made, epoch=None):
                 budget.charge(16 * len(a0))
             if func in (dict, collections.OrderedDict, collections.UserDict) \
                     and isinstance(a0, (list, tuple)):
-                _flood_check(func, [p[0] for p in a0 if type(p) is tuple and len(p) == 2])
+                _flood_check(func, [p[0] for p in a0 if type(p) is tuple and len(p) == 2],
+                             key_work)
         rechecked = set()  # (one argument list may hold one pandas object 64 times)
         now = epoch[0]
         if func not in _READ_ONLY_CALLS:
@@ -1073,6 +1180,8 @@ def _make_before_call(budget, pending, made, epoch=None):
                                      f"{_MAX_PANDAS_STR}: pandas parses them in quadratic time)")
             if fmod == "pandas.core.internals.managers":
                 _pd_manager_call(pd, func, args)
+            if np is not None and _pd_hashing_call(pd, func, args, vals):
+                _pd_hash_flood_check(np, pd, func, vals, pd_hash_checked)
             # boxing: a NumPy array turned into Python objects (dtype=object) costs ~100 B each
             if np is not None and any(v is object or (isinstance(v, str) and str(v) in ("object", "O"))
                                       or (isinstance(v, np.dtype) and v.hasobject) for v in vals):
