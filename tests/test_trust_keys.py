@@ -220,3 +220,39 @@ def test_pandas_hashing_calls_of_real_data_still_load():
                       index=mi)
     out = fastjoblib.loads(pickle.dumps(df), trusted=True)
     pd.testing.assert_frame_equal(out, df)
+
+
+# ------------------------------------------------------------------------------------------------
+# The same call again (one callable and one argument tuple through the memo) skips the checks it
+# passed, not what it costs, and not a re-check of what may have changed since.
+
+def test_a_repeated_call_is_charged_every_time():
+    big = struct.pack("<i", 10 ** 8)
+    # bytes(10**8) (args of one atom, memoised) made 20 times: 2 GB, over the 1 GiB budget
+    s1 = b"\x80\x02" + glob("builtins", "bytes") + put(1) + b"J" + big + b"\x85" + put(2) + b"0" \
+        + b"](" + (get(1) + get(2) + b"R") * 20 + b"e."
+    # list(range(10**7)) 30 times: 40 bytes an element each time
+    s2 = b"\x80\x02" + glob("builtins", "list") + put(1) + glob("builtins", "range") + b"J" \
+        + struct.pack("<i", 10 ** 7) + b"\x85R\x85" + put(2) + b"0" \
+        + b"](" + (get(1) + get(2) + b"R0") * 30 + b"e."
+    res = run_child({"bytes": ("loads", s1, {"trusted": True}),
+                     "list-range": ("loads", s2, {"trusted": True})})
+    assert_refused(res, "max_bytes")
+
+
+def test_a_repeated_call_sees_a_list_that_grew():
+    # L = []; str(L) passes; then L gets 40 references to a 10,000-item list; str(L) again is
+    # 400,000 items of text: refused (the list changed without any call or BUILD; the
+    # unpickler refuses the change itself: it is referenced by the call's arguments)
+    s = b"\x80\x02" + glob("builtins", "str") + put(1) + b"0" + b"]" + put(2) + b"0" \
+        + glob("builtins", "list") + glob("builtins", "range") + b"M" + struct.pack("<H", 10000) \
+        + b"\x85R\x85R" + put(3) + b"0" \
+        + get(2) + b"\x85" + put(4) + b"0" + get(1) + get(4) + b"R0" \
+        + get(2) + b"(" + get(3) * 40 + b"e0" \
+        + get(1) + get(4) + b"R."
+    assert_refused(run_child({"grown": ("loads", s, {"trusted": True})}), "made into text",
+                   "referenced elsewhere")
+    # (the same with a list that stays small loads)
+    ok = b"\x80\x02" + glob("builtins", "str") + put(1) + b"0" + b"](K\x01K\x02e" + put(2) \
+        + b"\x85" + put(4) + b"0" + b"](" + (get(1) + get(4) + b"R") * 5 + b"e."
+    assert fastjoblib.loads(ok, trusted=True) == ["[1, 2]"] * 5

@@ -61,6 +61,13 @@ def default_max_bytes(input_size, compressed=False):
     return _BASE + _PER_INPUT_BYTE * n
 
 
+def _budget_charge(capsule, n):
+    global _budget_charge
+    from . import _core
+    _budget_charge = _core._budget_charge  # (imported at first use: charged per call)
+    _core._budget_charge(capsule, n)
+
+
 class Budget:
     """A load's memory budget (a C capsule the engine uses, plus the Python-side charges)."""
 
@@ -86,8 +93,7 @@ class Budget:
             _core._budget_set_limit(self.capsule, default_max_bytes(n, compressed))
 
     def charge(self, n):
-        from . import _core
-        _core._budget_charge(self.capsule, n)
+        _budget_charge(self.capsule, n)
 
     def state(self):
         """(used, peak, limit, refused request or 0)."""
@@ -1047,6 +1053,11 @@ def _expanded_slots(root, known=None):
     return memo[id(root)][0], distinct
 
 
+# Arguments that no call can change (a checked call of only these is the same call again)
+_ATOMS = (str, int, float, bool, type(None), complex, bytes)
+# Arguments SETITEMS / APPENDS / ADDITEMS change without a new epoch
+_UNFROZEN = (list, dict, set, collections.deque, bytearray, collections.OrderedDict,
+             collections.Counter, collections.defaultdict)
 # Builtins that never hash the items of their arguments.
 _NO_HASH_CALLS = (list, tuple, str, repr, int, float, complex, bool, bytes, range, slice,
                   collections.deque)
@@ -1063,6 +1074,7 @@ def _make_before_call(budget, pending, made, epoch=None):
     flood_checked = {}
     key_work = [0]  # tuple / frozenset key elements the checked calls hash and compare
     pd_hash_checked = {}  # arrays checked against pandas' hash-table flooding
+    same_calls = {}  # (id(func), *ids of args) -> (func, args, epoch or None): checked calls
     dag_checked = {}
     known = {}  # big lists / tuples of atoms counted once (_expanded_slots)
 
@@ -1108,12 +1120,39 @@ def _make_before_call(budget, pending, made, epoch=None):
             flood_checked[id(x)] = (x, key_work[0] - before)
 
     def before_call(func, args, kwargs):
-        func, args, kwargs = _effective_call(func, args, kwargs)
-        np = sys.modules.get("numpy")
+        # The same call again (the same callable and argument objects through the memo: a
+        # 4-6 byte REDUCE) gets the same answer when nothing it was given can have changed:
+        # atoms, or (no memory-writing call or BUILD since: the epoch) objects that only those
+        # change. What it costs is charged again.
+        key = None
+        if not kwargs and type(args) is tuple and len(args) <= 8:
+            key = (id(func), *map(id, args))
+            hit = same_calls.get(key)  # (it holds the objects: their ids are theirs)
+            if hit is not None and (hit[2] is None or hit[2] == epoch[0]):
+                func2, args2, _ = _effective_call(func, args, kwargs)
+                charge_call(sys.modules.get("numpy"), func2, args2)
+                if func2 not in _READ_ONLY_CALLS:
+                    epoch[0] += 1
+                return
+        _check_call(func, args, kwargs)
+        if key is not None and len(same_calls) < 4096:
+            if all(type(a) in _ATOMS for a in args):
+                same_calls[key] = (func, args, None)  # can never change
+            elif func in _NO_HASH_CALLS and not any(
+                    type(a) in _UNFROZEN or (type(a) is tuple and any(type(b) in _UNFROZEN
+                                                                      for b in a[:64]))
+                    for a in args) and not any(type(a) is tuple and len(a) > 64 for a in args):
+                same_calls[key] = (func, args, epoch[0])
+
+    def charge_call(np, func, args, kwargs=None):
         pd = sys.modules.get("pandas")
         pd_range = getattr(pd, "RangeIndex", None) if pd is not None else None
-        vals = list(args) + (list(kwargs.values()) if kwargs else [])
-        # charged first: the walks below are linear in the arguments too
+        for v in (*args, *kwargs.values()) if kwargs else args:
+            if type(v) in _ATOMS:
+                continue
+            n = _lazy_size(np, pd_range, v)  # what materialising a lazy argument takes
+            if n:
+                budget.charge(n)
         if func in _CONTAINERS and args:
             a0 = args[0]
             if func in _INT_SIZED and type(a0) is int:
@@ -1124,6 +1163,17 @@ def _make_before_call(budget, pending, made, epoch=None):
                 # the new container's slots (and the work of filling them): a big list the memo
                 # hands to set() again and again reaches the budget, not minutes of hashing
                 budget.charge(16 * len(a0))
+
+    def _check_call(func, args, kwargs):
+        func, args, kwargs = _effective_call(func, args, kwargs)
+        np = sys.modules.get("numpy")
+        pd = sys.modules.get("pandas")
+        pd_range = getattr(pd, "RangeIndex", None) if pd is not None else None
+        vals = list(args) + (list(kwargs.values()) if kwargs else [])
+        # charged first: the walks below are linear in the arguments too
+        charge_call(np, func, args, kwargs)
+        if func in _CONTAINERS and args:
+            a0 = args[0]
             if func in (dict, collections.OrderedDict, collections.UserDict) \
                     and isinstance(a0, (list, tuple)):
                 _flood_check(func, [p[0] for p in a0 if type(p) is tuple and len(p) == 2],
@@ -1134,9 +1184,6 @@ def _make_before_call(budget, pending, made, epoch=None):
             epoch[0] += 1  # this call may write memory: what it is given is re-checked first
         read_only = func in _READ_ONLY_CALLS
         for v in vals:
-            n = _lazy_size(np, pd_range, v)
-            if n:
-                budget.charge(n)
             if read_only:
                 # a builtin constructor only references the items inside its argument (hashing
                 # and printing are bounded by flood_scan / dag_check on the argument itself):

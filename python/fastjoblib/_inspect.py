@@ -1229,8 +1229,10 @@ class _Walk:
 
     def dict_item(self, d, k, v):
         d.set(k, v)
-        # (the regex backtracks quadratically on long keys: version keys are short)
-        if isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and _VERSION_KEY.match(k):
+        # (the regex backtracks quadratically on long keys: version keys are short; so are
+        # versions, and a long value compared with 64 kept ones at every SETITEM is not one)
+        if isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 128 \
+                and _VERSION_KEY.match(k):
             vals = self.versions.setdefault(k, [])
             if v not in vals and len(vals) < 64:
                 vals.append(v)
