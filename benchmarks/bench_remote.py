@@ -90,6 +90,20 @@ def timed(fn):
     return time.perf_counter() - t
 
 
+def cpu_seconds(procs):
+    """CPU time (user + system) used so far by these processes and their children."""
+    total = 0.0
+    for p in procs:
+        try:
+            ps = psutil.Process(p.pid)
+            for q in [ps] + ps.children(recursive=True):
+                t = q.cpu_times()
+                total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mib", type=int, default=256)
@@ -154,8 +168,17 @@ def bench_s3(args, obj, routes):
             rows = {k: [] for k in ("joblib dump (s3fs file)", "joblib load (s3fs file)",
                                     "fastjoblib dump (s3fs file)",
                                     "fastjoblib load (s3fs file)", "fastjoblib dump (URL)",
-                                    "fastjoblib load (URL)")}
+                                    "fastjoblib load (URL)", "raw put (s3fs pipe_file)",
+                                    "raw get (s3fs cat_file)")}
             mem = []
+            store_cpu = {k: [] for k in rows}  # CPU seconds of moto (+ the proxy) per operation
+            store = [server.proc] + ([proxy] if route == "proxy" and proxy is not None else [])
+            # the floor: the same bytes as fastjoblib's file, moved by s3fs's own parallel
+            # multipart upload and concurrent ranged download (no serializer at all)
+            raw = io.BytesIO()
+            fastjoblib.dump(obj, raw)
+            raw = raw.getvalue()
+            rawkey = "%s/%s-raw.bin" % (bucket, route)
 
             def jl_dump():
                 with fs.open(key, "wb") as f:
@@ -181,10 +204,18 @@ def bench_s3(args, obj, routes):
             def fj_url_load():
                 fastjoblib.load(url, storage_options=so)
 
+            def raw_put():
+                fs.pipe_file(rawkey, raw)
+
+            def raw_get():
+                fs.cat_file(rawkey)
+
             for r in range(args.rounds):
                 for name, fn in zip(rows, (jl_dump, jl_load, fj_file_dump, fj_file_load,
-                                           fj_url_dump, fj_url_load)):
+                                           fj_url_dump, fj_url_load, raw_put, raw_get)):
+                    c0 = cpu_seconds(store)
                     rows[name].append(timed(fn))
+                    store_cpu[name].append(cpu_seconds(store) - c0)
                 print("  %s round %d: %s" % (route, r + 1, ", ".join(
                     "%s %.2f" % (k.split(" (")[0].replace("fastjoblib", "fj").replace(
                         "joblib", "jl") + (" url" if "URL" in k else ""), v[-1])
@@ -192,8 +223,11 @@ def bench_s3(args, obj, routes):
             med = {k: statistics.median(v) for k, v in rows.items()}
             results[route] = (med, max(mem))
             print("\n[%s] medians of %d rounds (%s)" % (route, args.rounds, endpoints[route]))
+            ncpu = os.cpu_count() or 1
             for k, v in med.items():
-                print("  %-30s %6.2f s" % (k, v))
+                c = statistics.median(store_cpu[k])
+                print("  %-30s %6.2f s   (store CPU %5.2f s: on %d cores, at least %.2f s)"
+                      % (k, v, c, ncpu, c / ncpu))
             print("  dump: URL vs joblib s3fs file   %.2fx" % (
                 med["joblib dump (s3fs file)"] / med["fastjoblib dump (URL)"]))
             print("  load: URL vs joblib s3fs file   %.2fx" % (
@@ -201,6 +235,10 @@ def bench_s3(args, obj, routes):
             print("  load: fastjoblib vs joblib, both s3fs file  %.2fx" % (
                 med["joblib load (s3fs file)"] / med["fastjoblib load (s3fs file)"]))
             print("  dump through URL: peak extra RSS %.0f MiB (max of rounds)" % max(mem))
+            print("  raw floor vs joblib: put %.2fx, get %.2fx (the most any dump / load "
+                  "through this store can reach)" % (
+                      med["joblib dump (s3fs file)"] / med["raw put (s3fs pipe_file)"],
+                      med["joblib load (s3fs file)"] / med["raw get (s3fs cat_file)"]))
     finally:
         if proxy is not None:
             proxy.stdin.close()

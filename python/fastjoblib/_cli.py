@@ -233,46 +233,50 @@ def format_report(report: dict[str, Any], path: str | None = None,
     return "\n".join(lines)
 
 
-# A structured dtype's description can be kilobytes, and thousands of array records of a small
-# file can share one dtype (through the pickle memo): --json gives each such text once, in
-# "dtype_texts", and the records name it ("dtype_texts[3]"): output linear in the file's size.
-_JSON_DTYPE_INLINE = 256
+# A structured dtype's description or a class name can be kilobytes, and thousands of array
+# records of a small file can share one (through the pickle memo): --json gives each such text
+# once, in "texts", and the records name it ("texts[3]"): output linear in the file's size.
+_JSON_INLINE = 256
 
 
 def _json_report(report: dict[str, Any]) -> dict[str, Any]:
-    arrays = report.get("arrays")
-    if not arrays:
-        return report
     texts: list[str] = []
     index: dict[str, int] = {}
-    out_arrays = []
-    for a in arrays:
-        dt = a.get("dtype")
-        if isinstance(dt, str) and len(dt) > _JSON_DTYPE_INLINE:
-            k = index.get(dt)
+
+    def ref(v: Any) -> Any:
+        if isinstance(v, str) and len(v) > _JSON_INLINE:
+            k = index.get(v)
             if k is None:
-                k = index[dt] = len(texts)
-                texts.append(dt)
-            a = dict(a, dtype=f"dtype_texts[{k}]")
-        out_arrays.append(a)
+                k = index[v] = len(texts)
+                texts.append(v)
+            return f"texts[{k}]"
+        return v
+
+    def long(r: dict[str, Any]) -> bool:
+        return any(type(v) is str and len(v) > _JSON_INLINE for v in r.values())
+
+    out = dict(report)
+    for key, value in report.items():
+        if isinstance(value, list) and any(isinstance(r, dict) for r in value):
+            out[key] = [{f: ref(v) for f, v in r.items()} if isinstance(r, dict) and long(r)
+                        else r for r in value]
     if not texts:
         return report
-    return dict(report, arrays=out_arrays, dtype_texts=texts)
+    out["texts"] = texts
+    return out
 
 
 def _write_json(report: dict[str, Any], out: TextIO) -> None:
     """The report as JSON: a top-level key per line, a list's items one per line, each written by
     json's C encoder (json.dump with indent= runs in Python: seconds for a 10 MB report)."""
+    enc = json.JSONEncoder(default=str).encode
     out.write("{")
     for i, (key, value) in enumerate(report.items()):
-        out.write(("," if i else "") + "\n  " + json.dumps(str(key)) + ": ")
+        out.write(("," if i else "") + "\n  " + enc(str(key)) + ": ")
         if isinstance(value, list) and value:
-            out.write("[")
-            for j, item in enumerate(value):
-                out.write(("," if j else "") + "\n    " + json.dumps(item, default=str))
-            out.write("\n  ]")
+            out.write("[\n    " + ",\n    ".join(map(enc, value)) + "\n  ]")
         else:
-            out.write(json.dumps(value, default=str))
+            out.write(enc(value))
     out.write("\n}\n")
 
 

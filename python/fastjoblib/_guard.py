@@ -71,7 +71,7 @@ def _budget_charge(capsule, n):
 class Budget:
     """A load's memory budget (a C capsule the engine uses, plus the Python-side charges)."""
 
-    __slots__ = ("capsule", "explicit", "compressed")
+    __slots__ = ("capsule", "explicit", "compressed", "input_size")
 
     def __init__(self, max_bytes=None):
         from . import _core
@@ -82,12 +82,14 @@ class Budget:
                 raise ValueError(f"max_bytes must be positive, got {max_bytes!r}")
         self.explicit = max_bytes is not None
         self.compressed = False
+        self.input_size = None
         self.capsule = _core._budget(max_bytes if max_bytes is not None else default_max_bytes(0))
 
     def set_input_size(self, n, compressed=False):
         """The default limit follows the input's size and whether it is compressed (no effect
         when max_bytes was given)."""
         from . import _core
+        self.input_size = n
         if not self.explicit:
             self.compressed = bool(compressed)
             _core._budget_set_limit(self.capsule, default_max_bytes(n, compressed))
@@ -749,6 +751,70 @@ def _pd_index_parts(pd, np, func, cls, d):
             raise _bad_state(cls.__name__, why if why != "pending" else "array without its data")
 
 
+# pandas helpers that only rebuild a pickled scalar, block or array (a few microseconds a call):
+# not counted against the pandas call limit (a list of 20,000 Timestamps is 20,000 calls)
+_PD_CHEAP = frozenset({
+    "_unpickle_timestamp", "_timedelta_unpickle", "_nat_unpickle", "_unpickle_block",
+    "__pyx_unpickle_NDArrayBacked", "__pyx_unpickle_IntervalMixin", "Day", "Hour", "Minute",
+    "Second", "Milli", "Micro", "Nano", "Week", "MonthEnd", "MonthBegin", "QuarterEnd",
+    "QuarterBegin", "YearEnd", "YearBegin", "BusinessDay", "BusinessMonthEnd",
+    "BusinessMonthBegin", "DateOffset", "Period"})
+# the costliest constructors (50-90 us a call): count twice
+_PD_HEAVY = frozenset({"Categorical", "CategoricalIndex", "CategoricalDtype", "MultiIndex",
+                       "IntervalIndex", "IntervalArray", "DataFrame"})
+# characters of text given to pandas calls that count as one call (date parsing: ~2 us a char)
+_PD_CHARS_PER_UNIT = 32
+# pandas calls that parse the strings of an object array they are given
+_PD_PARSERS = frozenset({"Timestamp", "Timedelta", "Period", "DatetimeIndex", "TimedeltaIndex",
+                         "PeriodIndex", "DatetimeArray", "TimedeltaArray", "PeriodArray",
+                         "_new_DatetimeIndex", "_new_TimedeltaIndex", "_new_PeriodIndex"})
+
+
+def _pd_boxes(np, pd, v):
+    """Whether a pandas call given `v` (as its dtype) makes a Python object, or a pyarrow
+    string, of every element of the arrays it is given."""
+    if v is object or v is str:
+        return True
+    if isinstance(v, str):
+        s = str(v)
+        return s in ("object", "O", "str") or s.startswith("string") or s.startswith("<U")
+    if isinstance(v, np.dtype):
+        return v.hasobject or v.kind in "US"
+    sd = getattr(pd, "StringDtype", None)
+    return sd is not None and isinstance(v, sd)
+
+
+def _pd_unit_limit(budget):
+    """pandas calls a load may make: 8192 + one per 32 bytes of its input (a legitimate list of
+    2,000 two-row DataFrames makes one per 57 bytes; a file of 6-byte repeated calls of
+    Categorical([1]) made one per 6 bytes, 90 us each: 16 s for 1 MiB). Unknown input size: as
+    the budget's default implies."""
+    n = budget.input_size
+    if n is None:
+        limit = budget.state()[2]
+        n = max(0, (limit - _BASE) // _PER_INPUT_BYTE) if limit > 0 else 1 << 40
+    return 8192 + n // 32
+
+
+def _pd_texts(np, func, vals):
+    """The strings a pandas call is given: arguments, items of list / tuple / dict-value
+    arguments (one level down), and, for the calls that parse them, the strings of object
+    arrays among those."""
+    parses = getattr(func, "__name__", None) in _PD_PARSERS
+    for v in vals:
+        if isinstance(v, str):
+            yield v
+        elif type(v) in (list, tuple) or type(v) is dict:
+            for w in (v.values() if type(v) is dict else v):
+                if isinstance(w, str):
+                    yield w
+                elif parses and np is not None and isinstance(w, np.ndarray) \
+                        and w.dtype.kind == "O":
+                    yield from (t for t in w.ravel() if isinstance(t, str))
+        elif parses and np is not None and isinstance(v, np.ndarray) and v.dtype.kind == "O":
+            yield from (t for t in v.ravel() if isinstance(t, str))
+
+
 # pandas callables that may put the values they are given in one of pandas' own hash tables
 # (factorize in Categorical(values), is_unique of categories and of MultiIndex levels); the last
 # three (and _new_Index of another class) only when given dtype='category'
@@ -793,7 +859,28 @@ def _pd_hash_values(np, pd, x):
     return None
 
 
-def _pd_hash_flood_check(np, pd, func, vals, checked):
+def _pd_indexes(pd, x, out, depth=0):
+    """The pandas Index objects (MultiIndex: its levels) that aligning, reindexing or combining
+    `x` may look up in a hash table: an Index, a Series' index, a DataFrame's index and columns;
+    inside lists, tuples and dict values one level down."""
+    if isinstance(x, pd.MultiIndex):
+        out.extend(x.levels)
+    elif isinstance(x, pd.Index):
+        out.append(x)
+    elif isinstance(x, pd.Series):
+        _pd_indexes(pd, x.index, out, depth + 1)
+    elif isinstance(x, pd.DataFrame):
+        _pd_indexes(pd, x.index, out, depth + 1)
+        _pd_indexes(pd, x.columns, out, depth + 1)
+    elif depth == 0 and type(x) in (list, tuple):
+        for v in x[:64]:
+            _pd_indexes(pd, v, out, 1)
+    elif depth == 0 and type(x) is dict:
+        for v in list(x.values())[:64]:
+            _pd_indexes(pd, v, out, 1)
+
+
+def _pd_hash_flood_check(np, pd, func, vals, checked, indexes_only=False):
     """Refuse values that pandas' own hash tables would take quadratic time to insert: more
     than _FLOOD_MAX distinct values sharing one of pandas' unseeded 32-bit hashes (an int64
     array of 120,000 such values: 20 s in Categorical). Arguments, their items and dict values
@@ -801,12 +888,16 @@ def _pd_hash_flood_check(np, pd, func, vals, checked):
     from . import _core
 
     todo = []
-    for v in vals:
-        todo.append(v)
-        if type(v) in (list, tuple):
-            todo.extend(w for w in v[:64] if not isinstance(w, (int, float, str)))
-        elif type(v) is dict:
-            todo.extend(list(v.values())[:64])
+    if indexes_only:
+        for v in vals:
+            _pd_indexes(pd, v, todo)
+    else:
+        for v in vals:
+            todo.append(v)
+            if type(v) in (list, tuple):
+                todo.extend(w for w in v[:64] if not isinstance(w, (int, float, str)))
+            elif type(v) is dict:
+                todo.extend(list(v.values())[:64])
     for v in todo:
         a = _pd_hash_values(np, pd, v)
         if a is None or a.size <= _FLOOD_MAX:
@@ -1075,6 +1166,7 @@ def _make_before_call(budget, pending, made, epoch=None):
     key_work = [0]  # tuple / frozenset key elements the checked calls hash and compare
     pd_hash_checked = {}  # arrays checked against pandas' hash-table flooding
     same_calls = {}  # (id(func), *ids of args) -> (func, args, epoch or None): checked calls
+    pd_units = [0]  # pandas constructor calls (and their text) so far
     dag_checked = {}
     known = {}  # big lists / tuples of atoms counted once (_expanded_slots)
 
@@ -1135,7 +1227,9 @@ def _make_before_call(budget, pending, made, epoch=None):
                     epoch[0] += 1
                 return
         _check_call(func, args, kwargs)
-        if key is not None and len(same_calls) < 4096:
+        fmod = getattr(func, "__module__", None)
+        if key is not None and len(same_calls) < 4096 and \
+                not (type(fmod) is str and fmod.startswith("pandas")):  # (pandas calls count)
             if all(type(a) in _ATOMS for a in args):
                 same_calls[key] = (func, args, None)  # can never change
             elif func in _NO_HASH_CALLS and not any(
@@ -1219,19 +1313,35 @@ def _make_before_call(budget, pending, made, epoch=None):
                     raise _bad_state(getattr(func, "__qualname__", "numpy"),
                                      f"a {type(v).__name__} argument (an array over its memory)")
         if type(fmod) is str and fmod.startswith("pandas"):
-            # pandas parses date, period and frequency strings in super-linear time
-            for v in vals:
-                if isinstance(v, str) and len(v) > _MAX_PANDAS_STR:
+            # pandas parses date, period and frequency strings in super-linear time, and its
+            # constructors cost 30-100 us a call: each call is counted (the helpers that only
+            # rebuild a pickled scalar or block are cheap: not counted), with its text
+            fname = getattr(func, "__name__", None)
+            units = 0 if fname in _PD_CHEAP else 2 if fname in _PD_HEAVY else 1
+            for t in _pd_texts(np, func, vals):
+                if len(t) > _MAX_PANDAS_STR:
                     raise _bad_state(getattr(func, "__qualname__", "pandas"),
-                                     f"a string argument of {len(v)} characters (at most "
+                                     f"a string argument of {len(t)} characters (at most "
                                      f"{_MAX_PANDAS_STR}: pandas parses them in quadratic time)")
+                units += 1 + len(t) // _PD_CHARS_PER_UNIT
+            if units:
+                pd_units[0] += units
+                if pd_units[0] > _pd_unit_limit(budget):
+                    raise _bad_state(getattr(func, "__qualname__", "pandas"),
+                                     f"more than {_pd_unit_limit(budget):,} pandas constructor "
+                                     "calls (or their text) in one load: each costs 30-100 us "
+                                     "(the limit follows max_bytes=)")
             if fmod == "pandas.core.internals.managers":
                 _pd_manager_call(pd, func, args)
             if np is not None and _pd_hashing_call(pd, func, args, vals):
                 _pd_hash_flood_check(np, pd, func, vals, pd_hash_checked)
-            # boxing: a NumPy array turned into Python objects (dtype=object) costs ~100 B each
-            if np is not None and any(v is object or (isinstance(v, str) and str(v) in ("object", "O"))
-                                      or (isinstance(v, np.dtype) and v.hasobject) for v in vals):
+            elif np is not None and not fmod.startswith(("pandas.core.internals",
+                                                         "pandas._libs")):
+                # any other pandas call may align or reindex the indexes it is given
+                _pd_hash_flood_check(np, pd, func, vals, pd_hash_checked, indexes_only=True)
+            # boxing: a NumPy array turned into Python objects (dtype=object, or a string dtype:
+            # Python str objects or a pyarrow buffer, neither NumPy memory) costs ~100 B each
+            if np is not None and any(_pd_boxes(np, pd, v) for v in vals):
                 for v in vals:
                     if isinstance(v, np.ndarray) and not v.dtype.hasobject:
                         budget.charge(100 * v.size)

@@ -1232,7 +1232,7 @@ class _Walk:
         # (the regex backtracks quadratically on long keys: version keys are short; so are
         # versions, and a long value compared with 64 kept ones at every SETITEM is not one)
         if isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 128 \
-                and _VERSION_KEY.match(k):
+                and (k in self.versions or len(self.versions) < 256) and _VERSION_KEY.match(k):
             vals = self.versions.setdefault(k, [])
             if v not in vals and len(vals) < 64:
                 vals.append(v)

@@ -1,0 +1,176 @@
+"""Red-team round 8 (given docs/SECURITY.md's claims and an interpreter, not these tests): time
+and memory breaks of `trusted=` through pandas, and of `inspect --json`.
+
+* pandas' int64 hash table flooded through index alignment: ``Series(Series(v, index=K),
+  index=k)`` reindexes over K (130,000 int64 of one pandas hash: 12 s, 1 MiB);
+* a date string nested one level down (``DatetimeIndex(['1.' * 520000])``: over 60 s) and the
+  same 1024-char string parsed again by 6-byte memoised calls (3,000 calls: 5.6 s);
+* 6-byte memoised calls of a pandas constructor (``Categorical([1])`` 174,000 times: 16 s);
+* boxing not charged for string dtypes (``Series(int8 array, None, 'string[python]')``, 88 bytes:
+  3.3 GB);
+* ``inspect --json`` repeating an 8 KB class name in each of 129,000 array records (1.09 GB) and
+  2,800 version keys of 64 4 KB values each (736 MB).
+
+Each stream runs in a child under a 4 GiB address-space limit (tests/test_trust_attacks.py's
+runner); before the fixes each of them loaded (or printed) after seconds.
+"""
+import json
+import pickle
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from test_trust_attacks import assert_refused, run_child
+
+pd = pytest.importorskip("pandas")
+
+import fastjoblib  # noqa: E402
+
+_MASK = 0xFFFFFFFF
+
+
+def glob(module, name):
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def put(i):
+    return b"q" + bytes([i])
+
+
+def get(i):
+    return b"h" + bytes([i])
+
+
+def body(obj):
+    return pickle.dumps(obj, protocol=2)[2:-1]
+
+
+def x(text):
+    b = text.encode()
+    return b"X" + struct.pack("<I", len(b)) + b
+
+
+def _int64_one_hash(n):
+    def inv(v):
+        y = v
+        for _ in range(4):
+            y = v ^ ((y << 11) & _MASK)
+        return y
+    return np.array([(hi << 32) | inv((0x1234567 ^ (hi >> 1)) & _MASK) for hi in range(1, n + 1)],
+                    dtype=np.uint64).view(np.int64)
+
+
+def _repeat(func_ops, args_ops, calls):
+    """func (memo 0), args tuple (memo 1), then `calls` x (BINGET 0, BINGET 1, REDUCE, POP)"""
+    return b"\x80\x02" + func_ops + put(0) + b"0" + b"(" + args_ops + b"t" + put(1) + b"0" \
+        + (get(0) + get(1) + b"R0") * calls + b"N."
+
+
+def test_index_alignment_floods_are_refused():
+    k = _int64_one_hash(300)
+    inner = glob("pandas", "Series") + b"(" + body(np.zeros(300, np.int8)) \
+        + glob("pandas", "Index") + b"(" + body(k) + b"tR" + b"tR"
+    outer = glob("pandas", "Index") + b"(" + body(k[:4]) + b"tR"
+    s = b"\x80\x02" + glob("pandas", "Series") + b"(" + inner + outer + b"tR."
+    df = b"\x80\x02" + glob("pandas", "DataFrame") + b"(}(" + x("a") + inner + b"utR."
+    assert_refused(run_child({"series-reindex": ("loads", s, {"trusted": True}),
+                              "frame-of-series": ("loads", df, {"trusted": True})}),
+                   "pandas' hash-table hashes")
+
+
+def test_real_index_alignment_still_loads():
+    rng = np.random.default_rng(0)
+    idx = pd.Index(rng.integers(0, 2 ** 62, 50_000))
+    inner = glob("pandas", "Series") + b"(" + body(rng.random(50_000)) \
+        + glob("pandas", "Index") + b"(" + body(idx.values) + b"tR" + b"tR"
+    outer = glob("pandas", "Index") + b"(" + body(idx.values[:10]) + b"tR"
+    s = b"\x80\x02" + glob("pandas", "Series") + b"(" + inner + outer + b"tR."
+    out = fastjoblib.loads(s, trusted=True)
+    assert list(out.index) == list(idx[:10])
+
+
+def test_strings_inside_pandas_arguments_are_bounded():
+    nested = b"\x80\x02" + glob("pandas", "DatetimeIndex") + b"((" + x("1." * 50_000) + b"ltR."
+    in_dict = b"\x80\x02" + glob("pandas", "Series") + b"(}(" + x("a") + x("1." * 50_000) \
+        + b"utR."
+    # one 1000-char date string parsed again by each 6-byte call
+    repeated = _repeat(glob("pandas", "Timestamp"), x("2020-01-01" + " " * 990), 3000)
+    res = run_child({"nested": ("loads", nested, {"trusted": True}),
+                     "dict-value": ("loads", in_dict, {"trusted": True}),
+                     "repeated": ("loads", repeated, {"trusted": True})})
+    assert_refused(res, "at most 1024", "pandas constructor calls")
+    assert "pandas constructor calls" in res["repeated"][0]
+
+
+def test_repeated_pandas_constructor_calls_are_counted():
+    cat = _repeat(glob("pandas", "Categorical"), b"]K\x01a", 60_000)
+    res = run_child({"categorical": ("loads", cat, {"trusted": True})})
+    assert_refused(res, "pandas constructor calls")
+
+
+def test_legitimate_files_of_many_pandas_objects_load():
+    objs = [pd.Timestamp("2020-01-01") + pd.Timedelta(seconds=i) for i in range(20_000)]
+    assert fastjoblib.loads(pickle.dumps(objs), trusted=True) == objs
+    periods = [pd.Period("2020-01", "M") + i for i in range(10_000)]
+    assert fastjoblib.loads(pickle.dumps(periods), trusted=True) == periods
+    frames = [pd.DataFrame({"a": [i, i + 1], "s": ["x", "y"], "c": pd.Categorical(["p", "q"])})
+              for i in range(600)]
+    back = fastjoblib.loads(pickle.dumps(frames), trusted=True)
+    assert len(back) == 600
+    pd.testing.assert_frame_equal(back[-1], frames[-1])
+
+
+def test_string_dtypes_are_charged_for_boxing():
+    arr = glob("numpy", "ndarray") + b"((J" + struct.pack("<i", 40_000_000) + b"t" \
+        + x("i1") + b"tR"
+    cases = {}
+    for dt in ("string[python]", "string", "str", "object"):
+        s = b"\x80\x02" + glob("pandas", "Series") + b"(" + arr + b"N" + x(dt) + b"tR."
+        cases[dt] = ("loads", s, {"trusted": True})
+    assert_refused(run_child(cases), "max_bytes")
+    # a small string Series still loads
+    s = b"\x80\x02" + glob("pandas", "Series") + b"(" + body(np.arange(1000)) + b"N" \
+        + x("string[python]") + b"tR."
+    assert len(fastjoblib.loads(s, trusted=True)) == 1000
+
+
+def _cli_json(path):
+    proc = subprocess.run([sys.executable, "-m", "fastjoblib", "inspect", "--json", path],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_inspect_json_names_a_shared_long_class_name_once(tmp_path):
+    # NumpyArrayWrapper records sharing one memoised state whose subclass is an 8 KB name
+    name = "A" * 4096
+    state = b"}(" + x("subclass") + glob("m" * 10, name) + x("shape") + b"K\x00\x85" \
+        + x("order") + x("C") + x("dtype") + glob("numpy", "dtype") + x("f8") + b"\x85R" \
+        + x("allow_mmap") + b"\x89" + b"u" + put(2) + b"0"
+    rec = get(1) + b")\x81" + get(2) + b"b0"
+    s = b"\x80\x02" + glob("joblib.numpy_pickle", "NumpyArrayWrapper") + put(1) + b"0" + state \
+        + rec * 2000 + b"N."
+    p = tmp_path / "names.pkl"
+    p.write_bytes(s)
+    out = _cli_json(str(p))
+    data = json.loads(out)
+    assert len(data["arrays"]) == 2000
+    assert {a["subclass"] for a in data["arrays"]} == {"texts[0]"}
+    assert data["texts"][0].endswith(name)
+    assert len(out) < 2000 * 400
+
+
+def test_inspect_keeps_a_bounded_version_table(tmp_path):
+    vals = [("v" * 100 + "%03d" % i) for i in range(64)]
+    d = {}
+    for k in range(1000):
+        for v in vals:
+            d.setdefault("k%d_version" % k, v)
+    items = [{"k%d_version" % k: v} for k in range(1000) for v in vals[:3]]
+    p = tmp_path / "v.pkl"
+    p.write_bytes(pickle.dumps(items))
+    versions = fastjoblib.inspect(str(p))["versions"]
+    assert 0 < len(versions) <= 256
