@@ -822,19 +822,31 @@ _PD_HASHING = ("Categorical", "CategoricalIndex", "CategoricalDtype", "MultiInde
                "Series", "DataFrame")
 
 
+_PD_HASHING_IDS = [None, (), ()]  # pandas module, ids of its first four, ids of the last three
+
+
+def _pd_hashing_ids(pd):
+    if _PD_HASHING_IDS[0] is not pd:
+        _PD_HASHING_IDS[:] = [pd, frozenset(id(getattr(pd, n, None)) for n in _PD_HASHING[:4]),
+                              frozenset(id(getattr(pd, n, None)) for n in _PD_HASHING[4:])]
+    return _PD_HASHING_IDS[1], _PD_HASHING_IDS[2]
+
+
 def _pd_hashing_call(pd, func, args, vals):
-    if any(func is getattr(pd, n, None) for n in _PD_HASHING[:4]):
+    first, last = _pd_hashing_ids(pd)  # (module attributes: alive as long as the module)
+    if id(func) in first:
         return True
-    base = sys.modules.get("pandas.core.indexes.base")
-    if base is not None and func is getattr(base, "_new_Index", None):
-        if args and any(args[0] is getattr(pd, n, None) for n in _PD_HASHING[:4]):
+    if getattr(func, "__name__", None) == "_new_Index":
+        if args and id(args[0]) in first:
             return True
-    elif not any(func is getattr(pd, n, None) for n in _PD_HASHING[4:]):
+    elif id(func) not in last:
         return False
 
+    cat = pd.CategoricalDtype
+
     def categorical(v):
-        return (isinstance(v, str) and v == "category") or isinstance(v, pd.CategoricalDtype)
-    return any(categorical(v) or (type(v) is dict and any(categorical(w) for w in v.values()))
+        return (isinstance(v, str) and v == "category") or type(v) is cat
+    return any(categorical(v) or (type(v) is dict and any(map(categorical, v.values())))
                for v in vals)
 
 
@@ -1092,6 +1104,11 @@ def _expanded_slots(root, known=None):
     whether it changed)."""
     if type(root) not in _CONTAINER_TYPES:
         return 0, 0
+    if len(root) <= 256:  # a small container of atoms (most call arguments): no walk
+        flat = [*root, *root.values()] if type(root) in _DICT_TYPES else root
+        if set(map(type, flat)).isdisjoint(_CONTAINER_TYPES):
+            return len(flat) + sum(len(k) // _STR_SLOT for k in flat
+                                   if type(k) in (str, bytes, bytearray)), len(flat)
     memo = {}
     distinct = 0
     stack = [(root, False)]
