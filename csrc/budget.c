@@ -273,11 +273,37 @@ budget_set_limit(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* Hashing an int walks its digits, every time (not cached): one element per 64 bits. */
+static Py_ssize_t
+int_hash_size(PyObject *o)
+{
+    if (!PyLong_CheckExact(o)) {
+        return 0;
+    }
+    int overflow = 0;
+    (void)PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow == 0) {
+        return 0; /* fits in 64 bits: cheap */
+    }
+    PyObject *b = PyObject_CallMethod(o, "bit_length", NULL);
+    if (b == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_ssize_t bits = PyLong_AsSsize_t(b);
+    Py_DECREF(b);
+    if (bits < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    return bits / 64;
+}
+
 Py_ssize_t
 fj_key_size(PyObject *key, Py_ssize_t cap)
 {
     if (!PyTuple_Check(key) && !PyFrozenSet_CheckExact(key)) {
-        return 0;
+        return int_hash_size(key);
     }
     Py_ssize_t scap = 64, sp = 0, n = 0;
     PyObject **stk = PyMem_Malloc((size_t)scap * sizeof(PyObject *));
@@ -318,6 +344,7 @@ fj_key_size(PyObject *key, Py_ssize_t cap)
                 Py_DECREF(c); /* the frozenset still holds it */
             }
             if (!PyTuple_Check(c) && !PyFrozenSet_CheckExact(c)) {
+                n += int_hash_size(c);
                 continue;
             }
             if (sp == scap) {
@@ -492,7 +519,32 @@ error:
     return NULL;
 }
 
+/* _dunder_key(d) -> the first key of dict d that is a str of the form __x__, or None */
+static PyObject *
+dunder_key_py(PyObject *module, PyObject *d)
+{
+    if (!PyDict_Check(d)) {
+        PyErr_SetString(PyExc_TypeError, "_dunder_key(dict)");
+        return NULL;
+    }
+    Py_ssize_t i = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(d, &i, &k, &v)) {
+        if (!PyUnicode_Check(k)) {
+            continue;
+        }
+        Py_ssize_t n = PyUnicode_GET_LENGTH(k);
+        if (n >= 4 && PyUnicode_READ_CHAR(k, 0) == '_' && PyUnicode_READ_CHAR(k, 1) == '_' &&
+            PyUnicode_READ_CHAR(k, n - 1) == '_' && PyUnicode_READ_CHAR(k, n - 2) == '_') {
+            return Py_NewRef(k);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 PyMethodDef fj_budget_methods[] = {
+    {"_dunder_key", (PyCFunction)dunder_key_py, METH_O,
+     "_dunder_key(d) -> the first __x__ key of dict d, or None."},
     {"_flood_scan", (PyCFunction)(void (*)(void))flood_scan_py, METH_FASTCALL,
      "_flood_scan(items, work, flood_max, key_max, work_max) -> (status, work): the guard's "
      "hash-flooding check (0 fine, 1 flood, 2 key work, 3 unhashable)."},

@@ -24,7 +24,8 @@ int fj_budget_install(PyObject *capsule, PyObject **old);
 /* Put `old` back (steals it); keeps any exception that is set. */
 void fj_budget_uninstall(PyObject *old);
 
-/* Elements that hashing or comparing `key` walks: a tuple item by item (nested tuples included,
+/* Elements that hashing or comparing `key` walks: an int beyond 64 bits one per 64 bits of it (int
+ * hashes are not cached), a tuple item by item (nested tuples included,
  * CPython caches no tuple hash), a frozenset item by item (hashes are cached, but comparing two
  * frozensets of one hash looks up every item; exact frozensets only); 0 for other keys. Stops counting past `cap`.
  * -1 with an exception on failure. */

@@ -910,9 +910,9 @@ key_work(fj_up *u, PyObject *container, PyObject *key)
     u->pol->key_work += w;
     if (n > KEY_MAX || u->pol->key_work > KEY_WORK_MAX) {
         PyErr_Format(u->st->UnpicklingError,
-                     "refused a tuple or frozenset key that expands to more than %d elements, or "
-                     "keys whose inserts would hash and compare more than %lld elements in all "
-                     "(each use walks every element) (offset %lld)",
+                     "refused a tuple, frozenset or big-int key that expands to more than %d "
+                     "elements, or keys whose inserts would hash and compare more than %lld "
+                     "elements in all (each use walks every element) (offset %lld)",
                      KEY_MAX, (long long)KEY_WORK_MAX, (long long)fj_source_tell(u->src) - 1);
         return -1;
     }
@@ -1456,13 +1456,30 @@ check_descr_state(fj_up *u, PyArray_Descr *descr, PyObject *state)
     return 0;
 }
 
+/* What one item of a BUILD's dict state is charged under a policy (a dict entry, and the time of
+ * setting it, ~200 ns: a budget of 1 GiB is 2M items). */
+#define BUILD_ITEM_CHARGE 512
+
 /* BUILD with stdlib semantics; `state` borrowed, `inst` borrowed. */
+
 static int
 do_build(fj_up *u, PyObject *inst, PyObject *state)
 {
     PyObject *setstate;
     if (u->restricted) {
         if (refuse_dunder_keys(u, state) < 0) {
+            return -1;
+        }
+        /* a state shared through the memo is copied into every object BUILD gives it to: each
+         * use is charged for the items it copies (8 stream bytes a BUILD) */
+        Py_ssize_t items = PyDict_Check(state) ? PyDict_GET_SIZE(state) : 0;
+        if (PyTuple_Check(state) && PyTuple_GET_SIZE(state) == 2) {
+            for (int t = 0; t < 2; t++) {
+                PyObject *part = PyTuple_GET_ITEM(state, t);
+                items += PyDict_Check(part) ? PyDict_GET_SIZE(part) : 0;
+            }
+        }
+        if (items >= 16 && fj_up_charge(u, (int64_t)items * BUILD_ITEM_CHARGE) < 0) {
             return -1;
         }
         if (PyTuple_Check(state) && PyTuple_GET_SIZE(state) == 2 &&

@@ -174,3 +174,59 @@ def test_inspect_keeps_a_bounded_version_table(tmp_path):
     p.write_bytes(pickle.dumps(items))
     versions = fastjoblib.inspect(str(p))["versions"]
     assert 0 < len(versions) <= 256
+
+
+def test_a_big_int_hashed_again_and_again_is_charged():
+    # LONG4 of 200,000 bytes (memo 0), then added 3,000 times to one set / one dict: CPython
+    # does not cache int hashes (each add hashes 1.6 Mbit again)
+    big = b"\x8b" + struct.pack("<I", 200_000) + b"\x7f" * 200_000 + put(0) + b"0"
+    sets = b"\x80\x04" + big + b"\x8f(" + get(0) * 3000 + b"\x90."
+    dicts = b"\x80\x04" + big + b"}(" + (get(0) + b"N") * 3000 + b"u."
+    calls = b"\x80\x04" + big + glob("builtins", "set") + b"(" + get(0) * 3000 + b"l\x85R."
+    assert_refused(run_child({"additems": ("loads", sets, {"trusted": True}),
+                              "setitems": ("loads", dicts, {"trusted": True}),
+                              "set-call": ("loads", calls, {"trusted": True})}),
+                   "big-int key", "big-int item")
+    # a few big ints, each once, still load
+    vals = {2 ** 4000 + i for i in range(100)}
+    assert fastjoblib.loads(pickle.dumps(vals), trusted=True) == vals
+
+
+def test_a_shared_big_state_given_to_many_objects_is_charged():
+    # one 10,000-key state dict (memo 1) given by BUILD to 3,000 fresh SimpleNamespaces
+    state = b"}(" + b"".join(x("k%x" % i) + b"N" for i in range(10_000)) + b"u" + put(1) + b"0"
+    s = b"\x80\x04" + glob("types", "SimpleNamespace") + put(0) + b"0" + state \
+        + (get(0) + b")\x81" + get(1) + b"b0") * 3000 + b"N."
+    assert_refused(run_child({"build": ("loads", s, {"trusted": True})}), "max_bytes")
+    import types
+    objs = [types.SimpleNamespace(**{"k%d" % j: j for j in range(30)}) for _ in range(2000)]
+    assert fastjoblib.loads(pickle.dumps(objs), trusted=True) == objs
+
+
+def test_copies_of_one_memoised_string_are_charged():
+    b64 = b"B" + struct.pack("<I", 65536) + b"\xff" * 65536 + b"\x85" + put(1) + b"0"
+    cases = {}
+    for func, n in (("str", 8000), ("list", 3000), ("bytearray", 30000)):
+        s = b"\x80\x04" + glob("builtins", func) + put(0) + b"0" + b64 + b"](" \
+            + (get(0) + get(1) + b"R") * n + b"e."
+        cases[func] = ("loads", s, {"trusted": True})
+    assert_refused(run_child(cases), "max_bytes")
+
+
+def test_inspect_of_many_refused_globals_is_linear(tmp_path):
+    from fastjoblib import _cli
+
+    # 20,000 distinct globals named by memoised strings (6 bytes each): the text report marks
+    # each with a set lookup (a list lookup made 80,000 of them take 33 s)
+    s = b"\x80\x04"
+    for i in range(200):
+        s += b"\x8c\x05" + ("m%04d" % i).encode() + put(i) + b"0"
+    for i in range(100):
+        for j in range(100, 200):
+            s += get(i) + get(j) + b"\x930"
+    p = tmp_path / "g.pkl"
+    p.write_bytes(s + b"N.")
+    report = fastjoblib.inspect(str(p))
+    assert len(report["globals"]) == 10_000
+    text = _cli.format_report(report, str(p))
+    assert "10000 more" not in text and "9970 more (--json lists them all)" in text

@@ -147,6 +147,7 @@ def format_report(report: dict[str, Any], path: str | None = None,
     lines: list[str] = []
     dangerous = set(report.get("dangerous", []))
     needs = list(report.get("needs_trusted", []))
+    needs_set = set(needs)  # (membership for each of possibly 80,000 globals)
     container = report.get("container", "?")
     shown = path if path is not None else "FILE"
     proto = report.get("protocol")
@@ -193,7 +194,7 @@ def format_report(report: dict[str, Any], path: str | None = None,
     lines.append(f"globals ({len(globs)}):  ! = dangerous (refused), ? = needs trusted=[...]")
     rows: list[tuple[str, ...]] = []
     for name, count in globs.items():
-        mark = "!" if name in dangerous else "?" if name in needs else ""
+        mark = "!" if name in dangerous else "?" if name in needs_set else ""
         rows.append((mark, str(count), _cut(name, WIDTH - 16)))
     for name in sorted(dangerous - set(globs)):
         rows.append(("!", "", _cut(name, WIDTH - 16)))

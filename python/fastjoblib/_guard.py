@@ -61,6 +61,13 @@ def default_max_bytes(input_size, compressed=False):
     return _BASE + _PER_INPUT_BYTE * n
 
 
+def _dunder_key(d):
+    global _dunder_key
+    from . import _core
+    _dunder_key = _core._dunder_key
+    return _core._dunder_key(d)
+
+
 def _budget_charge(capsule, n):
     global _budget_charge
     from . import _core
@@ -179,10 +186,10 @@ def _make_check_object(returned, pending, made):
                 "once its shared sub-dtypes are expanded (NumPy walks every one of them)")
         # (a shared object's attributes were not set by this file: only fresh ones are checked)
         d = getattr(obj, "__dict__", None) if not shared and not isinstance(obj, type) else None
-        if type(d) is dict:
-            for k in d:
-                if _is_dunder(k):
-                    raise _refuse((f"{type(obj).__module__}.{type(obj).__qualname__}",
+        if type(d) is dict and d:
+            k = _dunder_key(d)
+            if k is not None:
+                raise _refuse((f"{type(obj).__module__}.{type(obj).__qualname__}",
                                    f"an object may not carry the special attribute {k!r} under "
                                    "trusted= (a file could point NumPy at any memory address "
                                    "this way)"))
@@ -1042,9 +1049,9 @@ def _flood_check(func, items, work=None):
 
 def _key_refusal(func):
     return pickle.UnpicklingError(
-        f"refused {getattr(func, '__qualname__', func)!s}(...): a tuple or frozenset item that "
-        f"expands to more than {_KEY_MAX:,} elements, or items whose hashing and comparing would "
-        f"walk more than {_KEY_WORK_MAX:,} elements in this load")
+        f"refused {getattr(func, '__qualname__', func)!s}(...): a tuple, frozenset or big-int "
+        f"item that expands to more than {_KEY_MAX:,} elements, or items whose hashing and "
+        f"comparing would walk more than {_KEY_WORK_MAX:,} elements in this load")
 
 
 def _keys_of(x):
@@ -1256,6 +1263,8 @@ def _make_before_call(budget, pending, made, epoch=None):
                 same_calls[key] = (func, args, epoch[0])
 
     def charge_call(np, func, args, kwargs=None):
+        if kwargs and len(kwargs) >= 16:  # a memoised keyword dict copied into each call
+            budget.charge(128 * len(kwargs))
         pd = sys.modules.get("pandas")
         pd_range = getattr(pd, "RangeIndex", None) if pd is not None else None
         for v in (*args, *kwargs.values()) if kwargs else args:
@@ -1274,6 +1283,13 @@ def _make_before_call(budget, pending, made, epoch=None):
                 # the new container's slots (and the work of filling them): a big list the memo
                 # hands to set() again and again reaches the budget, not minutes of hashing
                 budget.charge(16 * len(a0))
+            elif type(a0) in (bytes, bytearray, str) and (func is not bytes or
+                                                            type(a0) is not bytes):
+                # list(b) / bytearray(b) / tuple(s) of one memoised 64 KiB string, again and
+                # again (bytes(b) of a bytes is b itself)
+                budget.charge((1 if func in _INT_SIZED else 16) * len(a0))
+        elif func in (str, repr) and args and type(args[0]) in (bytes, bytearray):
+            budget.charge(4 * len(args[0]))  # (repr: up to 4 characters a byte)
 
     def _check_call(func, args, kwargs):
         func, args, kwargs = _effective_call(func, args, kwargs)

@@ -623,6 +623,8 @@ class _TorchWalk:
         self.arrays = arrays
         self.n_storages = 0        # _Storage objects made (their index)
         self._blob_dtypes = {}     # id(blob) -> (blob, storage dtype): a blob searched once
+        self._geometry = {}        # (id(size), id(stride), dtype) -> what _tensor measured
+        self._spans = {}           # (id(size), id(stride)) of _dims results -> their span
         self.by_array = {}         # array record index -> _Storage
         # storages in use, counted as tensors take them (no list of them: a hostile stream could
         # make millions)
@@ -700,13 +702,22 @@ class _TorchWalk:
         self.count += 1
         self.forms[form] += 1
         self.dtypes["torch." + dtype if dtype else "?"] += 1
-        size, stride = _dims(size), _dims(stride)
-        item = _TORCH_ITEMSIZE.get(dtype) if dtype else None
-        nbytes = None
-        if size is not None and item is not None:
-            nbytes = math.prod(size) * item  # (dims below 2**63, at most _MAX_NDIM of them)
-            if nbytes >= _DIM_LIMIT:  # no such tensor can be built: its size is not counted
-                nbytes = None
+        # (one size / stride pair of the memo given to call after call: measured once)
+        key = (id(size), id(stride), dtype)
+        hit = self._geometry.get(key)
+        if hit is not None and hit[0] is size and hit[1] is stride:
+            size, stride, item, nbytes = hit[2:]
+        else:
+            size0, stride0 = size, stride
+            size, stride = _dims(size), _dims(stride)
+            item = _TORCH_ITEMSIZE.get(dtype) if dtype else None
+            nbytes = None
+            if size is not None and item is not None:
+                nbytes = math.prod(size) * item  # (dims below 2**63, at most _MAX_NDIM of them)
+                if nbytes >= _DIM_LIMIT:  # no such tensor can be built: its size is not counted
+                    nbytes = None
+            if len(self._geometry) < 65536:
+                self._geometry[key] = (size0, stride0, size, stride, item, nbytes)
         if nbytes is not None:
             self.nbytes += nbytes
         else:
@@ -715,8 +726,13 @@ class _TorchWalk:
             self._use(storage)
             if (storage.nbytes is not None and item and size is not None and stride is not None
                     and type(offset) is int and len(size) == len(stride)):
-                extent = 0 if 0 in size else offset + 1 + sum(
-                    (n - 1) * s for n, s in zip(size, stride))
+                span = self._spans.get((id(size), id(stride)))
+                if span is None or span[0] is not size or span[1] is not stride:
+                    span = (size, stride, 0 if 0 in size else 1 + sum(
+                        (n - 1) * s for n, s in zip(size, stride)))
+                    if len(self._spans) < 65536:
+                        self._spans[(id(size), id(stride))] = span
+                extent = 0 if 0 in size else offset + span[2]
                 if offset < 0 or extent * item > storage.nbytes:
                     self.out_of_bounds += 1
         if requires_grad is True:
