@@ -230,3 +230,77 @@ def test_inspect_of_many_refused_globals_is_linear(tmp_path):
     assert len(report["globals"]) == 10_000
     text = _cli.format_report(report, str(p))
     assert "10000 more" not in text and "9970 more (--json lists them all)" in text
+
+
+def _v0_array(count):
+    """numpy.ndarray((count,), 'V0'): no memory, `count` elements"""
+    return glob("numpy", "ndarray") + b"((\x8a\x08" + struct.pack("<q", count) + b"t" \
+        + x("V0") + b"tR"
+
+
+def test_zero_size_elements_are_counted():
+    cases = {
+        "matrix": ("loads", b"\x80\x02" + glob("numpy", "matrix") + b"(" + _v0_array(2 ** 62)
+                   + b"tR.", {"trusted": True}),
+        "series": ("loads", b"\x80\x02" + glob("pandas", "Series") + b"(" + _v0_array(2 ** 62)
+                   + b"tR.", {"trusted": True}),
+    }
+    assert_refused(run_child(cases, timeout=120), "max_bytes")
+    assert fastjoblib.loads(pickle.dumps(np.zeros(5, "V0")), trusted=True).shape == (5,)
+
+
+def test_numpy_string_arguments_are_bounded():
+    cases = {
+        "matrix": ("loads", b"\x80\x02" + glob("numpy", "matrix") + b"(" + x("1 " * 5000)
+                   + b"tR.", {"trusted": True}),
+        "dtype": ("loads", b"\x80\x02" + glob("numpy", "dtype") + b"(" + x("i1," * 2000)
+                  + b"tR.", {"trusted": True}),
+        # a 1000-char string parsed again by each 6-byte call
+        "matrix-repeated": ("loads", _repeat(glob("numpy", "matrix"), x("1 " * 500), 5000),
+                            {"trusted": True}),
+    }
+    assert_refused(run_child(cases), "at most 1024", "pandas constructor calls")
+    assert fastjoblib.loads(b"\x80\x02" + glob("numpy", "dtype") + b"(" + x("<f8") + b"tR.",
+                            trusted=True) == np.dtype("<f8")
+
+
+def test_a_memoised_argument_is_looked_at_once_for_dateutil_zones():
+    # (None, None, None, T), T = ('a',) * 100,000: the guard's time-zone string scan walked T
+    # at each of 500 calls (5.6 s); now once, and the calls are counted
+    t = b"(" + x("a") + put(5) + b"0" + get(5) * 99_999 + b"t" + put(6) + b"0"
+    args = b"NNN" + get(6)
+    s = b"\x80\x02" + t + glob("pandas", "Series") + put(0) + b"0" + b"(" + args + b"t" \
+        + put(1) + b"0" + (get(0) + get(1) + b"R0") * 500 + b"N."
+    assert_refused(run_child({"walk": ("loads", s, {"trusted": True})}),
+                   "pandas constructor calls")
+    from fastjoblib import _guard
+    seen = {}
+    big = ("a",) * 100_000
+    _guard._refuse_dateutil((None, big), 0, seen)
+    assert seen[id(big)][0] is big
+    with pytest.raises(pickle.UnpicklingError):
+        _guard._refuse_dateutil((None, ("dateutil/x",) * 20), 0, seen)
+
+
+def test_re_checks_of_a_big_made_object_are_bounded():
+    """A made Categorical with 50M codes in a memoised dict, handed to defaultdict() call after
+    call: each call may write memory, so the Categorical was re-checked (min/max of all its
+    codes) at every call (a 12 KB file: 10 s). The re-checks of a load now read at most 4 x its
+    budget (at least 4 GiB) of data. Driven through the policy's hooks, as the engine calls them
+    (a stream would need the codes in it)."""
+    import collections
+
+    from fastjoblib._trust import make_find_class
+
+    cat = pd.Categorical.from_codes(np.zeros(50_000_000, np.int8), ["a"])
+    fc = make_find_class(True, max_bytes=1 << 26)
+    fc.check_object(cat)  # made by this load
+    d = {"c": cat}
+    with pytest.raises(pickle.UnpicklingError, match="re-checked"):
+        for _ in range(200):  # 200 x 50 MB > 4 GiB
+            fc.before_call(collections.defaultdict, (None, d), None)
+    # a few re-checks are fine
+    fc = make_find_class(True, max_bytes=1 << 26)
+    fc.check_object(cat)
+    for _ in range(10):
+        fc.before_call(collections.defaultdict, (None, d), None)

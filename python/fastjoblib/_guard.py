@@ -496,8 +496,8 @@ def _arrow_string_type(pa, t):
 _MAX_FIELDS_APPLIED = 500_000
 
 
-def _filter_state(inst, state, arrow_made=None, fields_applied=None):
-    _refuse_dateutil(state, 0)
+def _filter_state(inst, state, arrow_made=None, fields_applied=None, dateutil_seen=None):
+    _refuse_dateutil(state, 0, dateutil_seen)
     pd = sys.modules.get("pandas")
     if pd is not None and type(type(inst).__module__) is str \
             and type(inst).__module__.startswith("pandas"):
@@ -1018,6 +1018,8 @@ def _lazy_size(np, pd_range, x):
         except OverflowError:
             return 1 << 62
     if np is not None and isinstance(x, np.ndarray):
+        if x.itemsize == 0:  # NumPy and pandas still walk each element (2**62 of 'V0')
+            return x.size
         return _virtual_nbytes(np, x)
     if pd_range is not None and isinstance(x, pd_range):
         return 8 * len(x)
@@ -1062,18 +1064,25 @@ def _keys_of(x):
     return ()
 
 
-def _refuse_dateutil(x, depth):
-    """pandas reads any file a 'dateutil/...' time-zone string names (dateutil.tz.gettz)."""
+def _refuse_dateutil(x, depth, seen=None):
+    """pandas reads any file a 'dateutil/...' time-zone string names (dateutil.tz.gettz).
+    `seen` (kept for a load): containers already looked at, at the depth they were (a memoised
+    100,000-item tuple handed to call after call is walked once)."""
     if isinstance(x, str):  # numpy.str_ too
         if x.startswith("dateutil/"):
             raise _refuse(("pandas tz", f"time-zone string {x[:80]!r}: dateutil zones are read "
                                         "from files the string names"))
-    elif depth < 2 and type(x) in (tuple, list):
-        for v in x:
-            _refuse_dateutil(v, depth + 1)
-    elif depth < 2 and type(x) is dict:
-        for v in x.values():
-            _refuse_dateutil(v, depth + 1)
+    elif depth < 2 and type(x) in (tuple, list, dict):
+        if seen is not None:
+            hit = seen.get(id(x))
+            if hit is not None and hit[0] is x and hit[1] <= depth and \
+                    (type(x) is tuple or hit[2] == len(x)):
+                return
+        for v in (x.values() if type(x) is dict else x):
+            if type(v) is str or type(v) in (tuple, list, dict) or isinstance(v, str):
+                _refuse_dateutil(v, depth + 1, seen)
+        if seen is not None and len(x) >= 16:
+            seen[id(x)] = (x, depth, len(x))
 
 
 def _effective_call(func, args, kwargs):
@@ -1191,6 +1200,8 @@ def _make_before_call(budget, pending, made, epoch=None):
     pd_hash_checked = {}  # arrays checked against pandas' hash-table flooding
     same_calls = {}  # (id(func), *ids of args) -> (func, args, epoch or None): checked calls
     pd_units = [0]  # pandas constructor calls (and their text) so far
+    dateutil_seen = {}  # containers _refuse_dateutil looked at
+    rechecked_bytes = [0]  # data of made pandas objects re-checked so far
     dag_checked = {}
     known = {}  # big lists / tuples of atoms counted once (_expanded_slots)
 
@@ -1253,7 +1264,7 @@ def _make_before_call(budget, pending, made, epoch=None):
         _check_call(func, args, kwargs)
         fmod = getattr(func, "__module__", None)
         if key is not None and len(same_calls) < 4096 and \
-                not (type(fmod) is str and fmod.startswith("pandas")):  # (pandas calls count)
+                not (type(fmod) is str and fmod.startswith(("pandas", "numpy"))):  # (counted)
             if all(type(a) in _ATOMS for a in args):
                 same_calls[key] = (func, args, None)  # can never change
             elif func in _NO_HASH_CALLS and not any(
@@ -1318,7 +1329,7 @@ def _make_before_call(budget, pending, made, epoch=None):
                 # repeated through the memo
                 inner = ()
             else:
-                _refuse_dateutil(v, 0)
+                _refuse_dateutil(v, 0, dateutil_seen)
                 inner = v if type(v) in (tuple, list) else (
                     list(v.values()) if type(v) is dict else ())
             dag_check(func, v)
@@ -1331,11 +1342,37 @@ def _make_before_call(budget, pending, made, epoch=None):
                         and not (last is not None and last[0] is w and last[1] == now):
                     rechecked.add(id(w))
                     rechecked_at[id(w)] = (w, now)
+                    try:  # each re-check reads the object's data again
+                        rechecked_bytes[0] += int(getattr(w, "nbytes", 0) or 0)
+                    except Exception:
+                        pass
+                    if rechecked_bytes[0] > 4 * max(budget.state()[2], 1 << 30):
+                        raise _bad_state(type(w).__name__, "re-checked after more calls that "
+                                         "may write memory than its data allows (each re-check "
+                                         "reads all of it)")
                     why = _pd_recheck(pd, w)
                     if why is not None and why != "pending":
                         raise _bad_state(type(w).__name__, f"{why} (changed after it was made)")
                 flood_scan(func, w)
         fmod = getattr(func, "__module__", None)
+        if type(fmod) is str and fmod.startswith("numpy"):
+            # numpy.matrix(str) and numpy.dtype(str) parse their text (matrix: a compile() per
+            # token): capped like pandas' strings, and counted with pandas' calls
+            units = 0
+            for v in vals:
+                if isinstance(v, str):
+                    if len(v) > _MAX_PANDAS_STR:
+                        raise _bad_state(getattr(func, "__qualname__", "numpy"),
+                                         f"a string argument of {len(v)} characters (at most "
+                                         f"{_MAX_PANDAS_STR}: NumPy parses it)")
+                    units += len(v) // _PD_CHARS_PER_UNIT
+            if units:
+                pd_units[0] += units
+                if pd_units[0] > _pd_unit_limit(budget):
+                    raise _bad_state(getattr(func, "__qualname__", "numpy"),
+                                     f"more than {_pd_unit_limit(budget):,} pandas constructor "
+                                     "calls (or their text) in one load: each costs 30-100 us "
+                                     "(the limit follows max_bytes=)")
         if type(fmod) is str and fmod.startswith(("numpy", "pandas")):
             # NumPy makes a view of a writable buffer it is handed (MaskedArray(ba), matrix(ba,
             # copy=False), ...): two such views, or one over a caller's out-of-band buffer,
@@ -1447,9 +1484,11 @@ def attach(find_class, returned, max_bytes=None):
     # a made pandas object re-checked at one epoch need not be re-checked until the next
     epoch = [0]
 
+    dateutil_seen = {}
+
     def filter_state(inst, state):
         epoch[0] += 1
-        return _filter_state(inst, state, arrow_made, fields_applied)
+        return _filter_state(inst, state, arrow_made, fields_applied, dateutil_seen)
     find_class.filter_state = filter_state
     budget = Budget(max_bytes)
     find_class.budget_obj = budget
