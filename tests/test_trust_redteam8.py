@@ -304,3 +304,46 @@ def test_re_checks_of_a_big_made_object_are_bounded():
     fc.check_object(cat)
     for _ in range(10):
         fc.before_call(collections.defaultdict, (None, d), None)
+
+
+P61 = (1 << 61) - 1
+
+
+def _ints(ops_per, n):
+    return b"".join(b"\x8a\x09" + (i * P61).to_bytes(9, "little", signed=True) + ops_per
+                    for i in range(1, n + 1))
+
+
+def test_hash_floods_through_other_containers_are_refused():
+    n = 300
+    # set(deque filled by APPENDS), set(complex128 array of one hash), defaultdict(None, pairs),
+    # dict(frozenset of pairs)
+    dq = b"\x80\x04" + glob("builtins", "set") + b"(" + glob("collections", "deque") + b")R(" \
+        + _ints(b"", n) + b"etR."
+    i = np.arange(1, n + 1, dtype=np.float64)
+    cplx = (2.0 ** 52 - 1000003.0 * i) + 1j * i
+    assert len({hash(complex(v)) for v in cplx}) == 1
+    cset = b"\x80\x02" + glob("builtins", "set") + b"(" + body(cplx) + b"tR."
+    pairs = b"".join(b"\x8a\x09" + (k * P61).to_bytes(9, "little", signed=True) + b"K\x01\x86"
+                     for k in range(1, n + 1))
+    dd = b"\x80\x04" + glob("collections", "defaultdict") + b"(N](" + pairs + b"etR."
+    fs = b"\x80\x04" + glob("builtins", "dict") + b"((" + pairs + b"\x91tR."
+    assert_refused(run_child({"deque": ("loads", dq, {"trusted": True}),
+                              "complex": ("loads", cset, {"trusted": True}),
+                              "defaultdict": ("loads", dd, {"trusted": True}),
+                              "frozenset-pairs": ("loads", fs, {"trusted": True})}),
+                   "share one hash value")
+    assert fastjoblib.loads(pickle.dumps(set(range(1000))), trusted=True) == set(range(1000))
+
+
+def test_pandas_floods_anywhere_in_a_list_or_extension_array_are_refused():
+    k = _int64_one_hash(300)
+    levels = b"(" + body(np.array([0], np.int64)) * 70 + body(k) + b"l"
+    codes = b"(" + body(np.zeros(1, np.int64)) * 71 + b"l"
+    mi = b"\x80\x02" + glob("pandas", "MultiIndex") + b"(" + levels + codes + b"tR."
+    masked = glob("pandas.arrays", "IntegerArray") + b"(" + body(k) \
+        + body(np.zeros(300, bool)) + b"tR"
+    cat = b"\x80\x02" + glob("pandas", "Categorical") + b"(" + masked + b"tR."
+    assert_refused(run_child({"level-71": ("loads", mi, {"trusted": True}),
+                              "masked": ("loads", cat, {"trusted": True})}),
+                   "pandas' hash-table hashes")

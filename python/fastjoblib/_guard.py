@@ -870,9 +870,18 @@ def _pd_hash_values(np, pd, x):
     if isinstance(x, np.ndarray):
         return x
     if isinstance(x, (pd.Index, pd.Series)):
-        v = getattr(x, "_values", None)
-        v = getattr(v, "_ndarray", v)  # datetime / timedelta arrays
-        return v if isinstance(v, np.ndarray) else None
+        x = getattr(x, "_values", None)
+        if isinstance(x, np.ndarray):
+            return x
+    ext = getattr(getattr(pd, "api", None), "extensions", None)
+    if ext is not None and isinstance(x, ext.ExtensionArray):
+        # datetime / timedelta / period (_ndarray), masked integer / float / boolean (_data),
+        # sparse (sp_values)
+        for attr in ("_ndarray", "_data", "sp_values"):
+            v = getattr(x, attr, None)
+            if isinstance(v, np.ndarray):
+                return v
+        return None
     if isinstance(x, pd.CategoricalDtype):
         return _pd_hash_values(np, pd, getattr(x, "categories", None))
     return None
@@ -892,10 +901,10 @@ def _pd_indexes(pd, x, out, depth=0):
         _pd_indexes(pd, x.index, out, depth + 1)
         _pd_indexes(pd, x.columns, out, depth + 1)
     elif depth == 0 and type(x) in (list, tuple):
-        for v in x[:64]:
+        for v in x:
             _pd_indexes(pd, v, out, 1)
     elif depth == 0 and type(x) is dict:
-        for v in list(x.values())[:64]:
+        for v in x.values():
             _pd_indexes(pd, v, out, 1)
 
 
@@ -907,16 +916,20 @@ def _pd_hash_flood_check(np, pd, func, vals, checked, indexes_only=False):
     from . import _core
 
     todo = []
-    if indexes_only:
-        for v in vals:
+    for v in vals:
+        if type(v) in (list, tuple, dict):  # (a container is looked into once a load: it
+            hit = checked.get(id(v))        # cannot change once a call was given it)
+            if hit is not None and hit is v:
+                continue
+            checked[id(v)] = v
+        if indexes_only:
             _pd_indexes(pd, v, todo)
-    else:
-        for v in vals:
-            todo.append(v)
-            if type(v) in (list, tuple):
-                todo.extend(w for w in v[:64] if not isinstance(w, (int, float, str)))
-            elif type(v) is dict:
-                todo.extend(list(v.values())[:64])
+            continue
+        todo.append(v)
+        if type(v) in (list, tuple):
+            todo.extend(w for w in v if not isinstance(w, (int, float, str)))
+        elif type(v) is dict:
+            todo.extend(v.values())
     for v in todo:
         a = _pd_hash_values(np, pd, v)
         if a is None or a.size <= _FLOOD_MAX:
@@ -1182,6 +1195,9 @@ _ATOMS = (str, int, float, bool, type(None), complex, bytes)
 # Arguments SETITEMS / APPENDS / ADDITEMS change without a new epoch
 _UNFROZEN = (list, dict, set, collections.deque, bytearray, collections.OrderedDict,
              collections.Counter, collections.defaultdict)
+# Builtin constructors that hash the items of their argument.
+_HASHING_BUILTINS = (set, frozenset, dict, collections.Counter, collections.OrderedDict,
+                     collections.defaultdict, collections.UserDict)
 # Builtins that never hash the items of their arguments.
 _NO_HASH_CALLS = (list, tuple, str, repr, int, float, complex, bool, bytes, range, slice,
                   collections.deque)
@@ -1238,9 +1254,15 @@ def _make_before_call(budget, pending, made, epoch=None):
             return
         np = sys.modules.get("numpy")
         before = key_work[0]
-        if isinstance(x, (list, tuple)) or (np is not None and isinstance(x, np.ndarray)
-                                            and x.dtype.hasobject):
+        if isinstance(x, (list, tuple, collections.deque)) or (
+                np is not None and isinstance(x, np.ndarray) and x.dtype.hasobject):
             _flood_check(func, x.ravel() if hasattr(x, "ravel") else x, key_work)
+            flood_checked[id(x)] = (x, key_work[0] - before)
+        elif np is not None and isinstance(x, np.ndarray) and func in _HASHING_BUILTINS:
+            # set(array) hashes NumPy scalars, whose hashes are their values' (complex128
+            # values of one Python hash): looked at as Python values (what set() makes anyway,
+            # charged 64 bytes an element)
+            _flood_check(func, x.ravel().tolist(), key_work)
             flood_checked[id(x)] = (x, key_work[0] - before)
         elif isinstance(x, dict):
             _flood_check(func, list(x), key_work)
@@ -1312,8 +1334,11 @@ def _make_before_call(budget, pending, made, epoch=None):
         charge_call(np, func, args, kwargs)
         if func in _CONTAINERS and args:
             a0 = args[0]
-            if func in (dict, collections.OrderedDict, collections.UserDict) \
-                    and isinstance(a0, (list, tuple)):
+            if func is collections.defaultdict and len(args) >= 2:
+                a0 = args[1]  # (defaultdict(factory, pairs))
+            if func in (dict, collections.OrderedDict, collections.UserDict,
+                        collections.defaultdict, collections.Counter) \
+                    and isinstance(a0, (list, tuple, set, frozenset, collections.deque)):
                 _flood_check(func, [p[0] for p in a0 if type(p) is tuple and len(p) == 2],
                              key_work)
         rechecked = set()  # (one argument list may hold one pandas object 64 times)
