@@ -183,9 +183,12 @@ def format_report(report: dict[str, Any], path: str | None = None,
     if needs:
         from ._trust import public_names
 
-        lines += _wrap_list("needs trusted=", public_names(needs), "               ")
+        names = [n if len(n) <= 200 else n[:197] + "..." for n in public_names(needs[:40])]
+        lines += _wrap_list("needs trusted=", names, "               ")
         shown = shown if len(shown) <= 40 else "FILE"
-        lines.append(f"  (review them first; {PROG} inspect --trusted {shown} prints the list)")
+        more = f"{len(needs) - 40} more; " if len(needs) > 40 else ""
+        lines.append(f"  ({more}review them first; {PROG} inspect --trusted {shown} prints the "
+                     "list)")
     elif not dangerous:
         lines.append("trusted=True loads it: every global is in the default trusted set")
 
@@ -238,6 +241,7 @@ def format_report(report: dict[str, Any], path: str | None = None,
 # records of a small file can share one (through the pickle memo): --json gives each such text
 # once, in "texts", and the records name it ("texts[3]"): output linear in the file's size.
 _JSON_INLINE = 256
+_JSON_NAME = 1024  # global names (composed of memoised strings: 16,384 of 6 KB from 868 KB)
 
 
 def _json_report(report: dict[str, Any]) -> dict[str, Any]:
@@ -256,14 +260,22 @@ def _json_report(report: dict[str, Any]) -> dict[str, Any]:
     def long(r: dict[str, Any]) -> bool:
         return any(type(v) is str and len(v) > _JSON_INLINE for v in r.values())
 
+    def cut(name: Any) -> Any:  # (no real module.qualname is this long)
+        return name if not isinstance(name, str) or len(name) <= _JSON_NAME else \
+            name[:_JSON_NAME] + f"...[{len(name)} characters]"
+
     out = dict(report)
+    if any(len(str(n)) > _JSON_NAME for n in report.get("globals", ())):
+        out["globals"] = {cut(n): c for n, c in report["globals"].items()}
+        for key in ("needs_trusted", "dangerous"):
+            if isinstance(report.get(key), list):
+                out[key] = [cut(n) for n in report[key]]
     for key, value in report.items():
         if isinstance(value, list) and any(isinstance(r, dict) for r in value):
             out[key] = [{f: ref(v) for f, v in r.items()} if isinstance(r, dict) and long(r)
                         else r for r in value]
-    if not texts:
-        return report
-    out["texts"] = texts
+    if texts:
+        out["texts"] = texts
     return out
 
 
