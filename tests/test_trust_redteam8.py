@@ -244,6 +244,9 @@ def test_zero_size_elements_are_counted():
                    + b"tR.", {"trusted": True}),
         "series": ("loads", b"\x80\x02" + glob("pandas", "Series") + b"(" + _v0_array(2 ** 62)
                    + b"tR.", {"trusted": True}),
+        # 2**28 void elements: pandas makes an object of each (2 GB from 71 bytes)
+        "series-2e28": ("loads", b"\x80\x02" + glob("pandas", "Series") + b"("
+                        + _v0_array(2 ** 28) + b"tR.", {"trusted": True}),
     }
     assert_refused(run_child(cases, timeout=120), "max_bytes")
     assert fastjoblib.loads(pickle.dumps(np.zeros(5, "V0")), trusted=True).shape == (5,)

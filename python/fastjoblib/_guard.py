@@ -1440,6 +1440,10 @@ def _make_before_call(budget, pending, made, epoch=None):
                 for v in vals:
                     if isinstance(v, np.ndarray) and not v.dtype.hasobject:
                         budget.charge(100 * v.size)
+            elif np is not None:
+                for v in vals:  # void, bytes and text arrays: pandas makes objects of them
+                    if isinstance(v, np.ndarray) and v.dtype.kind in "VSU" and v.size:
+                        budget.charge(100 * v.size)
             if fmod.startswith("pandas.core.indexes") and len(args) == 2 and type(args[1]) is dict:
                 _pd_index_parts(pd, np, func, args[0], args[1])
             elif getattr(func, "__name__", None) in _PD_NEW_INDEX \
