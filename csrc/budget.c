@@ -2,6 +2,26 @@
 #include "budget.h"
 
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t
+fj_table_seed(void)
+{
+    static uint64_t seed = 0;
+    if (seed == 0) { /* (the GIL serialises the first calls) */
+        uint64_t s = 0;
+        if (getentropy(&s, sizeof s) != 0 || s == 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            s = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 16) ^
+                (uint64_t)(uintptr_t)&s;
+        }
+        seed = s | 1;
+    }
+    return seed;
+}
 
 #define CAPSULE_NAME "mem_handler" /* NumPy's name for handler capsules */
 
@@ -14,7 +34,16 @@ struct fj_budget {
     int64_t peak;              /* atomic, best effort */
     int64_t total;             /* atomic: every byte taken, frees not given back */
     int64_t refused;           /* the request that went over (0: none) */
+    int64_t read;              /* stream bytes the unpickler had read at its last call hook */
 };
+
+void
+fj_budget_set_read(fj_budget *b, int64_t pos)
+{
+    if (pos > b->read) {
+        b->read = pos;
+    }
+}
 
 /* Bytes a load may take over its whole run, frees not given back, as a multiple of the limit:
  * allocating and freeing 800 MB forty times stays within any peak budget but not within time
@@ -241,6 +270,17 @@ budget_charge(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* _budget_read(budget) -> stream bytes read by the load at its last call hook */
+static PyObject *
+budget_read(PyObject *module, PyObject *arg)
+{
+    fj_budget *b = fj_budget_from(arg);
+    if (b == NULL) {
+        return NULL;
+    }
+    return PyLong_FromLongLong((long long)b->read);
+}
+
 /* _budget_state(budget) -> (used, peak, limit, refused) */
 static PyObject *
 budget_state(PyObject *module, PyObject *arg)
@@ -455,7 +495,7 @@ flood_scan_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             status = 3;
             break;
         }
-        size_t j = ((size_t)h * 0x9E3779B97F4A7C15ull) & (cap - 1);
+        size_t j = fj_table_slot((uint64_t)h, cap - 1);
         while (tab[j].first >= 0 && tab[j].h != h) {
             j = (j + 1) & (cap - 1);
         }
@@ -557,6 +597,8 @@ PyMethodDef fj_budget_methods[] = {
      "_budget_charge(budget, nbytes): count nbytes; MemoryError when over the limit."},
     {"_budget_state", (PyCFunction)budget_state, METH_O,
      "_budget_state(budget) -> (used, peak, limit, refused request or 0)."},
+    {"_budget_read", (PyCFunction)budget_read, METH_O,
+     "_budget_read(budget) -> stream bytes the load had read at its last call hook."},
     {"_budget_set_limit", (PyCFunction)(void (*)(void))budget_set_limit, METH_FASTCALL,
      "_budget_set_limit(budget, limit)."},
     {NULL, NULL, 0, NULL},

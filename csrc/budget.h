@@ -19,6 +19,8 @@ typedef struct fj_budget fj_budget;
 fj_budget *fj_budget_from(PyObject *capsule);
 /* Count n bytes; -1 with MemoryError when over the limit (GIL held). */
 int fj_budget_charge(fj_budget *b, int64_t n);
+/* Note how far into its (decompressed) stream the load is (the pandas call limit follows it). */
+void fj_budget_set_read(fj_budget *b, int64_t pos);
 /* Install the budget's NumPy handler in this context; *old gets the previous one (new ref). */
 int fj_budget_install(PyObject *capsule, PyObject **old);
 /* Put `old` back (steals it); keeps any exception that is set. */
@@ -30,6 +32,19 @@ void fj_budget_uninstall(PyObject *old);
  * frozensets of one hash looks up every item; exact frozensets only); 0 for other keys. Stops counting past `cap`.
  * -1 with an exception on failure. */
 Py_ssize_t fj_key_size(PyObject *key, Py_ssize_t cap);
+
+/* The slot of hash h in one of the guard's own open-addressing tables (mask = capacity - 1): h
+ * mixed with a per-process random seed, so that a file cannot aim its keys' hashes (ints hash to
+ * themselves) at one slot or one run of slots. */
+uint64_t fj_table_seed(void);
+static inline size_t
+fj_table_slot(uint64_t h, size_t mask)
+{
+    uint64_t z = h ^ fj_table_seed();
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (size_t)(z ^ (z >> 31)) & mask;
+}
 
 /* Module-level functions (_budget, _budget_charge, _budget_state, _budget_set_limit, _key_size). */
 extern PyMethodDef fj_budget_methods[];

@@ -13,13 +13,15 @@
  * and are not looked at.
  *
  * The hashes, from pandas' khash.h / khash_python.h (facts, not code, taken from there):
- *   int64, uint64 (and datetime64/timedelta64 viewed as int64): (uint32)(k >> 33 ^ k ^ k << 11)
+ *   int64, uint64 (and datetime64/timedelta64 viewed as int64): (uint32)(k >> 33 ^ k ^ k << 11),
+ *   the shift arithmetic for int64
  *   float64: 0 for 0.0, -0.0 and NaN, else MurmurHash2 of the two 32-bit halves of the bits
  *   complex128: hash(real) ^ hash(imag); complex64 the same with MurmurHash2 of each float32
  *   objects: Python's hash (floats: NaN -> 0; complex: pandas' own combination; tuples: CPython's
  *   xxHash-style tuple hash over the items' pandas hashes), folded to 32 bits (high ^ low).
  * Equal values (NaN equal to NaN, as pandas treats them) are one key. */
 #include "fj.h"
+#include "budget.h"
 
 #include <math.h>
 #include <string.h>
@@ -199,7 +201,7 @@ typedef struct {
 } pd_ent;
 
 /* _pd_hash_flood(values, kind, flood_max) -> True when more than flood_max distinct values
- * share one pandas hash. kind: 'q' (values: a buffer of native int64/uint64), 'd' (float64),
+ * share one pandas hash. kind: 'q' / 'Q' (values: a buffer of native int64 / uint64), 'd' (float64),
  * 'D' (complex128), 'F' (complex64), 'O' (values: a sequence of objects). */
 static PyObject *
 pd_hash_flood(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -213,7 +215,8 @@ pd_hash_flood(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (flood_max == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    Py_ssize_t width = kind == 'q' || kind == 'd' || kind == 'F' ? 8 : kind == 'D' ? 16 : 0;
+    Py_ssize_t width = kind == 'q' || kind == 'Q' || kind == 'd' || kind == 'F' ? 8
+                     : kind == 'D' ? 16 : 0;
     if (width == 0 && kind != 'O') {
         PyErr_Format(PyExc_ValueError, "_pd_hash_flood: unknown kind %c", (int)kind);
         return NULL;
@@ -263,7 +266,12 @@ pd_hash_flood(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             h = fold(ph);
         }
-        else if (kind == 'q') {
+        else if (kind == 'q') { /* int64: pandas shifts the signed key (sign bits come in) */
+            int64_t k;
+            memcpy(&k, p, 8);
+            h = (uint32_t)((uint64_t)(k >> 33) ^ (uint64_t)k ^ ((uint64_t)k << 11));
+        }
+        else if (kind == 'Q') {
             uint64_t k;
             memcpy(&k, p, 8);
             h = (uint32_t)((k >> 33) ^ k ^ (k << 11));
@@ -285,7 +293,7 @@ pd_hash_flood(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             memcpy(&im, p + 4, 4);
             h = hash_f32(re) ^ hash_f32(im);
         }
-        size_t j = ((size_t)h * 0x9E3779B97F4A7C15ull) >> 7 & (cap - 1);
+        size_t j = fj_table_slot(h, cap - 1);
         while (tab[j].count != 0 && tab[j].h != h) {
             j = (j + 1) & (cap - 1);
         }
@@ -309,7 +317,7 @@ pd_hash_flood(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 }
                 dup = c;
             }
-            else if (kind == 'q') {
+            else if (kind == 'q' || kind == 'Q') {
                 dup = memcmp(p, q, 8) == 0;
             }
             else if (kind == 'd') {
@@ -376,7 +384,8 @@ PyMethodDef fj_pdhash_methods[] = {
      "_pd_obj_hash32(obj) -> pandas' 32-bit object hash of obj."},
     {"_pd_hash_flood", (PyCFunction)(void (*)(void))pd_hash_flood, METH_FASTCALL,
      "_pd_hash_flood(values, kind, flood_max) -> True when more than flood_max distinct values "
-     "share one of pandas' hash-table hashes (kind 'q' int64, 'd' float64, 'D' complex128, "
+     "share one of pandas' hash-table hashes (kind 'q' int64, 'Q' uint64, 'd' float64, "
+     "'D' complex128, "
      "'F' complex64: a buffer; 'O': a sequence of objects)."},
     {NULL, NULL, 0, NULL},
 };

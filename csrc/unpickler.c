@@ -821,6 +821,9 @@ guard_call(fj_up *u, PyObject *func, PyObject *args, PyObject *kw)
         return -1;
     }
     if (u->pol != NULL && u->pol->before_call != NULL) {
+        if (u->pol->budget != NULL) {
+            fj_budget_set_read(u->pol->budget, fj_source_tell(u->src));
+        }
         PyObject *r = PyObject_CallFunctionObjArgs(u->pol->before_call, func, args, kw ? kw : Py_None, NULL);
         if (r == NULL) {
             return -1;
@@ -879,7 +882,7 @@ flood_seen(const fj_policy *pol, Py_hash_t h)
     if (pol->hmask == 0) {
         return 0;
     }
-    size_t j = ((size_t)h * 0x9E3779B97F4A7C15ull) & pol->hmask;
+    size_t j = fj_table_slot((uint64_t)h, pol->hmask);
     while (pol->hcounts[j] != 0) {
         if (pol->hkeys[j] == h) {
             return pol->hcounts[j];
@@ -945,7 +948,7 @@ flood_count(fj_up *u, PyObject *container, PyObject *key)
             if (pol->hcounts[i] == 0) {
                 continue;
             }
-            size_t j = (size_t)pol->hkeys[i] & (ncap - 1);
+            size_t j = fj_table_slot((uint64_t)pol->hkeys[i], ncap - 1); /* as lookups place it */
             while (nc[j] != 0) {
                 j = (j + 1) & (ncap - 1);
             }
@@ -958,7 +961,7 @@ flood_count(fj_up *u, PyObject *container, PyObject *key)
         pol->hcounts = nc;
         pol->hmask = ncap - 1;
     }
-    size_t j = ((size_t)h * 0x9E3779B97F4A7C15ull) & pol->hmask;
+    size_t j = fj_table_slot((uint64_t)h, pol->hmask);
     while (pol->hcounts[j] != 0 && pol->hkeys[j] != h) {
         j = (j + 1) & pol->hmask;
     }

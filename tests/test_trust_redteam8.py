@@ -350,3 +350,113 @@ def test_pandas_floods_anywhere_in_a_list_or_extension_array_are_refused():
     assert_refused(run_child({"level-71": ("loads", mi, {"trusted": True}),
                               "masked": ("loads", cat, {"trusted": True})}),
                    "pandas' hash-table hashes")
+
+
+# ------------------------------------------------------------------------------------------------
+# Found by a review of the round-8 fixes
+
+def test_the_guards_own_tables_are_not_aimed_at_one_slot():
+    from fastjoblib import _core
+
+    # ints hash to themselves: multiples of the table size all fell in one slot of the check's
+    # own table (linear probing: quadratic). Counted by the work, not timed: a list the check
+    # takes in linear time is one it takes whatever the values.
+    cap = 1 << 16
+    assert _core._flood_scan([i * cap for i in range(40_000)], 0, 64, 100_000, 1 << 40) == (0, 0)
+    assert _core._pd_hash_flood([i << 52 for i in range(1, 20_000)], "O", 64) is False
+    # the unpickler's table after it grows: counts stay with their hash (128 keys of one hash
+    # with 5,000 others between the two halves were let through)
+    keys = [i * P61 for i in range(1, 129)]
+    d = {k: None for k in keys[:64]}
+    d.update({i: None for i in range(1, 5_001)})  # (0 would share their hash)
+    d.update({k: None for k in keys[64:]})
+    with pytest.raises(pickle.UnpicklingError, match="share one hash value"):
+        fastjoblib.loads(pickle.dumps(d), trusted=True)
+    big = {i << 30: None for i in range(80_000)}
+    assert fastjoblib.loads(pickle.dumps(big), trusted=True) == big
+
+
+def test_lists_are_checked_as_pandas_reads_them():
+    objs = list(_objects_one_folded_hash_list(300))
+    mixed = b"\x80\x02" + glob("pandas", "Categorical") + b"(" + body(["a"] + objs) + b"tR."
+    tuples = b"\x80\x02" + glob("pandas", "Categorical") + b"(" + body([(o,) for o in objs]) \
+        + b"tR."
+    floats = [float(v) for v in _float64_one_hash_list(300)]
+    with_none = b"\x80\x02" + glob("pandas", "Categorical") + b"(" + body(floats + [None]) \
+        + b"tR."
+    # one list, first given to Index (which hashes nothing), then to Categorical
+    via_index = b"\x80\x02]q\x00(" + b"".join(body(o) for o in objs) + b"e0" \
+        + glob("pandas", "Index") + b"(h\x00tR0" + glob("pandas", "Categorical") + b"(h\x00tR."
+    assert_refused(run_child({"str-and-ints": ("loads", mixed, {"trusted": True}),
+                              "1-tuples": ("loads", tuples, {"trusted": True}),
+                              "floats-and-none": ("loads", with_none, {"trusted": True}),
+                              "via-index": ("loads", via_index, {"trusted": True})}),
+                   "pandas' hash-table hashes")
+
+
+def _objects_one_folded_hash_list(n):
+    return [(a << 32) | (a ^ 0x1234567) for a in range(1, n + 1)]
+
+
+def _float64_one_hash_list(n):
+    m, mask = 0x5BD1E995, _MASK
+    minv = pow(m, -1, 1 << 32)
+
+    def mix(k):
+        k = (k * m) & mask
+        k ^= k >> 24
+        return (k * m) & mask
+
+    def unmix(v):
+        v = (v * minv) & mask
+        v ^= v >> 24
+        return (v * minv) & mask
+    out = []
+    for k1 in range(1, n + 1):
+        h = ((0xC70F6907 ^ 4) * m) & mask
+        h = ((h ^ mix(k1)) * m) & mask
+        out.append(k1 | (unmix(0x12345678 ^ h) << 32))
+    a = np.array(out, dtype=np.uint64).view(np.float64)
+    return a[np.isfinite(a) & (a != 0)]
+
+
+def test_date_strings_inside_arrays_given_with_a_date_dtype_are_bounded():
+    k = 20_000
+    ser = b"\x80\x02" + glob("pandas", "Series") + b"(" + body(np.array(["1." * k], object)) \
+        + b"N" + x("datetime64[ns]") + b"tR."
+    df = b"\x80\x02" + glob("pandas", "DataFrame") + b"(}(" + x("a") + b"(" + x("1." * k) \
+        + b"l" + b"uNN" + x("datetime64[ns]") + b"tR."
+    assert_refused(run_child({"series": ("loads", ser, {"trusted": True}),
+                              "frame": ("loads", df, {"trusted": True})}), "at most 1024")
+
+
+def test_compressed_and_streamed_pandas_files_get_their_calls(tmp_path):
+    import io
+
+    frames = [pd.DataFrame({"a": [i, i + 1], "s": ["x", "y"]}) for i in range(1500)]
+    p = str(tmp_path / "f.z")
+    fastjoblib.dump(frames, p, compress=3)  # a few KB for 7,500 pandas calls
+    assert len(fastjoblib.load(p, trusted=True)) == 1500
+    raw = io.BytesIO()
+    fastjoblib.dump(frames, raw)
+    assert len(fastjoblib.load(io.BytesIO(raw.getvalue()), trusted=True)) == 1500
+    assert len(fastjoblib.load_pickle(io.BytesIO(pickle.dumps(frames)), trusted=True)) == 1500
+
+
+def test_negative_int64_are_hashed_as_pandas_hashes_them():
+    from fastjoblib import _core
+
+    # pandas shifts the signed key (k >> 33 brings in sign bits): 50 positive and 50 negative
+    # int64 of one pandas hash T; read as uint64 they split 50 / 50 (T and T ^ 0x80000000)
+    def inv(v):
+        y = v
+        for _ in range(4):
+            y = v ^ ((y << 11) & _MASK)
+        return y
+    t = 0x1234567
+    pos = [(hi << 32) | inv(t ^ (hi >> 1)) for hi in range(1, 51)]
+    neg = [(hi << 32) | inv(t ^ ((hi >> 1) | 0x80000000)) for hi in range((1 << 31) + 1,
+                                                                          (1 << 31) + 51)]
+    a = np.array(pos + neg, dtype=np.uint64)
+    assert _core._pd_hash_flood(a.view(np.int64), "q", 64) is True
+    assert _core._pd_hash_flood(a, "Q", 64) is False

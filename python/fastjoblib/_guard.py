@@ -794,32 +794,61 @@ def _pd_boxes(np, pd, v):
 def _pd_unit_limit(budget):
     """pandas calls a load may make: 8192 + one per 32 bytes of its input (a legitimate list of
     2,000 two-row DataFrames makes one per 57 bytes; a file of 6-byte repeated calls of
-    Categorical([1]) made one per 6 bytes, 90 us each: 16 s for 1 MiB). Unknown input size: as
-    the budget's default implies."""
-    n = budget.input_size
-    if n is None:
-        limit = budget.state()[2]
-        n = max(0, (limit - _BASE) // _PER_INPUT_BYTE) if limit > 0 else 1 << 40
-    return 8192 + n // 32
+    Categorical([1]) made one per 6 bytes, 90 us each: 16 s for 1 MiB). For a compressed input
+    or one of unknown size, the bytes of the stream read so far."""
+    from . import _core
+
+    n = budget.input_size if not budget.compressed else None
+    # (what the load has read of its stream: the decompressed bytes of a compressed file, the
+    # bytes so far of a stream of unknown size)
+    read = _core._budget_read(budget.capsule)
+    return 8192 + max(n or 0, read) // 32
+
+
+def _pd_dates(np, pd, v):
+    """Whether `v` names a date, time or period dtype (pandas parses strings into it)."""
+    if isinstance(v, str):
+        t = str(v).lstrip("<>=|")
+        return t.startswith(("datetime64", "timedelta64", "M8", "m8", "period", "Period"))
+    if np is not None and isinstance(v, np.dtype):
+        return v.kind in "Mm"
+    return type(v).__name__ in ("DatetimeTZDtype", "PeriodDtype") and \
+        type(v).__module__.startswith("pandas")
 
 
 def _pd_texts(np, func, vals):
     """The strings a pandas call is given: arguments, items of list / tuple / dict-value
-    arguments (one level down), and, for the calls that parse them, the strings of object
-    arrays among those."""
-    parses = getattr(func, "__name__", None) in _PD_PARSERS
+    arguments (one level down), and, for the calls that parse them (date, time and period
+    constructors, or any call given such a dtype), the strings of object and text arrays and
+    of containers one more level down."""
+    pd = sys.modules.get("pandas")
+    parses = getattr(func, "__name__", None) in _PD_PARSERS or any(
+        _pd_dates(np, pd, v) or (type(v) is dict and any(_pd_dates(np, pd, w)
+                                                        for w in v.values()))
+        for v in vals)
+
+    def in_array(w):
+        if parses and np is not None and isinstance(w, np.ndarray) and w.dtype.kind in "OU":
+            return (str(t) for t in w.ravel() if isinstance(t, str))
+        return ()
+
     for v in vals:
         if isinstance(v, str):
             yield v
-        elif type(v) in (list, tuple) or type(v) is dict:
+        elif type(v) in (list, tuple, dict):
             for w in (v.values() if type(v) is dict else v):
                 if isinstance(w, str):
                     yield w
-                elif parses and np is not None and isinstance(w, np.ndarray) \
-                        and w.dtype.kind == "O":
-                    yield from (t for t in w.ravel() if isinstance(t, str))
-        elif parses and np is not None and isinstance(v, np.ndarray) and v.dtype.kind == "O":
-            yield from (t for t in v.ravel() if isinstance(t, str))
+                elif parses and type(w) in (list, tuple, dict):
+                    for u in (w.values() if type(w) is dict else w):
+                        if isinstance(u, str):
+                            yield u
+                        else:
+                            yield from in_array(u)
+                else:
+                    yield from in_array(w)
+        else:
+            yield from in_array(v)
 
 
 # pandas callables that may put the values they are given in one of pandas' own hash tables
@@ -859,14 +888,6 @@ def _pd_hashing_call(pd, func, args, vals):
 
 def _pd_hash_values(np, pd, x):
     """The NumPy array pandas would hash for argument `x` (None: nothing to look at)."""
-    if isinstance(x, (list, tuple)):
-        if len(x) <= _FLOOD_MAX:
-            return None
-        try:
-            a = np.asarray(x)
-        except Exception:
-            return None
-        return a if a.ndim == 1 or a.dtype.kind == "O" else None
     if isinstance(x, np.ndarray):
         return x
     if isinstance(x, (pd.Index, pd.Series)):
@@ -908,6 +929,13 @@ def _pd_indexes(pd, x, out, depth=0):
             _pd_indexes(pd, v, out, 1)
 
 
+def _pd_flood_refusal(func):
+    return pickle.UnpicklingError(
+        f"refused {getattr(func, '__qualname__', func)!s}(...): more than {_FLOOD_MAX} "
+        "distinct values share one of pandas' hash-table hashes (hash flooding: pandas "
+        "would take quadratic time to index them)")
+
+
 def _pd_hash_flood_check(np, pd, func, vals, checked, indexes_only=False):
     """Refuse values that pandas' own hash tables would take quadratic time to insert: more
     than _FLOOD_MAX distinct values sharing one of pandas' unseeded 32-bit hashes (an int64
@@ -917,11 +945,12 @@ def _pd_hash_flood_check(np, pd, func, vals, checked, indexes_only=False):
 
     todo = []
     for v in vals:
-        if type(v) in (list, tuple, dict):  # (a container is looked into once a load: it
-            hit = checked.get(id(v))        # cannot change once a call was given it)
+        if type(v) in (list, tuple, dict):  # (a container is looked into once a load for each
+            key = (id(v), indexes_only)     # kind of look: it cannot change once a call was
+            hit = checked.get(key)          # given it)
             if hit is not None and hit is v:
                 continue
-            checked[id(v)] = v
+            checked[key] = v
         if indexes_only:
             _pd_indexes(pd, v, todo)
             continue
@@ -930,9 +959,35 @@ def _pd_hash_flood_check(np, pd, func, vals, checked, indexes_only=False):
             todo.extend(w for w in v if not isinstance(w, (int, float, str)))
         elif type(v) is dict:
             todo.extend(v.values())
+    arrays = []
     for v in todo:
+        if isinstance(v, (list, tuple)):
+            if len(v) <= _FLOOD_MAX:
+                continue
+            # pandas turns a list into an object array, or an int64 / float64 one (ints with
+            # None become floats): each reading is checked
+            arrays.append((v, "O", v))
+            try:
+                a = np.asarray(v)
+            except Exception:
+                a = None
+            if a is not None and a.ndim == 1 and a.dtype.kind in "iufcMm":
+                arrays.append((a, None, None))
+            elif all(w is None or type(w) in (int, float, bool) for w in v):
+                try:
+                    arrays.append((np.array(v, dtype=np.float64), None, None))
+                except (TypeError, ValueError, OverflowError):
+                    pass
+            continue
         a = _pd_hash_values(np, pd, v)
-        if a is None or a.size <= _FLOOD_MAX:
+        if a is not None:
+            arrays.append((a, None, None))
+    for a, code, data in arrays:
+        if code is not None:  # a list, as Python objects
+            if _core._pd_hash_flood(data, code, _FLOOD_MAX):
+                raise _pd_flood_refusal(func)
+            continue
+        if a.size <= _FLOOD_MAX:
             continue
         hit = checked.get(id(a))
         if hit is not None and hit is a:
@@ -941,7 +996,7 @@ def _pd_hash_flood_check(np, pd, func, vals, checked, indexes_only=False):
         kind = a.dtype.kind
         size = a.dtype.itemsize
         if kind in "iuMm" and size == 8:
-            code = "q"
+            code = "Q" if kind == "u" else "q"
         elif kind == "f" and size in (2, 8):
             code = "d"
         elif kind == "c" and size in (8, 16):
@@ -953,15 +1008,12 @@ def _pd_hash_flood_check(np, pd, func, vals, checked, indexes_only=False):
         if code == "O":
             data = a.ravel()
         else:
-            want = {"q": np.dtype(np.int64) if kind != "u" else np.dtype(np.uint64),
+            want = {"q": np.dtype(np.int64), "Q": np.dtype(np.uint64),
                     "d": np.dtype(np.float64), "F": np.dtype(np.complex64),
                     "D": np.dtype(np.complex128)}[code]
             data = np.ascontiguousarray(a.astype(want, copy=False))  # (values, native order)
         if _core._pd_hash_flood(data if code != "O" else list(data), code, _FLOOD_MAX):
-            raise pickle.UnpicklingError(
-                f"refused {getattr(func, '__qualname__', func)!s}(...): more than {_FLOOD_MAX} "
-                "distinct values share one of pandas' hash-table hashes (hash flooding: pandas "
-                "would take quadratic time to index them)")
+            raise _pd_flood_refusal(func)
 
 
 def _pd_manager_call(pd, func, args):
