@@ -24,43 +24,17 @@ import numpy as np
 import pytest
 
 from test_trust_attacks import assert_refused, run_child
+from test_trust_keys import (_MASK, P61, _float64_one_hash, _int64_one_hash,  # noqa: F401
+                             _objects_one_folded_hash, body, get, glob, put)
 
 pd = pytest.importorskip("pandas")
 
 import fastjoblib  # noqa: E402
 
-_MASK = 0xFFFFFFFF
-
-
-def glob(module, name):
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def put(i):
-    return b"q" + bytes([i])
-
-
-def get(i):
-    return b"h" + bytes([i])
-
-
-def body(obj):
-    return pickle.dumps(obj, protocol=2)[2:-1]
-
 
 def x(text):
     b = text.encode()
     return b"X" + struct.pack("<I", len(b)) + b
-
-
-def _int64_one_hash(n):
-    def inv(v):
-        y = v
-        for _ in range(4):
-            y = v ^ ((y << 11) & _MASK)
-        return y
-    return np.array([(hi << 32) | inv((0x1234567 ^ (hi >> 1)) & _MASK) for hi in range(1, n + 1)],
-                    dtype=np.uint64).view(np.int64)
 
 
 def _repeat(func_ops, args_ops, calls):
@@ -309,9 +283,6 @@ def test_re_checks_of_a_big_made_object_are_bounded():
         fc.before_call(collections.defaultdict, (None, d), None)
 
 
-P61 = (1 << 61) - 1
-
-
 def _ints(ops_per, n):
     return b"".join(b"\x8a\x09" + (i * P61).to_bytes(9, "little", signed=True) + ops_per
                     for i in range(1, n + 1))
@@ -377,11 +348,11 @@ def test_the_guards_own_tables_are_not_aimed_at_one_slot():
 
 
 def test_lists_are_checked_as_pandas_reads_them():
-    objs = list(_objects_one_folded_hash_list(300))
+    objs = list(_objects_one_folded_hash(300))
     mixed = b"\x80\x02" + glob("pandas", "Categorical") + b"(" + body(["a"] + objs) + b"tR."
     tuples = b"\x80\x02" + glob("pandas", "Categorical") + b"(" + body([(o,) for o in objs]) \
         + b"tR."
-    floats = [float(v) for v in _float64_one_hash_list(300)]
+    floats = [float(v) for v in _float64_one_hash(300)]
     with_none = b"\x80\x02" + glob("pandas", "Categorical") + b"(" + body(floats + [None]) \
         + b"tR."
     # one list, first given to Index (which hashes nothing), then to Categorical
@@ -392,32 +363,6 @@ def test_lists_are_checked_as_pandas_reads_them():
                               "floats-and-none": ("loads", with_none, {"trusted": True}),
                               "via-index": ("loads", via_index, {"trusted": True})}),
                    "pandas' hash-table hashes")
-
-
-def _objects_one_folded_hash_list(n):
-    return [(a << 32) | (a ^ 0x1234567) for a in range(1, n + 1)]
-
-
-def _float64_one_hash_list(n):
-    m, mask = 0x5BD1E995, _MASK
-    minv = pow(m, -1, 1 << 32)
-
-    def mix(k):
-        k = (k * m) & mask
-        k ^= k >> 24
-        return (k * m) & mask
-
-    def unmix(v):
-        v = (v * minv) & mask
-        v ^= v >> 24
-        return (v * minv) & mask
-    out = []
-    for k1 in range(1, n + 1):
-        h = ((0xC70F6907 ^ 4) * m) & mask
-        h = ((h ^ mix(k1)) * m) & mask
-        out.append(k1 | (unmix(0x12345678 ^ h) << 32))
-    a = np.array(out, dtype=np.uint64).view(np.float64)
-    return a[np.isfinite(a) & (a != 0)]
 
 
 def test_date_strings_inside_arrays_given_with_a_date_dtype_are_bounded():

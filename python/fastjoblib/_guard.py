@@ -104,6 +104,11 @@ class Budget:
     def charge(self, n):
         _budget_charge(self.capsule, n)
 
+    def read(self):
+        """Stream bytes the load had read at its last call hook."""
+        from . import _core
+        return _core._budget_read(self.capsule)
+
     def state(self):
         """(used, peak, limit, refused request or 0)."""
         from . import _core
@@ -113,10 +118,6 @@ class Budget:
 def _refuse(what):
     from ._trust import UntrustedGlobalError
     return UntrustedGlobalError(what[0], what[1])
-
-
-def _is_dunder(k):
-    return type(k) is str and len(k) >= 4 and k[:2] == "__" and k[-2:] == "__"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -796,12 +797,10 @@ def _pd_unit_limit(budget):
     2,000 two-row DataFrames makes one per 57 bytes; a file of 6-byte repeated calls of
     Categorical([1]) made one per 6 bytes, 90 us each: 16 s for 1 MiB). For a compressed input
     or one of unknown size, the bytes of the stream read so far."""
-    from . import _core
-
     n = budget.input_size if not budget.compressed else None
     # (what the load has read of its stream: the decompressed bytes of a compressed file, the
     # bytes so far of a stream of unknown size)
-    read = _core._budget_read(budget.capsule)
+    read = budget.read()
     return 8192 + max(n or 0, read) // 32
 
 
@@ -1347,6 +1346,17 @@ def _make_before_call(budget, pending, made, epoch=None):
                     for a in args) and not any(type(a) is tuple and len(a) > 64 for a in args):
                 same_calls[key] = (func, args, epoch[0])
 
+    def count_units(func, units, lib):
+        """Count a pandas (or text-parsing NumPy) call against the load's limit."""
+        if units:
+            pd_units[0] += units
+            limit = _pd_unit_limit(budget)
+            if pd_units[0] > limit:
+                raise _bad_state(getattr(func, "__qualname__", lib),
+                                 f"more than {limit:,} pandas constructor calls (or their text) "
+                                 "in one load: each costs 30-100 us (the limit follows the "
+                                 "bytes the load has read)")
+
     def charge_call(np, func, args, kwargs=None):
         if kwargs and len(kwargs) >= 16:  # a memoised keyword dict copied into each call
             budget.charge(128 * len(kwargs))
@@ -1443,13 +1453,7 @@ def _make_before_call(budget, pending, made, epoch=None):
                                          f"a string argument of {len(v)} characters (at most "
                                          f"{_MAX_PANDAS_STR}: NumPy parses it)")
                     units += len(v) // _PD_CHARS_PER_UNIT
-            if units:
-                pd_units[0] += units
-                if pd_units[0] > _pd_unit_limit(budget):
-                    raise _bad_state(getattr(func, "__qualname__", "numpy"),
-                                     f"more than {_pd_unit_limit(budget):,} pandas constructor "
-                                     "calls (or their text) in one load: each costs 30-100 us "
-                                     "(the limit follows max_bytes=)")
+            count_units(func, units, "numpy")
         if type(fmod) is str and fmod.startswith(("numpy", "pandas")):
             # NumPy makes a view of a writable buffer it is handed (MaskedArray(ba), matrix(ba,
             # copy=False), ...): two such views, or one over a caller's out-of-band buffer,
@@ -1471,13 +1475,7 @@ def _make_before_call(budget, pending, made, epoch=None):
                                      f"a string argument of {len(t)} characters (at most "
                                      f"{_MAX_PANDAS_STR}: pandas parses them in quadratic time)")
                 units += 1 + len(t) // _PD_CHARS_PER_UNIT
-            if units:
-                pd_units[0] += units
-                if pd_units[0] > _pd_unit_limit(budget):
-                    raise _bad_state(getattr(func, "__qualname__", "pandas"),
-                                     f"more than {_pd_unit_limit(budget):,} pandas constructor "
-                                     "calls (or their text) in one load: each costs 30-100 us "
-                                     "(the limit follows max_bytes=)")
+            count_units(func, units, "pandas")
             if fmod == "pandas.core.internals.managers":
                 _pd_manager_call(pd, func, args)
             if np is not None and _pd_hashing_call(pd, func, args, vals):
