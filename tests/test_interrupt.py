@@ -152,9 +152,10 @@ def test_sigint_dump_and_load(tmp_path, codec, level, mib, threads):
     seed = int.from_bytes(os.urandom(4), "little")
     # (raw dumps and loads are short: more of the random SIGINTs land between two calls or after
     # the call (a raw load of 64 MiB reads in 16 MiB slices in ~30 ms), so they get more attempts
-    # to show one answered inside it: 5 once missed under ASan)
+    # to show one answered inside it: 5 once missed under ASan; codecs get 6: 3 once missed
+    # (lz4-1 under ASan, its one SIGINT inside a load counted after most of its reads))
     args = {"codec": codec, "level": level, "threads": threads, "mib": mib,
-            "attempts": 10 if codec is None else 3, "seed": seed, "dir": str(tmp_path)}
+            "attempts": 10 if codec is None else 6, "seed": seed, "dir": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True,
                           text=True, timeout=600)  # a hang guard only
     assert proc.returncode == 0, (seed, proc.stdout[-2000:], proc.stderr[-4000:])
