@@ -581,7 +581,9 @@ def test_clean_old_pages_dropped(diskdir):
     _, content = _big_file(path)
     os.sync()
     cached, dirty, writeback = _cachestat(path)
-    assert cached * os.sysconf("SC_PAGE_SIZE") >= BIG and dirty == 0
+    # The kernel may already have evicted a few pages of the new file (btrfs under ASan's memory
+    # use once kept 8185 of 8193): the premise is that well over _DROP_MIN of it is cached.
+    assert cached * os.sysconf("SC_PAGE_SIZE") >= BIG * 3 // 4 > _target._DROP_MIN and dirty == 0
     assert _target._drop_clean_pages(path, os.stat(path)) is True
     assert _cachestat(path)[0] < cached // 8
     assert read_bytes(path) == content  # the data on disk is untouched
