@@ -9,8 +9,9 @@ codec_table.py's), then these readers load it, interleaved (the order alternates
 median of --runs:
 
   fastjoblib           fastjoblib.load (libzstd engine)
-  fastjoblib-prefault  the same with FASTJOBLIB_PREFAULT=1 (a helper thread backs the next 16 MiB
-                       of the array with pages while the decoder fills the current ones)
+  fastjoblib-noprefault  the same with FASTJOBLIB_PREFAULT=0 (no helper thread backing the array's
+                       next pages with memory on another core while the decoder fills the
+                       current ones)
   fastjoblib-python-api  the same with FASTJOBLIB_ZSTD=python (zstandard's Python API)
   joblib+zstandard     joblib.load with fastjoblib.register_zstd_with_joblib() (the recipe)
   zstandard-readinto   zstandard's stream_reader().readinto() straight into np.empty memory,
@@ -59,8 +60,8 @@ def readers(path, nbytes):
 
     fastjoblib.register_zstd_with_joblib()
 
-    def prefault():
-        os.environ["FASTJOBLIB_PREFAULT"] = "1"
+    def noprefault():
+        os.environ["FASTJOBLIB_PREFAULT"] = "0"
         try:
             return fastjoblib.load(path)
         finally:
@@ -88,7 +89,7 @@ def readers(path, nbytes):
             del mv
         return out
 
-    return {"fastjoblib": lambda: fastjoblib.load(path), "fastjoblib-prefault": prefault,
+    return {"fastjoblib": lambda: fastjoblib.load(path), "fastjoblib-noprefault": noprefault,
             "fastjoblib-python-api": python_api,
             "joblib+zstandard": lambda: joblib.load(path),
             "zstandard-readinto": zstandard_readinto}

@@ -4,6 +4,7 @@
  * and find_class policy. The pre-0.10 NDArrayWrapper / ZNDArrayWrapper records are handed to
  * fastjoblib._legacy (rare; Python is fine there). */
 #include "unpickler_impl.h"
+#include "workers.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -15,8 +16,8 @@
 /* The grow path's address reservation is aligned to (and a multiple of) this: a transparent huge
  * page on x86-64 and arm64 with 4 KiB pages. */
 #define HUGE_ALIGN ((size_t)2 << 20)
-/* The grow path reads the reserved mapping in steps of this size; with FASTJOBLIB_PREFAULT=1,
- * while the decoder fills one, a helper thread backs the next one with pages (prefault_start). */
+/* The grow path reads the reserved mapping in steps of this size (between them the prefault
+ * helper is told how far the bytes arrived). */
 #define PREFAULT_STEP ((int64_t)16 << 20)
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14; older kernels answer EINVAL: no prefault */
@@ -117,47 +118,123 @@ free_capsule_map(PyObject *cap)
 }
 
 /* Backing fresh pages with memory is the kernel zeroing them (plus a fault per page): for an
- * array decoded from a fast codec that is a large part of the load (a quarter of a zstd load of
- * incompressible data, with huge pages). A helper thread does it for the step after the one being
- * decoded, on another core: madvise(MADV_POPULATE_WRITE) writes no data (populating a page that
- * is already backed does nothing), so it cannot race with the decoder's writes. It only ever
- * runs one step ahead of the bytes that arrived, within the charged size: a claim larger than its
- * stream costs at most one step more. */
+ * array decoded from a fast codec that is a large part of the load (a tenth of a zlib-ng load of
+ * random float64, more of a zstd load of compressible or incompressible data, with huge pages).
+ * A helper thread does it ahead of the decoder on another core: madvise(MADV_POPULATE_WRITE)
+ * writes no data (populating a page that is already backed does nothing), so it cannot race with
+ * the decoder's writes. The decoder never waits for it: a helper the scheduler runs late only
+ * finds pages the decoder already backed (an earlier version joined a helper per 16 MiB step and
+ * was slower on a loaded machine, waiting for it). It only ever populates below `limit`, which
+ * the decoder keeps within the charged size and at most PREFAULT_AHEAD past the bytes that
+ * arrived: a claim larger than its stream costs at most that much more. Stopping it waits for at
+ * most one madvise of PREFAULT_CHUNK bytes. */
+#define PREFAULT_CHUNK ((int64_t)2 << 20)
+#define PREFAULT_AHEAD ((int64_t)32 << 20)
 typedef struct {
-    char *p;
-    size_t len;
-    pthread_t th;
+    char *mem;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int64_t written; /* the decoder's position: nothing below it is worth populating */
+    int64_t limit;   /* populate below this */
+    int stop;
     int running;
-} prefault_job;
+    pthread_t th;
+} prefaulter;
 
 static void *
-prefault_main(void *arg)
+prefaulter_main(void *arg)
 {
-    prefault_job *j = arg;
-    (void)madvise(j->p, j->len, MADV_POPULATE_WRITE); /* best effort */
+    prefaulter *p = arg;
+    int64_t pos = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        /* skip the chunk the decoder is writing into now (both would fault the same page) */
+        int64_t from = (p->written + PREFAULT_CHUNK) & ~(PREFAULT_CHUNK - 1);
+        if (pos < from) {
+            pos = from;
+        }
+        if (p->stop) {
+            break;
+        }
+        if (pos >= p->limit) {
+            pthread_cond_wait(&p->cv, &p->mu);
+            continue;
+        }
+        int64_t end = pos + PREFAULT_CHUNK < p->limit ? pos + PREFAULT_CHUNK : p->limit;
+        pthread_mutex_unlock(&p->mu);
+        int rc = madvise(p->mem + pos, (size_t)(end - pos), MADV_POPULATE_WRITE);
+        pthread_mutex_lock(&p->mu);
+        if (rc != 0) {
+            break; /* EINVAL before Linux 5.14, ENOMEM without memory: the decoder faults them */
+        }
+        pos = end;
+    }
+    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
 static void
-prefault_start(prefault_job *j, char *p, int64_t len)
+prefaulter_start(prefaulter *p, char *mem)
 {
-    j->running = 0;
-    if (len <= 0) {
+    memset(p, 0, sizeof(*p));
+    p->mem = mem;
+    if (pthread_mutex_init(&p->mu, NULL) != 0) {
         return;
     }
-    j->p = p;
-    j->len = (size_t)len;
-    j->running = pthread_create(&j->th, NULL, prefault_main, j) == 0;
+    if (pthread_cond_init(&p->cv, NULL) != 0) {
+        pthread_mutex_destroy(&p->mu);
+        return;
+    }
+    p->running = pthread_create(&p->th, NULL, prefaulter_main, p) == 0;
+    if (!p->running) {
+        pthread_cond_destroy(&p->cv);
+        pthread_mutex_destroy(&p->mu);
+    }
 }
 
-/* Bounded: one madvise of at most PREFAULT_STEP bytes. */
+/* The decoder is at `written`; pages below `limit` (charged) may be backed ahead of it. */
 static void
-prefault_join(prefault_job *j)
+prefaulter_advance(prefaulter *p, int64_t written, int64_t limit)
 {
-    if (j->running) {
-        pthread_join(j->th, NULL);
-        j->running = 0;
+    if (!p->running) {
+        return;
     }
+    pthread_mutex_lock(&p->mu);
+    p->written = written;
+    p->limit = limit;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void
+prefaulter_stop(prefaulter *p)
+{
+    if (!p->running) {
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->th, NULL);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    p->running = 0;
+}
+
+/* The helper is worth a thread with a second usable core and a kernel that has
+ * MADV_POPULATE_WRITE; FASTJOBLIB_PREFAULT=0 turns it off (=1 forces it on one core). */
+static int
+prefault_wanted(void)
+{
+    const char *pf = getenv("FASTJOBLIB_PREFAULT");
+    if (pf != NULL && strcmp(pf, "0") == 0) {
+        return 0;
+    }
+    if (pf != NULL && strcmp(pf, "1") == 0) {
+        return 1;
+    }
+    return fj_usable_cpus() > 1;
 }
 
 /* Address space for n bytes of array data, HUGE_ALIGN-aligned, its length rounded up to a
@@ -227,11 +304,10 @@ read_in_memory(fj_up *u, PyArray_Descr *descr, int nd, npy_intp *dims, int fortr
     char *map = reserve_array_memory(nbytes, &maplen);
     char *mem = map;
     int64_t cap = 0, got = 0;
-    /* FASTJOBLIB_PREFAULT=1: the prefault helper (opt-in: on the loaded 2-core machine it was
-     * slower, 0.89 vs 0.65 s for a 512 MiB smooth array, as the join waits for a helper that the
-     * scheduler runs late; benchmarks/zstd_raw.py times both) */
-    const char *pf = getenv("FASTJOBLIB_PREFAULT");
-    int populate = pf != NULL && strcmp(pf, "1") == 0;
+    prefaulter pf = {0};
+    if (map != NULL && prefault_wanted()) {
+        prefaulter_start(&pf, map);
+    }
     while (got < nbytes) {
         int64_t ncap = cap == 0 ? GROW_START : cap * 2;
         if (ncap > nbytes) {
@@ -251,13 +327,8 @@ read_in_memory(fj_up *u, PyArray_Descr *descr, int nd, npy_intp *dims, int fortr
         cap = ncap;
         while (got < cap) {
             int64_t step = map != NULL && cap - got > PREFAULT_STEP ? PREFAULT_STEP : cap - got;
-            prefault_job job = {0};
-            if (map != NULL && populate) {
-                int64_t ahead = cap - got - step;
-                prefault_start(&job, mem + got + step, ahead < PREFAULT_STEP ? ahead : PREFAULT_STEP);
-            }
+            prefaulter_advance(&pf, got, cap - got > PREFAULT_AHEAD ? got + PREFAULT_AHEAD : cap);
             Py_ssize_t r = fj_source_readinto(s, mem + got, (Py_ssize_t)step);
-            prefault_join(&job);
             if (r < 0) {
                 goto error;
             }
@@ -268,6 +339,7 @@ read_in_memory(fj_up *u, PyArray_Descr *descr, int nd, npy_intp *dims, int fortr
             }
         }
     }
+    prefaulter_stop(&pf);
     PyObject *capsule;
     if (map != NULL) {
         capsule = PyCapsule_New(map, "fastjoblib.array_map", free_capsule_map);
@@ -294,6 +366,7 @@ read_in_memory(fj_up *u, PyArray_Descr *descr, int nd, npy_intp *dims, int fortr
     }
     return arr;
 error:
+    prefaulter_stop(&pf);
     if (map != NULL) {
         munmap(map, maplen);
     }

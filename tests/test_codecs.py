@@ -475,3 +475,64 @@ def test_big_array_in_compressed_stream(tmp_path, monkeypatch, name, prefault):
     q.write_bytes(data[: len(data) // 2])
     with pytest.raises((ValueError, EOFError)):
         fastjoblib.load(q)
+
+
+_CLAIM_CHILD = r"""
+import gzip, io, os, sys, time
+import numpy as np
+import fastjoblib
+
+raw = io.BytesIO()
+n = 10 << 20  # 80 MiB of float64 really in the file
+fastjoblib.dump(np.ones(n), raw)
+data = raw.getvalue()
+old = b"J" + n.to_bytes(4, "little")  # BININT of the shape in the array record
+assert data.count(old) == 1
+data = data.replace(old, b"J" + (2**31 - 1).to_bytes(4, "little"))  # claims 16 GiB
+comp = gzip.compress(data, 1)
+
+
+class Stalling(io.RawIOBase):
+    # the file's bytes, with a pause half-way (a slow network: the decoder waits, the prefault
+    # helper does not)
+    def __init__(self):
+        self.b = io.BytesIO(comp)
+        self.paused = False
+
+    def readable(self):
+        return True
+
+    def readinto(self, buf):
+        if not self.paused and self.b.tell() > len(comp) // 2:
+            self.paused = True
+            time.sleep(1.0)
+        return self.b.readinto(buf)
+
+
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) * 1024
+
+base = hwm()
+try:
+    fastjoblib.load(Stalling())
+    print("loaded")
+except ValueError as exc:
+    print("EOF" if "EOF" in str(exc) else repr(exc), (hwm() - base) >> 20)
+"""
+
+
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="peak RSS is not the program's under ASan (shadow memory, quarantine)")
+@pytest.mark.parametrize("prefault", ["1", "0"])
+def test_big_claim_in_compressed_stream_costs_what_arrived(prefault):
+    # The array memory of a stream of unknown length is backed only as bytes arrive; the prefault
+    # helper backs at most 32 MiB ahead of them, even while the decoder waits for more: a 16 GiB
+    # claim over 80 MiB of data peaks near 80 MiB.
+    env = dict(os.environ, FASTJOBLIB_PREFAULT=prefault)
+    out = subprocess.run([sys.executable, "-c", _CLAIM_CHILD],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    what, peak_mib = out.stdout.split()
+    assert what == "EOF"
+    assert int(peak_mib) < 200, out.stdout
