@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 /* Streams of unknown length: the array memory grows as the bytes arrive, starting here. */
 #define GROW_START ((int64_t)64 << 20)
@@ -138,6 +139,7 @@ typedef struct {
     int64_t limit;   /* populate below this */
     int stop;
     int running;
+    pid_t pid; /* a child forked by the loading thread (its file object's readinto) has no helper */
     pthread_t th;
 } prefaulter;
 
@@ -178,6 +180,7 @@ prefaulter_start(prefaulter *p, char *mem)
 {
     memset(p, 0, sizeof(*p));
     p->mem = mem;
+    p->pid = getpid();
     if (pthread_mutex_init(&p->mu, NULL) != 0) {
         return;
     }
@@ -193,10 +196,22 @@ prefaulter_start(prefaulter *p, char *mem)
 }
 
 /* The decoder is at `written`; pages below `limit` (charged) may be backed ahead of it. */
+/* In a child forked by the loading thread the helper does not exist: its mutex may be held and
+ * its condition variable counts it as a waiter (destroying it would wait for ever), so the child
+ * leaves both alone and decodes without it. */
+static int
+prefaulter_live(prefaulter *p)
+{
+    if (p->running && p->pid != getpid()) {
+        p->running = 0;
+    }
+    return p->running;
+}
+
 static void
 prefaulter_advance(prefaulter *p, int64_t written, int64_t limit)
 {
-    if (!p->running) {
+    if (!prefaulter_live(p)) {
         return;
     }
     pthread_mutex_lock(&p->mu);
@@ -209,7 +224,7 @@ prefaulter_advance(prefaulter *p, int64_t written, int64_t limit)
 static void
 prefaulter_stop(prefaulter *p)
 {
-    if (!p->running) {
+    if (!prefaulter_live(p)) {
         return;
     }
     pthread_mutex_lock(&p->mu);

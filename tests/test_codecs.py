@@ -522,6 +522,61 @@ except ValueError as exc:
 """
 
 
+_FORK_CHILD = r"""
+import io, os, sys, time
+import numpy as np
+import fastjoblib
+
+raw = io.BytesIO()
+fastjoblib.dump(np.ones((100 << 20) // 8), raw)  # 100 MiB: the grow path of a stream
+data = raw.getvalue()
+
+
+class Forking(io.RawIOBase):
+    # an unseekable stream (unknown length) whose readinto forks once, 80 MiB in
+    def __init__(self):
+        self.b = io.BytesIO(data)
+        self.pid = None
+
+    def readable(self):
+        return True
+
+    def readinto(self, buf):
+        if self.pid is None and self.b.tell() >= 80 << 20:
+            time.sleep(0.2)  # the prefault helper has caught up and waits
+            self.pid = os.fork()
+        return self.b.readinto(memoryview(buf)[: 1 << 20])
+
+
+f = Forking()
+a = fastjoblib.load(f)
+ok = a.shape == ((100 << 20) // 8,) and bool((a == 1).all())
+if f.pid == 0:
+    os._exit(0 if ok else 3)
+for _ in range(300):
+    pid, status = os.waitpid(f.pid, os.WNOHANG)
+    if pid:
+        print("parent", ok, "child", os.waitstatus_to_exitcode(status))
+        break
+    time.sleep(0.1)
+else:
+    os.kill(f.pid, 9)
+    print("parent", ok, "child hung")
+"""
+
+
+@pytest.mark.parametrize("prefault", ["1", "0"])
+def test_fork_inside_a_grow_load_finishes_in_the_child(prefault):
+    # A file object that forks in its readinto (the loading thread itself forks mid-array): the
+    # child goes on with the load without the parent's prefault helper thread (it once waited for
+    # ever on the helper's condition variable).
+    env = dict(os.environ, FASTJOBLIB_PREFAULT=prefault)
+    out = subprocess.run([sys.executable, "-c", _FORK_CHILD], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["parent", "True", "child", "0"], out.stdout
+
+
 @pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
                     reason="peak RSS is not the program's under ASan (shadow memory, quarantine)")
 @pytest.mark.parametrize("prefault", ["1", "0"])
