@@ -195,7 +195,6 @@ prefaulter_start(prefaulter *p, char *mem)
     }
 }
 
-/* The decoder is at `written`; pages below `limit` (charged) may be backed ahead of it. */
 /* In a child forked by the loading thread the helper does not exist: its mutex may be held and
  * its condition variable counts it as a waiter (destroying it would wait for ever), so the child
  * leaves both alone and decodes without it. */
@@ -208,6 +207,7 @@ prefaulter_live(prefaulter *p)
     return p->running;
 }
 
+/* The decoder is at `written`; pages below `limit` (charged) may be backed ahead of it. */
 static void
 prefaulter_advance(prefaulter *p, int64_t written, int64_t limit)
 {
@@ -237,8 +237,9 @@ prefaulter_stop(prefaulter *p)
     p->running = 0;
 }
 
-/* The helper is worth a thread with a second usable core and a kernel that has
- * MADV_POPULATE_WRITE; FASTJOBLIB_PREFAULT=0 turns it off (=1 forces it on one core). */
+/* The helper is worth a thread with a second usable core (on a kernel without
+ * MADV_POPULATE_WRITE it ends at its first EINVAL); FASTJOBLIB_PREFAULT=0 turns it off (=1
+ * forces it on one core). */
 static int
 prefault_wanted(void)
 {
