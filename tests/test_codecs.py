@@ -477,7 +477,29 @@ def test_big_array_in_compressed_stream(tmp_path, monkeypatch, name, prefault):
         fastjoblib.load(q)
 
 
-_CLAIM_CHILD = r"""
+# Both child scripts read through this: the bytes of `data`, unseekable (a stream of unknown
+# length: the grow path of ndarray_load.c), calling `hook` once, just before the read that passes
+# `at` bytes.
+_ONCE_AT_STREAM = r"""
+import io
+
+
+class OnceAt(io.RawIOBase):
+    def __init__(self, data, at, hook):
+        self.b = io.BytesIO(data)
+        self.at, self.hook, self.done = at, hook, False
+
+    def readable(self):
+        return True
+
+    def readinto(self, buf):
+        if not self.done and self.b.tell() >= self.at:
+            self.done = True
+            self.hook()
+        return self.b.readinto(memoryview(buf)[: 1 << 20])
+"""
+
+_CLAIM_CHILD = _ONCE_AT_STREAM + r"""
 import gzip, io, os, sys, time
 import numpy as np
 import fastjoblib
@@ -492,37 +514,21 @@ data = data.replace(old, b"J" + (2**31 - 1).to_bytes(4, "little"))  # claims 16 
 comp = gzip.compress(data, 1)
 
 
-class Stalling(io.RawIOBase):
-    # the file's bytes, with a pause half-way (a slow network: the decoder waits, the prefault
-    # helper does not)
-    def __init__(self):
-        self.b = io.BytesIO(comp)
-        self.paused = False
-
-    def readable(self):
-        return True
-
-    def readinto(self, buf):
-        if not self.paused and self.b.tell() > len(comp) // 2:
-            self.paused = True
-            time.sleep(1.0)
-        return self.b.readinto(buf)
-
-
 def hwm():
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) * 1024
 
 base = hwm()
 try:
-    fastjoblib.load(Stalling())
+    # a pause half-way (a slow network: the decoder waits, the prefault helper does not)
+    fastjoblib.load(OnceAt(comp, len(comp) // 2, lambda: time.sleep(1.0)))
     print("loaded")
 except ValueError as exc:
     print("EOF" if "EOF" in str(exc) else repr(exc), (hwm() - base) >> 20)
 """
 
 
-_FORK_CHILD = r"""
+_FORK_CHILD = _ONCE_AT_STREAM + r"""
 import io, os, sys, time
 import numpy as np
 import fastjoblib
@@ -532,35 +538,26 @@ fastjoblib.dump(np.ones((100 << 20) // 8), raw)  # 100 MiB: the grow path of a s
 data = raw.getvalue()
 
 
-class Forking(io.RawIOBase):
-    # an unseekable stream (unknown length) whose readinto forks once, 80 MiB in
-    def __init__(self):
-        self.b = io.BytesIO(data)
-        self.pid = None
-
-    def readable(self):
-        return True
-
-    def readinto(self, buf):
-        if self.pid is None and self.b.tell() >= 80 << 20:
-            time.sleep(0.2)  # the prefault helper has caught up and waits
-            self.pid = os.fork()
-        return self.b.readinto(memoryview(buf)[: 1 << 20])
+child = []
 
 
-f = Forking()
-a = fastjoblib.load(f)
+def fork():
+    time.sleep(0.2)  # the prefault helper has caught up and waits
+    child.append(os.fork())
+
+
+a = fastjoblib.load(OnceAt(data, 80 << 20, fork))  # the loading thread forks, 80 MiB in
 ok = a.shape == ((100 << 20) // 8,) and bool((a == 1).all())
-if f.pid == 0:
+if child[0] == 0:
     os._exit(0 if ok else 3)
 for _ in range(300):
-    pid, status = os.waitpid(f.pid, os.WNOHANG)
+    pid, status = os.waitpid(child[0], os.WNOHANG)
     if pid:
         print("parent", ok, "child", os.waitstatus_to_exitcode(status))
         break
     time.sleep(0.1)
 else:
-    os.kill(f.pid, 9)
+    os.kill(child[0], 9)
     print("parent", ok, "child hung")
 """
 
