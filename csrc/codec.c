@@ -418,7 +418,9 @@ fj_bwriter_new(const fj_bcodec *codec, void *ctx, int threads, fj_writer *inner)
     w->codec = codec;
     w->ctx = ctx;
     w->threads = fj_codec_threads(threads);
-    w->nslots = w->threads > 1 ? 2 * w->threads : 1;
+    w->nslots = w->threads > 1 ? (codec->slots_per_thread > 0 ? codec->slots_per_thread : 2) *
+                                     w->threads
+                               : 1;
     w->slots = PyMem_RawCalloc((size_t)w->nslots, sizeof(fj_bjob));
     if (w->slots == NULL) {
         goto nomem;
@@ -732,7 +734,7 @@ fj_reader *fj_lz4_codec_reader(int threads, fj_reader *inner)
 fj_writer *fj_zstd_codec_writer(int level, int threads, fj_writer *inner)
 { return fj_zstd_writer(level, threads, inner); }
 fj_reader *fj_zstd_codec_reader(int threads, fj_reader *inner)
-{ return fj_zstd_reader(inner); }
+{ return fj_zstd_reader(threads, inner); }
 
 static const codec_entry *
 find_codec(const char *name)

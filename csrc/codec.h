@@ -5,8 +5,9 @@
  *  - the block writer (fj_bwriter_new): accumulates the caller's bytes into fixed-size blocks (or,
  *    for large writes, points straight into the caller's memory until write() returns), compresses
  *    the blocks on a worker pool with the GIL released, and emits them in order to the inner
- *    writer. Memory is bounded by 2 x threads blocks in flight. Used by zlib/gzip (pigz-style
- *    deflate), bz2 (one stream per block) and lz4 (independent frame blocks).
+ *    writer. Memory is bounded by 2 x threads blocks in flight (1 x for zstd's 16 MiB frames).
+ *    Used by zlib/gzip (pigz-style deflate), bz2 (one stream per block), lz4 (independent frame
+ *    blocks) and zstd (independent frames with their content size).
  *  - the stream reader (fj_sreader_new): a bounded input buffer refilled from the inner reader and
  *    a C decoder that writes straight into the caller's buffer, GIL released. Used by lzma, and
  *    by zlib, gzip and bz2 for input without block markers (joblib's files, small files).
@@ -16,8 +17,9 @@
  *    exactly those of the serial reader for any input.
  *
  * Stand-alone fj_writer / fj_reader implementations: the lzma/xz writers (liblzma; xz through its
- * threaded encoder, blocks with sizes), the xz reader (liblzma's threaded decoder), zstd (the
- * `zstandard` package, libzstd's own threads) and the lz4 frame reader (liblz4's functions found
+ * threaded encoder, blocks with sizes), the xz reader (liblzma's threaded decoder), the zstd
+ * reader (libzstd from the `zstandard` package: frames with their size decoded in parallel on the
+ * pool, others streamed) and the zstd writer's Python-API fallback, and the lz4 frame reader (liblz4's functions found
  * in the `lz4` package's extension with dlsym; independent blocks decoded in parallel on the pool,
  * linked blocks serially with a 64 KiB history; the package's Python API as the fallback).
  */
@@ -73,6 +75,9 @@ typedef struct fj_bcodec {
     /* GIL held: trailer. `nemitted` jobs were emitted before. 0 / -1. */
     int (*finish)(void *ctx, fj_writer *inner, int64_t nemitted, uint64_t total_in);
     void (*free_ctx)(void *ctx); /* GIL held; may be NULL */
+    /* Blocks in flight per thread: 0 means 2 (one compressing, one waiting to be emitted). Big
+     * blocks take 1: their buffers are most of the writer's memory. */
+    int slots_per_thread;
 } fj_bcodec;
 
 /* Owns ctx (freed through codec->free_ctx) and inner, also on failure. */
@@ -112,7 +117,7 @@ fj_reader *fj_lzma_reader(int xz, int threads, fj_reader *inner); /* threads 1: 
 fj_writer *fj_lz4_writer(int level, int threads, fj_writer *inner);
 fj_reader *fj_lz4_reader(fj_reader *inner);
 fj_writer *fj_zstd_writer(int level, int threads, fj_writer *inner);
-fj_reader *fj_zstd_reader(fj_reader *inner);
+fj_reader *fj_zstd_reader(int threads, fj_reader *inner); /* threads <= 0: all CPUs */
 
 /* helpers (codec.c) */
 int fj_codec_threads(int threads); /* <= 0 -> usable CPUs; capped */

@@ -1,27 +1,35 @@
 /* codec_zstd.c: zstd through the `zstandard` package (no system headers needed).
  *
- * Writer: zstandard.ZstdCompressor(level, threads, job_size, write_checksum=True).stream_writer()
- * onto a tiny sink whose write() hands the compressed bytes straight to the inner fj_writer, in
- * pieces of at most ZSTD_OUT_SIZE (no output accumulates in Python objects). The caller's memory
- * goes in as memoryviews of at most 8 MiB per call (the package releases the GIL, and with
- * threads > 1 libzstd compresses on its own worker threads). ONE standard zstd frame.
+ * Writer (libzstd bound, the default): frames of 16 MiB of input, each compressed on its own with
+ * ZSTD_compress2 (content size, checksum, a window of the whole frame) on the block writer's pool
+ * (codec.c): one standard stream of concatenated frames, the same bytes whatever the thread count.
+ * Python-API writer (FASTJOBLIB_ZSTD=python, or no libzstd exported by the package):
+ * zstandard.ZstdCompressor(level, threads, job_size, write_checksum=True).stream_writer() onto a
+ * tiny sink whose write() hands the compressed bytes straight to the inner fj_writer, in pieces of
+ * at most ZSTD_OUT_SIZE; the caller's memory goes in as memoryviews of at most 8 MiB per call (the
+ * package releases the GIL, and with threads > 1 libzstd compresses on its own worker threads).
+ * ONE frame.
  * Reader: ZstdDecompressor().stream_reader(source, read_across_frames=True).readinto(caller's
  * memory): bounded output per call and no copy. `source` is a tiny object whose read() pulls from
  * the inner fj_reader. stream_reader does not report a truncated frame, so the bytes it is fed
  * also go through a frame-structure walker (frame header, block headers, checksum: no
  * decompression) that tells whether the input ended on a frame boundary.
- * Direct reader (the default when it binds): libzstd's ZSTD_decompressStream, found in the
- * zstandard package's cffi extension (engine.c), decodes straight into the caller's memory with
- * the GIL released, from 1 MiB reads of the inner reader; the same walker gives the end-of-input
- * verdict and the errors are zstandard's texts ("zstd decompress error: <libzstd's name>"), so
- * both readers behave alike (tests/test_codec_engines.py). FASTJOBLIB_ZSTD=python forces the
- * Python path, =libzstd requires the direct one.
+ * Direct reader (the default when it binds): libzstd found in the zstandard package's cffi
+ * extension (engine.c), GIL released. At a frame boundary, complete frames that carry their
+ * content size (at most 32 MiB: the writer's) are decoded one-shot (ZSTD_decompressDCtx), several
+ * at once on a worker pool, straight into the caller's memory where they fit, else into scratch
+ * (zf_batch); anything else (no content size, a bigger frame, a frame that fails one-shot) goes
+ * through ZSTD_decompressStream, from reads of the inner reader. The same walker gives the
+ * end-of-input verdict and the errors are zstandard's texts ("zstd decompress error: <libzstd's
+ * name>"), so both readers behave alike (tests/test_codec_engines.py). FASTJOBLIB_ZSTD=python
+ * forces the Python paths, =libzstd requires the direct ones.
  */
 #include "fj.h"
 #include "codec.h"
 #include "engine.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -189,10 +197,12 @@ zstd_w_free(fj_writer *self)
     PyMem_RawFree(w);
 }
 
-fj_writer *
-fj_zstd_writer(int level, int threads, fj_writer *inner)
+/* The stream through zstandard's Python API: one frame (FASTJOBLIB_ZSTD=python, or no libzstd
+ * exported by the package). Owns inner. `level` was checked by the caller. */
+static fj_writer *
+zstd_py_writer(PyObject *mod, int level, int threads, fj_writer *inner)
 {
-    PyObject *mod = NULL, *comp = NULL;
+    PyObject *comp = NULL;
     zstd_writer *w = PyMem_RawCalloc(1, sizeof(zstd_writer));
     if (w == NULL) {
         inner->free(inner);
@@ -204,25 +214,7 @@ fj_zstd_writer(int level, int threads, fj_writer *inner)
     w->base.free = zstd_w_free;
     w->base.pos = 0;
     w->inner = inner;
-    if (level < 0) {
-        level = 3;
-    }
     threads = fj_codec_threads(threads);
-    if ((mod = import_zstandard()) == NULL) {
-        goto error;
-    }
-    {
-        PyObject *maxl = PyObject_GetAttrString(mod, "MAX_COMPRESSION_LEVEL");
-        long max_level = maxl != NULL ? PyLong_AsLong(maxl) : -1;
-        Py_XDECREF(maxl);
-        if (max_level == -1 && PyErr_Occurred()) {
-            goto error;
-        }
-        if (level > max_level) { /* from_level() would clamp it silently */
-            PyErr_Format(PyExc_ValueError, "level must be less than %ld", max_level + 1);
-            goto error;
-        }
-    }
     /* threads=1: compress in the caller's thread (zstandard threads=0). With threads, libzstd's
      * multithreaded mode cuts the single frame into jobs of ZSTD_JOB bytes. libzstd's buffers grow
      * with the job size (peak extra RSS of a 512 MiB random-array dump through stream_writer, 2
@@ -274,11 +266,9 @@ fj_zstd_writer(int level, int threads, fj_writer *inner)
         goto error;
     }
     Py_DECREF(comp);
-    Py_DECREF(mod);
     return &w->base;
 error:
     Py_XDECREF(comp);
-    Py_XDECREF(mod);
     zstd_w_free(&w->base);
     return NULL;
 }
@@ -448,23 +438,43 @@ typedef struct {
     size_t (*decompress_stream)(void *, zstd_out_buffer *, zstd_in_buffer *);
     unsigned (*is_error)(size_t);
     const char *(*error_name)(size_t);
+    /* one-shot frames: the writer, and the reader's frame batches */
+    size_t (*decompress_dctx)(void *, void *, size_t, const void *, size_t);
+    size_t (*find_frame_csize)(const void *, size_t);
+    unsigned long long (*frame_content_size)(const void *, size_t);
+    void *(*create_cctx)(void);
+    size_t (*free_cctx)(void *);
+    size_t (*cctx_set_param)(void *, int, int);
+    size_t (*compress2)(void *, void *, size_t, const void *, size_t);
+    size_t (*compress_bound)(size_t);
 } zstd_api;
+
+#define ZSTD_API_NFN 14
+#define ZSTD_CONTENTSIZE_UNKNOWN_ (0ULL - 1)
+#define ZSTD_CONTENTSIZE_ERROR_ (0ULL - 2)
+/* zstd.h's ZSTD_cParameter values (part of the stable API) */
+#define ZSTD_C_LEVEL 100
+#define ZSTD_C_WINDOWLOG 101
+#define ZSTD_C_CONTENTSIZE 200
+#define ZSTD_C_CHECKSUM 201
 
 /* 1 bound, 0 use the Python API (FASTJOBLIB_ZSTD=python, or no exported libzstd), -1 error
  * (FASTJOBLIB_ZSTD=libzstd requires the binding: ImportError without it). */
 static int
 zstd_api_open(zstd_api *api)
 {
-    static const char *const names[6] = {"ZSTD_versionNumber", "ZSTD_createDCtx",
-                                         "ZSTD_freeDCtx", "ZSTD_decompressStream",
-                                         "ZSTD_isError", "ZSTD_getErrorName"};
-    void *fns[6];
+    static const char *const names[ZSTD_API_NFN] = {
+        "ZSTD_versionNumber", "ZSTD_createDCtx", "ZSTD_freeDCtx", "ZSTD_decompressStream",
+        "ZSTD_isError", "ZSTD_getErrorName", "ZSTD_decompressDCtx",
+        "ZSTD_findFrameCompressedSize", "ZSTD_getFrameContentSize", "ZSTD_createCCtx",
+        "ZSTD_freeCCtx", "ZSTD_CCtx_setParameter", "ZSTD_compress2", "ZSTD_compressBound"};
+    void *fns[ZSTD_API_NFN];
     memset(api, 0, sizeof(*api));
     const char *force = getenv("FASTJOBLIB_ZSTD");
     if (force != NULL && strcmp(force, "python") == 0) {
         return 0;
     }
-    int rc = fj_engine_bind("zstandard._cffi", names, fns, 6, &api->handle);
+    int rc = fj_engine_bind("zstandard._cffi", names, fns, ZSTD_API_NFN, &api->handle);
     int required = force != NULL && strcmp(force, "libzstd") == 0;
     if (rc == 0 && required) {
         PyErr_SetString(PyExc_ImportError, "FASTJOBLIB_ZSTD=libzstd: libzstd was not found in "
@@ -480,7 +490,15 @@ zstd_api_open(zstd_api *api)
     *(void **)&api->decompress_stream = fns[3];
     *(void **)&api->is_error = fns[4];
     *(void **)&api->error_name = fns[5];
-    if (api->version() < 10400) { /* ZSTD_decompressStream's contract as used here */
+    *(void **)&api->decompress_dctx = fns[6];
+    *(void **)&api->find_frame_csize = fns[7];
+    *(void **)&api->frame_content_size = fns[8];
+    *(void **)&api->create_cctx = fns[9];
+    *(void **)&api->free_cctx = fns[10];
+    *(void **)&api->cctx_set_param = fns[11];
+    *(void **)&api->compress2 = fns[12];
+    *(void **)&api->compress_bound = fns[13];
+    if (api->version() < 10400) { /* the contracts of ZSTD_decompressStream, ZSTD_compress2 */
         dlclose(api->handle);
         memset(api, 0, sizeof(*api));
         return 0;
@@ -488,7 +506,211 @@ zstd_api_open(zstd_api *api)
     return 1;
 }
 
+static void
+zstd_api_close(zstd_api *api)
+{
+    if (api->handle != NULL) {
+        dlclose(api->handle);
+        api->handle = NULL;
+    }
+}
+
+/* ----- frame writer (libzstd bound) ----------------------------------------------------------
+ * The stream is cut into frames of ZSTD_FRAME input bytes, each compressed on its own with
+ * ZSTD_compress2 (content size and checksum in the frame) on the block writer's worker pool:
+ * a concatenation of standard frames, which the zstd tool, zstandard's stream_reader (the joblib
+ * recipe reads across frames) and fastjoblib read. The window is the whole frame: on the smooth
+ * benchmark array 16 MiB frames came out 8% smaller than one frame cut in 3 MiB jobs by libzstd's
+ * own threads (window 2 MiB), on a pickled random forest 1% smaller, on a DataFrame 0.5% larger.
+ * Independent frames with their sizes let loads decode them on all cores straight into the
+ * array's memory (the reader's frame batches below). */
+#define ZSTD_FRAME ((size_t)16 << 20)
+#define ZSTD_FRAME_WLOG 24
+#define ZSTD_CCTX_KEEP 64
+
+typedef struct {
+    fj_bcodec codec;      /* zframe_codec with the frame size */
+    zstd_api api;
+    int level;
+    pthread_mutex_t lock; /* the idle contexts */
+    void *idle[ZSTD_CCTX_KEEP];
+    int nidle;
+} zframe_ctx;
+
+static size_t
+zframe_bound(void *vctx, size_t len)
+{
+    zframe_ctx *ctx = vctx;
+    return ctx->api.compress_bound(len);
+}
+
+/* A compression context with the stream's parameters (worker thread, no GIL). NULL: no memory
+ * (or a parameter refused: *err). */
+static void *
+zframe_cctx(zframe_ctx *ctx, size_t *err)
+{
+    void *c = NULL;
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->nidle > 0) {
+        c = ctx->idle[--ctx->nidle];
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (c != NULL) {
+        return c;
+    }
+    if ((c = ctx->api.create_cctx()) == NULL) {
+        return NULL;
+    }
+    static const int params[4] = {ZSTD_C_LEVEL, ZSTD_C_WINDOWLOG, ZSTD_C_CHECKSUM,
+                                  ZSTD_C_CONTENTSIZE};
+    const int values[4] = {ctx->level, ZSTD_FRAME_WLOG, 1, 1};
+    for (int i = 0; i < 4; i++) {
+        size_t rc = ctx->api.cctx_set_param(c, params[i], values[i]);
+        if (ctx->api.is_error(rc)) {
+            *err = rc;
+            ctx->api.free_cctx(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+static int
+zframe_compress(void *vctx, fj_bjob *job)
+{
+    zframe_ctx *ctx = vctx;
+    size_t err = 0;
+    void *c = zframe_cctx(ctx, &err);
+    if (c == NULL) {
+        job->failed = 1;
+        if (err == 0) {
+            job->nomem = 1;
+        }
+        else {
+            snprintf(job->msg, sizeof(job->msg), "%s", ctx->api.error_name(err));
+        }
+        return -1;
+    }
+    size_t n = ctx->api.compress2(c, job->out, job->out_cap, job->in, job->in_len);
+    int bad = ctx->api.is_error(n) != 0;
+    if (bad) {
+        job->failed = 1;
+        snprintf(job->msg, sizeof(job->msg), "%s", ctx->api.error_name(n));
+    }
+    else {
+        job->out_len = n;
+    }
+    pthread_mutex_lock(&ctx->lock);
+    if (!bad && ctx->nidle < ZSTD_CCTX_KEEP) {
+        ctx->idle[ctx->nidle++] = c;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (c != NULL) {
+        ctx->api.free_cctx(c);
+    }
+    return bad ? -1 : 0;
+}
+
+static int
+zframe_emit(void *ctx, fj_bjob *job, fj_writer *inner, int first)
+{
+    return fj_codec_put(inner, job->out, job->out_len);
+}
+
+static void
+zframe_free_ctx(void *vctx)
+{
+    zframe_ctx *ctx = vctx;
+    for (int i = 0; i < ctx->nidle; i++) {
+        ctx->api.free_cctx(ctx->idle[i]);
+    }
+    pthread_mutex_destroy(&ctx->lock);
+    zstd_api_close(&ctx->api);
+    PyMem_RawFree(ctx);
+}
+
+/* final_job 2: an empty stream is one empty frame, as zstandard's stream_writer writes it */
+static const fj_bcodec zframe_codec = {
+    "zstd", ZSTD_FRAME, 0, 2, zframe_bound, zframe_compress, zframe_emit, NULL, zframe_free_ctx, 1,
+};
+
+fj_writer *
+fj_zstd_writer(int level, int threads, fj_writer *inner)
+{
+    PyObject *mod = import_zstandard();
+    if (mod == NULL) {
+        inner->free(inner);
+        return NULL;
+    }
+    if (level < 0) {
+        level = 3;
+    }
+    PyObject *maxl = PyObject_GetAttrString(mod, "MAX_COMPRESSION_LEVEL");
+    long max_level = maxl != NULL ? PyLong_AsLong(maxl) : -1;
+    Py_XDECREF(maxl);
+    if (max_level == -1 && PyErr_Occurred()) {
+        goto error;
+    }
+    if (level > max_level) { /* from_level() would clamp it silently */
+        PyErr_Format(PyExc_ValueError, "level must be less than %ld", max_level + 1);
+        goto error;
+    }
+    zframe_ctx *ctx = PyMem_RawCalloc(1, sizeof(zframe_ctx));
+    if (ctx == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    int bound = zstd_api_open(&ctx->api);
+    if (bound != 1) {
+        PyMem_RawFree(ctx);
+        if (bound < 0) {
+            goto error;
+        }
+        fj_writer *w = zstd_py_writer(mod, level, threads, inner);
+        Py_DECREF(mod);
+        return w;
+    }
+    Py_DECREF(mod);
+    ctx->level = level;
+    pthread_mutex_init(&ctx->lock, NULL);
+    ctx->codec = zframe_codec;
+    /* FASTJOBLIB_ZSTD_FRAME=<bytes>: another frame size, for the tests (many frames from little
+     * data). Not a user setting. */
+    const char *fs = getenv("FASTJOBLIB_ZSTD_FRAME");
+    if (fs != NULL) {
+        long long v = atoll(fs);
+        if (v >= 1024 && v <= ((long long)1 << 30)) {
+            ctx->codec.block_size = (size_t)v;
+        }
+    }
+    return fj_bwriter_new(&ctx->codec, ctx, threads, inner); /* owns ctx and inner */
+error:
+    Py_DECREF(mod);
+    inner->free(inner);
+    return NULL;
+}
+
 /* ----- reader -------------------------------------------------------------------------------- */
+/* Frame batches: a frame decoded one-shot has its content size in the header, at most ZF_MAX
+ * (the writer's frames are 16 MiB); the input buffer grows to ZF_IN_CAP to hold whole frames. */
+#define ZF_BATCH 8
+#define ZF_MAX ((size_t)32 << 20)
+#define ZF_IN_CAP (((size_t)33 << 20)) /* one 32 MiB frame, or two of ours, and more */
+#define ZF_READ_HINT ((Py_ssize_t)64 << 20)
+
+typedef struct {
+    fj_task task; /* first member: the pool task */
+    const zstd_api *api;
+    void *dctx;
+    const unsigned char *src;
+    size_t csize, fcs, in_off;
+    unsigned char *dst; /* NULL: scratch at scr_off (placed after the batch is planned) */
+    size_t scr_off;
+    int direct;
+    int ok;
+} zf_task;
+
 typedef struct {
     fj_reader base;
     fj_reader *inner;
@@ -503,8 +725,20 @@ typedef struct {
     zstd_api api;
     void *dctx;
     unsigned char *in;
-    size_t in_len, in_pos;
+    size_t in_len, in_pos, in_cap;
     int eof;
+    int mid;              /* the streaming decoder is inside a frame */
+    /* frame batches (zf_batch): whole frames with their content size decoded one-shot, several
+     * at once on the pool, into the caller's memory or into scratch */
+    int threads;
+    int nofast;           /* a frame failed one-shot: the streaming decoder takes over */
+    fj_pool *pool;
+    void *fdctx[ZF_BATCH];
+    zf_task tasks[ZF_BATCH];
+    unsigned char *scratch;   /* decoded, not handed out yet: scratch[spos : spos + slen] */
+    size_t scratch_cap, spos, slen;
+    unsigned char *in2;       /* the other input buffer: filled while a batch decodes */
+    size_t in2_cap;
 } zstd_reader;
 
 static PyObject *
@@ -550,6 +784,291 @@ source_read(PyObject *capsule, PyObject *arg)
 
 static PyMethodDef source_read_def = {"read", source_read, METH_O, NULL};
 
+/* ----- frame batches ------------------------------------------------------------------------ */
+/* One read of the inner reader into buf[*len : cap) (the walker sees the bytes). 1 when bytes
+ * came, 0 at the end of input, -1 on error. */
+static int
+zf_read(zstd_reader *r, unsigned char *buf, size_t cap, size_t *len)
+{
+    Py_ssize_t n = r->inner->read(r->inner, (char *)buf + *len, (Py_ssize_t)(cap - *len));
+    if (n < 0) {
+        return -1;
+    }
+    if (n == 0) {
+        r->eof = 1;
+        return 0;
+    }
+    zw_feed(&r->walk, buf + *len, (size_t)n);
+    *len += (size_t)n;
+    return 1;
+}
+
+/* Bring more input: the unread bytes move to the front of a buffer grown up to ZF_IN_CAP. 1 when
+ * bytes came, 0 when none can (end of input, or the buffer is full), -1 on error. */
+static int
+zf_more(zstd_reader *r)
+{
+    if (r->eof) {
+        return 0;
+    }
+    if (r->in_pos > 0) {
+        memmove(r->in, r->in + r->in_pos, r->in_len - r->in_pos);
+        r->in_len -= r->in_pos;
+        r->in_pos = 0;
+    }
+    if (r->in_len == r->in_cap) {
+        if (r->in_cap >= ZF_IN_CAP) {
+            return 0;
+        }
+        size_t ncap = r->in_cap * 2 < ZF_IN_CAP ? r->in_cap * 2 : ZF_IN_CAP;
+        unsigned char *p = PyMem_RawRealloc(r->in, ncap);
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        r->in = p;
+        r->in_cap = ncap;
+    }
+    return zf_read(r, r->in, r->in_cap, &r->in_len);
+}
+
+/* The frame at p[0:avail): 1 complete and one-shot-able (*csize, *fcs), 0 more input needed
+ * (`more`: more may come), -1 for the streaming decoder (not a zstd frame, no content size, too
+ * big, or corrupt: the streaming decoder gives the output and the error a serial read gives). */
+static int
+zf_probe(const zstd_api *a, const unsigned char *p, size_t avail, int more, size_t *csize,
+         size_t *fcs)
+{
+    static const unsigned char magic[4] = {0x28, 0xb5, 0x2f, 0xfd};
+    if (avail < 4) {
+        return more ? 0 : -1;
+    }
+    if (memcmp(p, magic, 4) != 0) {
+        return -1;
+    }
+    unsigned long long c = a->frame_content_size(p, avail);
+    if (c == ZSTD_CONTENTSIZE_ERROR_) {
+        return more && avail < 18 ? 0 : -1; /* 18: the largest frame header */
+    }
+    if (c == ZSTD_CONTENTSIZE_UNKNOWN_ || c > ZF_MAX) {
+        return -1;
+    }
+    /* a window above what the streaming decoder accepts (its default limit, 2^27): its error */
+    if (!(p[4] & 0x20)) {
+        unsigned wd = p[5], wlog = 10 + (wd >> 3);
+        if (wlog > 27 || (wlog == 27 && (wd & 7) != 0)) {
+            return -1;
+        }
+    }
+    size_t n = a->find_frame_csize(p, avail);
+    if (a->is_error(n)) {
+        /* incomplete, or corrupt: a valid frame of c bytes is at most its blocks (raw ones at
+         * worst, 3 header bytes per 128 KiB) plus header and checksum */
+        size_t limit = (size_t)c + 3 * ((size_t)c / (128 << 10) + 1) + 64;
+        return more && avail < limit ? 0 : -1;
+    }
+    *csize = n;
+    *fcs = (size_t)c;
+    return 1;
+}
+
+static void
+zf_run(fj_task *task)
+{
+    zf_task *t = (zf_task *)task;
+    size_t n = t->api->decompress_dctx(t->dctx, t->dst, t->fcs, t->src, t->csize);
+    t->ok = !t->api->is_error(n) && n == t->fcs;
+}
+
+/* At a frame boundary of the streaming decoder (and nothing in scratch): plan the complete
+ * frames ahead (those that fit go to dst[0:room) in order, then up to `threads` frames, or one
+ * after direct ones, to scratch), decode them (pool or inline, GIL released), keep the good ones
+ * in order. 1: progress (*made bytes in dst, maybe scratch filled); 0: nothing done, the
+ * streaming decoder goes on from here (a failed frame is left for it, so output and errors are
+ * those of a serial read); -1: error (exception set; no worker runs any more). */
+static int
+zf_batch(zstd_reader *r, unsigned char *dst, size_t room, size_t *made)
+{
+    *made = 0;
+    int nb = 0, ndirect = 0, nscr = 0;
+    size_t off = 0, planned = 0, scr = 0;
+    while (nb < ZF_BATCH) {
+        size_t csize = 0, fcs = 0;
+        int rc = zf_probe(&r->api, r->in + r->in_pos + off, r->in_len - r->in_pos - off,
+                          !r->eof && (r->in_pos > 0 || r->in_len < ZF_IN_CAP), &csize, &fcs);
+        if (rc == 0) {
+            int m = zf_more(r);
+            if (m < 0) {
+                return -1;
+            }
+            continue; /* the probe is asked again: at the end of input it answers -1 */
+        }
+        if (rc < 0) {
+            break;
+        }
+        zf_task *t = &r->tasks[nb];
+        t->csize = csize;
+        t->fcs = fcs;
+        t->in_off = off;
+        if (nscr == 0 && room - planned >= fcs) {
+            t->dst = dst + planned;
+            t->direct = 1;
+            planned += fcs;
+            ndirect++;
+        }
+        else {
+            if (nscr >= (ndirect == 0 ? r->threads : 1)) {
+                break;
+            }
+            t->dst = NULL;
+            t->direct = 0;
+            t->scr_off = scr;
+            scr += fcs;
+            nscr++;
+        }
+        off += csize;
+        nb++;
+    }
+    if (nb == 0 || (nb == 1 && ndirect == 0)) {
+        return 0; /* one frame into scratch gains nothing over the streaming decoder */
+    }
+    if (scr > r->scratch_cap) {
+        PyMem_RawFree(r->scratch);
+        r->scratch_cap = 0;
+        if ((r->scratch = PyMem_RawMalloc(scr)) == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        r->scratch_cap = scr;
+    }
+    for (int i = 0; i < nb; i++) {
+        zf_task *t = &r->tasks[i];
+        if (r->fdctx[i] == NULL && (r->fdctx[i] = r->api.create_dctx()) == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        t->task.fn = zf_run;
+        t->task.state = FJ_TASK_IDLE;
+        t->api = &r->api;
+        t->dctx = r->fdctx[i];
+        t->src = r->in + r->in_pos + t->in_off;
+        if (t->dst == NULL) {
+            t->dst = r->scratch + t->scr_off;
+        }
+        t->ok = 0;
+    }
+    int use_pool = r->threads > 1 && nb > 1;
+    if (use_pool && r->pool == NULL && (r->pool = fj_pool_new(r->threads)) == NULL) {
+        use_pool = 0; /* decode inline */
+    }
+    /* with the pool: the input after the batch moves to the other buffer and more is read there
+     * while the workers decode (a read error is raised after the batch's good frames) */
+    int swapped = 0, read_failed = 0;
+    size_t in2_len = 0;
+    PyObject *et = NULL, *ev = NULL, *etb = NULL;
+    if (use_pool) {
+        for (int i = 0; i < nb; i++) {
+            fj_pool_submit(r->pool, &r->tasks[i].task);
+        }
+        size_t tail = r->in_len - r->in_pos - off;
+        if (r->in2 == NULL || r->in2_cap < r->in_cap) {
+            PyMem_RawFree(r->in2);
+            r->in2_cap = 0;
+            if ((r->in2 = PyMem_RawMalloc(r->in_cap)) != NULL) {
+                r->in2_cap = r->in_cap;
+            }
+        }
+        if (r->in2 != NULL) {
+            memcpy(r->in2, r->in + r->in_pos + off, tail);
+            in2_len = tail;
+            swapped = 1;
+            while (!r->eof && in2_len < r->in2_cap) {
+                int rc = zf_read(r, r->in2, r->in2_cap, &in2_len);
+                if (rc < 0) {
+                    PyErr_Fetch(&et, &ev, &etb);
+                    read_failed = 1;
+                    break;
+                }
+            }
+        }
+        for (int i = 0; i < nb; i++) {
+            if (fj_wait_interruptible(r->pool, &r->tasks[i].task) < 0) {
+                Py_XDECREF(et);
+                Py_XDECREF(ev);
+                Py_XDECREF(etb);
+                return -1; /* the pool was cancelled: no task runs */
+            }
+        }
+    }
+    else {
+        for (int i = 0; i < nb; i++) {
+            Py_BEGIN_ALLOW_THREADS
+            zf_run(&r->tasks[i].task);
+            Py_END_ALLOW_THREADS
+            if (!r->tasks[i].ok) {
+                break;
+            }
+            if (i + 1 < nb && fj_check_interrupt() < 0) {
+                return -1;
+            }
+        }
+    }
+    int good = 0;
+    size_t used = 0;
+    for (; good < nb && r->tasks[good].ok; good++) {
+        zf_task *t = &r->tasks[good];
+        used = t->in_off + t->csize;
+        if (t->direct) {
+            *made += t->fcs;
+        }
+        else {
+            r->slen += t->fcs;
+        }
+    }
+    r->spos = 0;
+    if (swapped) {
+        /* the unused batch frames (after a failed one) go back in front of the new input */
+        size_t back = off - used;
+        if (back > 0) {
+            if (in2_len + back > r->in2_cap) {
+                unsigned char *p = PyMem_RawRealloc(r->in2, in2_len + back);
+                if (p == NULL) {
+                    Py_XDECREF(et);
+                    Py_XDECREF(ev);
+                    Py_XDECREF(etb);
+                    PyErr_NoMemory();
+                    return -1;
+                }
+                r->in2 = p;
+                r->in2_cap = in2_len + back;
+            }
+            memmove(r->in2 + back, r->in2, in2_len);
+            memcpy(r->in2, r->in + r->in_pos + used, back);
+            in2_len += back;
+        }
+        unsigned char *old = r->in;
+        size_t old_cap = r->in_cap;
+        r->in = r->in2;
+        r->in_cap = r->in2_cap;
+        r->in_pos = 0;
+        r->in_len = in2_len;
+        r->in2 = old;
+        r->in2_cap = old_cap;
+    }
+    else {
+        r->in_pos += used;
+    }
+    if (good < nb) {
+        r->nofast = 1;
+    }
+    r->base.read_hint = ZF_READ_HINT;
+    if (read_failed) {
+        PyErr_Restore(et, ev, etb);
+        return -1;
+    }
+    return good > 0 ? 1 : 0;
+}
+
 /* Direct mode. The end-of-input verdict is the walker's, as in the Python path (same texts). */
 static Py_ssize_t
 zstd_r_read_direct(zstd_reader *r, char *buf, Py_ssize_t len)
@@ -557,12 +1076,34 @@ zstd_r_read_direct(zstd_reader *r, char *buf, Py_ssize_t len)
     Py_ssize_t produced = 0;
     const unsigned long mark = fj_interrupt_mark();
     while (!r->finished && produced < len) {
+        if (r->slen > 0) {
+            size_t k = r->slen < (size_t)(len - produced) ? r->slen : (size_t)(len - produced);
+            memcpy(buf + produced, r->scratch + r->spos, k);
+            r->spos += k;
+            r->slen -= k;
+            produced += (Py_ssize_t)k;
+            continue;
+        }
+        if (!r->mid && !r->nofast) {
+            size_t made = 0;
+            int rc = zf_batch(r, (unsigned char *)buf + produced, (size_t)(len - produced), &made);
+            produced += (Py_ssize_t)made;
+            if (rc < 0) {
+                goto error;
+            }
+            if (rc > 0) {
+                continue;
+            }
+        }
         zstd_out_buffer out = {buf + produced, (size_t)(len - produced), 0};
         zstd_in_buffer in = {r->in, r->in_len, r->in_pos};
         size_t ret;
         Py_BEGIN_ALLOW_THREADS
         ret = r->api.decompress_stream(r->dctx, &out, &in);
         Py_END_ALLOW_THREADS
+        if (in.pos != r->in_pos || out.pos != 0) { /* (a call on no input leaves it where it was) */
+            r->mid = ret != 0; /* 0: a frame ended and was flushed */
+        }
         r->in_pos = in.pos;
         produced += (Py_ssize_t)out.pos;
         if (r->api.is_error(ret)) {
@@ -578,7 +1119,7 @@ zstd_r_read_direct(zstd_reader *r, char *buf, Py_ssize_t len)
         }
         /* all input consumed and all output it allows delivered */
         if (!r->eof) {
-            Py_ssize_t n = r->inner->read(r->inner, (char *)r->in, ZSTD_IN_SIZE);
+            Py_ssize_t n = r->inner->read(r->inner, (char *)r->in, (Py_ssize_t)r->in_cap);
             if (n < 0) {
                 goto error;
             }
@@ -688,12 +1229,22 @@ zstd_r_free(fj_reader *self)
     Py_XDECREF(r->exc_type);
     Py_XDECREF(r->exc_value);
     Py_XDECREF(r->exc_tb);
+    if (r->pool != NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        fj_pool_free(r->pool);
+        Py_END_ALLOW_THREADS
+    }
     if (r->dctx != NULL) {
         r->api.free_dctx(r->dctx);
     }
-    if (r->api.handle != NULL) {
-        dlclose(r->api.handle);
+    for (int i = 0; i < ZF_BATCH; i++) {
+        if (r->fdctx[i] != NULL) {
+            r->api.free_dctx(r->fdctx[i]);
+        }
     }
+    zstd_api_close(&r->api);
+    PyMem_RawFree(r->scratch);
+    PyMem_RawFree(r->in2);
     PyMem_RawFree(r->in);
     if (r->inner != NULL) {
         r->inner->free(r->inner);
@@ -702,7 +1253,7 @@ zstd_r_free(fj_reader *self)
 }
 
 fj_reader *
-fj_zstd_reader(fj_reader *inner)
+fj_zstd_reader(int threads, fj_reader *inner)
 {
     PyObject *mod = NULL, *fn = NULL, *dec = NULL;
     zstd_reader *r = PyMem_RawCalloc(1, sizeof(zstd_reader));
@@ -723,6 +1274,11 @@ fj_zstd_reader(fj_reader *inner)
         goto error;
     }
     if (bound == 1) {
+        r->in_cap = ZSTD_IN_SIZE;
+        r->threads = fj_codec_threads(threads);
+        if (r->threads > ZF_BATCH) {
+            r->threads = ZF_BATCH; /* a batch has at most ZF_BATCH frames */
+        }
         if ((r->in = PyMem_RawMalloc(ZSTD_IN_SIZE)) == NULL) {
             PyErr_NoMemory();
             goto error;

@@ -56,6 +56,10 @@ struct fj_reader {
     Py_ssize_t (*read)(fj_reader *self, char *buf, Py_ssize_t len);
     /* Release everything (the inner reader too). */
     void (*free)(fj_reader *self);
+    /* 0, or the read size this reader decodes best at (a zstd reader of independent frames
+     * places whole frames straight into the caller's buffer): array loads of unknown length read
+     * in steps of at least this. Readers are allocated zeroed. */
+    Py_ssize_t read_hint;
 };
 
 /* Backends (sink.c / source.c). The fd ones do not close the fd. `file` is borrowed for the call

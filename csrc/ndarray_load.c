@@ -321,7 +321,11 @@ read_in_memory(fj_up *u, PyArray_Descr *descr, int nd, npy_intp *dims, int fortr
     char *mem = map;
     int64_t cap = 0, got = 0;
     prefaulter pf = {0};
-    if (map != NULL && prefault_wanted()) {
+    /* A reader that decodes whole frames on several cores straight into this memory (read_hint)
+     * is asked for all the charged memory at once (fewer frames cross the end of a read), and
+     * its workers back their own pages: no helper competes with them. */
+    const int64_t hint = fj_source_read_hint(s);
+    if (map != NULL && hint == 0 && prefault_wanted()) {
         prefaulter_start(&pf, map);
     }
     while (got < nbytes) {
@@ -342,7 +346,8 @@ read_in_memory(fj_up *u, PyArray_Descr *descr, int nd, npy_intp *dims, int fortr
         }
         cap = ncap;
         while (got < cap) {
-            int64_t step = map != NULL && cap - got > PREFAULT_STEP ? PREFAULT_STEP : cap - got;
+            int64_t step = map != NULL && hint == 0 && cap - got > PREFAULT_STEP ? PREFAULT_STEP
+                                                                                 : cap - got;
             prefaulter_advance(&pf, got, cap - got > PREFAULT_AHEAD ? got + PREFAULT_AHEAD : cap);
             Py_ssize_t r = fj_source_readinto(s, mem + got, (Py_ssize_t)step);
             if (r < 0) {

@@ -108,6 +108,13 @@ fj_source_remaining(const fj_source *s)
     return s->total < 0 ? -1 : s->total - (s->base + s->pos);
 }
 
+/* The decoder's preferred read size (fj_reader.read_hint), 0 when none. */
+static inline int64_t
+fj_source_read_hint(const fj_source *s)
+{
+    return s->kind == FJ_SRC_READER && s->reader != NULL ? (int64_t)s->reader->read_hint : 0;
+}
+
 /* A new bytes object with the next n bytes. Bounded allocation: when the remaining size is unknown
  * the object grows as the bytes arrive. NULL + exception (truncation) on short data. */
 PyObject *fj_source_read_bytes(fj_source *s, Py_ssize_t n);

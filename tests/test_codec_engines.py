@@ -199,6 +199,166 @@ def test_zstd_files_load_identically_and_stock_tools_read_them(monkeypatch, tmp_
     np.testing.assert_array_equal(value["a"], obj["a"])
 
 
+# ----- zstd frames: fastjoblib's zstd files are independent frames of 16 MiB (content size and
+# checksum in each), decoded one-shot, several at once, straight into the caller's memory; every
+# outcome must be the streaming decoder's (the Python engine here). FASTJOBLIB_ZSTD_FRAME makes
+# the frames small so that little data makes many.
+FRAME = 64 * KIB
+
+
+def framed(monkeypatch, data, frame=FRAME, threads=2):
+    monkeypatch.setenv("FASTJOBLIB_ZSTD_FRAME", str(frame))
+    monkeypatch.setenv("FASTJOBLIB_ZSTD", "libzstd")
+    try:
+        return _core._compress("zstd", data, threads=threads)
+    finally:
+        monkeypatch.delenv("FASTJOBLIB_ZSTD_FRAME")
+        monkeypatch.delenv("FASTJOBLIB_ZSTD")
+
+
+def split_frames(comp):
+    """[(frame bytes, its output)], with zstandard's one-frame decompressobj."""
+    out = []
+    while comp:
+        d = zstandard.ZstdDecompressor().decompressobj()
+        data = d.decompress(comp)
+        rest = d.unused_data
+        out.append((comp[: len(comp) - len(rest)], data))
+        comp = rest
+    return out
+
+
+def test_zstd_dump_writes_independent_frames_with_sizes(monkeypatch, tmp_path):
+    data = make_data(17 * FRAME + 1000, seed=11)
+    comp = framed(monkeypatch, data)
+    frames = split_frames(comp)
+    assert len(frames) == 18
+    for i, (frame, out) in enumerate(frames):
+        p = zstandard.get_frame_parameters(frame)
+        assert p.content_size == (FRAME if i < 17 else 1000) == len(out)
+        assert p.has_checksum
+        # independent: each frame decodes alone, one-shot
+        assert zstandard.ZstdDecompressor().decompress(frame) == data[i * FRAME:(i + 1) * FRAME]
+    reader = zstandard.ZstdDecompressor().stream_reader(comp, read_across_frames=True)
+    assert reader.read() == data
+    # each frame is compressed on its own: the same bytes whatever the thread count
+    assert framed(monkeypatch, data, threads=1) == comp
+    # the default frame: 16 MiB of input each
+    big = np.random.default_rng(2).random(5 << 20).tobytes()  # 40 MiB
+    monkeypatch.setenv("FASTJOBLIB_ZSTD", "libzstd")
+    sizes = [len(out) for _, out in split_frames(_core._compress("zstd", big, level=1))]
+    assert sizes == [16 << 20, 16 << 20, 8 << 20]
+    # the zstd command line tool reads the concatenation
+    import shutil
+    if shutil.which("zstd"):
+        path = tmp_path / "f.zst"
+        path.write_bytes(comp)
+        assert subprocess.run(["zstd", "-dc", str(path)], capture_output=True,
+                              check=True).stdout == data
+    # an empty stream is one empty frame
+    empty = framed(monkeypatch, b"")
+    assert zstandard.get_frame_parameters(empty).content_size == 0
+    assert zstandard.ZstdDecompressor().decompress(empty) == b""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_zstd_frames_identical_output(monkeypatch, threads):
+    for size in (0, 1, FRAME - 1, FRAME, FRAME + 1, 3 * FRAME, 16 * FRAME + 123):
+        data = make_data(size, seed=size)
+        comp = framed(monkeypatch, data, threads=threads)
+        # reads smaller than a frame, around it, and of several frames (direct placement)
+        for chunk in (12345, FRAME - 7, FRAME, 3 * FRAME + 5, 0):
+            res = both(monkeypatch, "zstd",
+                       lambda: _core._decompress("zstd", comp, threads=threads, chunk=chunk,
+                                                 inner_chunk=40000))
+            assert assert_same(res, (size, chunk)) == ("ok", data)
+
+
+def test_zstd_frames_identical_errors_on_truncation(monkeypatch):
+    data = make_data(9 * FRAME + 77, seed=12)
+    comp = framed(monkeypatch, data)
+    ends = np.cumsum([len(f) for f, _ in split_frames(comp)])
+    cuts = sorted(set([0, 1, 5, 17, len(comp) - 1] + [int(e) + d for e in ends[:-1]
+                                                       for d in (-4, -1, 0, 1, 7)] +
+                      list(range(100, len(comp), len(comp) // 19 + 1))))
+    outcomes = {"ok": 0, "error": 0}
+    for cut in cuts:
+        for chunk in (0, 30000):
+            res = both(monkeypatch, "zstd",
+                       lambda: _core._decompress("zstd", comp[:cut], chunk=chunk))
+            got = assert_same(res, (cut, chunk))
+            outcomes[got[0]] += 1
+            if got[0] == "ok":  # a cut on a frame boundary: the frames before it
+                assert data.startswith(got[1]) and len(got[1]) % FRAME == 0
+    assert outcomes["error"] > 40 and outcomes["ok"] >= 9
+
+
+def test_zstd_frames_identical_errors_on_corruption(monkeypatch):
+    data = make_data(8 * FRAME, seed=13)
+    comp = framed(monkeypatch, data)
+    rng = np.random.default_rng(14)
+    starts = np.cumsum([0] + [len(f) for f, _ in split_frames(comp)])[:-1]
+    errors, texts = 0, set()
+    for trial in range(60):
+        bad = bytearray(comp)
+        if trial < 20:  # the header of a frame (content size, flags, window)
+            pos = int(starts[trial % len(starts)]) + int(rng.integers(4, 9))
+        else:
+            pos = int(rng.integers(0, len(bad)))
+        bad[pos] ^= 1 << int(rng.integers(0, 8))
+        for chunk in (0, 50000):
+            res = both(monkeypatch, "zstd",
+                       lambda: _core._decompress("zstd", bytes(bad), chunk=chunk))
+            got = assert_same(res, (trial, pos, chunk))
+            if got[0] == "error":
+                errors += 1
+                texts.add(got[3])
+    assert errors > 40
+    assert len(texts) >= 2
+
+
+def test_zstd_frames_mixed_with_other_frames(monkeypatch):
+    """Frames without a content size (zstandard's stream writer), skippable frames, frames
+    larger than the one-shot limit and our frames, in one stream: the output of each, in order."""
+    a, b, c = make_data(5 * FRAME, seed=15), make_data(100 * KIB, seed=16), make_data(3 * FRAME,
+                                                                                       seed=17)
+    sink = __import__("io").BytesIO()
+    with zstandard.ZstdCompressor().stream_writer(sink, closefd=False) as w:
+        w.write(b)
+    unsized = sink.getvalue()
+    assert zstandard.get_frame_parameters(unsized).content_size == zstandard.CONTENTSIZE_UNKNOWN
+    skippable = b"\x50\x2a\x4d\x18" + (5).to_bytes(4, "little") + b"hello"
+    big = make_data(33 << 20, seed=18)  # one frame above the 32 MiB one-shot limit
+    sized_big = zstandard.ZstdCompressor(level=1).compress(big)
+    stream = (framed(monkeypatch, a) + unsized + skippable + framed(monkeypatch, c) + sized_big +
+              framed(monkeypatch, a))
+    for chunk in (0, 70000):
+        res = both(monkeypatch, "zstd", lambda: _core._decompress("zstd", stream, chunk=chunk))
+        assert assert_same(res, chunk) == ("ok", a + b + c + big + a)
+
+
+def test_zstd_frame_claims_cost_what_arrived(monkeypatch):
+    """A frame header claiming the one-shot limit (32 MiB) or more over a few bytes: the same
+    error as the streaming decoder's, at once."""
+    def frame(fcs, body, window=None):
+        # 8-byte content size (single-segment, or with a window descriptor), then one raw last
+        # block of the body
+        hdr = b"\x28\xb5\x2f\xfd" + (bytes([0xE0]) if window is None else bytes([0xC0, window]))
+        hdr += fcs.to_bytes(8, "little")
+        return hdr + ((len(body) << 3) | 1).to_bytes(3, "little") + body
+    for fcs in (32 << 20, (32 << 20) + 1, 1 << 40):
+        blob = frame(fcs, b"x" * 100)
+        res = both(monkeypatch, "zstd", lambda: _core._decompress("zstd", blob))
+        got = assert_same(res, fcs)
+        assert got[0] == "error"
+    # the window a small frame declares: the streaming decoder's verdicts (it bounds the window
+    # by the content size; a log above 31 is an error) whichever engine runs
+    for window, ok in ((17 << 3, True), (18 << 3, True), ((17 << 3) | 1, True), (22 << 3, False)):
+        blob = frame(100, b"y" * 100, window)
+        res = both(monkeypatch, "zstd", lambda: _core._decompress("zstd", blob))
+        assert assert_same(res, window)[0] == ("ok" if ok else "error")
+
+
 def test_engines_release_the_gil(monkeypatch):
     """Another Python thread runs while a fast engine decodes (a counter advances)."""
     import threading

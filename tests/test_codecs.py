@@ -420,9 +420,10 @@ def test_compress_accepts_buffers_and_threads_default():
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("name", CODECS)
 def test_write_error_in_compressed_dump_propagates(name, threads):
-    # the compressed bytes reach the file through each codec's own output path (for zstd a sink
-    # that zstandard's stream_writer calls back): a failing write must surface as the same
-    # exception, with nothing swallowed and no crash, also when it happens at close/flush
+    # the compressed bytes reach the file through each codec's own output path (for zstd frames of
+    # 16 MiB from the block writer, or a sink that zstandard's stream_writer calls back): a
+    # failing write must surface as the same exception, with nothing swallowed and no crash, also
+    # when it happens at close/flush
     import fastjoblib
 
     class Failing:
@@ -439,7 +440,8 @@ def test_write_error_in_compressed_dump_propagates(name, threads):
         def tell(self):
             return 0
 
-    data = np.random.default_rng(1).random(1 << 19)  # 4 MiB, incompressible: output flows early
+    # incompressible, so output flows early: 4 MiB, and for zstd 56 MiB (4 frames of 16 MiB)
+    data = np.random.default_rng(1).random(7 << 20 if name == "zstd" else 1 << 19)
     for fail_after in (0, 1, 3):
         with pytest.raises(OSError, match="disk full"):
             fastjoblib.dump(data, Failing(fail_after), compress=(name, 1), threads=threads)
