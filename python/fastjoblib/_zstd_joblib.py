@@ -10,7 +10,9 @@ magic prefix and file extension; this module registers a ``'zstd'`` entry backed
     joblib.dump(model, "model.zst")                 # joblib itself can now write zstd too
     joblib.dump(model, "m.pkl", compress=("zstd", 9))
 
-The stream is one standard zstd frame (magic ``28 b5 2f fd``); concatenated frames are read too.
+fastjoblib writes standard zstd frames (magic ``28 b5 2f fd``), one per 16 MiB of the stream,
+each with its content size and checksum; this reader, like the ``zstd`` tool, reads across
+frames. (``zstandard.decompress()`` and ``decompressobj()`` stop after the first frame.)
 """
 import io
 import os
