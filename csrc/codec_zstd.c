@@ -737,8 +737,6 @@ typedef struct {
     zf_task tasks[ZF_BATCH];
     unsigned char *scratch;   /* decoded, not handed out yet: scratch[spos : spos + slen] */
     size_t scratch_cap, spos, slen;
-    unsigned char *in2;       /* the other input buffer: filled while a batch decodes */
-    size_t in2_cap;
 } zstd_reader;
 
 static PyObject *
@@ -961,41 +959,12 @@ zf_batch(zstd_reader *r, unsigned char *dst, size_t room, size_t *made)
     if (use_pool && r->pool == NULL && (r->pool = fj_pool_new(r->threads)) == NULL) {
         use_pool = 0; /* decode inline */
     }
-    /* with the pool: the input after the batch moves to the other buffer and more is read there
-     * while the workers decode (a read error is raised after the batch's good frames) */
-    int swapped = 0, read_failed = 0;
-    size_t in2_len = 0;
-    PyObject *et = NULL, *ev = NULL, *etb = NULL;
     if (use_pool) {
         for (int i = 0; i < nb; i++) {
             fj_pool_submit(r->pool, &r->tasks[i].task);
         }
-        size_t tail = r->in_len - r->in_pos - off;
-        if (r->in2 == NULL || r->in2_cap < r->in_cap) {
-            PyMem_RawFree(r->in2);
-            r->in2_cap = 0;
-            if ((r->in2 = PyMem_RawMalloc(r->in_cap)) != NULL) {
-                r->in2_cap = r->in_cap;
-            }
-        }
-        if (r->in2 != NULL) {
-            memcpy(r->in2, r->in + r->in_pos + off, tail);
-            in2_len = tail;
-            swapped = 1;
-            while (!r->eof && in2_len < r->in2_cap) {
-                int rc = zf_read(r, r->in2, r->in2_cap, &in2_len);
-                if (rc < 0) {
-                    PyErr_Fetch(&et, &ev, &etb);
-                    read_failed = 1;
-                    break;
-                }
-            }
-        }
         for (int i = 0; i < nb; i++) {
             if (fj_wait_interruptible(r->pool, &r->tasks[i].task) < 0) {
-                Py_XDECREF(et);
-                Py_XDECREF(ev);
-                Py_XDECREF(etb);
                 return -1; /* the pool was cancelled: no task runs */
             }
         }
@@ -1026,46 +995,11 @@ zf_batch(zstd_reader *r, unsigned char *dst, size_t room, size_t *made)
         }
     }
     r->spos = 0;
-    if (swapped) {
-        /* the unused batch frames (after a failed one) go back in front of the new input */
-        size_t back = off - used;
-        if (back > 0) {
-            if (in2_len + back > r->in2_cap) {
-                unsigned char *p = PyMem_RawRealloc(r->in2, in2_len + back);
-                if (p == NULL) {
-                    Py_XDECREF(et);
-                    Py_XDECREF(ev);
-                    Py_XDECREF(etb);
-                    PyErr_NoMemory();
-                    return -1;
-                }
-                r->in2 = p;
-                r->in2_cap = in2_len + back;
-            }
-            memmove(r->in2 + back, r->in2, in2_len);
-            memcpy(r->in2, r->in + r->in_pos + used, back);
-            in2_len += back;
-        }
-        unsigned char *old = r->in;
-        size_t old_cap = r->in_cap;
-        r->in = r->in2;
-        r->in_cap = r->in2_cap;
-        r->in_pos = 0;
-        r->in_len = in2_len;
-        r->in2 = old;
-        r->in2_cap = old_cap;
-    }
-    else {
-        r->in_pos += used;
-    }
+    r->in_pos += used;
     if (good < nb) {
         r->nofast = 1;
     }
     r->base.read_hint = ZF_READ_HINT;
-    if (read_failed) {
-        PyErr_Restore(et, ev, etb);
-        return -1;
-    }
     return good > 0 ? 1 : 0;
 }
 
@@ -1244,7 +1178,6 @@ zstd_r_free(fj_reader *self)
     }
     zstd_api_close(&r->api);
     PyMem_RawFree(r->scratch);
-    PyMem_RawFree(r->in2);
     PyMem_RawFree(r->in);
     if (r->inner != NULL) {
         r->inner->free(r->inner);
