@@ -72,7 +72,7 @@ def serial_stream(codec, data, level=3):
 
 
 def streams(codec, data):
-    """A serial stream and our own (parallel-segment, or libzstd-threaded) stream."""
+    """A serial stream and our own (parallel-segment, or independent zstd frames) stream."""
     return {"serial": serial_stream(codec, data), "ours": _core._compress(codec, data, threads=2)}
 
 
