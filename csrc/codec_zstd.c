@@ -16,7 +16,8 @@
  * decompression) that tells whether the input ended on a frame boundary.
  * Direct reader (the default when it binds): libzstd found in the zstandard package's cffi
  * extension (engine.c), GIL released. At a frame boundary, complete frames that carry their
- * content size (at most 32 MiB: the writer's) are decoded one-shot (ZSTD_decompressDCtx), several
+ * content size (64 KiB to 32 MiB, in a window that holds it all: the writer's frames) are decoded
+ * one-shot (ZSTD_decompressDCtx), several
  * at once on a worker pool, straight into the caller's memory where they fit, else into scratch
  * (zf_batch); anything else (no content size, a bigger frame, a frame that fails one-shot) goes
  * through ZSTD_decompressStream, from reads of the inner reader. The same walker gives the
@@ -695,7 +696,9 @@ error:
 /* Frame batches: a frame decoded one-shot has its content size in the header, at most ZF_MAX
  * (the writer's frames are 16 MiB); the input buffer grows to ZF_IN_CAP to hold whole frames. */
 #define ZF_BATCH 8
+#define ZF_MIN ((size_t)64 << 10) /* smaller frames: a pool round trip would cost more */
 #define ZF_MAX ((size_t)32 << 20)
+#define ZF_SCRATCH_MAX ((size_t)64 << 20) /* decoded ahead of the reads, at most */
 #define ZF_IN_CAP (((size_t)33 << 20)) /* one 32 MiB frame, or two of ours, and more */
 #define ZF_READ_HINT ((Py_ssize_t)64 << 20)
 
@@ -848,13 +851,20 @@ zf_probe(const zstd_api *a, const unsigned char *p, size_t avail, int more, size
     if (c == ZSTD_CONTENTSIZE_ERROR_) {
         return more && avail < 18 ? 0 : -1; /* 18: the largest frame header */
     }
-    if (c == ZSTD_CONTENTSIZE_UNKNOWN_ || c > ZF_MAX) {
+    if (c == ZSTD_CONTENTSIZE_UNKNOWN_ || c > ZF_MAX || c < ZF_MIN) {
         return -1;
     }
-    /* a window above what the streaming decoder accepts (its default limit, 2^27): its error */
+    /* Only frames whose window holds all of their content (single-segment frames, or a window
+     * at least the content size, as ours): in others a block or a match distance may exceed the
+     * window, which one-shot decoding would accept and the streaming decoder rejects. A window
+     * above the streaming decoder's limit (2^27) also goes to it, for its verdict. */
     if (!(p[4] & 0x20)) {
         unsigned wd = p[5], wlog = 10 + (wd >> 3);
         if (wlog > 27 || (wlog == 27 && (wd & 7) != 0)) {
+            return -1;
+        }
+        uint64_t wsize = ((uint64_t)1 << wlog) + (((uint64_t)1 << wlog) >> 3) * (wd & 7);
+        if (wsize < c) {
             return -1;
         }
     }
@@ -880,7 +890,7 @@ zf_run(fj_task *task)
 
 /* At a frame boundary of the streaming decoder (and nothing in scratch): plan the complete
  * frames ahead (those that fit go to dst[0:room) in order, then up to `threads` frames, or one
- * after direct ones, to scratch), decode them (pool or inline, GIL released), keep the good ones
+ * after direct ones, to scratch, at most ZF_SCRATCH_MAX unless one frame is more), decode them (pool or inline, GIL released), keep the good ones
  * in order. 1: progress (*made bytes in dst, maybe scratch filled); 0: nothing done, the
  * streaming decoder goes on from here (a failed frame is left for it, so output and errors are
  * those of a serial read); -1: error (exception set; no worker runs any more). */
@@ -915,7 +925,7 @@ zf_batch(zstd_reader *r, unsigned char *dst, size_t room, size_t *made)
             ndirect++;
         }
         else {
-            if (nscr >= (ndirect == 0 ? r->threads : 1)) {
+            if (nscr >= (ndirect == 0 ? r->threads : 1) || (nscr > 0 && scr + fcs > ZF_SCRATCH_MAX)) {
                 break;
             }
             t->dst = NULL;
@@ -1010,6 +1020,10 @@ zstd_r_read_direct(zstd_reader *r, char *buf, Py_ssize_t len)
     Py_ssize_t produced = 0;
     const unsigned long mark = fj_interrupt_mark();
     while (!r->finished && produced < len) {
+        /* (a batch waits interruptibly, but short ones, and streamed frames, come back here) */
+        if (fj_check_interrupt() < 0) {
+            goto error;
+        }
         if (r->slen > 0) {
             size_t k = r->slen < (size_t)(len - produced) ? r->slen : (size_t)(len - produced);
             memcpy(buf + produced, r->scratch + r->spos, k);
