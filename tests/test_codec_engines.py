@@ -243,11 +243,26 @@ def test_zstd_dump_writes_independent_frames_with_sizes(monkeypatch, tmp_path):
     assert reader.read() == data
     # each frame is compressed on its own: the same bytes whatever the thread count
     assert framed(monkeypatch, data, threads=1) == comp
-    # the default frame: 16 MiB of input each
+    # the default frame: 16 MiB of input each, a window of the whole frame
     big = np.random.default_rng(2).random(5 << 20).tobytes()  # 40 MiB
     monkeypatch.setenv("FASTJOBLIB_ZSTD", "libzstd")
-    sizes = [len(out) for _, out in split_frames(_core._compress("zstd", big, level=1))]
-    assert sizes == [16 << 20, 16 << 20, 8 << 20]
+    frames = split_frames(_core._compress("zstd", big, level=1))
+    assert [len(out) for _, out in frames] == [16 << 20, 16 << 20, 8 << 20]
+    assert [zstandard.get_frame_parameters(f).window_size for f, _ in frames] == [16 << 20,
+                                                                                  16 << 20,
+                                                                                  8 << 20]
+    # incompressible input: frames of stored blocks only, which declare a 1 MiB window (the
+    # streaming decoders' buffer); the zstd tool and zstandard read them
+    noise = os.urandom(20 << 20)
+    comp_noise = _core._compress("zstd", noise)
+    frames = split_frames(comp_noise)
+    assert [(zstandard.get_frame_parameters(f).window_size, len(out)) for f, out in frames] == [
+        (1 << 20, 16 << 20), (1 << 20, 4 << 20)]
+    assert zstandard.ZstdDecompressor().stream_reader(comp_noise,
+                                                      read_across_frames=True).read() == noise
+    res = both(monkeypatch, "zstd", lambda: _core._decompress("zstd", comp_noise, chunk=300000))
+    assert assert_same(res, "noise") == ("ok", noise)
+    monkeypatch.setenv("FASTJOBLIB_ZSTD", "libzstd")
     # the zstd command line tool reads the concatenation
     import shutil
     if shutil.which("zstd"):
@@ -255,6 +270,9 @@ def test_zstd_dump_writes_independent_frames_with_sizes(monkeypatch, tmp_path):
         path.write_bytes(comp)
         assert subprocess.run(["zstd", "-dc", str(path)], capture_output=True,
                               check=True).stdout == data
+        path.write_bytes(comp_noise)
+        assert subprocess.run(["zstd", "-dc", str(path)], capture_output=True,
+                              check=True).stdout == noise
     # an empty stream is one empty frame
     empty = framed(monkeypatch, b"")
     assert zstandard.get_frame_parameters(empty).content_size == 0
