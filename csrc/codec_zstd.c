@@ -274,6 +274,18 @@ error:
     return NULL;
 }
 
+/* Bytes of a zstd frame header after its descriptor byte `fhd` (window descriptor, dictionary
+ * ID, content size), from the RFC 8878 field sizes. */
+static size_t
+zhdr_rest(unsigned fhd)
+{
+    static const size_t did_size[4] = {0, 1, 2, 4};
+    static const size_t fcs_size[4] = {0, 2, 4, 8};
+    unsigned fcs_flag = fhd >> 6, single = (fhd >> 5) & 1;
+    return (single ? 0 : 1) + did_size[fhd & 3] +
+           (fcs_flag == 0 ? (single ? 1 : 0) : fcs_size[fcs_flag]);
+}
+
 /* ----- frame walker -------------------------------------------------------------------------- */
 enum { ZW_MAGIC, ZW_FHD, ZW_HEADER_REST, ZW_BLOCK_HDR, ZW_SKIP, ZW_SKIPPABLE_SIZE, ZW_BAD };
 
@@ -344,11 +356,7 @@ zw_feed(zwalker *z, const unsigned char *p, size_t n)
         }
         case ZW_FHD: {
             unsigned fhd = h[0];
-            unsigned fcs_flag = fhd >> 6, single = (fhd >> 5) & 1, did = fhd & 3;
-            static const size_t did_size[4] = {0, 1, 2, 4};
-            static const size_t fcs_size[4] = {0, 2, 4, 8};
-            size_t rest = (single ? 0 : 1) + did_size[did] +
-                          (fcs_flag == 0 ? (single ? 1 : 0) : fcs_size[fcs_flag]);
+            size_t rest = zhdr_rest(fhd);
             z->checksum = (fhd >> 2) & 1;
             if (fhd & 0x08) { /* reserved bit */
                 z->state = ZW_BAD;
@@ -592,7 +600,7 @@ zframe_narrow_window(unsigned char *f, size_t *n, size_t cap)
     if (!((fhd >> 5) & 1) || (fhd & 3) != 0 || (fhd >> 6) < 2) {
         return;
     }
-    size_t pos = 5 + ((fhd >> 6) == 2 ? 4 : 8);
+    size_t pos = 5 + zhdr_rest(fhd);
     uint64_t fcs = 0;
     if (pos > *n) {
         return;
@@ -834,24 +842,6 @@ source_read(PyObject *capsule, PyObject *arg)
 static PyMethodDef source_read_def = {"read", source_read, METH_O, NULL};
 
 /* ----- frame batches ------------------------------------------------------------------------ */
-/* One read of the inner reader into buf[*len : cap) (the walker sees the bytes). 1 when bytes
- * came, 0 at the end of input, -1 on error. */
-static int
-zf_read(zstd_reader *r, unsigned char *buf, size_t cap, size_t *len)
-{
-    Py_ssize_t n = r->inner->read(r->inner, (char *)buf + *len, (Py_ssize_t)(cap - *len));
-    if (n < 0) {
-        return -1;
-    }
-    if (n == 0) {
-        r->eof = 1;
-        return 0;
-    }
-    zw_feed(&r->walk, buf + *len, (size_t)n);
-    *len += (size_t)n;
-    return 1;
-}
-
 /* Bring more input: the unread bytes move to the front of a buffer grown up to ZF_IN_CAP. 1 when
  * bytes came, 0 when none can (end of input, or the buffer is full), -1 on error. */
 static int
@@ -878,7 +868,18 @@ zf_more(zstd_reader *r)
         r->in = p;
         r->in_cap = ncap;
     }
-    return zf_read(r, r->in, r->in_cap, &r->in_len);
+    Py_ssize_t n = r->inner->read(r->inner, (char *)r->in + r->in_len,
+                                  (Py_ssize_t)(r->in_cap - r->in_len));
+    if (n < 0) {
+        return -1;
+    }
+    if (n == 0) {
+        r->eof = 1;
+        return 0;
+    }
+    zw_feed(&r->walk, r->in + r->in_len, (size_t)n); /* the walker sees every byte read */
+    r->in_len += (size_t)n;
+    return 1;
 }
 
 /* The frame at p[0:avail): 1 complete and one-shot-able (*csize, *fcs), 0 more input needed
@@ -920,18 +921,12 @@ zf_probe(const zstd_api *a, const unsigned char *p, size_t avail, int more, size
      * copy, which the streaming decoder does from 1 MiB reads still in the cache (2.9 GB/s on 512
      * MiB of random bytes here) where whole frames read ahead and copied on two cores were slower
      * (2.0 GB/s). */
-    {
-        static const size_t did_size[4] = {0, 1, 2, 4};
-        static const size_t fcs_size[4] = {0, 2, 4, 8};
-        unsigned fhd = p[4], single = (fhd >> 5) & 1, fcs_flag = fhd >> 6;
-        size_t hlen = 5 + (single ? 0 : 1) + did_size[fhd & 3] +
-                      (fcs_flag == 0 ? (single ? 1 : 0) : fcs_size[fcs_flag]);
-        if (avail < hlen + 3) {
-            return more ? 0 : -1;
-        }
-        if (((p[hlen] >> 1) & 3) == 0 && c > 0) {
-            return -1;
-        }
+    size_t hlen = 5 + zhdr_rest(p[4]);
+    if (avail < hlen + 3) {
+        return more ? 0 : -1;
+    }
+    if (((p[hlen] >> 1) & 3) == 0 && c > 0) {
+        return -1;
     }
     size_t n = a->find_frame_csize(p, avail);
     if (a->is_error(n)) {
@@ -955,8 +950,8 @@ zf_run(fj_task *task)
 
 /* At a frame boundary of the streaming decoder (and nothing in scratch): plan the complete
  * frames ahead (those that fit go to dst[0:room) in order, then up to `threads` frames, or one
- * after direct ones, to scratch, at most ZF_SCRATCH_MAX unless one frame is more), decode them (pool or inline, GIL released), keep the good ones
- * in order. 1: progress (*made bytes in dst, maybe scratch filled); 0: nothing done, the
+ * after direct ones, to scratch, at most ZF_SCRATCH_MAX unless one frame is more), decode them
+ * (pool or inline, GIL released), keep the good ones in order. 1: progress (*made bytes in dst, maybe scratch filled); 0: nothing done, the
  * streaming decoder goes on from here (a failed frame is left for it, so output and errors are
  * those of a serial read); -1: error (exception set; no worker runs any more). */
 static int
