@@ -1077,6 +1077,16 @@ codec_read(PyObject *module, PyObject *args)
     return out;
 }
 
+static PyObject *
+codec_ispec_stats(PyObject *module, PyObject *unused)
+{
+    uint64_t v[4];
+    fj_ispec_stats(v);
+    return Py_BuildValue("{sKsKsKsK}", "taken", (unsigned long long)v[0], "failed",
+                         (unsigned long long)v[1], "passed", (unsigned long long)v[2], "waits",
+                         (unsigned long long)v[3]);
+}
+
 static PyMethodDef codec_methods[] = {
     {"_codec_open", (PyCFunction)(void (*)(void))codec_open, METH_VARARGS | METH_KEYWORDS,
      "_codec_open(name, file, threads=1) -> reader\n\n"
@@ -1093,6 +1103,9 @@ static PyMethodDef codec_methods[] = {
      "Decompress `data` with the codec reader (test entry point). chunk / inner_chunk > 0 cap the "
      "size of each read from the codec / of each read the codec makes from its input. threads: "
      "decoding threads of the zlib/gzip/bz2 readers (0: all cores, 1: serial)."},
+    {"_ispec_stats", codec_ispec_stats, METH_NOARGS,
+     "_ispec_stats() -> dict\n\nProcess-wide counters of the speculative inflate reader (joblib's "
+     "serial zlib/gzip streams on several cores): regions taken, failed, passed, waits."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -172,7 +172,33 @@ typedef struct fj_pdec_ops {
     /* May be NULL. Does the input start like our writer's output? 1 yes, 0 no (the serial reader
      * at once, no probe), -1 more bytes needed. Only speed depends on the answer. */
     int (*sniff)(const unsigned char *buf, size_t len);
+    /* May be NULL (fj_sreader_new). Makes the reader of an input without markers (the bytes
+     * read so far are replayed by `inner`); threads as given to fj_preader_new. */
+    fj_reader *(*serial_new)(const struct fj_pdec_ops *ops, int threads, fj_reader *inner);
 } fj_pdec_ops;
+
+/* ----- inflate engines (codec_deflate.c) and the speculative inflate reader (codec_ispec.c) -- */
+/* zlib's or zlib-ng's inflate (ng: the stream is an fj_zng_stream, engine.h), with the checksums
+ * of the same library. */
+typedef struct fj_inflate_fns {
+    int (*init2)(void *s, int wbits);
+    int (*inflate)(void *s, int flush);
+    int (*end)(void *s);
+    int (*setdict)(void *s, const unsigned char *d, uint32_t n);
+    int (*prime)(void *s, int bits, int value);
+    uint32_t (*adler32)(uint32_t c, const unsigned char *p, size_t n);
+    uint32_t (*crc32)(uint32_t c, const unsigned char *p, size_t n);
+    int ng;
+} fj_inflate_fns;
+
+/* One serial zlib (gzip = 0) or gzip stream (joblib's files), decoded on `threads` (>= 2) cores:
+ * workers decode regions ahead from guessed block boundaries (see codec_ispec.c); output and
+ * errors are those of `ops->serial`. Owns inner. */
+fj_reader *fj_ispec_new(const fj_pdec_ops *ops, const fj_inflate_fns *f, int gzip, int threads,
+                        fj_reader *inner);
+/* Process-wide counters: regions taken, failed (no start found, or given up), passed (the
+ * consumer went past their start), waits for a worker. GIL held. */
+void fj_ispec_stats(uint64_t out[4]);
 
 /* threads: <= 0 all usable CPUs; 1: the serial reader (fj_sreader_new). Owns inner. */
 fj_reader *fj_preader_new(const fj_pdec_ops *ops, int threads, fj_reader *inner);

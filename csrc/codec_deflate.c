@@ -358,13 +358,7 @@ fj_deflate_writer(int gzip, int level, int threads, fj_writer *inner)
  * the same whichever runs (tests/test_codec_engines.py checks it). FASTJOBLIB_INFLATE=zlib
  * forces zlib, =zlib-ng requires zlib-ng (ImportError without it); read when a reader is made.
  * The memory bound is the same: one 32 KiB window per stream. */
-typedef struct {
-    int (*init2)(void *s, int wbits);
-    int (*inflate)(void *s, int flush);
-    int (*end)(void *s);
-    int (*setdict)(void *s, const unsigned char *d, uint32_t n);
-    int ng; /* the stream is an fj_zng_stream */
-} inflate_engine;
+typedef fj_inflate_fns inflate_engine;
 
 static int
 zl_init2(void *s, int wbits)
@@ -390,7 +384,14 @@ zl_setdict(void *s, const unsigned char *d, uint32_t n)
     return inflateSetDictionary((z_stream *)s, d, (uInt)n);
 }
 
-static const inflate_engine zlib_engine = {zl_init2, zl_inflate, zl_end, zl_setdict, 0};
+static int
+zl_prime(void *s, int bits, int value)
+{
+    return inflatePrime((z_stream *)s, bits, value);
+}
+
+static const inflate_engine zlib_engine = {zl_init2, zl_inflate,  zl_end,     zl_setdict,
+                                           zl_prime, zd_adler32, zd_crc32, 0};
 /* Filled once, GIL held, before the first reader that uses it is made; then only read. The
  * extension stays loaded (it is in sys.modules), so the handle is never closed. */
 static inflate_engine ng_engine;
@@ -399,13 +400,14 @@ static int ng_state; /* 0 not tried, 1 bound, -1 unavailable */
 static int
 bind_zlib_ng(void)
 {
-    static const char *const names[4] = {"zng_inflateInit2", "zng_inflate", "zng_inflateEnd",
-                                         "zng_inflateSetDictionary"};
-    void *fns[4], *handle;
+    static const char *const names[7] = {"zng_inflateInit2", "zng_inflate", "zng_inflateEnd",
+                                         "zng_inflateSetDictionary", "zng_inflatePrime",
+                                         "zng_adler32_z", "zng_crc32_z"};
+    void *fns[7], *handle;
     if (ng_state != 0) {
         return ng_state;
     }
-    int rc = fj_engine_bind("zlib_ng.zlib_ng", names, fns, 4, &handle);
+    int rc = fj_engine_bind("zlib_ng.zlib_ng", names, fns, 7, &handle);
     rc = check_zlib_ng_version(rc, handle);
     if (rc < 0) {
         return -2;
@@ -415,6 +417,9 @@ bind_zlib_ng(void)
         *(void **)&ng_engine.inflate = fns[1];
         *(void **)&ng_engine.end = fns[2];
         *(void **)&ng_engine.setdict = fns[3];
+        *(void **)&ng_engine.prime = fns[4];
+        *(void **)&ng_engine.adler32 = fns[5];
+        *(void **)&ng_engine.crc32 = fns[6];
         ng_engine.ng = 1;
     }
     ng_state = rc == 1 ? 1 : -1;
@@ -764,29 +769,68 @@ gzip_sniff(const unsigned char *b, size_t len)
            memcmp(b + 10, deflate_extra, sizeof(deflate_extra)) == 0;
 }
 
+/* Files without our markers (joblib's): the speculative two-or-more-core reader, unless
+ * FASTJOBLIB_INFLATE_SPEC=0 (the plain serial reader; tests compare the two). */
+static fj_reader *
+spec_new(const fj_pdec_ops *ops, const inflate_engine *eng, int gzip, int threads,
+         fj_reader *inner)
+{
+    const char *e = getenv("FASTJOBLIB_INFLATE_SPEC");
+    if (threads < 2 || (e != NULL && strcmp(e, "0") == 0)) {
+        return fj_sreader_new(ops->serial, inner);
+    }
+    return fj_ispec_new(ops, eng, gzip, threads, inner);
+}
+
+static fj_reader *
+zlib_spec_new(const fj_pdec_ops *ops, int threads, fj_reader *inner)
+{
+    return spec_new(ops, &zlib_engine, 0, threads, inner);
+}
+
+static fj_reader *
+gzip_spec_new(const fj_pdec_ops *ops, int threads, fj_reader *inner)
+{
+    return spec_new(ops, &zlib_engine, 1, threads, inner);
+}
+
+static fj_reader *
+zlib_spec_new_ng(const fj_pdec_ops *ops, int threads, fj_reader *inner)
+{
+    return spec_new(ops, &ng_engine, 0, threads, inner);
+}
+
+static fj_reader *
+gzip_spec_new_ng(const fj_pdec_ops *ops, int threads, fj_reader *inner)
+{
+    return spec_new(ops, &ng_engine, 1, threads, inner);
+}
+
 static const fj_pdec_ops zlib_pdec = {
     &zlib_dec, sizeof(inflate_state), deflate_find, sizeof(deflate_marker), sizeof(deflate_marker),
     0, DEFLATE_BLOCK, DEFLATE_DICT,
     inflate_init_zlib, inflate_head, inflate_body_init, inflate_body_run, inflate_at_boundary,
-    inflate_end, 1, adler_update, adler_combine, 4, zlib_tail, 1, zlib_sniff,
+    inflate_end, 1, adler_update, adler_combine, 4, zlib_tail, 1, zlib_sniff, zlib_spec_new,
 };
 static const fj_pdec_ops gzip_pdec = {
     &gzip_dec, sizeof(inflate_state), deflate_find, sizeof(deflate_marker), sizeof(deflate_marker),
     0, DEFLATE_BLOCK, DEFLATE_DICT,
     inflate_init_gzip, inflate_head, inflate_body_init, inflate_body_run, inflate_at_boundary,
-    inflate_end, 0, crc_update, crc_combine, 8, gzip_tail, 1, gzip_sniff,
+    inflate_end, 0, crc_update, crc_combine, 8, gzip_tail, 1, gzip_sniff, gzip_spec_new,
 };
 static const fj_pdec_ops zlib_pdec_ng = {
     &zlib_dec_ng, sizeof(inflate_state), deflate_find, sizeof(deflate_marker),
     sizeof(deflate_marker), 0, DEFLATE_BLOCK, DEFLATE_DICT,
     inflate_init_zlib_ng, inflate_head, inflate_body_init_ng, inflate_body_run,
     inflate_at_boundary, inflate_end, 1, adler_update, adler_combine, 4, zlib_tail, 1, zlib_sniff,
+    zlib_spec_new_ng,
 };
 static const fj_pdec_ops gzip_pdec_ng = {
     &gzip_dec_ng, sizeof(inflate_state), deflate_find, sizeof(deflate_marker),
     sizeof(deflate_marker), 0, DEFLATE_BLOCK, DEFLATE_DICT,
     inflate_init_gzip_ng, inflate_head, inflate_body_init_ng, inflate_body_run,
     inflate_at_boundary, inflate_end, 0, crc_update, crc_combine, 8, gzip_tail, 1, gzip_sniff,
+    gzip_spec_new_ng,
 };
 
 fj_reader *

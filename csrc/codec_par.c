@@ -651,7 +651,8 @@ start_serial(preader *r)
     r->inner = NULL;
     r->pend = NULL;
     r->pend_len = r->pend_cap = 0;
-    r->serial = fj_sreader_new(r->ops->serial, &p->base); /* owns p */
+    r->serial = r->ops->serial_new != NULL ? r->ops->serial_new(r->ops, r->threads, &p->base)
+                                           : fj_sreader_new(r->ops->serial, &p->base); /* own p */
     return r->serial == NULL ? -1 : 0;
 }
 

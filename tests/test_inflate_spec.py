@@ -1,0 +1,207 @@
+"""One serial zlib/gzip stream (the files joblib writes) inflated on several cores.
+
+The reader (csrc/codec_ispec.c) lets workers decode regions further on from guessed block
+starts and takes a region only when the in-order decode stands exactly where the worker started.
+Its output and errors must be those of the plain serial reader (FASTJOBLIB_INFLATE_SPEC=0) for
+every input: each test decodes the same bytes both ways and compares the outcomes (bytes, or
+exception type and text), on both inflate engines, and checks with the reader's counters
+(_core._ispec_stats) that regions really were taken where the data allows it, so a speculative
+path that silently never ran would fail here. FASTJOBLIB_ISPEC_REGION makes regions small (but
+larger than the ~300 KB a worker may need before the window it does not know stops mattering)
+so that small inputs cross many region boundaries.
+"""
+import gzip
+import zlib
+
+import numpy as np
+import pytest
+
+import fastjoblib
+from fastjoblib import _core
+
+joblib = pytest.importorskip("joblib")
+
+ENGINES = ("zlib", "zlib-ng")
+try:
+    import zlib_ng  # noqa: F401
+except ImportError:  # the fallback engine alone
+    ENGINES = ("zlib",)
+
+
+def datasets():
+    rng = np.random.default_rng(7)
+    return {
+        # mostly literals, short copies: regions are taken
+        "random": rng.random(600_000).tobytes(),
+        # long repeats that keep reaching back: regions are given up, serial decode
+        "walk": np.round(np.cumsum(rng.standard_normal(400_000)), 2).tobytes(),
+        "text": " ".join(str(i * 7919 % 100_003) for i in range(200_000)).encode(),
+        # stored blocks only: no start is ever guessed
+        "noise": rng.bytes(1_500_000),
+        "zeros": bytes(6_000_000),
+        "mixed": rng.random(300_000).tobytes() + bytes(300_000) + rng.bytes(200_000)
+        + rng.random(300_000).tobytes(),
+    }
+
+
+DATA = datasets()
+
+
+def compress(codec, data, level=3):
+    if codec == "gzip":
+        return gzip.compress(data, compresslevel=level, mtime=0)
+    return zlib.compress(data, level)
+
+
+def outcome(fn):
+    try:
+        return ("ok", fn())
+    except Exception as exc:  # noqa: BLE001 - the outcome is what is compared
+        return ("error", type(exc).__qualname__, str(exc))
+
+
+def spec_and_serial(monkeypatch, fn, engine="zlib-ng", region=None):
+    """(speculative outcome, serial outcome, regions taken by the speculative run)."""
+    monkeypatch.setenv("FASTJOBLIB_INFLATE", engine)
+    if region is not None:
+        monkeypatch.setenv("FASTJOBLIB_ISPEC_REGION", str(region))
+    monkeypatch.delenv("FASTJOBLIB_INFLATE_SPEC", raising=False)
+    before = _core._ispec_stats()["taken"]
+    spec = outcome(fn)
+    taken = _core._ispec_stats()["taken"] - before
+    monkeypatch.setenv("FASTJOBLIB_INFLATE_SPEC", "0")
+    serial = outcome(fn)
+    monkeypatch.delenv("FASTJOBLIB_INFLATE_SPEC")
+    return spec, serial, taken
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("codec", ["zlib", "gzip"])
+@pytest.mark.parametrize("name", sorted(DATA))
+def test_same_bytes(monkeypatch, engine, codec, name):
+    data = DATA[name]
+    comp = compress(codec, data)
+    for region in (300_000, 600_000):
+        for chunk, inner in ((0, 0), (100_000, 0), (0, 70_001), (262_144, 4096)):
+            spec, serial, taken = spec_and_serial(
+                monkeypatch, lambda: _core._decompress(codec, comp, chunk, inner, 2), engine,
+                region)
+            assert spec == serial == ("ok", data), (region, chunk, inner)
+            if name in ("random", "mixed"):
+                assert taken > 0, (region, chunk, inner)
+            if name == "noise":
+                assert taken == 0
+
+
+@pytest.mark.parametrize("codec", ["zlib", "gzip"])
+def test_more_threads_and_levels(monkeypatch, codec):
+    data = DATA["random"] + DATA["text"]
+    for level in (1, 6, 9):
+        comp = compress(codec, data, level)
+        for threads in (2, 3, 5):
+            spec, serial, taken = spec_and_serial(
+                monkeypatch, lambda: _core._decompress(codec, comp, 0, 0, threads),
+                region=300_000)
+            assert spec == serial == ("ok", data), (level, threads)
+            if threads == 2:  # more threads than this machine's cores: timing decides
+                assert taken > 0, level
+
+
+def test_gzip_members_and_trailing_bytes(monkeypatch):
+    a, b = DATA["random"], DATA["mixed"]
+    cases = [
+        compress("gzip", a) + compress("gzip", b),
+        compress("gzip", a) + compress("gzip", b) + b"garbage after the end",
+        compress("gzip", a) + b"\x1f",
+        compress("gzip", a) + compress("gzip", b)[:-3],
+    ]
+    for comp in cases:
+        spec, serial, taken = spec_and_serial(
+            monkeypatch, lambda: _core._decompress("gzip", comp, 0, 0, 2), region=300_000)
+        assert spec == serial
+        assert taken > 0
+    assert spec_and_serial(monkeypatch, lambda: _core._decompress("gzip", cases[0], 0, 0, 2),
+                           region=300_000)[0] == ("ok", a + b)
+    z = compress("zlib", a) + b"more bytes after a zlib stream"
+    spec, serial, _ = spec_and_serial(monkeypatch, lambda: _core._decompress("zlib", z, 0, 0, 2),
+                                      region=300_000)
+    assert spec == serial == ("ok", a)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("codec", ["zlib", "gzip"])
+def test_truncated(monkeypatch, engine, codec):
+    comp = compress(codec, DATA["mixed"])
+    cuts = sorted(set(list(range(0, 40)) + list(range(0, len(comp), len(comp) // 97))
+                      + list(range(len(comp) - 12, len(comp)))))
+    errors = 0
+    for cut in cuts:
+        part = comp[:cut]
+        spec, serial, _ = spec_and_serial(
+            monkeypatch, lambda: _core._decompress(codec, part, 0, 0, 2), engine, 300_000)
+        assert spec == serial, cut
+        errors += spec[0] == "error"
+    assert errors == len([c for c in cuts if c < len(comp)])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("codec", ["zlib", "gzip"])
+def test_corrupt(monkeypatch, engine, codec):
+    comp = bytearray(compress(codec, DATA["random"] + DATA["text"]))
+    rng = np.random.default_rng(3)
+    positions = list(range(0, len(comp), len(comp) // 61)) + list(range(len(comp) - 10,
+                                                                        len(comp)))
+    seen_error = seen_taken = 0
+    for pos in positions:
+        bad = bytearray(comp)
+        bad[pos] ^= 1 << int(rng.integers(0, 8))
+        bad = bytes(bad)
+        spec, serial, taken = spec_and_serial(
+            monkeypatch, lambda: _core._decompress(codec, bad, 0, 0, 2), engine, 300_000)
+        assert spec == serial, pos
+        seen_error += spec[0] == "error"
+        seen_taken += taken > 0
+    assert seen_error > len(positions) // 2
+    assert seen_taken > len(positions) // 2
+
+
+def test_window_before_stream_start(monkeypatch):
+    """A copy reaching before the stream's start is an error, also when a worker decoded it."""
+    data = DATA["random"]
+    raw = zlib.compressobj(3, zlib.DEFLATED, -15)
+    body = raw.compress(data) + raw.flush()
+    spec, serial, _ = spec_and_serial(
+        monkeypatch, lambda: _core._decompress("zlib", b"\x78\x5e" + body[:5] + body[5:], 0, 0, 2),
+        region=300_000)
+    assert spec[0] == serial[0]
+    # a preset-dictionary stream (zlib.compressobj(zdict=...)) needs a dictionary: same error
+    co = zlib.compressobj(3, zdict=data[:30000])
+    dstream = co.compress(data) + co.flush()
+    spec, serial, _ = spec_and_serial(
+        monkeypatch, lambda: _core._decompress("zlib", dstream, 0, 0, 2), region=300_000)
+    assert spec == serial and spec[0] == "error"
+
+
+@pytest.mark.parametrize("codec", ["zlib", "gzip"])
+def test_joblib_files(monkeypatch, tmp_path, codec):
+    rng = np.random.default_rng(11)
+    obj = {"a": rng.random(1_500_000), "b": np.arange(300_000), "c": "text " * 1000,
+           "d": [rng.random(200_000), rng.random(10)]}
+    path = tmp_path / f"model.{codec}"
+    joblib.dump(obj, path, compress=(codec, 3))
+    monkeypatch.setenv("FASTJOBLIB_ISPEC_REGION", "400000")
+    before = _core._ispec_stats()["taken"]
+    got = fastjoblib.load(path)
+    assert _core._ispec_stats()["taken"] > before
+    ref = joblib.load(path)
+    assert sorted(got) == sorted(ref)
+    np.testing.assert_array_equal(got["a"], ref["a"])
+    np.testing.assert_array_equal(got["b"], ref["b"])
+    assert got["c"] == ref["c"]
+    np.testing.assert_array_equal(got["d"][0], ref["d"][0])
+    np.testing.assert_array_equal(got["d"][1], ref["d"][1])
+    # the switch back to the serial reader
+    monkeypatch.setenv("FASTJOBLIB_INFLATE_SPEC", "0")
+    before = _core._ispec_stats()["taken"]
+    np.testing.assert_array_equal(fastjoblib.load(path)["a"], ref["a"])
+    assert _core._ispec_stats()["taken"] == before
