@@ -23,8 +23,8 @@ signal rounded to 2 decimals; random_forest: 200 trees) and codec, at joblib's s
   thread count for the per-thread figure. Same for the load (that figure includes the result).
 * --cross (the load table of files written by joblib): for zlib, gzip, lz4, bz2 and xz, joblib
   writes the file (joblib.dump at the setting above) and joblib.load, fastjoblib.load and, for
-  zlib/gzip, fastjoblib.load on the zlib fallback engine (FASTJOBLIB_INFLATE=zlib) read it,
-  interleaved. For zstd, fastjoblib writes the file and joblib with the zstandard recipe
+  zlib/gzip, fastjoblib.load decoding joblib's serial stream on one core
+  (FASTJOBLIB_INFLATE_SPEC=0) read it, interleaved. For zstd, fastjoblib writes the file and joblib with the zstandard recipe
   (fastjoblib.register_zstd_with_joblib()) reads it against fastjoblib.load (libzstd engine) and
   fastjoblib.load on zstandard's Python API (FASTJOBLIB_ZSTD=python). --dirs runs the table once
   per directory (e.g. /dev/shm,/var/tmp: tmpfs and ext4), naming each filesystem. One line:
@@ -168,7 +168,7 @@ def report(rows, args, nthreads):
 
 
 # ----- --cross: files written by joblib (zstd: by fastjoblib), loaded by each reader ------------
-FALLBACK = {"zlib": ("FASTJOBLIB_INFLATE", "zlib"), "gzip": ("FASTJOBLIB_INFLATE", "zlib"),
+FALLBACK = {"zlib": ("FASTJOBLIB_INFLATE_SPEC", "0"), "gzip": ("FASTJOBLIB_INFLATE_SPEC", "0"),
             "zstd": ("FASTJOBLIB_ZSTD", "python")}
 
 
@@ -219,7 +219,8 @@ def report_cross(rows, args, directory, fs):
              "the zstandard recipe): %s on %s (%s), medians of %d runs (%d for bz2/xz above 64 MiB)"
              % (size, directory, fs, args.runs, args.slow_runs), "",
              "Times in s (uncompressed MB/s); x = other reader's time / fastjoblib's (>1: fastjoblib "
-             "faster); fallback = fastjoblib on zlib (zlib/gzip) or zstandard's Python API (zstd).",
+             "faster); fallback = fastjoblib decoding joblib's stream on one core "
+             "(FASTJOBLIB_INFLATE_SPEC=0; zlib/gzip) or on zstandard's Python API (zstd).",
              "",
              "| workload | codec | file MiB | joblib load | fastjoblib load | x | fastjoblib fallback | "
              "x (fallback) |",

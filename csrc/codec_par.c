@@ -653,7 +653,11 @@ start_serial(preader *r)
     r->pend_len = r->pend_cap = 0;
     r->serial = r->ops->serial_new != NULL ? r->ops->serial_new(r->ops, r->threads, &p->base)
                                            : fj_sreader_new(r->ops->serial, &p->base); /* own p */
-    return r->serial == NULL ? -1 : 0;
+    if (r->serial == NULL) {
+        return -1;
+    }
+    r->base.read_hint = r->serial->read_hint; /* the delegate's preferred read size */
+    return 0;
 }
 
 static Py_ssize_t

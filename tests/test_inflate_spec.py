@@ -6,7 +6,9 @@ Its output and errors must be those of the plain serial reader (FASTJOBLIB_INFLA
 every input: each test decodes the same bytes both ways and compares the outcomes (bytes, or
 exception type and text), on both inflate engines, and checks with the reader's counters
 (_core._ispec_stats) that regions really were taken where the data allows it, so a speculative
-path that silently never ran would fail here. FASTJOBLIB_ISPEC_REGION makes regions small (but
+path that silently never ran would fail here (FASTJOBLIB_ISPEC_WAIT=1 makes the decode wait for
+each worker when it reaches that worker's region, so that which regions are taken does not depend
+on how busy the machine is; the tests run both with and without it). FASTJOBLIB_ISPEC_REGION makes regions small (but
 larger than the ~300 KB a worker may need before the window it does not know stops mattering)
 so that small inputs cross many region boundaries.
 """
@@ -61,14 +63,20 @@ def outcome(fn):
 
 
 def spec_and_serial(monkeypatch, fn, engine="zlib-ng", region=None):
-    """(speculative outcome, serial outcome, regions taken by the speculative run)."""
+    """(speculative outcome, serial outcome, regions taken by the speculative run). The
+    speculative reader runs twice, waiting for its workers (the regions taken are counted there)
+    and as in use; both outcomes must be the same."""
     monkeypatch.setenv("FASTJOBLIB_INFLATE", engine)
     if region is not None:
         monkeypatch.setenv("FASTJOBLIB_ISPEC_REGION", str(region))
     monkeypatch.delenv("FASTJOBLIB_INFLATE_SPEC", raising=False)
+    monkeypatch.setenv("FASTJOBLIB_ISPEC_WAIT", "1")
     before = _core._ispec_stats()["taken"]
     spec = outcome(fn)
     taken = _core._ispec_stats()["taken"] - before
+    monkeypatch.delenv("FASTJOBLIB_ISPEC_WAIT")
+    free = outcome(fn)
+    assert free == spec
     monkeypatch.setenv("FASTJOBLIB_INFLATE_SPEC", "0")
     serial = outcome(fn)
     monkeypatch.delenv("FASTJOBLIB_INFLATE_SPEC")
@@ -103,8 +111,7 @@ def test_more_threads_and_levels(monkeypatch, codec):
                 monkeypatch, lambda: _core._decompress(codec, comp, 0, 0, threads),
                 region=300_000)
             assert spec == serial == ("ok", data), (level, threads)
-            if threads == 2:  # more threads than this machine's cores: timing decides
-                assert taken > 0, level
+            assert taken > 0, (level, threads)
 
 
 def test_gzip_members_and_trailing_bytes(monkeypatch):
@@ -190,6 +197,7 @@ def test_joblib_files(monkeypatch, tmp_path, codec):
     path = tmp_path / f"model.{codec}"
     joblib.dump(obj, path, compress=(codec, 3))
     monkeypatch.setenv("FASTJOBLIB_ISPEC_REGION", "400000")
+    monkeypatch.setenv("FASTJOBLIB_ISPEC_WAIT", "1")
     before = _core._ispec_stats()["taken"]
     got = fastjoblib.load(path)
     assert _core._ispec_stats()["taken"] > before
@@ -200,6 +208,9 @@ def test_joblib_files(monkeypatch, tmp_path, codec):
     assert got["c"] == ref["c"]
     np.testing.assert_array_equal(got["d"][0], ref["d"][0])
     np.testing.assert_array_equal(got["d"][1], ref["d"][1])
+    monkeypatch.delenv("FASTJOBLIB_ISPEC_WAIT")
+    got = fastjoblib.load(path)
+    np.testing.assert_array_equal(got["a"], ref["a"])
     # the switch back to the serial reader
     monkeypatch.setenv("FASTJOBLIB_INFLATE_SPEC", "0")
     before = _core._ispec_stats()["taken"]
