@@ -53,6 +53,8 @@
 #define IS_OUT_MAX (16u << 20)         /* a worker stops its region at a block boundary past this */
 #define IS_UNCLEAN_MAX (1u << 20)      /* give up when the window is still needed after this */
 #define IS_MARKS_MAX (256u * 1024)
+#define IS_TRIES_MAX 1024              /* candidate starts decoded per region at most */
+#define IS_WASTE_MAX (64u << 20)       /* output of failed candidates per region at most */
 #define IS_SLICE ((size_t)1 << 20)     /* consumer output per GIL release */
 #define IS_MAX_THREADS 8
 #define IS_NONE UINT64_MAX
@@ -92,7 +94,8 @@ typedef struct {
     size_t stop_at;       /* stop at the first block boundary at or after bit 8 * stop_at */
     /* results (worker) */
     int gave_up;          /* the window was still needed after IS_UNCLEAN_MAX (or no memory) */
-    int abandon;          /* atomic, set by the consumer: it went past this region's start */
+    int abandon;          /* atomic, set by the consumer: it went past this region's start, or
+                             the stream ended, or the reader is freed */
     uint64_t cand_bit;    /* absolute: the start being decoded (atomic; IS_NONE: none yet) */
     int ok;
     uint64_t start_bit;   /* absolute */
@@ -496,6 +499,8 @@ run_chunk(fj_task *task)
     ichunk *ch = (ichunk *)task;
     ch->ok = 0;
     ch->gave_up = 0;
+    int tries = 0;
+    size_t waste = 0;
     for (size_t byte = 0; byte < ch->search_end; byte++) {
         if ((byte & 4095) == 0 && __atomic_load_n(&ch->abandon, __ATOMIC_RELAXED)) {
             return;
@@ -506,6 +511,13 @@ run_chunk(fj_task *task)
             if (((v >> sh) & 7) != 4 || !dyn_header_ok(ch->in, ch->in_len, bit)) {
                 continue;
             }
+            /* bounded work on inputs full of false starts (each decoded a while, then failing):
+             * give the region up, the consumer decodes it */
+            if (++tries > IS_TRIES_MAX || waste > IS_WASTE_MAX ||
+                __atomic_load_n(&ch->abandon, __ATOMIC_RELAXED)) {
+                ch->gave_up = !__atomic_load_n(&ch->abandon, __ATOMIC_RELAXED);
+                return;
+            }
             int rc = decode_from(ch, bit);
             if (rc == 1) {
                 ch->ok = 1;
@@ -515,6 +527,7 @@ run_chunk(fj_task *task)
                 ch->gave_up = !__atomic_load_n(&ch->abandon, __ATOMIC_RELAXED);
                 return;
             }
+            waste += ch->out.len;
             __atomic_store_n(&ch->cand_bit, IS_NONE, __ATOMIC_RELEASE);
         }
     }
@@ -636,6 +649,9 @@ q_pop(ispec *r)
 static void
 q_clear(ispec *r)
 {
+    for (int i = 0; i < r->qcount; i++) {
+        __atomic_store_n(&q_at(r, i)->abandon, 1, __ATOMIC_RELAXED);
+    }
     if (r->pool != NULL) {
         Py_BEGIN_ALLOW_THREADS
         fj_pool_cancel_all(r->pool);
@@ -1044,6 +1060,9 @@ ispec_free(fj_reader *self)
 {
     ispec *r = (ispec *)self;
     if (r->pool != NULL) {
+        for (int i = 0; i < r->qcount; i++) {
+            __atomic_store_n(&q_at(r, i)->abandon, 1, __ATOMIC_RELAXED);
+        }
         Py_BEGIN_ALLOW_THREADS
         fj_pool_free(r->pool);
         Py_END_ALLOW_THREADS

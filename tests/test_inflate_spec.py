@@ -216,3 +216,25 @@ def test_joblib_files(monkeypatch, tmp_path, codec):
     before = _core._ispec_stats()["taken"]
     np.testing.assert_array_equal(fastjoblib.load(path)["a"], ref["a"])
     assert _core._ispec_stats()["taken"] == before
+
+
+@pytest.mark.parametrize("codec", ["zlib", "gzip"])
+def test_false_starts(monkeypatch, codec):
+    """Stored blocks full of copies of a real deflate stream: every copy is a start that decodes
+    for a while (the workers try them and must fail or be passed), none is the real one."""
+    rng = np.random.default_rng(5)
+    co = zlib.compressobj(3, zlib.DEFLATED, -15)
+    inner = co.compress(rng.random(2048).tobytes()) + co.flush(zlib.Z_FULL_FLUSH)
+    payload = inner * (3_000_000 // len(inner)) + rng.random(300_000).tobytes()
+    comp = compress(codec, payload, 0)  # stored blocks around the copies
+    spec, serial, _ = spec_and_serial(
+        monkeypatch, lambda: _core._decompress(codec, comp, 0, 0, 2), region=300_000)
+    assert spec == serial == ("ok", payload)
+    before = _core._ispec_stats()
+    # and the same copies inside a compressed stream
+    comp = compress(codec, payload + rng.random(400_000).tobytes(), 1)
+    spec, serial, _ = spec_and_serial(
+        monkeypatch, lambda: _core._decompress(codec, comp, 0, 0, 2), region=300_000)
+    assert spec == serial and spec[0] == "ok"
+    after = _core._ispec_stats()
+    assert sum(after.values()) > sum(before.values())  # the workers were at work
