@@ -197,7 +197,8 @@ typedef struct fj_inflate_fns {
 fj_reader *fj_ispec_new(const fj_pdec_ops *ops, const fj_inflate_fns *f, int gzip, int threads,
                         fj_reader *inner);
 /* Process-wide counters: regions taken, failed (no start found, or given up), passed (the
- * consumer went past their start), waits for a worker. GIL held. */
+ * consumer went past their start without standing on it), joined (taken from the point the
+ * consumer had reached inside them). GIL held. */
 void fj_ispec_stats(uint64_t out[4]);
 
 /* threads: <= 0 all usable CPUs; 1: the serial reader (fj_sreader_new). Owns inner. */

@@ -39,6 +39,7 @@
 #include "engine.h"
 
 #include <limits.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -106,12 +107,14 @@ typedef struct {
     wmark *marks;
     size_t nmark, mcap;
     uint16_t min_idx;
-    size_t clean_from;    /* out[clean_from:] was never from the window */
-    uint32_t check_tail;  /* check of out[clean_from:] */
     zs d[3];
     /* consumer */
     size_t opos;
     int accepted;
+    int landed;           /* the consumer stood on cand_bit while the worker ran: */
+    uint64_t land_bit, land_total; /* where, its output count then, and the window there */
+    unsigned char win[IS_WIN];
+    size_t win_len;
 } ichunk;
 
 struct ispec {
@@ -484,11 +487,6 @@ out:
     chunk_end_decoders(ch);
     if (res == 1) {
         ch->start_bit = ch->base * 8 + bit;
-        ch->clean_from = mark_end;
-        const fj_inflate_fns *ff = ch->r->f;
-        ch->check_tail = ch->r->gzip
-                             ? ff->crc32(0, ch->out.p + mark_end, ch->out.len - mark_end)
-                             : ff->adler32(1, ch->out.p + mark_end, ch->out.len - mark_end);
     }
     return res;
 }
@@ -534,7 +532,7 @@ run_chunk(fj_task *task)
 }
 
 /* ----- counters (tests and benchmarks: _core._ispec_stats) ------------------------------------ */
-static uint64_t st_taken, st_failed, st_passed, st_waits;
+static uint64_t st_taken, st_failed, st_passed, st_joined;
 
 void
 fj_ispec_stats(uint64_t out[4])
@@ -542,7 +540,7 @@ fj_ispec_stats(uint64_t out[4])
     out[0] = st_taken;
     out[1] = st_failed;
     out[2] = st_passed;
-    out[3] = st_waits;
+    out[3] = st_joined;
 }
 
 /* ----- consumer helpers (GIL held unless said) ----------------------------------------------- */
@@ -550,13 +548,6 @@ static uint32_t
 check_update(ispec *r, uint32_t c, const unsigned char *p, size_t n)
 {
     return r->gzip ? r->f->crc32(c, p, n) : r->f->adler32(c, p, n);
-}
-
-static uint32_t
-check_combine(ispec *r, uint32_t a, uint32_t b, uint64_t len_b)
-{
-    return r->gzip ? (uint32_t)crc32_combine(a, b, (z_off_t)len_b)
-                   : (uint32_t)adler32_combine(a, b, (z_off_t)len_b);
 }
 
 static void
@@ -710,6 +701,7 @@ schedule(ispec *r)
         ch->search_end = n < r->K ? n : r->K;
         ch->stop_at = r->K;
         ch->ok = 0;
+        ch->landed = 0;
         ch->abandon = 0;
         ch->cand_bit = IS_NONE;
         ch->opos = 0;
@@ -722,23 +714,30 @@ schedule(ispec *r)
     return 0;
 }
 
-/* Fill in the window bytes of an accepted region and account its output. 0, or -1 when it used
- * bytes before the stream's start (corrupt: the consumer decodes it and meets the error). */
+/* Take a region from offset `o` of its output on (the consumer made the bytes before itself):
+ * fill in the window bytes (win: the 32 KiB before the region's start) and account the output.
+ * 0, or -1 when a copy reaches before the stream's start (corrupt: the consumer decodes on and
+ * meets the error where the serial decode does). */
 static int
-accept_chunk(ispec *r, ichunk *ch)
+take_chunk(ispec *r, ichunk *ch, size_t o, const unsigned char *win, size_t win_len)
 {
-    if (ch->nmark > 0 && (size_t)(IS_WIN - ch->min_idx) > r->hist_len) {
-        return -1;
+    for (size_t k = 0; k < ch->nmark; k++) {
+        if ((size_t)(IS_WIN - ch->marks[k].idx) > win_len) {
+            return -1;
+        }
     }
     for (size_t k = 0; k < ch->nmark; k++) {
-        ch->out.p[ch->marks[k].pos] = r->hist[r->hist_len - (IS_WIN - ch->marks[k].idx)];
+        if (ch->marks[k].pos >= o) {
+            ch->out.p[ch->marks[k].pos] = win[win_len - (IS_WIN - ch->marks[k].idx)];
+        }
     }
-    uint32_t head = check_update(r, r->gzip ? 0 : 1, ch->out.p, ch->clean_from);
-    uint32_t c = check_combine(r, head, ch->check_tail, ch->out.len - ch->clean_from);
-    r->check = check_combine(r, r->check, c, ch->out.len);
-    r->total += ch->out.len;
-    hist_push(r, ch->out.p, ch->out.len);
+    account(r, ch->out.p + o, ch->out.len - o);
+    ch->opos = o;
     ch->accepted = 1;
+    st_joined += o > 0;
+    r->serving = ch;
+    r->taken++;
+    st_taken++;
     return 0;
 }
 
@@ -787,28 +786,50 @@ at_boundary(ispec *r, uint64_t bit)
         if (bit < ch->base * 8) {
             return 0;
         }
-        if (!fj_pool_is_done(r->pool, &ch->task)) {
-            /* wait only for a worker decoding from exactly here; one still searching, or
-             * decoding from elsewhere, is looked at again at the next boundary */
-            uint64_t cand = __atomic_load_n(&ch->cand_bit, __ATOMIC_ACQUIRE);
-            if (cand != IS_NONE && cand < bit) {
+        int done = fj_pool_is_done(r->pool, &ch->task);
+        uint64_t cand = done ? (ch->ok ? ch->start_bit : IS_NONE)
+                             : __atomic_load_n(&ch->cand_bit, __ATOMIC_ACQUIRE);
+        while (r->wait_all == 2 && cand == IS_NONE && !done) {
+            /* test switch 2: let the worker find its start first (then join it later) */
+            Py_BEGIN_ALLOW_THREADS
+            usleep(200);
+            Py_END_ALLOW_THREADS
+            done = fj_pool_is_done(r->pool, &ch->task);
+            cand = done ? (ch->ok ? ch->start_bit : IS_NONE)
+                        : __atomic_load_n(&ch->cand_bit, __ATOMIC_ACQUIRE);
+        }
+        if (cand == bit) {
+            /* standing on the worker's start: note where, for joining it later */
+            ch->landed = 1;
+            ch->land_bit = bit;
+            ch->land_total = r->total;
+            memcpy(ch->win, r->hist, r->hist_len);
+            ch->win_len = r->hist_len;
+        }
+        if (!done) {
+            /* The consumer never waits for a worker (a busy machine may give it no time): it
+             * decodes on, and once the worker is done it takes the rest of the worker's output
+             * from where it then is, if it stood on the worker's start. */
+            if (cand != IS_NONE && cand < bit && !(ch->landed && ch->land_bit == cand)) {
                 __atomic_store_n(&ch->abandon, 1, __ATOMIC_RELAXED); /* passed: stop it */
             }
-            if (cand != bit && !r->wait_all) {
+            if (!r->wait_all || (r->wait_all == 2 && !(ch->landed && bit > ch->land_bit))) {
                 return 0;
             }
-            st_waits++;
             if (fj_wait_interruptible(r->pool, &ch->task) < 0) {
                 return -1;
             }
         }
-        if (ch->ok && ch->start_bit == bit && accept_chunk(r, ch) == 0) {
-            r->serving = ch;
-            st_taken++;
-            r->taken++;
+        if (ch->ok && ch->start_bit == bit && r->wait_all != 2 &&
+            take_chunk(r, ch, 0, r->hist, r->hist_len) == 0) {
             return 1;
         }
-        if (ch->ok && ch->start_bit > bit) {
+        if (ch->ok && ch->start_bit < bit && ch->landed && ch->land_bit == ch->start_bit &&
+            r->total - ch->land_total < ch->out.len &&
+            take_chunk(r, ch, (size_t)(r->total - ch->land_total), ch->win, ch->win_len) == 0) {
+            return 1;
+        }
+        if (ch->ok && ch->start_bit >= bit) {
             return 0;
         }
         if (ch->ok) {
@@ -946,9 +967,13 @@ ispec_read(fj_reader *self, char *buf, Py_ssize_t len)
                 q_clear(r);
                 r->ipos = (size_t)(end_byte - r->ib_base);
                 r->phase = IP_TAIL;
+                continue;
             }
-            else {
-                r->m_bit = end_bit;
+            /* the region ended on a block boundary: the next region may start right there */
+            r->m_bit = end_bit;
+            if (at_boundary(r, end_bit) < 0) {
+                kind = IE_PYTHON;
+                goto fail;
             }
             continue;
         }
@@ -1129,10 +1154,12 @@ fj_ispec_new(const fj_pdec_ops *ops, const fj_inflate_fns *f, int gzip, int thre
     if (e != NULL && atol(e) >= 4096) {
         r->K_fixed = (size_t)atol(e);
     }
-    /* tests: the decode waits for each worker when it reaches that worker's region, so that which
-     * regions are taken does not depend on the machine's speed */
+    /* tests: 1, the decode waits for each worker when it reaches that worker's region (regions
+     * are taken whole); 2, it waits for a worker to find its start, decodes on from there and
+     * waits for the worker at the next boundary (regions are joined half-way); so that what is
+     * taken does not depend on the machine's speed */
     e = getenv("FASTJOBLIB_ISPEC_WAIT");
-    r->wait_all = e != NULL && strcmp(e, "1") == 0;
+    r->wait_all = e != NULL ? atoi(e) : 0;
     r->hst = PyMem_RawCalloc(1, ops->state_size);
     r->q = PyMem_RawCalloc((size_t)r->nq, sizeof(ichunk));
     if (r->hst == NULL || r->q == NULL) {

@@ -6,9 +6,11 @@ Its output and errors must be those of the plain serial reader (FASTJOBLIB_INFLA
 every input: each test decodes the same bytes both ways and compares the outcomes (bytes, or
 exception type and text), on both inflate engines, and checks with the reader's counters
 (_core._ispec_stats) that regions really were taken where the data allows it, so a speculative
-path that silently never ran would fail here (FASTJOBLIB_ISPEC_WAIT=1 makes the decode wait for
-each worker when it reaches that worker's region, so that which regions are taken does not depend
-on how busy the machine is; the tests run both with and without it). FASTJOBLIB_ISPEC_REGION makes regions small (but
+path that silently never ran would fail here. The decode never waits for a worker: it decodes on,
+and takes the rest of a region once the worker is done (joins it) if it stood on the worker's
+start. Test switches make this independent of the machine's speed: FASTJOBLIB_ISPEC_WAIT=1 waits
+for each worker at its region (regions taken whole), =2 waits for the worker's start, decodes on,
+and waits at the next block (regions joined half-way); the tests run all three ways. FASTJOBLIB_ISPEC_REGION makes regions small (but
 larger than the ~300 KB a worker may need before the window it does not know stops mattering)
 so that small inputs cross many region boundaries.
 """
@@ -63,9 +65,10 @@ def outcome(fn):
 
 
 def spec_and_serial(monkeypatch, fn, engine="zlib-ng", region=None):
-    """(speculative outcome, serial outcome, regions taken by the speculative run). The
-    speculative reader runs twice, waiting for its workers (the regions taken are counted there)
-    and as in use; both outcomes must be the same."""
+    """(speculative outcome, serial outcome, regions used). The speculative reader runs three
+    times: regions taken whole (FASTJOBLIB_ISPEC_WAIT=1), joined half-way (=2), and as in use;
+    the outcomes must be the same. Regions used: the fewer of those taken whole in the first run
+    and joined in the second."""
     monkeypatch.setenv("FASTJOBLIB_INFLATE", engine)
     if region is not None:
         monkeypatch.setenv("FASTJOBLIB_ISPEC_REGION", str(region))
@@ -74,13 +77,17 @@ def spec_and_serial(monkeypatch, fn, engine="zlib-ng", region=None):
     before = _core._ispec_stats()["taken"]
     spec = outcome(fn)
     taken = _core._ispec_stats()["taken"] - before
+    monkeypatch.setenv("FASTJOBLIB_ISPEC_WAIT", "2")
+    before = _core._ispec_stats()["joined"]
+    assert outcome(fn) == spec
+    joined = _core._ispec_stats()["joined"] - before
     monkeypatch.delenv("FASTJOBLIB_ISPEC_WAIT")
     free = outcome(fn)
     assert free == spec
     monkeypatch.setenv("FASTJOBLIB_INFLATE_SPEC", "0")
     serial = outcome(fn)
     monkeypatch.delenv("FASTJOBLIB_INFLATE_SPEC")
-    return spec, serial, taken
+    return spec, serial, min(taken, joined)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
