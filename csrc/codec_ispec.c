@@ -51,11 +51,11 @@
 #define IS_K_MAX (4u << 20)
 #define IS_K_FIRST (2u << 20)
 #define IS_OUT_TARGET (8u << 20)       /* output a region should decode to */
-#define IS_OUT_MAX (16u << 20)         /* a worker stops its region at a block boundary past this */
+#define IS_OUT_MAX (12u << 20)         /* a worker stops its region at a block boundary past this */
 #define IS_UNCLEAN_MAX (1u << 20)      /* give up when the window is still needed after this */
 #define IS_MARKS_MAX (256u * 1024)
 #define IS_TRIES_MAX 1024              /* candidate starts decoded per region at most */
-#define IS_WASTE_MAX (64u << 20)       /* output of failed candidates per region at most */
+#define IS_WASTE_MAX (64u << 20)       /* output + 4 x input of failed candidates per region */
 #define IS_SLICE ((size_t)1 << 20)     /* consumer output per GIL release */
 #define IS_MAX_THREADS 8
 #define IS_NONE UINT64_MAX
@@ -95,6 +95,7 @@ typedef struct {
     size_t stop_at;       /* stop at the first block boundary at or after bit 8 * stop_at */
     /* results (worker) */
     int gave_up;          /* the window was still needed after IS_UNCLEAN_MAX (or no memory) */
+    size_t tried_in;      /* input the last candidate decoded */
     int abandon;          /* atomic, set by the consumer: it went past this region's start, or
                              the stream ended, or the reader is freed */
     uint64_t cand_bit;    /* absolute: the start being decoded (atomic; IS_NONE: none yet) */
@@ -147,6 +148,7 @@ struct ispec {
     int sched_done;
     int gave_up, taken;          /* this stream's regions given up / taken */
     int wait_all;                /* tests: wait for every worker whose region the decode reached */
+    pid_t pid;                   /* the pool's threads live in this process only */
     ichunk *serving;
     int perr;
     char perr_msg[200];
@@ -173,12 +175,14 @@ zs_end(zs *s)
     }
 }
 
-/* Inflate (Z_BLOCK) from *in into o (grown up to `max` bytes of capacity) until the next block
- * boundary. 1: at a block boundary; 2: the stream's end; 0: input used up inside a block;
- * -1: corrupt data (msg set when given); -2: out of memory or over `max`. */
+/* Inflate from *in into o (grown up to `max` bytes of capacity): with Z_BLOCK until the next
+ * block boundary, with Z_NO_FLUSH until the input or the room is used up. 1: at a block boundary
+ * (never after the last block: then the stream's end is returned); 2: the stream's end; 0: input
+ * used up (Z_BLOCK: inside a block); -1: corrupt data (msg set when given); -2: out of memory,
+ * or o holds `max` bytes. */
 static int
-zs_block(zs *s, const unsigned char **in, size_t *in_len, obuf *o, size_t max, char *msg,
-         size_t cap)
+zs_run(zs *s, const unsigned char **in, size_t *in_len, obuf *o, size_t max, int flush, char *msg,
+       size_t cap)
 {
     for (;;) {
         if (o->cap - o->len < 65536) {
@@ -211,7 +215,7 @@ zs_block(zs *s, const unsigned char **in, size_t *in_len, obuf *o, size_t max, c
             s->u.n.avail_in = ain;
             s->u.n.next_out = o->p + o->len;
             s->u.n.avail_out = aout;
-            rc = s->f->inflate(&s->u, Z_BLOCK);
+            rc = s->f->inflate(&s->u, flush);
             left_in = s->u.n.avail_in;
             left_out = s->u.n.avail_out;
             dt = s->u.n.data_type;
@@ -222,7 +226,7 @@ zs_block(zs *s, const unsigned char **in, size_t *in_len, obuf *o, size_t max, c
             s->u.z.avail_in = ain;
             s->u.z.next_out = o->p + o->len;
             s->u.z.avail_out = aout;
-            rc = s->f->inflate(&s->u, Z_BLOCK);
+            rc = s->f->inflate(&s->u, flush);
             left_in = s->u.z.avail_in;
             left_out = s->u.z.avail_out;
             dt = s->u.z.data_type;
@@ -247,7 +251,10 @@ zs_block(zs *s, const unsigned char **in, size_t *in_len, obuf *o, size_t max, c
             }
             return -1;
         }
-        if ((dt & 128) && (used > 0 || made > 0)) {
+        if ((dt & 128) && (used > 0 || made > 0) && flush == Z_BLOCK) {
+            if (dt & 64) {
+                continue; /* after the last block: the next call ends the stream */
+            }
             return 1;
         }
         if (*in_len == 0) {
@@ -395,7 +402,8 @@ decode_from(ichunk *ch, uint64_t bit)
             break;
         }
         size_t before = ob[0]->len;
-        int rc = zs_block(&ch->d[0], &in[0], &inl[0], ob[0], IS_OUT_MAX + 65536, NULL, 0);
+        int rc = zs_run(&ch->d[0], &in[0], &inl[0], ob[0],
+                        (clean ? IS_OUT_MAX : IS_UNCLEAN_MAX) + 65536, Z_BLOCK, NULL, 0);
         if (rc == -1) {
             res = 0;
             break;
@@ -415,8 +423,8 @@ decode_from(ichunk *ch, uint64_t bit)
         }
         if (!clean) {
             for (int k = 1; k < 3; k++) {
-                int rk = zs_block(&ch->d[k], &in[k], &inl[k], ob[k], IS_UNCLEAN_MAX + 2 * 65536 +
-                                  IS_OUT_MAX, NULL, 0);
+                int rk = zs_run(&ch->d[k], &in[k], &inl[k], ob[k], IS_UNCLEAN_MAX + 65536, Z_BLOCK,
+                                NULL, 0);
                 if (rk != rc || ob[k]->len != ob[0]->len) {
                     res = rk == -2 ? -1 : 0;
                     goto out;
@@ -484,6 +492,7 @@ decode_from(ichunk *ch, uint64_t bit)
         }
     }
 out:
+    ch->tried_in = (size_t)(in[0] - ch->in) - (size_t)(bit >> 3);
     chunk_end_decoders(ch);
     if (res == 1) {
         ch->start_bit = ch->base * 8 + bit;
@@ -525,7 +534,7 @@ run_chunk(fj_task *task)
                 ch->gave_up = !__atomic_load_n(&ch->abandon, __ATOMIC_RELAXED);
                 return;
             }
-            waste += ch->out.len;
+            waste += ch->out.len + 4 * ch->tried_in; /* (empty blocks decode to nothing) */
             __atomic_store_n(&ch->cand_bit, IS_NONE, __ATOMIC_RELEASE);
         }
     }
@@ -575,6 +584,23 @@ account(ispec *r, const unsigned char *p, size_t n)
     hist_push(r, p, n);
 }
 
+/* In a child forked while this reader was in use (by its file object's read, say) the workers are
+ * not there: keep a region being served (complete), drop the others, decode serially, and leave
+ * the pool alone (joining its absent threads would hang). On entry and after every input read. */
+static void
+fork_check(ispec *r)
+{
+    if (r->pool == NULL || r->pid == getpid()) {
+        return;
+    }
+    r->pool = NULL;
+    r->qcount = r->serving != NULL ? 1 : 0;
+    if (r->serving != NULL) {
+        r->qhead = (int)(r->serving - r->q);
+    }
+    r->sched_done = 1;
+}
+
 /* Read input until ib holds `upto` bytes (absolute end) or the input ends. -1 on error. */
 static int
 ib_fill(ispec *r, uint64_t upto)
@@ -601,6 +627,7 @@ ib_fill(ispec *r, uint64_t upto)
             r->ib_cap = ncap;
         }
         Py_ssize_t n = r->inner->read(r->inner, (char *)r->ib + r->ib_len, (Py_ssize_t)want);
+        fork_check(r);
         if (n < 0) {
             return -1;
         }
@@ -678,6 +705,9 @@ schedule(ispec *r)
         }
         if (ib_fill(r, s + r->K + IS_SLACK) < 0) {
             return -1;
+        }
+        if (r->pool == NULL) {
+            return 0; /* forked during that read (fork_check) */
         }
         uint64_t end = r->ib_base + r->ib_len;
         if (end < s + r->K / 2) {
@@ -781,7 +811,7 @@ raise_kind(ispec *r, int kind, const char *msg)
 static int
 at_boundary(ispec *r, uint64_t bit)
 {
-    while (r->qcount > 0) {
+    while (r->qcount > 0 && r->pool != NULL) {
         ichunk *ch = q_at(r, 0);
         if (bit < ch->base * 8) {
             return 0;
@@ -861,6 +891,7 @@ ispec_read(fj_reader *self, char *buf, Py_ssize_t len)
     if (r->perr != IE_NONE) {
         return raise_kind(r, r->perr, r->perr_msg);
     }
+    fork_check(r);
     while (produced < want) {
         if (fj_check_interrupt() < 0) {
             kind = IE_PYTHON;
@@ -1017,16 +1048,28 @@ ispec_read(fj_reader *self, char *buf, Py_ssize_t len)
         }
         const unsigned char *in = r->ib + r->ipos;
         size_t in_len = r->ib_len - r->ipos;
+        /* block by block (Z_BLOCK) only inside the next worker's region, where its start may be;
+         * before it in one go, up to the region */
+        int flush = Z_NO_FLUSH;
+        if (r->qcount > 0) {
+            uint64_t base = q_at(r, 0)->base, pos = r->ib_base + r->ipos;
+            if (pos >= base) {
+                flush = Z_BLOCK;
+            }
+            else if (base - pos < in_len) {
+                in_len = (size_t)(base - pos);
+            }
+        }
         const size_t slice = want - produced > IS_SLICE ? IS_SLICE : want - produced;
         obuf o = {(unsigned char *)buf + produced, 0, slice};
         int rc;
         if (slice >= 16384) {
             Py_BEGIN_ALLOW_THREADS
-            rc = zs_block(&r->m, &in, &in_len, &o, slice, msg, sizeof(msg));
+            rc = zs_run(&r->m, &in, &in_len, &o, slice, flush, msg, sizeof(msg));
             Py_END_ALLOW_THREADS
         }
         else {
-            rc = zs_block(&r->m, &in, &in_len, &o, slice, msg, sizeof(msg));
+            rc = zs_run(&r->m, &in, &in_len, &o, slice, flush, msg, sizeof(msg));
         }
         account(r, (unsigned char *)buf + produced, o.len);
         produced += o.len;
@@ -1171,6 +1214,7 @@ fj_ispec_new(const fj_pdec_ops *ops, const fj_inflate_fns *f, int gzip, int thre
         r->q[i].task.fn = run_chunk;
         r->q[i].r = r;
     }
+    r->pid = getpid();
     r->pool = fj_pool_new(threads - 1);
     /* no pool (no threads available): the consumer decodes everything, as the serial reader */
     return &r->base;

@@ -35,6 +35,7 @@
 
 #include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 
 #define PR_CHUNK (256 * 1024)         /* input read size */
 #define PR_FIRST (64 * 1024)          /* the first read */
@@ -107,6 +108,7 @@ struct preader {
                                  the codec's out_hint */
     pthread_mutex_t lock;     /* seg->dest / seg->started */
     int lock_inited;
+    pid_t pid;                /* the pool's threads live in this process only */
 };
 
 /* ----- prefix reader: bytes already read, then the inner reader ------------------------------ */
@@ -223,6 +225,27 @@ run_pseg(fj_task *task)
 }
 
 /* ----- helpers (GIL held) -------------------------------------------------------------------- */
+/* In a child forked while this reader was in use (by its file object's read, say) the workers
+ * are not there: every segment not yet taken is decoded serially, and the pool is left alone
+ * (waiting for its absent threads would hang). Called on entry and after every input read. */
+static void
+fork_check(preader *r)
+{
+    if (r->pool == NULL || r->pid == getpid()) {
+        return;
+    }
+    r->pool = NULL;
+    for (int i = 0; i < r->count; i++) {
+        pseg *seg = &r->slots[(r->head + i) % r->nslots];
+        if (!seg->accepted) {
+            seg->spec = seg->unsubmitted = seg->started = 0;
+            seg->dest = NULL;
+            seg->res = SEG_FAIL;
+            seg->task.state = FJ_TASK_IDLE;
+        }
+    }
+}
+
 static int
 pend_reserve(preader *r, size_t need)
 {
@@ -256,6 +279,7 @@ pend_fill(preader *r)
         return -1;
     }
     Py_ssize_t n = r->inner->read(r->inner, (char *)r->pend + r->pend_len, (Py_ssize_t)chunk);
+    fork_check(r);
     if (n < 0) {
         return -1;
     }
@@ -628,6 +652,7 @@ probe_input(preader *r)
         }
     }
     r->scan = 0;
+    r->pid = getpid();
     r->pool = fj_pool_new(r->threads);
     if (r->pool == NULL) {
         return 0;
@@ -679,6 +704,7 @@ preader_read(fj_reader *self, char *buf, Py_ssize_t len)
     if (want == 0) {
         return 0;
     }
+    fork_check(r);
     if (!r->started) {
         r->started = 1;
         int rc = probe_input(r);

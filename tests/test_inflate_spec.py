@@ -15,6 +15,7 @@ larger than the ~300 KB a worker may need before the window it does not know sto
 so that small inputs cross many region boundaries.
 """
 import gzip
+import os
 import zlib
 
 import numpy as np
@@ -245,3 +246,139 @@ def test_false_starts(monkeypatch, codec):
     assert spec == serial and spec[0] == "ok"
     after = _core._ispec_stats()
     assert sum(after.values()) > sum(before.values())  # the workers were at work
+
+
+def test_last_block_across_a_region_end(monkeypatch):
+    """A worker whose region's end falls inside the stream's last block decodes to the stream's
+    end (its region is final: the trailer follows), never restarts the decode after it."""
+    rng = np.random.default_rng(9)
+    data = rng.random(150_000).tobytes()
+    for codec in ("zlib", "gzip"):
+        comp = compress(codec, data)
+        for back in (2_000, 5_000, 9_000):
+            region = (len(comp) - back) // 2  # the second region ends `back` bytes before the end
+            spec, serial, taken = spec_and_serial(
+                monkeypatch, lambda: _core._decompress(codec, comp, 0, 0, 2), region=region)
+            assert spec == serial == ("ok", data), (codec, back)
+            assert taken > 0
+
+
+class _Bits:
+    """Deflate bit writer: fields LSB first, Huffman codes MSB first."""
+
+    def __init__(self):
+        self.acc, self.n, self.out = 0, 0, bytearray()
+
+    def put(self, value, nbits):
+        self.acc |= value << self.n
+        self.n += nbits
+        while self.n >= 8:
+            self.out.append(self.acc & 255)
+            self.acc >>= 8
+            self.n -= 8
+
+    def code(self, code, nbits):
+        self.put(int(format(code, "0%db" % nbits)[::-1], 2), nbits)
+
+    def done(self):
+        if self.n:
+            self.out.append(self.acc & 255)
+        return bytes(self.out)
+
+
+def _empty_blocks_stream(nblocks, codec):
+    """A valid stream of `nblocks` empty dynamic-code blocks (no output at all), then "ok"."""
+    w = _Bits()
+    order = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1]
+    cl = {18: 1, 0: 2, 1: 2}  # code-length code: 18 -> 0, 0 -> 10, 1 -> 11
+    for _ in range(nblocks):
+        w.put(0, 1)
+        w.put(2, 2)                 # dynamic codes
+        w.put(0, 5)                 # 257 literal/length codes
+        w.put(0, 5)                 # 1 distance code
+        w.put(len(order) - 4, 4)
+        for sym in order:
+            w.put(cl.get(sym, 0), 3)
+        w.code(0, 1)
+        w.put(127, 7)               # 138 zeros
+        w.code(0, 1)
+        w.put(107, 7)               # 118 zeros: symbols 0-255 unused
+        w.code(3, 2)                # end of block: length 1
+        w.code(2, 2)                # no distance code
+        w.code(0, 1)                # the end-of-block symbol
+    w.put(1, 1)
+    w.put(1, 2)                     # final block, fixed codes
+    for ch in b"ok":
+        w.code(0x30 + ch, 8)
+    w.code(0, 7)
+    raw = w.done()
+    assert zlib.decompressobj(-15).decompress(raw) == b"ok"
+    if codec == "zlib":
+        return b"\x78\x9c" + raw + zlib.adler32(b"ok").to_bytes(4, "big")
+    return (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + raw + zlib.crc32(b"ok").to_bytes(4, "little")
+            + (2).to_bytes(4, "little"))
+
+
+@pytest.mark.parametrize("codec", ["zlib", "gzip"])
+def test_blocks_without_output(monkeypatch, codec):
+    """Every bit of these regions is a valid start that decodes nothing for a long time: the
+    workers' effort per region is bounded and the outcome is the serial one."""
+    comp = _empty_blocks_stream(200_000, codec)
+    assert len(comp) > 2_000_000
+    monkeypatch.setenv("FASTJOBLIB_ISPEC_REGION", "300000")
+    for threads in (2, 4):
+        monkeypatch.delenv("FASTJOBLIB_INFLATE_SPEC", raising=False)
+        spec = outcome(lambda: _core._decompress(codec, comp, 0, 0, threads))
+        monkeypatch.setenv("FASTJOBLIB_INFLATE_SPEC", "0")
+        assert spec == outcome(lambda: _core._decompress(codec, comp, 0, 0, threads)) \
+            == ("ok", b"ok")
+
+
+FORK_CHILD = r"""
+import io, os, sys, zlib
+from fastjoblib import _core
+codec, path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+class ForkingFile(io.RawIOBase):
+    # its fourth read forks: parent and child both decode the rest
+    def __init__(self, data):
+        self.b, self.calls, self.child = io.BytesIO(data), 0, None
+    def readable(self):
+        return True
+    def readinto(self, buf):
+        self.calls += 1
+        if self.calls == 4 and self.child is None:
+            self.child = os.fork() == 0
+        return self.b.readinto(buf)
+
+f = ForkingFile(open(path, "rb").read())
+r = _core._codec_open(codec, f, threads)
+n = crc = 0
+while True:
+    b = _core._codec_read(r, 1 << 20)
+    if not b:
+        break
+    n, crc = n + len(b), zlib.crc32(b, crc)
+if f.child:
+    os._exit(0 if (n, crc) == (int(sys.argv[4]), int(sys.argv[5])) else 3)
+_, status = os.wait()
+print("OK" if status == 0 and (n, crc) == (int(sys.argv[4]), int(sys.argv[5])) else "BAD %d" % status)
+"""
+
+
+@pytest.mark.parametrize("own_format", [False, True])
+def test_fork_during_a_read(tmp_path, own_format):
+    """A child forked by the file object during a decode (the workers stay in the parent) decodes
+    the rest serially instead of waiting for ever; the parent is not disturbed."""
+    import subprocess
+    import sys
+
+    data = np.random.default_rng(2).random(1_000_000).tobytes()
+    path = tmp_path / "f.z"
+    path.write_bytes(_core._compress("zlib", data, 3, 2) if own_format else zlib.compress(data, 3))
+    env = dict(os.environ, FASTJOBLIB_ISPEC_REGION="300000")
+    for threads in (2, 4):
+        proc = subprocess.run(
+            [sys.executable, "-c", FORK_CHILD, "zlib", str(path), str(threads), str(len(data)),
+             str(zlib.crc32(data))], capture_output=True, text=True, timeout=120, env=env)
+        assert proc.stdout.strip() == "OK", (threads, proc.stdout, proc.stderr[-2000:])
