@@ -696,6 +696,11 @@ schedule(ispec *r)
         double k = (double)IS_OUT_TARGET / (ratio > 1.0 ? ratio : 1.0);
         r->K = k < IS_K_MIN ? IS_K_MIN : k > IS_K_MAX ? IS_K_MAX : (size_t)k;
     }
+    if (r->ib_base + r->ipos < r->body_start + 2 * (uint64_t)r->K) {
+        /* only streams that go on past two regions: small files read no further ahead and
+         * start no worker (measured: a 4.3 MB file loaded 8% slower with one failing region) */
+        return 0;
+    }
     while (r->qcount < r->nq) {
         uint64_t s = r->next_region;
         if (r->region_idx % (unsigned)r->threads == 0 || s < r->ib_base + r->ipos + r->K / 4) {
@@ -868,9 +873,12 @@ at_boundary(ispec *r, uint64_t bit)
         else {
             st_failed++;
             /* data whose copies keep reaching back before the region (long repeats) cannot be
-             * cut this way: after two such regions and none taken, decode serially */
-            if (ch->gave_up && ++r->gave_up >= 2 && r->taken == 0) {
-                r->sched_done = 1;
+             * cut this way: when the first region of a stream is given up, or two more after
+             * others were taken, the rest is decoded serially */
+            if (ch->gave_up && ++r->gave_up >= (r->taken == 0 ? 1 : 3)) {
+                q_pop(r);
+                q_clear(r);
+                return 0;
             }
         }
         q_pop(r);
@@ -1058,6 +1066,13 @@ ispec_read(fj_reader *self, char *buf, Py_ssize_t len)
             }
             else if (base - pos < in_len) {
                 in_len = (size_t)(base - pos);
+            }
+        }
+        else if (r->pool != NULL && !r->sched_done) {
+            /* stop where the workers may start (schedule) */
+            uint64_t start = r->body_start + 2 * (uint64_t)r->K, pos = r->ib_base + r->ipos;
+            if (pos < start && start - pos < in_len) {
+                in_len = (size_t)(start - pos);
             }
         }
         const size_t slice = want - produced > IS_SLICE ? IS_SLICE : want - produced;

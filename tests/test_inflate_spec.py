@@ -252,11 +252,13 @@ def test_last_block_across_a_region_end(monkeypatch):
     """A worker whose region's end falls inside the stream's last block decodes to the stream's
     end (its region is final: the trailer follows), never restarts the decode after it."""
     rng = np.random.default_rng(9)
-    data = rng.random(150_000).tobytes()
+    data = rng.random(300_000).tobytes()
     for codec in ("zlib", "gzip"):
         comp = compress(codec, data)
         for back in (2_000, 5_000, 9_000):
-            region = (len(comp) - back) // 2  # the second region ends `back` bytes before the end
+            # (workers start after two regions: the fourth region, a worker's, ends `back` bytes
+            # before the end)
+            region = (len(comp) - back) // 4
             spec, serial, taken = spec_and_serial(
                 monkeypatch, lambda: _core._decompress(codec, comp, 0, 0, 2), region=region)
             assert spec == serial == ("ok", data), (codec, back)
