@@ -685,7 +685,7 @@ q_clear(ispec *r)
 static int
 schedule(ispec *r)
 {
-    if (r->pool == NULL || r->sched_done) {
+    if (r->sched_done) {
         return 0;
     }
     if (r->K_fixed > 0) {
@@ -700,6 +700,14 @@ schedule(ispec *r)
         /* only streams that go on past two regions: small files read no further ahead and
          * start no worker (measured: a 4.3 MB file loaded 8% slower with one failing region) */
         return 0;
+    }
+    if (r->pool == NULL) {
+        /* the workers start with the first region (threads - 1 of them) */
+        r->pid = getpid();
+        if ((r->pool = fj_pool_new(r->threads - 1)) == NULL) {
+            r->sched_done = 1; /* no threads to be had: the consumer decodes everything */
+            return 0;
+        }
     }
     while (r->qcount < r->nq) {
         uint64_t s = r->next_region;
@@ -1068,7 +1076,7 @@ ispec_read(fj_reader *self, char *buf, Py_ssize_t len)
                 in_len = (size_t)(base - pos);
             }
         }
-        else if (r->pool != NULL && !r->sched_done) {
+        else if (!r->sched_done) {
             /* stop where the workers may start (schedule) */
             uint64_t start = r->body_start + 2 * (uint64_t)r->K, pos = r->ib_base + r->ipos;
             if (pos < start && start - pos < in_len) {
@@ -1229,8 +1237,5 @@ fj_ispec_new(const fj_pdec_ops *ops, const fj_inflate_fns *f, int gzip, int thre
         r->q[i].task.fn = run_chunk;
         r->q[i].r = r;
     }
-    r->pid = getpid();
-    r->pool = fj_pool_new(threads - 1);
-    /* no pool (no threads available): the consumer decodes everything, as the serial reader */
     return &r->base;
 }
