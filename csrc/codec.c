@@ -445,7 +445,8 @@ nomem:
 #define SREADER_INPUT (256 * 1024)
 #define SREADER_SLICE ((size_t)1 << 20) /* output per GIL release, then a signal check */
 
-enum { PERR_NONE = 0, PERR_CORRUPT, PERR_NOMEM, PERR_TRUNCATED, PERR_PYTHON };
+enum { PERR_NONE = FJ_ERR_NONE, PERR_CORRUPT = FJ_ERR_CORRUPT, PERR_NOMEM = FJ_ERR_NOMEM,
+       PERR_TRUNCATED = FJ_ERR_TRUNCATED, PERR_PYTHON = FJ_ERR_PYTHON };
 
 typedef struct {
     fj_reader base;
@@ -462,22 +463,29 @@ typedef struct {
     PyObject *perr_type, *perr_value, *perr_tb;
 } sreader;
 
+int
+fj_codec_raise_kind(const fj_sdec_ops *ops, int kind, const char *msg, PyObject *type,
+                    PyObject *value, PyObject *tb)
+{
+    switch (kind) {
+    case FJ_ERR_NOMEM:
+        PyErr_NoMemory();
+        return -1;
+    case FJ_ERR_TRUNCATED:
+        return fj_codec_raise_truncated();
+    case FJ_ERR_PYTHON:
+        PyErr_Restore(Py_XNewRef(type), Py_XNewRef(value), Py_XNewRef(tb));
+        return -1;
+    default:
+        return fj_codec_raise(ops->err_module, ops->err_attr, "%s: invalid compressed data: %s",
+                              ops->name, msg);
+    }
+}
+
 static int
 sreader_raise(sreader *r, int kind, const char *msg)
 {
-    switch (kind) {
-    case PERR_NOMEM:
-        PyErr_NoMemory();
-        return -1;
-    case PERR_TRUNCATED:
-        return fj_codec_raise_truncated();
-    case PERR_PYTHON:
-        PyErr_Restore(Py_XNewRef(r->perr_type), Py_XNewRef(r->perr_value), Py_XNewRef(r->perr_tb));
-        return -1;
-    default:
-        return fj_codec_raise(r->ops->err_module, r->ops->err_attr, "%s: invalid compressed data: %s",
-                              r->ops->name, msg);
-    }
+    return fj_codec_raise_kind(r->ops, kind, msg, r->perr_type, r->perr_value, r->perr_tb);
 }
 
 /* Read more input after the unread part; 0 at end of input. */

@@ -127,6 +127,12 @@ int fj_codec_raise(const char *mod, const char *attr, const char *fmt, ...);
 int fj_codec_put(fj_writer *inner, const void *buf, size_t len);
 /* Truncated-stream error, same type and text as the stdlib/joblib compressed readers (EOFError). */
 int fj_codec_raise_truncated(void);
+/* The stream readers' error kinds, and the error each raises: corrupt data as ops' class with
+ * "<name>: invalid compressed data: <msg>", MemoryError, the truncation error, or a Python error
+ * kept (type, value, traceback: new references are restored). Returns -1. */
+enum { FJ_ERR_NONE = 0, FJ_ERR_CORRUPT, FJ_ERR_NOMEM, FJ_ERR_TRUNCATED, FJ_ERR_PYTHON };
+int fj_codec_raise_kind(const struct fj_sdec_ops *ops, int kind, const char *msg,
+                        PyObject *type, PyObject *value, PyObject *tb);
 
 /* ----- parallel segment reader (codec_par.c) ------------------------------------------------- *
  * For streams our block writers produce: independent segments separated by a findable marker.

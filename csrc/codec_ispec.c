@@ -60,7 +60,8 @@
 #define IS_MAX_THREADS 8
 #define IS_NONE UINT64_MAX
 
-enum { IE_NONE = 0, IE_CORRUPT, IE_NOMEM, IE_TRUNCATED, IE_PYTHON };
+enum { IE_NONE = FJ_ERR_NONE, IE_CORRUPT = FJ_ERR_CORRUPT, IE_NOMEM = FJ_ERR_NOMEM,
+       IE_TRUNCATED = FJ_ERR_TRUNCATED, IE_PYTHON = FJ_ERR_PYTHON };
 enum { IP_HEAD = 0, IP_BODY, IP_TAIL, IP_MAGIC, IP_DONE };
 
 typedef struct {
@@ -149,6 +150,7 @@ struct ispec {
     int gave_up, taken;          /* this stream's regions given up / taken */
     int wait_all;                /* tests: wait for every worker whose region the decode reached */
     pid_t pid;                   /* the pool's threads live in this process only */
+    int forked;                  /* a child of the process that used the pool: serial only */
     ichunk *serving;
     int perr;
     char perr_msg[200];
@@ -594,6 +596,25 @@ fork_check(ispec *r)
         return;
     }
     r->pool = NULL;
+    r->forked = 1; /* no pool again in this process for this reader (gzip members included) */
+    /* the other regions were copied at an arbitrary moment of their workers (a buffer being
+     * reallocated, a decoder being freed): forget their memory (leaked), never touch it */
+    for (int i = 0; i < r->nq; i++) {
+        ichunk *ch = &r->q[i];
+        if (ch == r->serving) {
+            continue; /* its worker was done before it was served */
+        }
+        ch->in = NULL;
+        ch->in_cap = ch->in_len = 0;
+        memset(&ch->out, 0, sizeof(ch->out));
+        memset(&ch->t1, 0, sizeof(ch->t1));
+        memset(&ch->t2, 0, sizeof(ch->t2));
+        ch->marks = NULL;
+        ch->nmark = ch->mcap = 0;
+        for (int k = 0; k < 3; k++) {
+            ch->d[k].inited = 0;
+        }
+    }
     r->qcount = r->serving != NULL ? 1 : 0;
     if (r->serving != NULL) {
         r->qhead = (int)(r->serving - r->q);
@@ -685,7 +706,7 @@ q_clear(ispec *r)
 static int
 schedule(ispec *r)
 {
-    if (r->sched_done) {
+    if (r->sched_done || r->forked) {
         return 0;
     }
     if (r->K_fixed > 0) {
@@ -803,20 +824,20 @@ start_body(ispec *r)
 static int
 raise_kind(ispec *r, int kind, const char *msg)
 {
-    const fj_sdec_ops *s = r->ops->serial;
-    switch (kind) {
-    case IE_NOMEM:
-        PyErr_NoMemory();
-        return -1;
-    case IE_TRUNCATED:
-        return fj_codec_raise_truncated();
-    case IE_PYTHON:
-        PyErr_Restore(Py_XNewRef(r->perr_type), Py_XNewRef(r->perr_value), Py_XNewRef(r->perr_tb));
-        return -1;
-    default:
-        return fj_codec_raise(s->err_module, s->err_attr, "%s: invalid compressed data: %s",
-                              s->name, msg);
+    return fj_codec_raise_kind(r->ops->serial, kind, msg, r->perr_type, r->perr_value, r->perr_tb);
+}
+
+/* At least one unread input byte: 0, or the error kind (input ended: truncated). */
+static int
+need_input(ispec *r)
+{
+    if (r->ipos < r->ib_len) {
+        return IE_NONE;
     }
+    if (ib_fill(r, r->ib_base + r->ib_len + 1) < 0) {
+        return IE_PYTHON;
+    }
+    return r->ipos < r->ib_len ? IE_NONE : IE_TRUNCATED;
 }
 
 /* At block boundary `bit` of the consumer's decode: take the region starting there, dropping the
@@ -925,15 +946,8 @@ ispec_read(fj_reader *self, char *buf, Py_ssize_t len)
                 }
                 r->hst_active = 1;
             }
-            if (r->ipos == r->ib_len) {
-                if (ib_fill(r, r->ib_base + r->ib_len + 1) < 0) {
-                    kind = IE_PYTHON;
-                    goto fail;
-                }
-                if (r->ipos == r->ib_len) {
-                    kind = IE_TRUNCATED;
-                    goto fail;
-                }
+            if ((kind = need_input(r)) != IE_NONE) {
+                goto fail;
             }
             const unsigned char *in = r->ib + r->ipos;
             size_t in_len = r->ib_len - r->ipos;
@@ -1052,15 +1066,8 @@ ispec_read(fj_reader *self, char *buf, Py_ssize_t len)
             }
             r->ipos = (size_t)(in - r->ib);
         }
-        if (r->ipos == r->ib_len) {
-            if (ib_fill(r, r->ib_base + r->ib_len + 1) < 0) {
-                kind = IE_PYTHON;
-                goto fail;
-            }
-            if (r->ipos == r->ib_len) {
-                kind = IE_TRUNCATED;
-                goto fail;
-            }
+        if ((kind = need_input(r)) != IE_NONE) {
+            goto fail;
         }
         const unsigned char *in = r->ib + r->ipos;
         size_t in_len = r->ib_len - r->ipos;

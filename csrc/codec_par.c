@@ -48,7 +48,8 @@ enum { SEG_FAIL = 0, SEG_CLEAN, SEG_END };
 enum { PH_HEAD = 0, PH_BODY, PH_TAIL, PH_MAGIC, PH_DONE };
 #define PAR_SLICE ((size_t)1 << 20) /* serial output per GIL release */
 
-enum { PE_NONE = 0, PE_CORRUPT, PE_NOMEM, PE_TRUNCATED, PE_PYTHON };
+enum { PE_NONE = FJ_ERR_NONE, PE_CORRUPT = FJ_ERR_CORRUPT, PE_NOMEM = FJ_ERR_NOMEM,
+       PE_TRUNCATED = FJ_ERR_TRUNCATED, PE_PYTHON = FJ_ERR_PYTHON };
 
 typedef struct preader preader;
 
@@ -599,20 +600,7 @@ start_body(preader *r)
 static int
 raise_kind(preader *r, int kind, const char *msg)
 {
-    const fj_sdec_ops *s = r->ops->serial;
-    switch (kind) {
-    case PE_NOMEM:
-        PyErr_NoMemory();
-        return -1;
-    case PE_TRUNCATED:
-        return fj_codec_raise_truncated();
-    case PE_PYTHON:
-        PyErr_Restore(Py_XNewRef(r->perr_type), Py_XNewRef(r->perr_value), Py_XNewRef(r->perr_tb));
-        return -1;
-    default:
-        return fj_codec_raise(s->err_module, s->err_attr, "%s: invalid compressed data: %s",
-                              s->name, msg);
-    }
+    return fj_codec_raise_kind(r->ops->serial, kind, msg, r->perr_type, r->perr_value, r->perr_tb);
 }
 
 /* First read: look for a marker in the first PR_PROBE bytes. 1: parallel, 0: serial, -1. */

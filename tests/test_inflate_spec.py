@@ -97,8 +97,8 @@ def spec_and_serial(monkeypatch, fn, engine="zlib-ng", region=None):
 def test_same_bytes(monkeypatch, engine, codec, name):
     data = DATA[name]
     comp = compress(codec, data)
-    for region in (300_000, 600_000):
-        for chunk, inner in ((0, 0), (100_000, 0), (0, 70_001), (262_144, 4096)):
+    for region in (300_000, 600_000) if name in ("random", "mixed") else (300_000,):
+        for chunk, inner in ((0, 0), (100_000, 70_001), (262_144, 4096)):
             spec, serial, taken = spec_and_serial(
                 monkeypatch, lambda: _core._decompress(codec, comp, chunk, inner, 2), engine,
                 region)
