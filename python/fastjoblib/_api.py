@@ -63,20 +63,25 @@ def explain_refusal(exc, policy, again):
 def _run(fn, source, policy, **kwargs):
     again = rereadable(source) if policy is not None else None
     try:
-        obj = fn(source, find_class=policy, **kwargs)
-    except pickle.UnpicklingError as exc:
-        full = explain_refusal(exc, policy, again) if again is not None else exc
-        if full is exc:
+        try:
+            obj = fn(source, find_class=policy, **kwargs)
+        except pickle.UnpicklingError as exc:
+            full = explain_refusal(exc, policy, again) if again is not None else exc
+            if full is exc:
+                raise
+            raise full from None
+        except MemoryError as exc:
+            if policy is not None:
+                from ._guard import reraise_budget
+                reraise_budget(policy, exc)
             raise
-        raise full from None
-    except MemoryError as exc:
         if policy is not None:
-            from ._guard import reraise_budget
-            reraise_budget(policy, exc)
-        raise
-    if policy is not None:
-        policy.finish()
-    return obj
+            policy.finish()
+        return obj
+    finally:
+        if policy is not None:
+            from ._guard import release
+            release(policy)
 
 
 def loads(data, /, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=None,
@@ -112,12 +117,17 @@ class Unpickler(_core.Unpickler):
         policy = getattr(self, "find_class", None)
         guarded = getattr(policy, "budget_obj", None) is not None
         try:
-            obj = super().load()
-        except MemoryError as exc:
+            try:
+                obj = super().load()
+            except MemoryError as exc:
+                if guarded:
+                    from ._guard import reraise_budget
+                    reraise_budget(policy, exc)
+                raise
             if guarded:
-                from ._guard import reraise_budget
-                reraise_budget(policy, exc)
-            raise
-        if guarded:
-            policy.finish()
-        return obj
+                policy.finish()
+            return obj
+        finally:
+            if guarded:
+                from ._guard import release
+                release(policy)

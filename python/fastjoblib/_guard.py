@@ -21,10 +21,13 @@ distinct dict keys / set items sharing one hash are capped, and the budget count
 (a NumPy memory handler), long strings and a fixed cost per opcode.
 """
 import collections
+import copyreg
 import pickle
 import sys
 import types
 import weakref
+
+from . import _core
 
 __all__ = ["BudgetExceededError", "Budget", "attach", "default_max_bytes"]
 
@@ -61,18 +64,8 @@ def default_max_bytes(input_size, compressed=False):
     return _BASE + _PER_INPUT_BYTE * n
 
 
-def _dunder_key(d):
-    global _dunder_key
-    from . import _core
-    _dunder_key = _core._dunder_key
-    return _core._dunder_key(d)
-
-
-def _budget_charge(capsule, n):
-    global _budget_charge
-    from . import _core
-    _budget_charge = _core._budget_charge  # (imported at first use: charged per call)
-    _core._budget_charge(capsule, n)
+_dunder_key = _core._dunder_key
+_budget_charge = _core._budget_charge
 
 
 class Budget:
@@ -81,7 +74,6 @@ class Budget:
     __slots__ = ("capsule", "explicit", "compressed", "input_size")
 
     def __init__(self, max_bytes=None):
-        from . import _core
         if max_bytes is not None:
             if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
                 raise TypeError(f"max_bytes must be an int or None, got {max_bytes!r}")
@@ -95,7 +87,6 @@ class Budget:
     def set_input_size(self, n, compressed=False):
         """The default limit follows the input's size and whether it is compressed (no effect
         when max_bytes was given)."""
-        from . import _core
         self.input_size = n
         if not self.explicit:
             self.compressed = bool(compressed)
@@ -106,12 +97,10 @@ class Budget:
 
     def read(self):
         """Stream bytes the load had read at its last call hook."""
-        from . import _core
         return _core._budget_read(self.capsule)
 
     def state(self):
         """(used, peak, limit, refused request or 0)."""
-        from . import _core
         return _core._budget_state(self.capsule)
 
 
@@ -128,15 +117,68 @@ _CALLABLE_TYPES = (type, types.ModuleType, types.FunctionType, types.BuiltinFunc
                    types.MethodDescriptorType, types.ClassMethodDescriptorType)
 
 
+_PD_KINDS: dict[type, tuple[object, object]] = {}  # type -> what _pd_kind says of its instances (types are pandas' own classes)
+_PD_KINDS_MAX = 4096
+
+
+def _pd_kind(pd, obj):
+    """Which of the checks below applies to `obj` (one isinstance chain per type, then a dict
+    lookup): 'nab' (NDArrayBacked), 'offset', 'multi', 'sparse', 'sparse_index', 'masked',
+    'arrow', 'index', 'frame' (DataFrame / Series) or None."""
+    t = type(obj)
+    hit = _PD_KINDS.get(t)
+    if hit is not None and hit[0] is pd and obj.__class__ is t:
+        return hit[1]
+    nab = getattr(getattr(pd, "_libs", None), "arrays", None)
+    sp = getattr(pd.arrays, "SparseArray", None)
+    sparse = getattr(getattr(pd, "_libs", None), "sparse", None)
+    aea = getattr(pd.arrays, "ArrowExtensionArray", None)
+    from pandas.core.arrays.masked import BaseMaskedArray
+    from pandas._libs.tslibs.offsets import BaseOffset
+    if nab is not None and isinstance(obj, nab.NDArrayBacked):
+        kind = "nab"
+    elif isinstance(obj, BaseOffset):
+        kind = "offset"
+    elif isinstance(obj, pd.MultiIndex):
+        kind = "multi"
+    elif sp is not None and isinstance(obj, sp):
+        kind = "sparse"
+    elif sparse is not None and isinstance(obj, (sparse.IntIndex, sparse.BlockIndex)):
+        kind = "sparse_index"
+    elif isinstance(obj, BaseMaskedArray):
+        kind = "masked"
+    elif aea is not None and isinstance(obj, aea):
+        kind = "arrow"
+    elif isinstance(obj, pd.Index):
+        kind = "index"
+    elif isinstance(obj, (pd.DataFrame, pd.Series)):
+        kind = "frame"
+    else:
+        kind = None
+    if obj.__class__ is t and len(_PD_KINDS) < _PD_KINDS_MAX:
+        _PD_KINDS[t] = (pd, kind)
+    return kind
+
+
+def _pd_recheck_reads(pd, obj):
+    """Whether _pd_recheck(obj) reads the object's data (codes, sparse indexes), not only its
+    types and shapes (an Arrow string array, a block, a RangeIndex, masked arrays)."""
+    kind = _pd_kind(pd, obj)
+    if kind == "index":  # (its backing array's check, when that is an NDArrayBacked one)
+        nab = getattr(getattr(pd, "_libs", None), "arrays", None)
+        return nab is not None and isinstance(getattr(obj, "_data", None), nab.NDArrayBacked)
+    return kind in ("nab", "multi", "sparse", "sparse_index")
+
+
 def _pd_recheck(pd, obj):
     """Why a pandas object made by this load is unsafe now (None: fine). Run again before a call
     uses it and at the end of the load: a later call may have changed memory it shares."""
-    nab = getattr(getattr(pd, "_libs", None), "arrays", None)
-    if nab is not None and isinstance(obj, nab.NDArrayBacked):
+    kind = _pd_kind(pd, obj)
+    if kind == "nab":
         why = _pd_ndarray_backed_problem(pd, obj)
     else:
-        why = _pd_other_problem(pd, obj)
-    if why is None and isinstance(obj, (pd.DataFrame, pd.Series)):
+        why = _pd_other_problem(pd, obj, kind)
+    if why is None and kind == "frame":
         mgr = getattr(obj, "_mgr", None)
         try:
             _check_blocks(list(mgr.axes), [(b.values, b.mgr_locs) for b in mgr.blocks])
@@ -147,38 +189,58 @@ def _pd_recheck(pd, obj):
     return why
 
 
+_OBJ_KINDS: dict[type, tuple[object, bool]] = {}  # type -> (module kind: 0, 'rng' or 'pandas'; whether callable-like)
+
+
+def _obj_kind(obj):
+    """check_object's facts about the type of `obj`, worked out once per type."""
+    t = type(obj)
+    hit = _OBJ_KINDS.get(t)
+    if hit is not None and obj.__class__ is t:
+        return hit
+    mod = t.__module__
+    kind = 0
+    if type(mod) is str:
+        if mod.startswith("numpy.random"):
+            kind = "rng"
+        elif mod.startswith("pandas"):
+            kind = "pandas"
+    hit = (kind, isinstance(obj, _CALLABLE_TYPES) or hasattr(t, "__get__"))
+    if obj.__class__ is t and len(_OBJ_KINDS) < 4096:
+        _OBJ_KINDS[t] = hit
+    return hit
+
+
 def _make_check_object(returned, pending, made):
     weights = {}
 
     def check_object(obj, shared=False):
-        if not shared:
-            mod = type(obj).__module__
-            if type(mod) is str:
-                if mod.startswith("numpy.random"):
-                    _rng_check_built(obj)
-                elif mod.startswith("pandas"):
-                    pd = sys.modules.get("pandas")
-                    nab = getattr(getattr(pd, "_libs", None), "arrays", None)
-                    from pandas._libs.tslibs.offsets import BaseOffset
+        kind, callable_like = _obj_kind(obj)
+        if not shared and kind:
+            if kind == "rng":
+                _rng_check_built(obj)
+            else:
+                pd = sys.modules.get("pandas")
+                try:
+                    made[id(obj)] = weakref.ref(obj)
+                except TypeError:
+                    pass
+                kind = _pd_kind(pd, obj)
+                if kind == "nab":
+                    why = _pd_ndarray_backed_problem(pd, obj)
+                elif kind == "offset":
+                    why = _pd_offset_problem(obj)
+                else:
+                    why = _pd_other_problem(pd, obj, kind)
+                if why == "pending":
                     try:
-                        made[id(obj)] = weakref.ref(obj)
+                        pending[id(obj)] = weakref.ref(obj)
                     except TypeError:
-                        pass
-                    if nab is not None and isinstance(obj, nab.NDArrayBacked):
-                        why = _pd_ndarray_backed_problem(pd, obj)
-                    elif isinstance(obj, BaseOffset):
-                        why = _pd_offset_problem(obj)
-                    else:
-                        why = _pd_other_problem(pd, obj)
-                    if why == "pending":
-                        try:
-                            pending[id(obj)] = weakref.ref(obj)
-                        except TypeError:
-                            raise _bad_state(type(obj).__name__, "made without its data") from None
-                    elif why is not None:
-                        raise _bad_state(type(obj).__name__, why)
-                    else:
-                        pending.pop(id(obj), None)
+                        raise _bad_state(type(obj).__name__, "made without its data") from None
+                elif why is not None:
+                    raise _bad_state(type(obj).__name__, why)
+                else:
+                    pending.pop(id(obj), None)
         np = sys.modules.get("numpy")
         if np is not None and isinstance(obj, np.dtype) and (obj.fields or obj.subdtype) \
                 and dtype_weight(obj, weights) > _MAX_DTYPE_WEIGHT:
@@ -194,8 +256,7 @@ def _make_check_object(returned, pending, made):
                                    f"an object may not carry the special attribute {k!r} under "
                                    "trusted= (a file could point NumPy at any memory address "
                                    "this way)"))
-        if shared and (isinstance(obj, _CALLABLE_TYPES) or hasattr(type(obj), "__get__")) \
-                and returned.get(id(obj)) is not obj:
+        if shared and callable_like and returned.get(id(obj)) is not obj:
             name = getattr(obj, "__qualname__", None) or type(obj).__name__
             raise _refuse((str(name), "a trusted callable returned a function or class that "
                                       "the policy did not hand out"))
@@ -602,10 +663,15 @@ def _pd_sparse_index_problem(pd, np, idx):
     return "an unknown sparse index"
 
 
-def _pd_other_problem(pd, obj):
-    """MultiIndex codes, SparseArray indexes, masked arrays' masks, indexes' backing arrays."""
+def _pd_other_problem(pd, obj, kind=False):
+    """MultiIndex codes, SparseArray indexes, masked arrays' masks, indexes' backing arrays.
+    `kind`: _pd_kind(pd, obj) when the caller has it."""
     import numpy as np
-    if isinstance(obj, pd.MultiIndex):
+    if kind is False:
+        kind = _pd_kind(pd, obj)
+    if kind not in ("multi", "sparse", "sparse_index", "masked", "arrow", "index"):
+        return None
+    if kind == "multi":
         levels, codes = obj.levels, obj.codes
         if len(levels) != len(codes):
             return "as many code arrays as levels needed"
@@ -620,8 +686,7 @@ def _pd_other_problem(pd, obj):
                 return "code arrays of different lengths"
             n = c.size
         return None
-    sp = getattr(pd.arrays, "SparseArray", None)
-    if sp is not None and isinstance(obj, sp):
+    if kind == "sparse":
         try:
             idx, vals = obj.sp_index, obj.sp_values
         except Exception:
@@ -629,11 +694,9 @@ def _pd_other_problem(pd, obj):
         if not isinstance(vals, np.ndarray) or vals.ndim != 1 or vals.size != idx.npoints:
             return "sparse values disagree with their index"
         return _pd_sparse_index_problem(pd, np, idx)
-    sparse = getattr(getattr(pd, "_libs", None), "sparse", None)
-    if sparse is not None and isinstance(obj, (sparse.IntIndex, sparse.BlockIndex)):
+    if kind == "sparse_index":
         return _pd_sparse_index_problem(pd, np, obj)
-    from pandas.core.arrays.masked import BaseMaskedArray
-    if isinstance(obj, BaseMaskedArray):
+    if kind == "masked":
         d, m = getattr(obj, "_data", None), getattr(obj, "_mask", None)
         if not (isinstance(d, np.ndarray) and isinstance(m, np.ndarray)):
             return "pending"
@@ -642,8 +705,7 @@ def _pd_other_problem(pd, obj):
         if m.dtype != np.bool_ or m.shape != d.shape or (want and d.dtype.kind not in want):
             return "data and mask disagree"
         return None
-    aea = getattr(pd.arrays, "ArrowExtensionArray", None)
-    if aea is not None and isinstance(obj, aea):
+    if kind == "arrow":
         # state checked by _arrow_string_state; a call (ArrowStringArray(x)) only gets Arrow
         # arrays from this load's stand-ins, as no other default-trusted callable makes them
         d = getattr(obj, "__dict__", {})
@@ -658,7 +720,7 @@ def _pd_other_problem(pd, obj):
         if type(dtype) is not pd.StringDtype or dtype.storage != "pyarrow":
             return "_dtype must be a StringDtype with pyarrow storage"
         return None
-    if isinstance(obj, pd.Index):
+    if kind == "index":
         data = getattr(obj, "_data", None)
         nab = getattr(getattr(pd, "_libs", None), "arrays", None)
         if nab is not None and isinstance(data, nab.NDArrayBacked):
@@ -714,6 +776,12 @@ def _check_blocks(axes, blocks):
         if len(axes) == 2:
             seen.append(locs)
     if len(axes) == 2:
+        if n_items <= 64 and sum(a.size for a in seen) == n_items:
+            # (a few columns: Python's set is faster than NumPy's unique)
+            if len({int(i) for a in seen for i in a.tolist()}) != n_items:
+                raise _bad_state("pandas manager", "block placements do not cover the items "
+                                                   "once")
+            return
         allp = np.concatenate(seen) if seen else np.zeros(0, dtype=np.intp)
         if allp.size != n_items or np.unique(allp).size != n_items:
             raise _bad_state("pandas manager", "block placements do not cover the items once")
@@ -767,9 +835,11 @@ _PD_CHEAP = frozenset({
     "Second", "Milli", "Micro", "Nano", "Week", "MonthEnd", "MonthBegin", "QuarterEnd",
     "QuarterBegin", "YearEnd", "YearBegin", "BusinessDay", "BusinessMonthEnd",
     "BusinessMonthBegin", "DateOffset", "Period"})
-# the costliest constructors (50-90 us a call): count twice
-_PD_HEAVY = frozenset({"Categorical", "CategoricalIndex", "CategoricalDtype", "MultiIndex",
-                       "IntervalIndex", "IntervalArray", "DataFrame"})
+# what a pandas call counts, by the cost of its constructor (one unit: ~20 us, what Index([1]),
+# Series([1]) or DataFrame(manager) cost with their checks; Categorical([1]), CategoricalIndex
+# and MultiIndex take 75-90 us, IntervalIndex 50 us, measured on pandas 3.1)
+_PD_HEAVY = {"Categorical": 4, "CategoricalIndex": 4, "MultiIndex": 4, "IntervalIndex": 3,
+             "IntervalArray": 3, "CategoricalDtype": 2}
 # characters of text given to pandas calls that count as one call (date parsing: ~2 us a char)
 _PD_CHARS_PER_UNIT = 32
 # pandas calls that parse the strings of an object array they are given
@@ -793,15 +863,16 @@ def _pd_boxes(np, pd, v):
 
 
 def _pd_unit_limit(budget):
-    """pandas calls a load may make: 8192 + one per 32 bytes of its input (a legitimate list of
-    2,000 two-row DataFrames makes one per 57 bytes; a file of 6-byte repeated calls of
-    Categorical([1]) made one per 6 bytes, 90 us each: 16 s for 1 MiB). For a compressed input
-    or one of unknown size, the bytes of the stream read so far."""
+    """pandas call units (_PD_HEAVY) a load may make: 8192 + one per 40 bytes of its input (a
+    legitimate list of 2,000 two-row DataFrames makes one per 52 bytes, with a categorical
+    column one per 40; a file of 6-byte repeated calls of Categorical([1]) made one per 6 bytes,
+    90 us each: 16 s for 1 MiB). For a compressed input or one of unknown size, the bytes of the
+    stream read so far."""
     n = budget.input_size if not budget.compressed else None
     # (what the load has read of its stream: the decompressed bytes of a compressed file, the
     # bytes so far of a stream of unknown size)
     read = budget.read()
-    return 8192 + max(n or 0, read) // 32
+    return 8192 + max(n or 0, read) // 40
 
 
 def _pd_dates(np, pd, v):
@@ -815,39 +886,70 @@ def _pd_dates(np, pd, v):
         type(v).__module__.startswith("pandas")
 
 
-def _pd_texts(np, func, vals):
+_NOT_DATES = frozenset({int, float, bool, type(None), complex, bytes, bytearray, tuple, list})
+# exact types that hold no text at all
+_NOT_TEXT = frozenset({int, float, bool, type(None), complex, bytes, bytearray})
+
+
+def _text_units(t, what):
+    """pandas call units of one string given to a call (a too long one refused)."""
+    if len(t) > _MAX_PANDAS_STR:
+        raise _bad_state(what, f"a string argument of {len(t)} characters (at most "
+                               f"{_MAX_PANDAS_STR}: pandas parses them in quadratic time)")
+    return 1 + len(t) // _PD_CHARS_PER_UNIT
+
+
+def _array_text_units(np, w, what):
+    """The units of the strings of an object or text array a parsing call is given."""
+    units = 0
+    if isinstance(w, np.ndarray) and w.dtype.kind in "OU":
+        for t in w.ravel():
+            if isinstance(t, str):
+                units += _text_units(str(t), what)
+    return units
+
+
+def _pd_text_units(np, func, vals, parser=None, what="pandas"):
     """The strings a pandas call is given: arguments, items of list / tuple / dict-value
     arguments (one level down), and, for the calls that parse them (date, time and period
     constructors, or any call given such a dtype), the strings of object and text arrays and
-    of containers one more level down."""
+    of containers one more level down, counted as pandas call units (1 + one per
+    _PD_CHARS_PER_UNIT characters each); a string longer than _MAX_PANDAS_STR is refused.
+    `parser`: whether `func` is one of _PD_PARSERS; `what`: the call's name for the error."""
     pd = sys.modules.get("pandas")
-    parses = getattr(func, "__name__", None) in _PD_PARSERS or any(
-        _pd_dates(np, pd, v) or (type(v) is dict and any(_pd_dates(np, pd, w)
-                                                        for w in v.values()))
-        for v in vals)
-
-    def in_array(w):
-        if parses and np is not None and isinstance(w, np.ndarray) and w.dtype.kind in "OU":
-            return (str(t) for t in w.ravel() if isinstance(t, str))
-        return ()
-
+    if parser is None:
+        parser = getattr(func, "__name__", None) in _PD_PARSERS
+    parses = parser
+    if not parses:
+        for v in vals:
+            if type(v) not in _NOT_DATES and (
+                    _pd_dates(np, pd, v) or (type(v) is dict and any(_pd_dates(np, pd, w)
+                                                                    for w in v.values()))):
+                parses = True
+                break
+    units = 0
     for v in vals:
-        if isinstance(v, str):
-            yield v
-        elif type(v) in (list, tuple, dict):
-            for w in (v.values() if type(v) is dict else v):
-                if isinstance(w, str):
-                    yield w
-                elif parses and type(w) in (list, tuple, dict):
-                    for u in (w.values() if type(w) is dict else w):
+        tv = type(v)
+        if tv is str or isinstance(v, str):
+            units += _text_units(v, what)
+        elif tv is list or tv is tuple or tv is dict:
+            for w in (v.values() if tv is dict else v):
+                tw = type(w)
+                if tw is str or isinstance(w, str):
+                    units += _text_units(w, what)
+                elif tw in _NOT_TEXT:
+                    continue
+                elif parses and (tw is list or tw is tuple or tw is dict):
+                    for u in (w.values() if tw is dict else w):
                         if isinstance(u, str):
-                            yield u
-                        else:
-                            yield from in_array(u)
-                else:
-                    yield from in_array(w)
-        else:
-            yield from in_array(v)
+                            units += _text_units(u, what)
+                        elif np is not None:
+                            units += _array_text_units(np, u, what)
+                elif parses and np is not None:
+                    units += _array_text_units(np, w, what)
+        elif parses and np is not None:
+            units += _array_text_units(np, v, what)
+    return units
 
 
 # pandas callables that may put the values they are given in one of pandas' own hash tables
@@ -940,7 +1042,6 @@ def _pd_hash_flood_check(np, pd, func, vals, checked, indexes_only=False):
     than _FLOOD_MAX distinct values sharing one of pandas' unseeded 32-bit hashes (an int64
     array of 120,000 such values: 20 s in Categorical). Arguments, their items and dict values
     one level down; each array once per load (`checked`)."""
-    from . import _core
 
     todo = []
     for v in vals:
@@ -1098,7 +1199,6 @@ def _flood_check(func, items, work=None):
     costs its size for its hash and again for each item it is compared with (as it will cost
     the callee), counted in `work` (this load's [total]) against _KEY_WORK_MAX. (In C:
     _core._flood_scan.)"""
-    from . import _core
 
     status, total = _core._flood_scan(items, work[0] if work is not None else 0, _FLOOD_MAX,
                                       _KEY_MAX, _KEY_WORK_MAX)
@@ -1151,7 +1251,9 @@ def _refuse_dateutil(x, depth, seen=None):
 
 def _effective_call(func, args, kwargs):
     """The call a helper makes for the stream: copyreg's reconstructors call their class."""
-    import copyreg
+    if func is not copyreg.__newobj__ and func is not copyreg.__newobj_ex__ \
+            and func is not copyreg._reconstructor:
+        return func, args, kwargs
     if func is copyreg.__newobj__ and args:
         return args[0], args[1:], kwargs
     if func is copyreg.__newobj_ex__ and len(args) == 3:
@@ -1258,9 +1360,65 @@ _READ_ONLY_CALLS = (list, tuple, set, frozenset, dict, str, repr, int, float, co
                     bytes, range, slice, collections.deque, collections.OrderedDict)
 
 
-def _make_before_call(budget, pending, made, epoch=None):
+_ATOM_SET = frozenset(_ATOMS)
+_CONTAINER_SET = frozenset(_CONTAINER_TYPES)
+
+# Facts about an argument's type that the call checks use, worked out once per type (for an
+# object whose __class__ is its type: isinstance(x, c) is then issubclass(type(x), c)).
+_T_SEQ = 1  # a list, tuple or deque (subclasses too): its items are scanned for hash flooding
+_T_DICT = 2  # a dict (subclasses too): its keys are scanned
+_T_NDARRAY = 4  # a NumPy array
+_T_LAZY = 8  # range, a NumPy array or a pandas RangeIndex: _lazy_size may charge for it
+_T_SCAN = _T_SEQ | _T_DICT | _T_NDARRAY  # flood_scan has something to look at
+_TYPE_FLAGS: dict[type, int] = {}
+_TYPE_FLAGS_MODS: list[object] = [None, None]  # (numpy, pandas) the cache was made with
+
+
+def _type_flags(x, np, pd):
+    t = type(x)
+    if _TYPE_FLAGS_MODS[0] is not np or _TYPE_FLAGS_MODS[1] is not pd:
+        _TYPE_FLAGS.clear()  # numpy or pandas imported since
+        _TYPE_FLAGS_MODS[:] = [np, pd]
+    fl = _TYPE_FLAGS.get(t)
+    if fl is not None and x.__class__ is t:
+        return fl
+    fl = 0
+    if isinstance(x, (list, tuple, collections.deque)):
+        fl |= _T_SEQ
+    if isinstance(x, dict):
+        fl |= _T_DICT
+    if np is not None and isinstance(x, np.ndarray):
+        fl |= _T_NDARRAY | _T_LAZY
+    pd_range = getattr(pd, "RangeIndex", None) if pd is not None else None
+    if t is range or (pd_range is not None and isinstance(x, pd_range)):
+        fl |= _T_LAZY
+    if x.__class__ is t and len(_TYPE_FLAGS) < 4096:
+        _TYPE_FLAGS[t] = fl
+    return fl
+
+
+def _call_profile(func):
+    """What _check_call needs to know of a callable, worked out once per callable: (read_only,
+    is_container, numpy_mod, pandas_mod, pd_units_base, pd_parser, pd_managers, pd_internal,
+    pd_indexes, pd_new_index, qualname)."""
+    fmod = getattr(func, "__module__", None)
+    if type(fmod) is not str:
+        fmod = ""
+    fname = getattr(func, "__name__", None)
+    qualname = getattr(func, "__qualname__", None)
+    pandas_mod = fmod.startswith("pandas")
+    pd_indexes = pandas_mod and fmod.startswith("pandas.core.indexes")
+    return (func in _READ_ONLY_CALLS, func in _CONTAINERS, fmod.startswith("numpy"), pandas_mod,
+            0 if fname in _PD_CHEAP else _PD_HEAVY.get(fname, 1) if type(fname) is str else 1,
+            fname in _PD_PARSERS, fmod == "pandas.core.internals.managers",
+            fmod.startswith(("pandas.core.internals", "pandas._libs")), pd_indexes,
+            pd_indexes and fname in _PD_NEW_INDEX, qualname if type(qualname) is str else None)
+
+
+def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
     if epoch is None:
         epoch = [0]
+    self_checked = self_checked or {}  # id -> stand-in that checks its own arguments (_trust)
     rechecked_at = {}  # id(made pandas object) -> (it, the epoch it was last re-checked at)
     flood_checked = {}
     key_work = [0]  # tuple / frozenset key elements the checked calls hash and compare
@@ -1269,11 +1427,12 @@ def _make_before_call(budget, pending, made, epoch=None):
     pd_units = [0]  # pandas constructor calls (and their text) so far
     dateutil_seen = {}  # containers _refuse_dateutil looked at
     rechecked_bytes = [0]  # data of made pandas objects re-checked so far
+    recheck_ids = set()  # made objects re-checked for the call being checked
     dag_checked = {}
     known = {}  # big lists / tuples of atoms counted once (_expanded_slots)
 
     def dag_check(func, v):
-        if type(v) not in _CONTAINER_TYPES:
+        if type(v) not in _CONTAINER_SET:
             return
         hit = dag_checked.get(id(v))
         if hit is not None and hit[0] is v:
@@ -1293,7 +1452,9 @@ def _make_before_call(budget, pending, made, epoch=None):
                              f"holds {distinct}): printing, hashing or comparing it would walk "
                              "every one")
 
-    def flood_scan(func, x):
+    def flood_scan(func, x, fl=None):
+        if fl is not None and not fl & _T_SCAN:
+            return  # (never checked before: only such objects are remembered, alive)
         hit = flood_checked.get(id(x))
         if hit is not None:
             # checked before; a callee that hashes its items hashes and compares the tuple and
@@ -1324,7 +1485,13 @@ def _make_before_call(budget, pending, made, epoch=None):
         # 4-6 byte REDUCE) gets the same answer when nothing it was given can have changed:
         # atoms, or (no memory-writing call or BUILD since: the epoch) objects that only those
         # change. What it costs is charged again.
+        if self_checked.get(id(func)) is func:
+            return
         key = None
+        prof = profile_of(func)
+        if prof[2] or prof[3]:  # numpy's and pandas' calls are counted: checked every time
+            _check_call(func, args, kwargs)
+            return
         if not kwargs and type(args) is tuple and len(args) <= 8:
             key = (id(func), *map(id, args))
             hit = same_calls.get(key)  # (it holds the objects: their ids are theirs)
@@ -1335,16 +1502,23 @@ def _make_before_call(budget, pending, made, epoch=None):
                     epoch[0] += 1
                 return
         _check_call(func, args, kwargs)
-        fmod = getattr(func, "__module__", None)
-        if key is not None and len(same_calls) < 4096 and \
-                not (type(fmod) is str and fmod.startswith(("pandas", "numpy"))):  # (counted)
-            if all(type(a) in _ATOMS for a in args):
+        if key is not None and len(same_calls) < 4096:
+            if all(type(a) in _ATOM_SET for a in args):
                 same_calls[key] = (func, args, None)  # can never change
             elif func in _NO_HASH_CALLS and not any(
                     type(a) in _UNFROZEN or (type(a) is tuple and any(type(b) in _UNFROZEN
                                                                       for b in a[:64]))
                     for a in args) and not any(type(a) is tuple and len(a) > 64 for a in args):
                 same_calls[key] = (func, args, epoch[0])
+
+    def clear():
+        """Drop what this load's checks remember (they hold the load's objects; the policy's
+        closures reference each other, so without this they would live until the next cyclic
+        collection, and make it slower)."""
+        for d in (rechecked_at, flood_checked, pd_hash_checked, same_calls, dateutil_seen,
+                  dag_checked, known, profiles):
+            d.clear()
+    before_call.clear = clear
 
     def count_units(func, units, lib):
         """Count a pandas (or text-parsing NumPy) call against the load's limit."""
@@ -1361,10 +1535,12 @@ def _make_before_call(budget, pending, made, epoch=None):
         if kwargs and len(kwargs) >= 16:  # a memoised keyword dict copied into each call
             budget.charge(128 * len(kwargs))
         pd = sys.modules.get("pandas")
-        pd_range = getattr(pd, "RangeIndex", None) if pd is not None else None
+        pd_range = None
         for v in (*args, *kwargs.values()) if kwargs else args:
-            if type(v) in _ATOMS:
+            if type(v) in _ATOM_SET or not _type_flags(v, np, pd) & _T_LAZY:
                 continue
+            if pd_range is None and pd is not None:
+                pd_range = getattr(pd, "RangeIndex", None)
             n = _lazy_size(np, pd_range, v)  # what materialising a lazy argument takes
             if n:
                 budget.charge(n)
@@ -1386,15 +1562,52 @@ def _make_before_call(budget, pending, made, epoch=None):
         elif func in (str, repr) and args and type(args[0]) in (bytes, bytearray):
             budget.charge(4 * len(args[0]))  # (repr: up to 4 characters a byte)
 
+    profiles = {}  # id(callable) -> (callable, _call_profile(callable))
+
+    def profile_of(func):
+        hit = profiles.get(id(func))
+        if hit is not None and hit[0] is func:
+            return hit[1]
+        prof = _call_profile(func)
+        if len(profiles) < 4096:  # (getattr may hand out a new bound method at every call)
+            profiles[id(func)] = (func, prof)
+        return prof
+
+    def check_value(func, w, rechecked, now, pd, np):
+        """A call argument, or an item one level inside one: made pandas objects re-checked,
+        pending ones refused, hashed items scanned for flooding."""
+        if pending and id(w) in pending and pending[id(w)]() is w:
+            raise _bad_state(type(w).__name__, "used before it got its data")
+        ref = made.get(id(w)) if made else None
+        if ref is not None and ref() is w and id(w) not in rechecked:
+            last = rechecked_at.get(id(w))
+            if not (last is not None and last[0] is w and last[1] == now):
+                rechecked.add(id(w))
+                rechecked_at[id(w)] = (w, now)
+                if _pd_recheck_reads(pd, w):
+                    try:  # each re-check reads the object's data again
+                        rechecked_bytes[0] += int(getattr(w, "nbytes", 0) or 0)
+                    except Exception:
+                        pass
+                if rechecked_bytes[0] > 4 * max(budget.state()[2], 1 << 30):
+                    raise _bad_state(type(w).__name__, "re-checked after more calls that "
+                                     "may write memory than its data allows (each re-check "
+                                     "reads all of it)")
+                why = _pd_recheck(pd, w)
+                if why is not None and why != "pending":
+                    raise _bad_state(type(w).__name__, f"{why} (changed after it was made)")
+        flood_scan(func, w, _type_flags(w, np, pd))
+
     def _check_call(func, args, kwargs):
         func, args, kwargs = _effective_call(func, args, kwargs)
+        (read_only, is_container, numpy_mod, pandas_mod, pd_units_base, pd_parser, pd_managers,
+         pd_internal, pd_indexes, pd_new_index, qualname) = profile_of(func)
         np = sys.modules.get("numpy")
         pd = sys.modules.get("pandas")
-        pd_range = getattr(pd, "RangeIndex", None) if pd is not None else None
-        vals = list(args) + (list(kwargs.values()) if kwargs else [])
+        vals = (*args, *kwargs.values()) if kwargs else args
         # charged first: the walks below are linear in the arguments too
         charge_call(np, func, args, kwargs)
-        if func in _CONTAINERS and args:
+        if is_container and args:
             a0 = args[0]
             if func is collections.defaultdict and len(args) >= 2:
                 a0 = args[1]  # (defaultdict(factory, pairs))
@@ -1403,12 +1616,20 @@ def _make_before_call(budget, pending, made, epoch=None):
                     and isinstance(a0, (list, tuple, set, frozenset, collections.deque)):
                 _flood_check(func, [p[0] for p in a0 if type(p) is tuple and len(p) == 2],
                              key_work)
-        rechecked = set()  # (one argument list may hold one pandas object 64 times)
+        rechecked = recheck_ids  # (one argument list may hold one pandas object 64 times)
+        if rechecked:
+            rechecked.clear()
         now = epoch[0]
-        if func not in _READ_ONLY_CALLS:
+        if not read_only:
             epoch[0] += 1  # this call may write memory: what it is given is re-checked first
-        read_only = func in _READ_ONLY_CALLS
         for v in vals:
+            tv = type(v)
+            if tv in _ATOM_SET:
+                # an exact str, int, float, ...: nothing to expand, hash-scan or re-check; only
+                # a time-zone string that pandas would read a file for
+                if tv is str and not read_only and v.startswith("dateutil/"):
+                    _refuse_dateutil(v, 0)
+                continue
             if read_only:
                 # a builtin constructor only references the items inside its argument (hashing
                 # and printing are bounded by flood_scan / dag_check on the argument itself):
@@ -1417,71 +1638,46 @@ def _make_before_call(budget, pending, made, epoch=None):
                 inner = ()
             else:
                 _refuse_dateutil(v, 0, dateutil_seen)
-                inner = v if type(v) in (tuple, list) else (
-                    list(v.values()) if type(v) is dict else ())
+                inner = v if tv is tuple or tv is list else (
+                    list(v.values()) if tv is dict else ())
             dag_check(func, v)
-            for w in [v, *inner[:64]]:
-                if pending and id(w) in pending and pending[id(w)]() is w:
-                    raise _bad_state(type(w).__name__, "used before it got its data")
-                ref = made.get(id(w)) if made else None
-                last = rechecked_at.get(id(w))
-                if ref is not None and ref() is w and id(w) not in rechecked \
-                        and not (last is not None and last[0] is w and last[1] == now):
-                    rechecked.add(id(w))
-                    rechecked_at[id(w)] = (w, now)
-                    try:  # each re-check reads the object's data again
-                        rechecked_bytes[0] += int(getattr(w, "nbytes", 0) or 0)
-                    except Exception:
-                        pass
-                    if rechecked_bytes[0] > 4 * max(budget.state()[2], 1 << 30):
-                        raise _bad_state(type(w).__name__, "re-checked after more calls that "
-                                         "may write memory than its data allows (each re-check "
-                                         "reads all of it)")
-                    why = _pd_recheck(pd, w)
-                    if why is not None and why != "pending":
-                        raise _bad_state(type(w).__name__, f"{why} (changed after it was made)")
-                flood_scan(func, w)
-        fmod = getattr(func, "__module__", None)
-        if type(fmod) is str and fmod.startswith("numpy"):
+            check_value(func, v, rechecked, now, pd, np)
+            for w in inner[:64]:
+                if type(w) not in _ATOM_SET:
+                    check_value(func, w, rechecked, now, pd, np)
+        if numpy_mod:
             # numpy.matrix(str) and numpy.dtype(str) parse their text (matrix: a compile() per
             # token): capped like pandas' strings, and counted with pandas' calls
             units = 0
             for v in vals:
                 if isinstance(v, str):
                     if len(v) > _MAX_PANDAS_STR:
-                        raise _bad_state(getattr(func, "__qualname__", "numpy"),
+                        raise _bad_state(qualname or "numpy",
                                          f"a string argument of {len(v)} characters (at most "
                                          f"{_MAX_PANDAS_STR}: NumPy parses it)")
                     units += len(v) // _PD_CHARS_PER_UNIT
             count_units(func, units, "numpy")
-        if type(fmod) is str and fmod.startswith(("numpy", "pandas")):
+        if numpy_mod or pandas_mod:
             # NumPy makes a view of a writable buffer it is handed (MaskedArray(ba), matrix(ba,
             # copy=False), ...): two such views, or one over a caller's out-of-band buffer,
             # would let the caller's writes change data a check has passed (pandas codes).
             # Protocol-5 arrays come through the copying _frombuffer stand-in instead.
             for v in vals:
                 if type(v) in _WRITABLE_BUFFERS:
-                    raise _bad_state(getattr(func, "__qualname__", "numpy"),
+                    raise _bad_state(qualname or "numpy",
                                      f"a {type(v).__name__} argument (an array over its memory)")
-        if type(fmod) is str and fmod.startswith("pandas"):
+        if pandas_mod:
             # pandas parses date, period and frequency strings in super-linear time, and its
             # constructors cost 30-100 us a call: each call is counted (the helpers that only
             # rebuild a pickled scalar or block are cheap: not counted), with its text
-            fname = getattr(func, "__name__", None)
-            units = 0 if fname in _PD_CHEAP else 2 if fname in _PD_HEAVY else 1
-            for t in _pd_texts(np, func, vals):
-                if len(t) > _MAX_PANDAS_STR:
-                    raise _bad_state(getattr(func, "__qualname__", "pandas"),
-                                     f"a string argument of {len(t)} characters (at most "
-                                     f"{_MAX_PANDAS_STR}: pandas parses them in quadratic time)")
-                units += 1 + len(t) // _PD_CHARS_PER_UNIT
+            units = pd_units_base + _pd_text_units(np, func, vals, pd_parser,
+                                                   qualname or "pandas")
             count_units(func, units, "pandas")
-            if fmod == "pandas.core.internals.managers":
+            if pd_managers:
                 _pd_manager_call(pd, func, args)
             if np is not None and _pd_hashing_call(pd, func, args, vals):
                 _pd_hash_flood_check(np, pd, func, vals, pd_hash_checked)
-            elif np is not None and not fmod.startswith(("pandas.core.internals",
-                                                         "pandas._libs")):
+            elif np is not None and not pd_internal:
                 # any other pandas call may align or reindex the indexes it is given
                 _pd_hash_flood_check(np, pd, func, vals, pd_hash_checked, indexes_only=True)
             # boxing: a NumPy array turned into Python objects (dtype=object, or a string dtype:
@@ -1494,10 +1690,9 @@ def _make_before_call(budget, pending, made, epoch=None):
                 for v in vals:  # void, bytes and text arrays: pandas makes objects of them
                     if isinstance(v, np.ndarray) and v.dtype.kind in "VSU" and v.size:
                         budget.charge(100 * v.size)
-            if fmod.startswith("pandas.core.indexes") and len(args) == 2 and type(args[1]) is dict:
+            if pd_indexes and len(args) == 2 and type(args[1]) is dict:
                 _pd_index_parts(pd, np, func, args[0], args[1])
-            elif getattr(func, "__name__", None) in _PD_NEW_INDEX \
-                    and fmod.startswith("pandas.core.indexes"):
+            elif pd_new_index:
                 raise _bad_state("pandas." + func.__name__, "only (class, dict) arguments")
         if np is not None and func is np.ndarray and (len(args) > 2 or (kwargs and "buffer" in kwargs)):
             raise _bad_state("numpy.ndarray", "an array over another object's memory (buffer=)")
@@ -1572,7 +1767,9 @@ def attach(find_class, returned, max_bytes=None):
     budget = Budget(max_bytes)
     find_class.budget_obj = budget
     find_class.budget = budget.capsule
-    find_class.before_call = _make_before_call(budget, pending, made, epoch)
+    before_call = _make_before_call(budget, pending, made, epoch,
+                                    getattr(find_class, "self_checked", None))
+    find_class.before_call = before_call
 
     def finish():
         for ref in pending.values():
@@ -1587,4 +1784,21 @@ def attach(find_class, returned, max_bytes=None):
                 if why is not None:
                     raise _bad_state(type(obj).__name__, f"{why} at the end of the load")
     find_class.finish = finish
+
+    def release():
+        pending.clear()
+        made.clear()
+        dateutil_seen.clear()
+        arrow_made.clear()
+        clear = getattr(before_call, "clear", None)
+        if clear is not None:
+            clear()
+    find_class.release = release
     return find_class
+
+
+def release(policy):
+    """After a restricted load (done or failed): forget the objects its checks remember."""
+    r = getattr(policy, "release", None)
+    if r is not None:
+        r()

@@ -438,6 +438,10 @@ def load(filename, mmap_mode=None, ensure_native_byte_order="auto", *, trusted=N
         if full is exc:
             raise
         raise full from None
+    finally:
+        if "find_class" in extra:
+            from ._guard import release
+            release(extra["find_class"])
 
 
 def _rereadable(source):

@@ -1047,6 +1047,11 @@ def make_find_class(trusted=True, max_bytes=None):
     find_class.checked = checked
     arrow_made, arrow_shims = _arrow_shims(lambda: find_class.budget_obj)
     find_class.arrow_made = arrow_made
+    # The Arrow stand-ins accept only exact types (str, bytes / bytearray, a 7-tuple of their own
+    # objects and ints), refuse anything else in O(1) without hashing, printing or walking it,
+    # charge what they copy or scan, and write into no argument: the guard's generic argument
+    # checks (before_call) are skipped for them.
+    find_class.self_checked = {id(f): f for f in arrow_shims.values()}
     policy_getattr = _PolicyGetattr(find_class, returned, names)
     returned[id(policy_getattr)] = policy_getattr  # BUILD may not give it state
 
