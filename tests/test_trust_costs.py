@@ -2,7 +2,7 @@
 
 * pandas calls count by the cost of their constructor: ``Categorical``, ``CategoricalIndex``
   and ``MultiIndex`` four units, ``IntervalIndex`` / ``IntervalArray`` three,
-  ``CategoricalDtype`` two, others one, against 8192 + one unit per 40 bytes of input;
+  ``CategoricalDtype`` two, others one, against 8192 + one unit per 32 bytes of input;
 * a restricted load (done or refused) leaves nothing of its checks behind: the objects it
   loaded are freed when the caller drops them, without waiting for the cyclic collector;
 * the Arrow stand-ins check their own arguments (the guard's generic argument checks are
@@ -25,7 +25,7 @@ from fastjoblib import _guard  # noqa: E402
 
 
 def _limit(stream):
-    return 8192 + len(stream) // 40
+    return 8192 + len(stream) // 32
 
 
 @pytest.mark.parametrize("name,args,weight", [

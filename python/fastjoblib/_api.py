@@ -130,4 +130,4 @@ class Unpickler(_core.Unpickler):
         finally:
             if guarded:
                 from ._guard import release
-                release(policy)
+                release(policy, objects=False)

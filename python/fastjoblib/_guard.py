@@ -160,14 +160,33 @@ def _pd_kind(pd, obj):
     return kind
 
 
-def _pd_recheck_reads(pd, obj):
-    """Whether _pd_recheck(obj) reads the object's data (codes, sparse indexes), not only its
-    types and shapes (an Arrow string array, a block, a RangeIndex, masked arrays)."""
+_RECHECK_ITEM_COST = 4096  # bytes a re-check's per-item work counts as (a placement: ~0.6 us)
+
+
+def _pd_recheck_cost(pd, obj):
+    """What a re-check of `obj` reads, in bytes: the data of what has its values checked
+    (Categorical codes, MultiIndex codes, sparse indexes, an Index backed by an NDArrayBacked
+    array), the placements of a DataFrame's or Series' blocks (_check_blocks: 4 KiB an item,
+    what walking one costs), nothing for what only has its types and shapes checked (an Arrow
+    string array, a block, a RangeIndex, masked arrays)."""
     kind = _pd_kind(pd, obj)
+    if kind == "frame":
+        try:
+            n = len(obj._mgr.axes[0]) + len(obj._mgr.blocks)
+        except Exception:
+            n = 1
+        return _RECHECK_ITEM_COST * max(n, 1)
     if kind == "index":  # (its backing array's check, when that is an NDArrayBacked one)
         nab = getattr(getattr(pd, "_libs", None), "arrays", None)
-        return nab is not None and isinstance(getattr(obj, "_data", None), nab.NDArrayBacked)
-    return kind in ("nab", "multi", "sparse", "sparse_index")
+        reads = nab is not None and isinstance(getattr(obj, "_data", None), nab.NDArrayBacked)
+    else:
+        reads = kind in ("nab", "multi", "sparse", "sparse_index")
+    if not reads:
+        return 0
+    try:
+        return int(getattr(obj, "nbytes", 0) or 0)
+    except Exception:
+        return 0
 
 
 def _pd_recheck(pd, obj):
@@ -783,7 +802,10 @@ def _check_blocks(axes, blocks):
                                                    "once")
             return
         allp = np.concatenate(seen) if seen else np.zeros(0, dtype=np.intp)
-        if allp.size != n_items or np.unique(allp).size != n_items:
+        # (every placement is in 0..n_items-1 (_locs): n_items of them cover each item once
+        # when each is counted once; np.unique hashes: 0.7 s for 1M placements)
+        if allp.size != n_items or (n_items and not bool(
+                (np.bincount(allp, minlength=n_items) == 1).all())):
             raise _bad_state("pandas manager", "block placements do not cover the items once")
 
 
@@ -834,7 +856,7 @@ _PD_CHEAP = frozenset({
     "__pyx_unpickle_NDArrayBacked", "__pyx_unpickle_IntervalMixin", "Day", "Hour", "Minute",
     "Second", "Milli", "Micro", "Nano", "Week", "MonthEnd", "MonthBegin", "QuarterEnd",
     "QuarterBegin", "YearEnd", "YearBegin", "BusinessDay", "BusinessMonthEnd",
-    "BusinessMonthBegin", "DateOffset", "Period"})
+    "BusinessMonthBegin", "DateOffset", "Period", "StringDtype"})
 # what a pandas call counts, by the cost of its constructor (one unit: ~20 us, what Index([1]),
 # Series([1]) or DataFrame(manager) cost with their checks; Categorical([1]), CategoricalIndex
 # and MultiIndex take 75-90 us, IntervalIndex 50 us, measured on pandas 3.1)
@@ -863,16 +885,16 @@ def _pd_boxes(np, pd, v):
 
 
 def _pd_unit_limit(budget):
-    """pandas call units (_PD_HEAVY) a load may make: 8192 + one per 40 bytes of its input (a
-    legitimate list of 2,000 two-row DataFrames makes one per 52 bytes, with a categorical
-    column one per 40; a file of 6-byte repeated calls of Categorical([1]) made one per 6 bytes,
-    90 us each: 16 s for 1 MiB). For a compressed input or one of unknown size, the bytes of the
-    stream read so far."""
+    """pandas call units (_PD_HEAVY) a load may make: 8192 + one per 32 bytes of its input (a
+    legitimate list of 2,000 two-row DataFrames makes one per 52 bytes; lists of small
+    categorical Series or DataFrames one per 36-40; a file of 6-byte repeated calls of
+    Categorical([1]) made one per 6 bytes, 90 us each: 16 s for 1 MiB). For a compressed input
+    or one of unknown size, the bytes of the stream read so far."""
     n = budget.input_size if not budget.compressed else None
     # (what the load has read of its stream: the decompressed bytes of a compressed file, the
     # bytes so far of a stream of unknown size)
     read = budget.read()
-    return 8192 + max(n or 0, read) // 40
+    return 8192 + max(n or 0, read) // 32
 
 
 def _pd_dates(np, pd, v):
@@ -891,11 +913,15 @@ _NOT_DATES = frozenset({int, float, bool, type(None), complex, bytes, bytearray,
 _NOT_TEXT = frozenset({int, float, bool, type(None), complex, bytes, bytearray})
 
 
-def _text_units(t, what):
-    """pandas call units of one string given to a call (a too long one refused)."""
+def _text_units(t, what, parses=False):
+    """pandas call units of one string given to a call (a too long one refused); a string a
+    date, time or period call parses (Period('2020 , , , ...'): dateutil's parser, 75 us for 31
+    characters) counts four units plus one per 8 characters."""
     if len(t) > _MAX_PANDAS_STR:
         raise _bad_state(what, f"a string argument of {len(t)} characters (at most "
                                f"{_MAX_PANDAS_STR}: pandas parses them in quadratic time)")
+    if parses:
+        return 4 + len(t) // 8
     return 1 + len(t) // _PD_CHARS_PER_UNIT
 
 
@@ -905,7 +931,7 @@ def _array_text_units(np, w, what):
     if isinstance(w, np.ndarray) and w.dtype.kind in "OU":
         for t in w.ravel():
             if isinstance(t, str):
-                units += _text_units(str(t), what)
+                units += _text_units(str(t), what, True)
     return units
 
 
@@ -931,18 +957,18 @@ def _pd_text_units(np, func, vals, parser=None, what="pandas"):
     for v in vals:
         tv = type(v)
         if tv is str or isinstance(v, str):
-            units += _text_units(v, what)
+            units += _text_units(v, what, parses)
         elif tv is list or tv is tuple or tv is dict:
             for w in (v.values() if tv is dict else v):
                 tw = type(w)
                 if tw is str or isinstance(w, str):
-                    units += _text_units(w, what)
+                    units += _text_units(w, what, parses)
                 elif tw in _NOT_TEXT:
                     continue
                 elif parses and (tw is list or tw is tuple or tw is dict):
                     for u in (w.values() if tw is dict else w):
                         if isinstance(u, str):
-                            units += _text_units(u, what)
+                            units += _text_units(u, what, parses)
                         elif np is not None:
                             units += _array_text_units(np, u, what)
                 elif parses and np is not None:
@@ -1233,7 +1259,7 @@ def _refuse_dateutil(x, depth, seen=None):
     `seen` (kept for a load): containers already looked at, at the depth they were (a memoised
     100,000-item tuple handed to call after call is walked once)."""
     if isinstance(x, str):  # numpy.str_ too
-        if x.startswith("dateutil/"):
+        if "dateutil/" in x:  # (also inside a dtype string: 'datetime64[ns, dateutil/...]')
             raise _refuse(("pandas tz", f"time-zone string {x[:80]!r}: dateutil zones are read "
                                         "from files the string names"))
     elif depth < 2 and type(x) in (tuple, list, dict):
@@ -1486,6 +1512,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
         # atoms, or (no memory-writing call or BUILD since: the epoch) objects that only those
         # change. What it costs is charged again.
         if self_checked.get(id(func)) is func:
+            if getattr(func, "__qualname__", None) == "restricted_restore_array":
+                count_units(func, 1, "pyarrow")  # (170,000 6-byte calls: 1.5 s)
             return
         key = None
         prof = profile_of(func)
@@ -1584,11 +1612,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             if not (last is not None and last[0] is w and last[1] == now):
                 rechecked.add(id(w))
                 rechecked_at[id(w)] = (w, now)
-                if _pd_recheck_reads(pd, w):
-                    try:  # each re-check reads the object's data again
-                        rechecked_bytes[0] += int(getattr(w, "nbytes", 0) or 0)
-                    except Exception:
-                        pass
+                rechecked_bytes[0] += _pd_recheck_cost(pd, w)  # (each re-check reads it again)
                 if rechecked_bytes[0] > 4 * max(budget.state()[2], 1 << 30):
                     raise _bad_state(type(w).__name__, "re-checked after more calls that "
                                      "may write memory than its data allows (each re-check "
@@ -1627,7 +1651,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             if tv in _ATOM_SET:
                 # an exact str, int, float, ...: nothing to expand, hash-scan or re-check; only
                 # a time-zone string that pandas would read a file for
-                if tv is str and not read_only and v.startswith("dateutil/"):
+                if tv is str and not read_only and "dateutil/" in v:
                     _refuse_dateutil(v, 0)
                 continue
             if read_only:
@@ -1655,7 +1679,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                         raise _bad_state(qualname or "numpy",
                                          f"a string argument of {len(v)} characters (at most "
                                          f"{_MAX_PANDAS_STR}: NumPy parses it)")
-                    units += len(v) // _PD_CHARS_PER_UNIT
+                    # (matrix('1 1 ... 1'), 31 characters: 88 us, one literal_eval a token)
+                    units += 1 + len(v) // 8
             count_units(func, units, "numpy")
         if numpy_mod or pandas_mod:
             # NumPy makes a view of a writable buffer it is handed (MaskedArray(ba), matrix(ba,
@@ -1672,6 +1697,18 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             # rebuild a pickled scalar or block are cheap: not counted), with its text
             units = pd_units_base + _pd_text_units(np, func, vals, pd_parser,
                                                    qualname or "pandas")
+            for v in vals:
+                # a constructor does work per item of the lists, tuples and dicts it is given
+                # (DataFrame of a 10,000-key dict: 80 ms): one unit per two beyond the first
+                # eight (pickled pandas objects give their helpers a few), and per 512 items of
+                # those one level down
+                tv = type(v)
+                if tv is list or tv is tuple or tv is dict:
+                    units += max(0, len(v) - 8) // 2
+                    if len(v) <= 4096:
+                        for w in (v.values() if tv is dict else v):
+                            if type(w) in (list, tuple, dict):
+                                units += len(w) // 512
             count_units(func, units, "pandas")
             if pd_managers:
                 _pd_manager_call(pd, func, args)
@@ -1785,11 +1822,15 @@ def attach(find_class, returned, max_bytes=None):
                     raise _bad_state(type(obj).__name__, f"{why} at the end of the load")
     find_class.finish = finish
 
-    def release():
-        pending.clear()
-        made.clear()
+    def release(objects=True):
+        # objects=False (a reused Unpickler, whose memo keeps what its loads made, refused ones
+        # included): the pandas objects made so far stay known, to be checked again when a
+        # later load hands one out; only the checks' caches are dropped
+        if objects:
+            pending.clear()
+            made.clear()
+            arrow_made.clear()
         dateutil_seen.clear()
-        arrow_made.clear()
         clear = getattr(before_call, "clear", None)
         if clear is not None:
             clear()
@@ -1797,8 +1838,9 @@ def attach(find_class, returned, max_bytes=None):
     return find_class
 
 
-def release(policy):
-    """After a restricted load (done or failed): forget the objects its checks remember."""
+def release(policy, objects=True):
+    """After a restricted load (done or failed): forget the objects its checks remember (with
+    objects=False, only the caches: for an Unpickler that may load again from its memo)."""
     r = getattr(policy, "release", None)
     if r is not None:
-        r()
+        r(objects)
