@@ -862,6 +862,11 @@ _PD_CHEAP = frozenset({
 # and MultiIndex take 75-90 us, IntervalIndex 50 us, measured on pandas 3.1)
 _PD_HEAVY = {"Categorical": 4, "CategoricalIndex": 4, "MultiIndex": 4, "IntervalIndex": 3,
              "IntervalArray": 3, "CategoricalDtype": 2}
+# public constructors that pickled pandas objects call with no argument (NEWOBJ, then BUILD)
+# but that a file can call with data to convert (Series([1]) through the memo: 25 us a call):
+# one more unit when given positional arguments
+_PD_CONVERTING = frozenset({"Series", "DataFrame", "Index", "DatetimeIndex", "TimedeltaIndex",
+                            "PeriodIndex"})
 # characters of text given to pandas calls that count as one call (date parsing: ~2 us a char)
 _PD_CHARS_PER_UNIT = 32
 # pandas calls that parse the strings of an object array they are given
@@ -1426,7 +1431,7 @@ def _type_flags(x, np, pd):
 def _call_profile(func):
     """What _check_call needs to know of a callable, worked out once per callable: (read_only,
     is_container, numpy_mod, pandas_mod, pd_units_base, pd_parser, pd_managers, pd_internal,
-    pd_indexes, pd_new_index, qualname)."""
+    pd_indexes, pd_new_index, qualname, pd_converting)."""
     fmod = getattr(func, "__module__", None)
     if type(fmod) is not str:
         fmod = ""
@@ -1438,7 +1443,8 @@ def _call_profile(func):
             0 if fname in _PD_CHEAP else _PD_HEAVY.get(fname, 1) if type(fname) is str else 1,
             fname in _PD_PARSERS, fmod == "pandas.core.internals.managers",
             fmod.startswith(("pandas.core.internals", "pandas._libs")), pd_indexes,
-            pd_indexes and fname in _PD_NEW_INDEX, qualname if type(qualname) is str else None)
+            pd_indexes and fname in _PD_NEW_INDEX, qualname if type(qualname) is str else None,
+            pandas_mod and fname in _PD_CONVERTING)
 
 
 def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
@@ -1625,7 +1631,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
     def _check_call(func, args, kwargs):
         func, args, kwargs = _effective_call(func, args, kwargs)
         (read_only, is_container, numpy_mod, pandas_mod, pd_units_base, pd_parser, pd_managers,
-         pd_internal, pd_indexes, pd_new_index, qualname) = profile_of(func)
+         pd_internal, pd_indexes, pd_new_index, qualname, pd_converting) = profile_of(func)
         np = sys.modules.get("numpy")
         pd = sys.modules.get("pandas")
         vals = (*args, *kwargs.values()) if kwargs else args
@@ -1697,6 +1703,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             # rebuild a pickled scalar or block are cheap: not counted), with its text
             units = pd_units_base + _pd_text_units(np, func, vals, pd_parser,
                                                    qualname or "pandas")
+            if args and pd_converting:
+                units += 1
             for v in vals:
                 # a constructor does work per item of the lists, tuples and dicts it is given
                 # (DataFrame of a 10,000-key dict: 80 ms): one unit per two beyond the first
