@@ -682,12 +682,10 @@ def _pd_sparse_index_problem(pd, np, idx):
     return "an unknown sparse index"
 
 
-def _pd_other_problem(pd, obj, kind=False):
+def _pd_other_problem(pd, obj, kind):
     """MultiIndex codes, SparseArray indexes, masked arrays' masks, indexes' backing arrays.
-    `kind`: _pd_kind(pd, obj) when the caller has it."""
+    `kind`: _pd_kind(pd, obj)."""
     import numpy as np
-    if kind is False:
-        kind = _pd_kind(pd, obj)
     if kind not in ("multi", "sparse", "sparse_index", "masked", "arrow", "index"):
         return None
     if kind == "multi":
@@ -795,12 +793,6 @@ def _check_blocks(axes, blocks):
         if len(axes) == 2:
             seen.append(locs)
     if len(axes) == 2:
-        if n_items <= 64 and sum(a.size for a in seen) == n_items:
-            # (a few columns: Python's set is faster than NumPy's unique)
-            if len({int(i) for a in seen for i in a.tolist()}) != n_items:
-                raise _bad_state("pandas manager", "block placements do not cover the items "
-                                                   "once")
-            return
         allp = np.concatenate(seen) if seen else np.zeros(0, dtype=np.intp)
         # (every placement is in 0..n_items-1 (_locs): n_items of them cover each item once
         # when each is counted once; np.unique hashes: 0.7 s for 1M placements)
@@ -940,7 +932,7 @@ def _array_text_units(np, w, what):
     return units
 
 
-def _pd_text_units(np, func, vals, parser=None, what="pandas"):
+def _pd_text_units(np, func, vals, parser, what):
     """The strings a pandas call is given: arguments, items of list / tuple / dict-value
     arguments (one level down), and, for the calls that parse them (date, time and period
     constructors, or any call given such a dtype), the strings of object and text arrays and
@@ -948,8 +940,6 @@ def _pd_text_units(np, func, vals, parser=None, what="pandas"):
     _PD_CHARS_PER_UNIT characters each); a string longer than _MAX_PANDAS_STR is refused.
     `parser`: whether `func` is one of _PD_PARSERS; `what`: the call's name for the error."""
     pd = sys.modules.get("pandas")
-    if parser is None:
-        parser = getattr(func, "__name__", None) in _PD_PARSERS
     parses = parser
     if not parses:
         for v in vals:
@@ -1484,8 +1474,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                              f"holds {distinct}): printing, hashing or comparing it would walk "
                              "every one")
 
-    def flood_scan(func, x, fl=None):
-        if fl is not None and not fl & _T_SCAN:
+    def flood_scan(func, x, fl):
+        if not fl & _T_SCAN:
             return  # (never checked before: only such objects are remembered, alive)
         hit = flood_checked.get(id(x))
         if hit is not None:
