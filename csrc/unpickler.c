@@ -833,6 +833,21 @@ guard_call(fj_up *u, PyObject *func, PyObject *args, PyObject *kw)
     return 0;
 }
 
+/* Whether the policy's check_object has anything to look at in `o`: not for the exact builtin
+ * data types and NumPy arrays, which carry no instance attributes, are no pandas, NumPy random or
+ * dtype object and are not callable (its checks of them all pass: a Python call saved for each
+ * bytearray(), slice() or _reconstruct() a file makes). */
+static inline int
+policy_checks(PyObject *o)
+{
+    PyTypeObject *t = Py_TYPE(o);
+    return !(o == Py_None || t == &PyUnicode_Type || t == &PyLong_Type || t == &PyFloat_Type ||
+             t == &PyBool_Type || t == &PyComplex_Type || t == &PyBytes_Type ||
+             t == &PyByteArray_Type || t == &PySlice_Type || t == &PyTuple_Type ||
+             t == &PyList_Type || t == &PyDict_Type || t == &PySet_Type ||
+             t == &PyFrozenSet_Type || t == &PyArray_Type);
+}
+
 /* After a call returned `res` (borrowed; the caller holds the only reference it took). */
 static int
 guard_result(fj_up *u, PyObject *res)
@@ -841,7 +856,7 @@ guard_result(fj_up *u, PyObject *res)
     if (shared && fj_memo_set(u->seen, res, 1) < 0) {
         return -1;
     }
-    if (u->pol != NULL && u->pol->check_object != NULL) {
+    if (u->pol != NULL && u->pol->check_object != NULL && policy_checks(res)) {
         PyObject *r = PyObject_CallFunctionObjArgs(u->pol->check_object, res, shared ? Py_True : Py_False, NULL);
         if (r == NULL) {
             return -1;
@@ -2349,7 +2364,8 @@ fj_up_load(fj_up *u)
             }
             int r = do_build(u, a, b);
             Py_CLEAR(b);
-            if (r == 0 && u->restricted && u->pol != NULL && u->pol->check_object != NULL) {
+            if (r == 0 && u->restricted && u->pol != NULL && u->pol->check_object != NULL &&
+                policy_checks(a)) {
                 c = PyObject_CallOneArg(u->pol->check_object, a);
                 r = c == NULL ? -1 : 0;
                 Py_CLEAR(c);

@@ -3,6 +3,9 @@
 * pandas calls count by the cost of their constructor: ``Categorical``, ``CategoricalIndex``
   and ``MultiIndex`` four units, ``IntervalIndex`` / ``IntervalArray`` three,
   ``CategoricalDtype`` two, others one, against 8192 + one unit per 32 bytes of input;
+  ``_new_Index`` by the class it makes (session 10: MultiIndex 4, datetime-like 3,
+  CategoricalIndex 2); a pandas call repeated with the same argument objects 3 more; calls
+  of atoms only have their check's answer remembered, their units counted each time;
 * a restricted load (done or refused) leaves nothing of its checks behind: the objects it
   loaded are freed when the caller drops them, without waiting for the cyclic collector;
 * the Arrow stand-ins check their own arguments (the guard's generic argument checks are
@@ -16,7 +19,7 @@ import weakref
 import pytest
 
 from test_trust_redteam8 import _repeat
-from test_trust_keys import glob
+from test_trust_keys import get, glob, put
 
 pd = pytest.importorskip("pandas")
 
@@ -28,22 +31,95 @@ def _limit(stream):
     return 8192 + len(stream) // 32
 
 
+def _fresh(func_ops, args_ops, calls):
+    """func (memo 0), then `calls` x (BINGET 0, a new args tuple, REDUCE, POP): no call repeats
+    another's argument objects."""
+    return b"\x80\x02" + func_ops + put(0) + b"0" \
+        + (get(0) + b"(" + args_ops + b"tR0") * calls + b"N."
+
+
+def _most_calls(make, first, then):
+    """The most calls `make(n)` may hold when its first costs `first` units and each other
+    `then`, under the limit."""
+    calls = 1
+    while first + then * calls <= _limit(make(calls + 1)):
+        calls += 1
+    return calls
+
+
 @pytest.mark.parametrize("name,args,weight", [
     ("Categorical", b"]K\x01a", 4),
     ("MultiIndex", b"]]K\x01aa]]K\x00aa", 4),
     ("Series", b"]K\x01a", 2),  # (a converting constructor given data: one more)
 ])
-def test_pandas_calls_count_by_cost(name, args, weight):
-    # the most calls of `weight` units that the limit allows load; a few more are refused
-    calls = 1
-    while weight * (calls + 1) <= _limit(_repeat(glob("pandas", name), args, calls + 1)):
-        calls += 1
-    ok = _repeat(glob("pandas", name), args, calls)
-    assert weight * calls <= _limit(ok)
+@pytest.mark.parametrize("how", ["fresh", "repeated"])
+def test_pandas_calls_count_by_cost(name, args, weight, how):
+    # the most calls of `weight` units that the limit allows load; a few more are refused. A
+    # call repeated with the same argument objects (BINGET, BINGET, REDUCE) counts 3 more.
+    make = (lambda n: _fresh(glob("pandas", name), args, n)) if how == "fresh" else \
+        (lambda n: _repeat(glob("pandas", name), args, n))
+    then = weight if how == "fresh" else weight + 3
+    calls = _most_calls(make, weight, then)
+    ok = make(calls)
+    assert weight + then * (calls - 1) <= _limit(ok)
     fastjoblib.loads(ok, trusted=True)
-    over = _repeat(glob("pandas", name), args, calls + 3)
     with pytest.raises(pickle.UnpicklingError, match="pandas constructor calls"):
-        fastjoblib.loads(over, trusted=True)
+        fastjoblib.loads(make(calls + 3), trusted=True)
+
+
+def _new_index_calls(index, calls):
+    """_new_Index(type(index), {'data': <its values>}) `calls` times, a fresh dict each time
+    (the values and the key memoised)."""
+    data = pickle.dumps(index._values, protocol=2)[2:-1]
+    cls = type(index)
+    return (b"\x80\x02" + data + put(250) + b"0" + b"X\x04\x00\x00\x00data" + put(251) + b"0"
+            + glob(cls.__module__, cls.__name__) + put(252) + b"0"
+            + glob("pandas.core.indexes.base", "_new_Index") + put(253) + b"0"
+            + (get(253) + get(252) + b"}" + get(251) + get(250) + b"s\x86R0") * calls + b"N.")
+
+
+@pytest.mark.parametrize("index,units", [
+    (pd.Index([1, 2]), 1),
+    (pd.CategoricalIndex(["a", "b"]), 2),
+    (pd.DatetimeIndex(["2020-01-01", "2020-01-02"]), 3),
+])
+def test_new_index_counts_the_class_it_makes(index, units):
+    # (the pickled values cost a few units once: their dtype's text, a Categorical)
+    setup = 12
+    ok = _most_calls(lambda n: _new_index_calls(index, n), setup + units, units)
+    out = fastjoblib.loads(_new_index_calls(index, ok), trusted=True)
+    assert out is None
+    over = ok
+    while units * over <= _limit(_new_index_calls(index, over)):
+        over += 1
+    # (one unit more a call would refuse `ok`; one less would load `over`)
+    assert (units + 1) * ok > _limit(_new_index_calls(index, ok))
+    assert (units - 1) * over + setup <= _limit(_new_index_calls(index, over))
+    with pytest.raises(pickle.UnpicklingError, match="pandas constructor calls"):
+        fastjoblib.loads(_new_index_calls(index, over), trusted=True)
+
+
+def test_calls_of_atoms_are_counted_every_time():
+    # the same Timestamp(text) through the memo: one unit, and its text parsed (4 + 19 // 8
+    # units) each time, though the check's answer is remembered
+    text = b"X\x13\x00\x00\x002020-01-01 00:00:00"
+    calls = _most_calls(lambda n: _repeat(glob("pandas", "Timestamp"), text, n), 7, 7)
+    fastjoblib.loads(_repeat(glob("pandas", "Timestamp"), text, calls), trusted=True)
+    with pytest.raises(pickle.UnpicklingError, match="pandas constructor calls"):
+        fastjoblib.loads(_repeat(glob("pandas", "Timestamp"), text, calls + 2), trusted=True)
+    # cheap helpers (Day(1)) count nothing, repeated or not
+    fastjoblib.loads(_repeat(glob("pandas._libs.tslibs.offsets", "Day"), b"K\x01", 100_000),
+                     trusted=True)
+
+
+@pytest.mark.parametrize("func,args", [
+    (("pandas", "DatetimeTZDtype"), b"X\x02\x00\x00\x00nsX\x0e\x00\x00\x00dateutil/x/y/z"),
+    (("builtins", "bytearray"), b"X\x0e\x00\x00\x00dateutil/x/y/zX\x05\x00\x00\x00utf-8"),
+])
+def test_calls_of_atoms_still_refuse_dateutil_zones(func, args):
+    for calls in (1, 3):
+        with pytest.raises(fastjoblib.UntrustedGlobalError, match="dateutil"):
+            fastjoblib.loads(_repeat(glob(*func), args, calls), trusted=True)
 
 
 def _frames(n=50):

@@ -3,7 +3,9 @@
 The policy in ``_trust.py`` decides which globals a stream may name. This module holds the rest of
 the security boundary (``docs/SECURITY.md``), as hooks the C engine calls under a policy:
 
-* ``check_object(obj, shared)``, after every call (REDUCE, NEWOBJ, OBJ, INST) and after BUILD:
+* ``check_object(obj, shared)``, after every call (REDUCE, NEWOBJ, OBJ, INST) and after BUILD
+  (but for exact builtin data types and NumPy arrays, which it has nothing to check in: the C
+  engine skips the call):
   no object may carry a dunder attribute in its instance ``__dict__`` (``__array_interface__``
   on a SimpleNamespace is how a file would hand NumPy a raw address), and a call may not return a
   callable shared with the rest of the process unless the policy itself handed it out (the C
@@ -853,7 +855,12 @@ _PD_CHEAP = frozenset({
 # Series([1]) or DataFrame(manager) cost with their checks; Categorical([1]), CategoricalIndex
 # and MultiIndex take 75-90 us, IntervalIndex 50 us, measured on pandas 3.1)
 _PD_HEAVY = {"Categorical": 4, "CategoricalIndex": 4, "MultiIndex": 4, "IntervalIndex": 3,
-             "IntervalArray": 3, "CategoricalDtype": 2}
+             "IntervalArray": 3, "CategoricalDtype": 2, "_new_IntervalIndex": 2}
+# extra units of _new_Index(cls, d) for the classes whose constructors cost more (see above)
+_PD_NEW_INDEX_UNITS = {"MultiIndex": 3, "CategoricalIndex": 1, "DatetimeIndex": 2,
+                       "TimedeltaIndex": 2, "PeriodIndex": 2}
+# extra units of a pandas call repeated with the same argument objects
+_PD_REPEAT_UNITS = 3
 # public constructors that pickled pandas objects call with no argument (NEWOBJ, then BUILD)
 # but that a file can call with data to convert (Series([1]) through the memo: 25 us a call):
 # one more unit when given positional arguments
@@ -932,26 +939,30 @@ def _array_text_units(np, w, what):
     return units
 
 
-def _pd_text_units(np, func, vals, parser, what):
+def _pd_text_units(np, func, vals, fls, parser, what):
     """The strings a pandas call is given: arguments, items of list / tuple / dict-value
     arguments (one level down), and, for the calls that parse them (date, time and period
     constructors, or any call given such a dtype), the strings of object and text arrays and
     of containers one more level down, counted as pandas call units (1 + one per
     _PD_CHARS_PER_UNIT characters each); a string longer than _MAX_PANDAS_STR is refused.
-    `parser`: whether `func` is one of _PD_PARSERS; `what`: the call's name for the error."""
+    `fls`: the arguments' _type_flags; `parser`: whether `func` is one of _PD_PARSERS; `what`:
+    the call's name for the error."""
     pd = sys.modules.get("pandas")
     parses = parser
     if not parses:
-        for v in vals:
-            if type(v) not in _NOT_DATES and (
-                    _pd_dates(np, pd, v) or (type(v) is dict and any(_pd_dates(np, pd, w)
-                                                                    for w in v.values()))):
+        for v, fl in zip(vals, fls):
+            if type(v) is dict:
+                if any(_pd_dates(np, pd, w) for w in v.values()):
+                    parses = True
+                    break
+            elif fl & (_T_TEXT | _T_DTYPE) and type(v) not in _NOT_DATES \
+                    and _pd_dates(np, pd, v):
                 parses = True
                 break
     units = 0
-    for v in vals:
+    for v, fl in zip(vals, fls):
         tv = type(v)
-        if tv is str or isinstance(v, str):
+        if fl & _T_TEXT:
             units += _text_units(v, what, parses)
         elif tv is list or tv is tuple or tv is dict:
             for w in (v.values() if tv is dict else v):
@@ -968,7 +979,7 @@ def _pd_text_units(np, func, vals, parser, what):
                             units += _array_text_units(np, u, what)
                 elif parses and np is not None:
                     units += _array_text_units(np, w, what)
-        elif parses and np is not None:
+        elif parses and fl & _T_NDARRAY:
             units += _array_text_units(np, v, what)
     return units
 
@@ -1382,6 +1393,7 @@ _READ_ONLY_CALLS = (list, tuple, set, frozenset, dict, str, repr, int, float, co
 
 
 _ATOM_SET = frozenset(_ATOMS)
+_NOTHING = object()  # (no pandas.NA)
 _CONTAINER_SET = frozenset(_CONTAINER_TYPES)
 
 # Facts about an argument's type that the call checks use, worked out once per type (for an
@@ -1391,6 +1403,10 @@ _T_DICT = 2  # a dict (subclasses too): its keys are scanned
 _T_NDARRAY = 4  # a NumPy array
 _T_LAZY = 8  # range, a NumPy array or a pandas RangeIndex: _lazy_size may charge for it
 _T_SCAN = _T_SEQ | _T_DICT | _T_NDARRAY  # flood_scan has something to look at
+_T_TEXT = 16  # a str (subclasses too: numpy.str_)
+# may name a dtype (_pd_boxes, _pd_dates): a class, a NumPy dtype, pandas' StringDtype,
+# DatetimeTZDtype or PeriodDtype
+_T_DTYPE = 32
 _TYPE_FLAGS: dict[type, int] = {}
 _TYPE_FLAGS_MODS: list[object] = [None, None]  # (numpy, pandas) the cache was made with
 
@@ -1413,9 +1429,31 @@ def _type_flags(x, np, pd):
     pd_range = getattr(pd, "RangeIndex", None) if pd is not None else None
     if t is range or (pd_range is not None and isinstance(x, pd_range)):
         fl |= _T_LAZY
+    if isinstance(x, str):
+        fl |= _T_TEXT
+    sd = getattr(pd, "StringDtype", None) if pd is not None else None
+    if isinstance(x, type) or (np is not None and isinstance(x, np.dtype)) or (
+            sd is not None and isinstance(x, sd)) or (
+            t.__name__ in ("DatetimeTZDtype", "PeriodDtype")
+            and str(getattr(t, "__module__", "")).startswith("pandas")):
+        fl |= _T_DTYPE
     if x.__class__ is t and len(_TYPE_FLAGS) < 4096:
         _TYPE_FLAGS[t] = fl
     return fl
+
+
+def _atoms_or_na(args):
+    na = getattr(sys.modules.get("pandas"), "NA", _NOTHING)
+    return all(type(a) in _ATOM_SET or a is na for a in args)
+
+
+def _flags_of(x):
+    """_type_flags(x, numpy, pandas), the cached answer looked up inline."""
+    t = type(x)
+    fl = _TYPE_FLAGS.get(t)
+    if fl is not None and x.__class__ is t:
+        return fl
+    return _type_flags(x, sys.modules.get("numpy"), sys.modules.get("pandas"))
 
 
 def _call_profile(func):
@@ -1446,6 +1484,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
     key_work = [0]  # tuple / frozenset key elements the checked calls hash and compare
     pd_hash_checked = {}  # arrays checked against pandas' hash-table flooding
     same_calls = {}  # (id(func), *ids of args) -> (func, args, epoch or None): checked calls
+    atom_calls = {}  # numpy / pandas calls of atoms: (id(func), *ids) -> (func, args, units)
+    seen_calls = {}  # pandas calls of other objects: (id(func), *ids) -> (func, args)
     pd_units = [0]  # pandas constructor calls (and their text) so far
     dateutil_seen = {}  # containers _refuse_dateutil looked at
     rechecked_bytes = [0]  # data of made pandas objects re-checked so far
@@ -1513,7 +1553,33 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             return
         key = None
         prof = profile_of(func)
-        if prof[2] or prof[3]:  # numpy's and pandas' calls are counted: checked every time
+        counted = prof[2] or prof[3]
+        if not kwargs and type(args) is tuple and len(args) <= 8:
+            # Arguments that are all atoms (and pandas.NA): none is made, pending, a container
+            # or an array, so the full check reduces to what the values themselves decide
+            # (numpy / pandas: units, text, refusals; others: charges and time-zone strings)
+            if _ATOM_SET.issuperset(map(type, args)) or (counted and _atoms_or_na(args)):
+                if counted:
+                    key = (id(func), *map(id, args))
+                    hit = atom_calls.get(key)  # (it holds func and args: the ids are theirs)
+                    if hit is not None:
+                        count_units(func, hit[2], "pandas" if prof[3] else "numpy")
+                        if not prof[0]:
+                            epoch[0] += 1
+                        return
+                    before = pd_units[0]
+                    _check_call(func, args, kwargs)
+                    if len(atom_calls) < 4096:
+                        atom_calls[key] = (func, args, pd_units[0] - before)
+                    return
+                charge_call(sys.modules.get("numpy"), func, args)
+                if not prof[0]:
+                    epoch[0] += 1
+                    for a in args:
+                        if type(a) is str and "dateutil/" in a:
+                            _refuse_dateutil(a, 0)
+                return
+        if counted:  # numpy's and pandas' calls are counted: checked every time
             _check_call(func, args, kwargs)
             return
         if not kwargs and type(args) is tuple and len(args) <= 8:
@@ -1539,8 +1605,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
         """Drop what this load's checks remember (they hold the load's objects; the policy's
         closures reference each other, so without this they would live until the next cyclic
         collection, and make it slower)."""
-        for d in (rechecked_at, flood_checked, pd_hash_checked, same_calls, dateutil_seen,
-                  dag_checked, known, profiles):
+        for d in (rechecked_at, flood_checked, pd_hash_checked, same_calls, atom_calls,
+                  seen_calls, dateutil_seen, dag_checked, known, profiles):
             d.clear()
     before_call.clear = clear
 
@@ -1555,14 +1621,16 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                                  "in one load: each costs 30-100 us (the limit follows the "
                                  "bytes the load has read)")
 
-    def charge_call(np, func, args, kwargs=None):
+    def charge_call(np, func, args, kwargs=None, fls=None):
+        """`fls`: the _type_flags of args and kwargs' values, when the caller has them."""
         if kwargs and len(kwargs) >= 16:  # a memoised keyword dict copied into each call
             budget.charge(128 * len(kwargs))
-        pd = sys.modules.get("pandas")
         pd_range = None
-        for v in (*args, *kwargs.values()) if kwargs else args:
-            if type(v) in _ATOM_SET or not _type_flags(v, np, pd) & _T_LAZY:
+        vals = (*args, *kwargs.values()) if kwargs else args
+        for v, fl in zip(vals, fls if fls is not None else map(_flags_of, vals)):
+            if not fl & _T_LAZY:
                 continue
+            pd = sys.modules.get("pandas")
             if pd_range is None and pd is not None:
                 pd_range = getattr(pd, "RangeIndex", None)
             n = _lazy_size(np, pd_range, v)  # what materialising a lazy argument takes
@@ -1597,17 +1665,18 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             profiles[id(func)] = (func, prof)
         return prof
 
-    def check_value(func, w, rechecked, now, pd, np):
-        """A call argument, or an item one level inside one: made pandas objects re-checked,
-        pending ones refused, hashed items scanned for flooding."""
-        if pending and id(w) in pending and pending[id(w)]() is w:
+    def check_value(func, w, fl, rechecked, now, pd):
+        """A call argument, or an item one level inside one (`fl`: its _type_flags): made
+        pandas objects re-checked, pending ones refused, hashed items scanned for flooding."""
+        wid = id(w)
+        if pending and wid in pending and pending[wid]() is w:
             raise _bad_state(type(w).__name__, "used before it got its data")
-        ref = made.get(id(w)) if made else None
-        if ref is not None and ref() is w and id(w) not in rechecked:
-            last = rechecked_at.get(id(w))
+        ref = made.get(wid) if made else None
+        if ref is not None and ref() is w and wid not in rechecked:
+            last = rechecked_at.get(wid)
             if not (last is not None and last[0] is w and last[1] == now):
-                rechecked.add(id(w))
-                rechecked_at[id(w)] = (w, now)
+                rechecked.add(wid)
+                rechecked_at[wid] = (w, now)
                 rechecked_bytes[0] += _pd_recheck_cost(pd, w)  # (each re-check reads it again)
                 if rechecked_bytes[0] > 4 * max(budget.state()[2], 1 << 30):
                     raise _bad_state(type(w).__name__, "re-checked after more calls that "
@@ -1616,7 +1685,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                 why = _pd_recheck(pd, w)
                 if why is not None and why != "pending":
                     raise _bad_state(type(w).__name__, f"{why} (changed after it was made)")
-        flood_scan(func, w, _type_flags(w, np, pd))
+        if fl & _T_SCAN:
+            flood_scan(func, w, fl)
 
     def _check_call(func, args, kwargs):
         func, args, kwargs = _effective_call(func, args, kwargs)
@@ -1625,8 +1695,9 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
         np = sys.modules.get("numpy")
         pd = sys.modules.get("pandas")
         vals = (*args, *kwargs.values()) if kwargs else args
+        fls = tuple(map(_flags_of, vals))
         # charged first: the walks below are linear in the arguments too
-        charge_call(np, func, args, kwargs)
+        charge_call(np, func, args, kwargs, fls)
         if is_container and args:
             a0 = args[0]
             if func is collections.defaultdict and len(args) >= 2:
@@ -1642,7 +1713,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
         now = epoch[0]
         if not read_only:
             epoch[0] += 1  # this call may write memory: what it is given is re-checked first
-        for v in vals:
+        for v, fl in zip(vals, fls):
             tv = type(v)
             if tv in _ATOM_SET:
                 # an exact str, int, float, ...: nothing to expand, hash-scan or re-check; only
@@ -1657,14 +1728,16 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                 # repeated through the memo
                 inner = ()
             else:
-                _refuse_dateutil(v, 0, dateutil_seen)
+                if tv is tuple or tv is list or tv is dict or fl & _T_TEXT:
+                    _refuse_dateutil(v, 0, dateutil_seen)
                 inner = v if tv is tuple or tv is list else (
                     list(v.values()) if tv is dict else ())
-            dag_check(func, v)
-            check_value(func, v, rechecked, now, pd, np)
+            if tv in _CONTAINER_SET:
+                dag_check(func, v)
+            check_value(func, v, fl, rechecked, now, pd)
             for w in inner[:64]:
                 if type(w) not in _ATOM_SET:
-                    check_value(func, w, rechecked, now, pd, np)
+                    check_value(func, w, _flags_of(w), rechecked, now, pd)
         if numpy_mod:
             # numpy.matrix(str) and numpy.dtype(str) parse their text (matrix: a compile() per
             # token): capped like pandas' strings, and counted with pandas' calls
@@ -1691,10 +1764,26 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             # pandas parses date, period and frequency strings in super-linear time, and its
             # constructors cost 30-100 us a call: each call is counted (the helpers that only
             # rebuild a pickled scalar or block are cheap: not counted), with its text
-            units = pd_units_base + _pd_text_units(np, func, vals, pd_parser,
+            units = pd_units_base + _pd_text_units(np, func, vals, fls, pd_parser,
                                                    qualname or "pandas")
             if args and pd_converting:
                 units += 1
+            if qualname == "_new_Index" and args:
+                # an unpickled MultiIndex, CategoricalIndex or datetime-like index costs its
+                # constructor: 4, 2 and 3 units (not CategoricalIndex's 4: small legitimate
+                # frames indexed by one make a unit per 34.5 bytes at 2, near the one per 32
+                # allowed; _new_Index(DatetimeIndex, {'data': a}) with a fresh dict each call:
+                # 47 us a call)
+                units += _PD_NEW_INDEX_UNITS.get(getattr(args[0], "__name__", None), 0) \
+                    if args[0] is getattr(pd, getattr(args[0], "__name__", ""), None) else 0
+            if len(vals) <= 8 and not _ATOM_SET.issuperset(map(type, vals)):
+                # the same call again with the same objects (BINGET, BINGET, REDUCE: 6 bytes),
+                # which no pickler writes (it memoises what the call made): 3 units more
+                key = (id(func), len(args), *map(id, vals), *(kwargs or ()))
+                if seen_calls.get(key) is not None:
+                    units += _PD_REPEAT_UNITS
+                else:
+                    seen_calls[key] = (func, vals)  # (holds them: the ids stay theirs)
             for v in vals:
                 # a constructor does work per item of the lists, tuples and dicts it is given
                 # (DataFrame of a 10,000-key dict: 80 ms): one unit per two beyond the first
@@ -1717,13 +1806,14 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                 _pd_hash_flood_check(np, pd, func, vals, pd_hash_checked, indexes_only=True)
             # boxing: a NumPy array turned into Python objects (dtype=object, or a string dtype:
             # Python str objects or a pyarrow buffer, neither NumPy memory) costs ~100 B each
-            if np is not None and any(_pd_boxes(np, pd, v) for v in vals):
-                for v in vals:
-                    if isinstance(v, np.ndarray) and not v.dtype.hasobject:
+            if np is not None and any(fl & (_T_TEXT | _T_DTYPE) and _pd_boxes(np, pd, v)
+                                      for v, fl in zip(vals, fls)):
+                for v, fl in zip(vals, fls):
+                    if fl & _T_NDARRAY and not v.dtype.hasobject:
                         budget.charge(100 * v.size)
             elif np is not None:
-                for v in vals:  # void, bytes and text arrays: pandas makes objects of them
-                    if isinstance(v, np.ndarray) and v.dtype.kind in "VSU" and v.size:
+                for v, fl in zip(vals, fls):  # void, bytes and text arrays: pandas makes objects
+                    if fl & _T_NDARRAY and v.dtype.kind in "VSU" and v.size:
                         budget.charge(100 * v.size)
             if pd_indexes and len(args) == 2 and type(args[1]) is dict:
                 _pd_index_parts(pd, np, func, args[0], args[1])
