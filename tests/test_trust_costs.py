@@ -194,3 +194,16 @@ def test_arrow_stand_ins_still_refuse_foreign_arguments():
         + b"(NK\x01K\x00K\x00](NNNe]Nt\x85R."
     with pytest.raises(fastjoblib.UntrustedGlobalError, match="type_for_alias"):
         fastjoblib.loads(fake, trusted=True)
+
+
+def test_indexes_inside_containers_are_still_looked_at():
+    # the hash-flood look at the indexes a pandas call may align is skipped only when no
+    # argument, nor an item of a list / tuple / dict argument, is an Index, Series or DataFrame:
+    # an Index of one-hash keys as a dict value (DataFrame({'a': idx})) is still found
+    from test_trust_keys import _int64_one_hash, body
+    k = _int64_one_hash(300)
+    idx = glob("pandas", "Index") + b"(" + body(k) + b"tR"
+    for outer in (b"}(X\x01\x00\x00\x00a" + idx + b"u", b"]" + idx + b"a"):
+        s = b"\x80\x02" + glob("pandas", "DataFrame") + b"(" + outer + b"tR."
+        with pytest.raises(pickle.UnpicklingError, match="pandas' hash-table hashes"):
+            fastjoblib.loads(s, trusted=True)

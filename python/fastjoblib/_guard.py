@@ -952,7 +952,8 @@ def _pd_text_units(np, func, vals, fls, parser, what):
     if not parses:
         for v, fl in zip(vals, fls):
             if type(v) is dict:
-                if any(_pd_dates(np, pd, w) for w in v.values()):
+                if any(_flags_of(w) & (_T_TEXT | _T_DTYPE) and _pd_dates(np, pd, w)
+                       for w in v.values()):
                     parses = True
                     break
             elif fl & (_T_TEXT | _T_DTYPE) and type(v) not in _NOT_DATES \
@@ -1012,11 +1013,15 @@ def _pd_hashing_call(pd, func, args, vals):
         return False
 
     cat = pd.CategoricalDtype
-
-    def categorical(v):
-        return (isinstance(v, str) and v == "category") or type(v) is cat
-    return any(categorical(v) or (type(v) is dict and any(map(categorical, v.values())))
-               for v in vals)
+    for v in vals:  # dtype='category' or a CategoricalDtype, as an argument or a dict value
+        tv = type(v)
+        if tv is cat or (isinstance(v, str) and v == "category"):
+            return True
+        if tv is dict:
+            for w in v.values():
+                if type(w) is cat or (isinstance(w, str) and w == "category"):
+                    return True
+    return False
 
 
 def _pd_hash_values(np, pd, x):
@@ -1407,6 +1412,7 @@ _T_TEXT = 16  # a str (subclasses too: numpy.str_)
 # may name a dtype (_pd_boxes, _pd_dates): a class, a NumPy dtype, pandas' StringDtype,
 # DatetimeTZDtype or PeriodDtype
 _T_DTYPE = 32
+_T_PD_AXES = 64  # a pandas Index, Series or DataFrame (_pd_indexes finds indexes in it)
 _TYPE_FLAGS: dict[type, int] = {}
 _TYPE_FLAGS_MODS: list[object] = [None, None]  # (numpy, pandas) the cache was made with
 
@@ -1437,9 +1443,29 @@ def _type_flags(x, np, pd):
             t.__name__ in ("DatetimeTZDtype", "PeriodDtype")
             and str(getattr(t, "__module__", "")).startswith("pandas")):
         fl |= _T_DTYPE
+    if pd is not None and isinstance(x, (pd.Index, pd.Series, pd.DataFrame)):
+        fl |= _T_PD_AXES
     if x.__class__ is t and len(_TYPE_FLAGS) < 4096:
         _TYPE_FLAGS[t] = fl
     return fl
+
+
+def _may_hold_indexes(vals, fls):
+    """Whether _pd_indexes could find an index in the arguments `vals` (`fls`: their
+    _type_flags): one of them, or an item of a list, tuple or dict one, is a pandas Index,
+    Series or DataFrame (containers of more than 64 items: assumed so, as _pd_hash_flood_check
+    looks at each container once a load)."""
+    for v, fl in zip(vals, fls):
+        if fl & _T_PD_AXES:
+            return True
+        tv = type(v)
+        if tv is list or tv is tuple or tv is dict:
+            if len(v) > 64:
+                return True
+            for w in (v.values() if tv is dict else v):
+                if type(w) not in _ATOM_SET and _flags_of(w) & _T_PD_AXES:
+                    return True
+    return False
 
 
 def _atoms_or_na(args):
@@ -1479,29 +1505,37 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
     if epoch is None:
         epoch = [0]
     self_checked = self_checked or {}  # id -> stand-in that checks its own arguments (_trust)
-    rechecked_at = {}  # id(made pandas object) -> (it, the epoch it was last re-checked at)
-    flood_checked = {}
+    # (what these remember is kept in pairs of dicts: one holds the object, under its id, so
+    # the id stays its own; the other what was found, as ints or tuples of ints, which the
+    # cyclic collector stops tracking: a restricted load of many small objects otherwise kept
+    # a tracked tuple for each, and every collection walked them)
+    rechecked_at = {}  # id(made pandas object) -> the epoch it was last re-checked at
+    rechecked_ref = {}  # id(made pandas object) -> its weak reference in `made` then
+    flood_checked = {}  # id(x) -> the key work its items' hashing costs
+    flood_objs = {}  # id(x) -> x
     key_work = [0]  # tuple / frozenset key elements the checked calls hash and compare
     pd_hash_checked = {}  # arrays checked against pandas' hash-table flooding
     same_calls = {}  # (id(func), *ids of args) -> (func, args, epoch or None): checked calls
     atom_calls = {}  # numpy / pandas calls of atoms: (id(func), *ids) -> (func, args, units)
-    seen_calls = {}  # pandas calls of other objects: (id(func), *ids) -> (func, args)
+    seen_calls = {}  # pandas calls of other objects: (id(func), *ids) -> their arguments
     pd_units = [0]  # pandas constructor calls (and their text) so far
     dateutil_seen = {}  # containers _refuse_dateutil looked at
     rechecked_bytes = [0]  # data of made pandas objects re-checked so far
     recheck_ids = set()  # made objects re-checked for the call being checked
-    dag_checked = {}
+    dag_checked = {}  # id(v) -> (slots, distinct slots)
+    dag_objs = {}  # id(v) -> v
     known = {}  # big lists / tuples of atoms counted once (_expanded_slots)
 
     def dag_check(func, v):
         if type(v) not in _CONTAINER_SET:
             return
-        hit = dag_checked.get(id(v))
-        if hit is not None and hit[0] is v:
-            size, distinct = hit[1], hit[2]
+        hit = dag_checked.get(id(v)) if dag_objs.get(id(v)) is v else None
+        if hit is not None:
+            size, distinct = hit
         else:
             size, distinct = _expanded_slots(v, known)
-            dag_checked[id(v)] = (v, size, distinct)
+            dag_objs[id(v)] = v
+            dag_checked[id(v)] = (size, distinct)
         if func in (str, repr, format) and size > _STRINGIFY_MAX:
             raise _bad_state(getattr(func, "__qualname__", "call"),
                              f"a container of {size} items once its shared parts are expanded "
@@ -1517,12 +1551,12 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
     def flood_scan(func, x, fl):
         if not fl & _T_SCAN:
             return  # (never checked before: only such objects are remembered, alive)
-        hit = flood_checked.get(id(x))
+        hit = flood_checked.get(id(x)) if flood_objs.get(id(x)) is x else None
         if hit is not None:
             # checked before; a callee that hashes its items hashes and compares the tuple and
             # frozenset ones again each time
-            if hit[1] and func not in _NO_HASH_CALLS:
-                key_work[0] += hit[1]
+            if hit and func not in _NO_HASH_CALLS:
+                key_work[0] += hit
                 if key_work[0] > _KEY_WORK_MAX:
                     raise _key_refusal(func)
             return
@@ -1531,16 +1565,19 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
         if isinstance(x, (list, tuple, collections.deque)) or (
                 np is not None and isinstance(x, np.ndarray) and x.dtype.hasobject):
             _flood_check(func, x.ravel() if hasattr(x, "ravel") else x, key_work)
-            flood_checked[id(x)] = (x, key_work[0] - before)
+            flood_objs[id(x)] = x
+            flood_checked[id(x)] = key_work[0] - before
         elif np is not None and isinstance(x, np.ndarray) and func in _HASHING_BUILTINS:
             # set(array) hashes NumPy scalars, whose hashes are their values' (complex128
             # values of one Python hash): looked at as Python values (what set() makes anyway,
             # charged 64 bytes an element)
             _flood_check(func, x.ravel().tolist(), key_work)
-            flood_checked[id(x)] = (x, key_work[0] - before)
+            flood_objs[id(x)] = x
+            flood_checked[id(x)] = key_work[0] - before
         elif isinstance(x, dict):
             _flood_check(func, list(x), key_work)
-            flood_checked[id(x)] = (x, key_work[0] - before)
+            flood_objs[id(x)] = x
+            flood_checked[id(x)] = key_work[0] - before
 
     def before_call(func, args, kwargs):
         # The same call again (the same callable and argument objects through the memo: a
@@ -1605,8 +1642,9 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
         """Drop what this load's checks remember (they hold the load's objects; the policy's
         closures reference each other, so without this they would live until the next cyclic
         collection, and make it slower)."""
-        for d in (rechecked_at, flood_checked, pd_hash_checked, same_calls, atom_calls,
-                  seen_calls, dateutil_seen, dag_checked, known, profiles):
+        for d in (rechecked_at, rechecked_ref, flood_checked, flood_objs, pd_hash_checked,
+                  same_calls, atom_calls, seen_calls, dateutil_seen, dag_checked, dag_objs,
+                  known, profiles):
             d.clear()
     before_call.clear = clear
 
@@ -1673,10 +1711,10 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             raise _bad_state(type(w).__name__, "used before it got its data")
         ref = made.get(wid) if made else None
         if ref is not None and ref() is w and wid not in rechecked:
-            last = rechecked_at.get(wid)
-            if not (last is not None and last[0] is w and last[1] == now):
+            if not (rechecked_ref.get(wid) is ref and rechecked_at[wid] == now):
                 rechecked.add(wid)
-                rechecked_at[wid] = (w, now)
+                rechecked_ref[wid] = ref
+                rechecked_at[wid] = now
                 rechecked_bytes[0] += _pd_recheck_cost(pd, w)  # (each re-check reads it again)
                 if rechecked_bytes[0] > 4 * max(budget.state()[2], 1 << 30):
                     raise _bad_state(type(w).__name__, "re-checked after more calls that "
@@ -1783,7 +1821,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                 if seen_calls.get(key) is not None:
                     units += _PD_REPEAT_UNITS
                 else:
-                    seen_calls[key] = (func, vals)  # (holds them: the ids stay theirs)
+                    seen_calls[key] = vals  # (holds them: the ids stay theirs)
             for v in vals:
                 # a constructor does work per item of the lists, tuples and dicts it is given
                 # (DataFrame of a 10,000-key dict: 80 ms): one unit per two beyond the first
@@ -1801,7 +1839,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                 _pd_manager_call(pd, func, args)
             if np is not None and _pd_hashing_call(pd, func, args, vals):
                 _pd_hash_flood_check(np, pd, func, vals, pd_hash_checked)
-            elif np is not None and not pd_internal:
+            elif np is not None and not pd_internal and _may_hold_indexes(vals, fls):
                 # any other pandas call may align or reindex the indexes it is given
                 _pd_hash_flood_check(np, pd, func, vals, pd_hash_checked, indexes_only=True)
             # boxing: a NumPy array turned into Python objects (dtype=object, or a string dtype:
