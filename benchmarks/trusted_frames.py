@@ -27,6 +27,29 @@ def series(n):
     return [pd.Series([float(i), 2.0], index=["p", "q"], name=f"s{i}") for i in range(n)]
 
 
+def mi_series(n):
+    return [pd.Series([float(i), 2.0], index=pd.MultiIndex.from_arrays([[i, i + 1], ["a", "b"]]))
+            for i in range(n)]
+
+
+def mi_frames(n):
+    return [pd.DataFrame({"v": [float(i), 2.0]},
+                         index=pd.MultiIndex.from_arrays([[i, i + 1], ["a", "b"]]))
+            for i in range(n)]
+
+
+def cat_frames(n):
+    return [pd.DataFrame({"c": pd.Categorical(["a", "b"]), "v": [i, 2]}) for i in range(n)]
+
+
+def period_series(n):
+    return [pd.Series(pd.period_range("2020", periods=2, freq="M")) for _ in range(n)]
+
+
+def ci_frames(n):
+    return [pd.DataFrame({"v": [i, 2]}, index=pd.CategoricalIndex(["a", "b"])) for i in range(n)]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
@@ -38,6 +61,14 @@ def main():
         f"{args.frames} two-row DataFrames, object column":
             lambda: frames(args.frames, object),
         f"{args.frames * 6 // 5} two-row Series with a text index": lambda: series(args.frames * 6 // 5),
+        f"{args.frames * 3 // 4} two-row Series with a MultiIndex": lambda: mi_series(args.frames * 3 // 4),
+        f"{args.frames * 3 // 4} one-column DataFrames with a MultiIndex":
+            lambda: mi_frames(args.frames * 3 // 4),
+        f"{args.frames * 3 // 4} DataFrames with a categorical column":
+            lambda: cat_frames(args.frames * 3 // 4),
+        f"{args.frames * 3 // 4} DataFrames with a CategoricalIndex":
+            lambda: ci_frames(args.frames * 3 // 4),
+        f"{args.frames * 2} two-row period Series": lambda: period_series(args.frames * 2),
     }
     print(f"pandas {pd.__version__}; medians of {args.runs} interleaved loads")
     print("| file | size | unrestricted | trusted=True | x |")

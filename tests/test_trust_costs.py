@@ -207,3 +207,23 @@ def test_indexes_inside_containers_are_still_looked_at():
         s = b"\x80\x02" + glob("pandas", "DataFrame") + b"(" + outer + b"tR."
         with pytest.raises(pickle.UnpicklingError, match="pandas' hash-table hashes"):
             fastjoblib.loads(s, trusted=True)
+
+
+def test_lists_of_period_series_load():
+    # each pickled PeriodArray names its dtype, PeriodDtype('period[M]'): counted as a date
+    # string (4 + one unit per 8 characters) it made lists of small period Series one unit per
+    # 24 bytes, so files of 3,500 of them (855 KB) or more were refused
+    data = fastjoblib.dumps([pd.Series(pd.period_range("2020", periods=2, freq="M"))
+                             for _ in range(4000)])
+    out = fastjoblib.loads(data, trusted=True)
+    assert len(out) == 4000 and str(out[-1].dtype) == "period[M]"
+
+
+def test_repeated_numpy_calls_count():
+    # numpy calls count nothing (but for their text); the same call again with the same
+    # argument objects counts 3 units (174,000 6-byte _reconstruct calls: 1 s)
+    make = lambda n: _repeat(glob("numpy", "ndarray"), b"K\x00\x85", n)  # noqa: E731
+    calls = _most_calls(make, 0, 3)
+    fastjoblib.loads(make(calls), trusted=True)
+    with pytest.raises(pickle.UnpicklingError, match="pandas constructor calls"):
+        fastjoblib.loads(make(calls + 3), trusted=True)

@@ -859,7 +859,7 @@ _PD_HEAVY = {"Categorical": 4, "CategoricalIndex": 4, "MultiIndex": 4, "Interval
 # extra units of _new_Index(cls, d) for the classes whose constructors cost more (see above)
 _PD_NEW_INDEX_UNITS = {"MultiIndex": 3, "CategoricalIndex": 1, "DatetimeIndex": 2,
                        "TimedeltaIndex": 2, "PeriodIndex": 2}
-# extra units of a pandas call repeated with the same argument objects
+# extra units of a numpy or pandas call repeated with the same argument objects
 _PD_REPEAT_UNITS = 3
 # public constructors that pickled pandas objects call with no argument (NEWOBJ, then BUILD)
 # but that a file can call with data to convert (Series([1]) through the memo: 25 us a call):
@@ -869,6 +869,7 @@ _PD_CONVERTING = frozenset({"Series", "DataFrame", "Index", "DatetimeIndex", "Ti
 # characters of text given to pandas calls that count as one call (date parsing: ~2 us a char)
 _PD_CHARS_PER_UNIT = 32
 # pandas calls that parse the strings of an object array they are given
+_PD_DTYPE_NAMED = frozenset({"PeriodDtype", "DatetimeTZDtype"})  # (their own string argument)
 _PD_PARSERS = frozenset({"Timestamp", "Timedelta", "Period", "DatetimeIndex", "TimedeltaIndex",
                          "PeriodIndex", "DatetimeArray", "TimedeltaArray", "PeriodArray",
                          "_new_DatetimeIndex", "_new_TimedeltaIndex", "_new_PeriodIndex"})
@@ -964,7 +965,10 @@ def _pd_text_units(np, func, vals, fls, parser, what):
     for v, fl in zip(vals, fls):
         tv = type(v)
         if fl & _T_TEXT:
-            units += _text_units(v, what, parses)
+            # (the dtype name given to PeriodDtype or DatetimeTZDtype, 'period[M]', is matched
+            # by a regular expression and a frequency parser, not parsed as a date: ordinary
+            # text; counted as a date, lists of period Series made a unit per 24 bytes)
+            units += _text_units(v, what, parses and what not in _PD_DTYPE_NAMED)
         elif tv is list or tv is tuple or tv is dict:
             for w in (v.values() if tv is dict else v):
                 tw = type(w)
@@ -1517,7 +1521,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
     pd_hash_checked = {}  # arrays checked against pandas' hash-table flooding
     same_calls = {}  # (id(func), *ids of args) -> (func, args, epoch or None): checked calls
     atom_calls = {}  # numpy / pandas calls of atoms: (id(func), *ids) -> (func, args, units)
-    seen_calls = {}  # pandas calls of other objects: (id(func), *ids) -> their arguments
+    seen_calls = {}  # numpy / pandas calls of other objects: (id(func), *ids) -> arguments
     pd_units = [0]  # pandas constructor calls (and their text) so far
     dateutil_seen = {}  # containers _refuse_dateutil looked at
     rechecked_bytes = [0]  # data of made pandas objects re-checked so far
@@ -1776,10 +1780,21 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             for w in inner[:64]:
                 if type(w) not in _ATOM_SET:
                     check_value(func, w, _flags_of(w), rechecked, now, pd)
+        repeat = 0
+        if (numpy_mod or pandas_mod) and len(vals) <= 8 \
+                and not _ATOM_SET.issuperset(map(type, vals)):
+            # the same call again with the same objects (BINGET, BINGET, REDUCE: 6 bytes),
+            # which no pickler writes (it memoises what the call made): 3 units more
+            # (_reconstruct(ndarray, (0,), b'b') 174,000 times: 1 s)
+            key = (id(func), len(args), *map(id, vals), *(kwargs or ()))
+            if seen_calls.get(key) is not None:
+                repeat = _PD_REPEAT_UNITS
+            else:
+                seen_calls[key] = vals  # (holds them: the ids stay theirs)
         if numpy_mod:
             # numpy.matrix(str) and numpy.dtype(str) parse their text (matrix: a compile() per
             # token): capped like pandas' strings, and counted with pandas' calls
-            units = 0
+            units = repeat
             for v in vals:
                 if isinstance(v, str):
                     if len(v) > _MAX_PANDAS_STR:
@@ -1814,14 +1829,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                 # 47 us a call)
                 units += _PD_NEW_INDEX_UNITS.get(getattr(args[0], "__name__", None), 0) \
                     if args[0] is getattr(pd, getattr(args[0], "__name__", ""), None) else 0
-            if len(vals) <= 8 and not _ATOM_SET.issuperset(map(type, vals)):
-                # the same call again with the same objects (BINGET, BINGET, REDUCE: 6 bytes),
-                # which no pickler writes (it memoises what the call made): 3 units more
-                key = (id(func), len(args), *map(id, vals), *(kwargs or ()))
-                if seen_calls.get(key) is not None:
-                    units += _PD_REPEAT_UNITS
-                else:
-                    seen_calls[key] = vals  # (holds them: the ids stay theirs)
+            units += repeat
             for v in vals:
                 # a constructor does work per item of the lists, tuples and dicts it is given
                 # (DataFrame of a 10,000-key dict: 80 ms): one unit per two beyond the first
