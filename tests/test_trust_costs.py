@@ -227,3 +227,11 @@ def test_repeated_numpy_calls_count():
     fastjoblib.loads(make(calls), trusted=True)
     with pytest.raises(pickle.UnpicklingError, match="pandas constructor calls"):
         fastjoblib.loads(make(calls + 3), trusted=True)
+
+
+def test_lists_of_intervals_load():
+    # pd.Interval(left, right, 'right') is a scalar helper (14 bytes pickled): counted two units
+    # (a call and its short text) a list of 100,000 of them (1.4 MB) was refused
+    data = fastjoblib.dumps([pd.Interval(i, i + 1) for i in range(100_000)])
+    out = fastjoblib.loads(data, trusted=True)
+    assert len(out) == 100_000 and out[-1] == pd.Interval(99_999, 100_000)

@@ -850,7 +850,7 @@ _PD_CHEAP = frozenset({
     "__pyx_unpickle_NDArrayBacked", "__pyx_unpickle_IntervalMixin", "Day", "Hour", "Minute",
     "Second", "Milli", "Micro", "Nano", "Week", "MonthEnd", "MonthBegin", "QuarterEnd",
     "QuarterBegin", "YearEnd", "YearBegin", "BusinessDay", "BusinessMonthEnd",
-    "BusinessMonthBegin", "DateOffset", "Period", "StringDtype"})
+    "BusinessMonthBegin", "DateOffset", "Period", "StringDtype", "Interval"})
 # what a pandas call counts, by the cost of its constructor (one unit: ~20 us, what Index([1]),
 # Series([1]) or DataFrame(manager) cost with their checks; Categorical([1]), CategoricalIndex
 # and MultiIndex take 75-90 us, IntervalIndex 50 us, measured on pandas 3.1)
@@ -858,7 +858,7 @@ _PD_HEAVY = {"Categorical": 4, "CategoricalIndex": 4, "MultiIndex": 4, "Interval
              "IntervalArray": 3, "CategoricalDtype": 2, "_new_IntervalIndex": 2}
 # extra units of _new_Index(cls, d) for the classes whose constructors cost more (see above)
 _PD_NEW_INDEX_UNITS = {"MultiIndex": 3, "CategoricalIndex": 1, "DatetimeIndex": 2,
-                       "TimedeltaIndex": 2, "PeriodIndex": 2}
+                       "TimedeltaIndex": 2, "PeriodIndex": 1}
 # extra units of a numpy or pandas call repeated with the same argument objects
 _PD_REPEAT_UNITS = 3
 # public constructors that pickled pandas objects call with no argument (NEWOBJ, then BUILD)
@@ -940,14 +940,15 @@ def _array_text_units(np, w, what):
     return units
 
 
-def _pd_text_units(np, func, vals, fls, parser, what):
+def _pd_text_units(np, func, vals, fls, parser, what, cheap=False):
     """The strings a pandas call is given: arguments, items of list / tuple / dict-value
     arguments (one level down), and, for the calls that parse them (date, time and period
     constructors, or any call given such a dtype), the strings of object and text arrays and
     of containers one more level down, counted as pandas call units (1 + one per
     _PD_CHARS_PER_UNIT characters each); a string longer than _MAX_PANDAS_STR is refused.
     `fls`: the arguments' _type_flags; `parser`: whether `func` is one of _PD_PARSERS; `what`:
-    the call's name for the error."""
+    the call's name for the error; `cheap`: `func` is one of _PD_CHEAP, whose short string
+    arguments that it does not parse count nothing (Interval(0, 1, 'right'): 14 bytes)."""
     pd = sys.modules.get("pandas")
     parses = parser
     if not parses:
@@ -968,7 +969,10 @@ def _pd_text_units(np, func, vals, fls, parser, what):
             # (the dtype name given to PeriodDtype or DatetimeTZDtype, 'period[M]', is matched
             # by a regular expression and a frequency parser, not parsed as a date: ordinary
             # text; counted as a date, lists of period Series made a unit per 24 bytes)
-            units += _text_units(v, what, parses and what not in _PD_DTYPE_NAMED)
+            as_date = parses and what not in _PD_DTYPE_NAMED
+            if cheap and not as_date and len(v) <= 16:
+                continue
+            units += _text_units(v, what, as_date)
         elif tv is list or tv is tuple or tv is dict:
             for w in (v.values() if tv is dict else v):
                 tw = type(w)
@@ -1818,15 +1822,15 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             # constructors cost 30-100 us a call: each call is counted (the helpers that only
             # rebuild a pickled scalar or block are cheap: not counted), with its text
             units = pd_units_base + _pd_text_units(np, func, vals, fls, pd_parser,
-                                                   qualname or "pandas")
+                                                   qualname or "pandas", not pd_units_base)
             if args and pd_converting:
                 units += 1
             if qualname == "_new_Index" and args:
                 # an unpickled MultiIndex, CategoricalIndex or datetime-like index costs its
-                # constructor: 4, 2 and 3 units (not CategoricalIndex's 4: small legitimate
-                # frames indexed by one make a unit per 34.5 bytes at 2, near the one per 32
-                # allowed; _new_Index(DatetimeIndex, {'data': a}) with a fresh dict each call:
-                # 47 us a call)
+                # constructor: 4, 2, 3 (PeriodIndex 2) units (not CategoricalIndex's 4: small
+                # legitimate frames indexed by one make a unit per 34.5 bytes at 2, near the
+                # one per 32 allowed, and PeriodIndex-indexed ones one per 33 at 3;
+                # _new_Index(DatetimeIndex, {'data': a}) with a fresh dict each call: 47 us)
                 units += _PD_NEW_INDEX_UNITS.get(getattr(args[0], "__name__", None), 0) \
                     if args[0] is getattr(pd, getattr(args[0], "__name__", ""), None) else 0
             units += repeat
