@@ -856,9 +856,19 @@ _PD_CHEAP = frozenset({
 # and MultiIndex take 75-90 us, IntervalIndex 50 us, measured on pandas 3.1)
 _PD_HEAVY = {"Categorical": 4, "CategoricalIndex": 4, "MultiIndex": 4, "IntervalIndex": 3,
              "IntervalArray": 3, "CategoricalDtype": 2, "_new_IntervalIndex": 2}
+# NumPy calls that count units (others count only their text): the random generators' constructors
+# seed from a SeedSequence or the OS (RandomState(0), MT19937(0): 130-160 us a call with their
+# checks; at 4 units 174,000 memoised calls were refused after 1.3-1.6 s), and the
+# stand-ins of numpy.random._pickle that make one
+_NP_UNITS = {"RandomState": 8, "MT19937": 8, "PCG64": 8, "PCG64DXSM": 8, "Philox": 8, "SFC64": 8,
+             "SeedSequence": 1, "restricted__randomstate_ctor": 8,
+             "restricted__generator_ctor": 8, "restricted__bit_generator_ctor": 8}
+# ints given to a NumPy call: SeedSequence(n) turns n into 32-bit words by repeated shifts
+# (quadratic: 2**2M - 1 took 15.8 s)
+_NP_INT_BITS = 4096
 # extra units of _new_Index(cls, d) for the classes whose constructors cost more (see above)
 _PD_NEW_INDEX_UNITS = {"MultiIndex": 3, "CategoricalIndex": 1, "DatetimeIndex": 2,
-                       "TimedeltaIndex": 2, "PeriodIndex": 1}
+                       "TimedeltaIndex": 2, "PeriodIndex": 1, "IntervalIndex": 2}
 # extra units of a numpy or pandas call repeated with the same argument objects
 _PD_REPEAT_UNITS = 3
 # public constructors that pickled pandas objects call with no argument (NEWOBJ, then BUILD)
@@ -1476,6 +1486,33 @@ def _may_hold_indexes(vals, fls):
     return False
 
 
+_STRINGIFY = (str, repr, format, ascii)
+_CONVERSIONS = _STRINGIFY + (int, float, complex)
+_CONVERTED = (str, int, float, complex)  # (classes whose calls convert: subclasses too)
+_RECONSTRUCTORS = (copyreg.__newobj__, copyreg.__newobj_ex__, copyreg._reconstructor)
+_BIG_INT_BITS = 2048
+
+
+def _holds_big_int(root):
+    """Whether a container (nested ones included, each looked at once) holds an int of more than
+    _BIG_INT_BITS bits (keys too)."""
+    seen = set()
+    stack = [root]
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        items = [*x, *x.values()] if type(x) in _DICT_TYPES else x
+        for w in items:
+            if isinstance(w, int):
+                if int.bit_length(w) > _BIG_INT_BITS:
+                    return True
+            elif type(w) in _CONTAINER_SET:
+                stack.append(w)
+    return False
+
+
 def _atoms_or_na(args):
     na = getattr(sys.modules.get("pandas"), "NA", _NOTHING)
     return all(type(a) in _ATOM_SET or a is na for a in args)
@@ -1492,8 +1529,8 @@ def _flags_of(x):
 
 def _call_profile(func):
     """What _check_call needs to know of a callable, worked out once per callable: (read_only,
-    is_container, numpy_mod, pandas_mod, pd_units_base, pd_parser, pd_managers, pd_internal,
-    pd_indexes, pd_new_index, qualname, pd_converting)."""
+    is_container, numpy_mod, pandas_mod, pd_units_base (numpy's calls: _NP_UNITS), pd_parser,
+    pd_managers, pd_internal, pd_indexes, pd_new_index, qualname, pd_converting)."""
     fmod = getattr(func, "__module__", None)
     if type(fmod) is not str:
         fmod = ""
@@ -1501,8 +1538,12 @@ def _call_profile(func):
     qualname = getattr(func, "__qualname__", None)
     pandas_mod = fmod.startswith("pandas")
     pd_indexes = pandas_mod and fmod.startswith("pandas.core.indexes")
-    return (func in _READ_ONLY_CALLS, func in _CONTAINERS, fmod.startswith("numpy"), pandas_mod,
-            0 if fname in _PD_CHEAP else _PD_HEAVY.get(fname, 1) if type(fname) is str else 1,
+    numpy_mod = fmod.startswith("numpy") or fname in _NP_UNITS  # (and the RNG stand-ins)
+    if numpy_mod:
+        base = _NP_UNITS.get(fname, 0) if type(fname) is str else 0
+    else:
+        base = 0 if fname in _PD_CHEAP else _PD_HEAVY.get(fname, 1) if type(fname) is str else 1
+    return (func in _READ_ONLY_CALLS, func in _CONTAINERS, numpy_mod, pandas_mod, base,
             fname in _PD_PARSERS, fmod == "pandas.core.internals.managers",
             fmod.startswith(("pandas.core.internals", "pandas._libs")), pd_indexes,
             pd_indexes and fname in _PD_NEW_INDEX, qualname if type(qualname) is str else None,
@@ -1587,7 +1628,46 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             flood_objs[id(x)] = x
             flood_checked[id(x)] = key_work[0] - before
 
+    def conversion_units(func, args):
+        """Units of a call that turns numbers into text or text into numbers (str, repr,
+        format, ascii, int, float, complex, and their subclasses): CPython converts an int to
+        decimal text in quadratic time (a 4300-digit int: 240 us, 174,000 6-byte calls of
+        str(n): 39 s), str() of a list walks and formats all of it (20,000 ints: 3 ms a call),
+        int(text) is quadratic and float(text) linear. A container holding an int of more than
+        2048 bits is refused (its text is quadratic and repeated at every use)."""
+        to_text = func in _STRINGIFY or (isinstance(func, type) and issubclass(func, str))
+        units = 0
+        for v in args:
+            if isinstance(v, int):
+                if to_text:
+                    b = int.bit_length(v)
+                    units += 1 + b * b // 14_000_000  # (14,285 bits, 4300 digits: 15 units)
+            elif isinstance(v, (str, bytes, bytearray)):
+                n = len(v)
+                if to_text:
+                    units += n // 65536
+                else:
+                    units += 1 + n // 4096
+                    if func is int or (isinstance(func, type) and issubclass(func, int)):
+                        units += n * n // 4_000_000  # (4300 digits: ~100 us, 4 units)
+            elif to_text and type(v) in _CONTAINER_SET:
+                hit = dag_checked.get(id(v)) if dag_objs.get(id(v)) is v else None
+                size = hit[0] if hit is not None else _expanded_slots(v, known)[0]
+                if size > _STRINGIFY_MAX:
+                    continue  # (refused by dag_check, with its reason)
+                units += 1 + size // 128
+                if _holds_big_int(v):
+                    raise _bad_state(getattr(func, "__qualname__", "str"),
+                                     "a container holding an int of more than 2048 bits (its "
+                                     "text takes quadratic time at every use)")
+        return units
+
     def before_call(func, args, kwargs):
+        if func in _CONVERSIONS or (isinstance(func, type) and issubclass(func, _CONVERTED)) \
+                or func in _RECONSTRUCTORS:
+            func2, args2, _ = _effective_call(func, args, kwargs)
+            if func2 in _CONVERSIONS or (isinstance(func2, type) and issubclass(func2, _CONVERTED)):
+                count_units(func2, conversion_units(func2, args2), "builtins")
         # The same call again (the same callable and argument objects through the memo: a
         # 4-6 byte REDUCE) gets the same answer when nothing it was given can have changed:
         # atoms, or (no memory-writing call or BUILD since: the epoch) objects that only those
@@ -1664,8 +1744,9 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             if pd_units[0] > limit:
                 raise _bad_state(getattr(func, "__qualname__", lib),
                                  f"more than {limit:,} pandas constructor calls (or their text) "
-                                 "in one load: each costs 30-100 us (the limit follows the "
-                                 "bytes the load has read)")
+                                 "in one load, or NumPy calls, conversions and repeated calls "
+                                 "counted with them: each costs 20-100 us (the limit follows "
+                                 "the bytes the load has read)")
 
     def charge_call(np, func, args, kwargs=None, fls=None):
         """`fls`: the _type_flags of args and kwargs' values, when the caller has them."""
@@ -1798,8 +1879,21 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
         if numpy_mod:
             # numpy.matrix(str) and numpy.dtype(str) parse their text (matrix: a compile() per
             # token): capped like pandas' strings, and counted with pandas' calls
-            units = repeat
+            units = repeat + pd_units_base
+            for v in vals:  # (lists, tuples and dicts: as for pandas' calls, below)
+                if type(v) in (list, tuple, dict):
+                    units += max(0, len(v) - 8) // 2
+            count_units(func, units, "numpy")  # (before the walk below: it is linear too)
+            units = 0
             for v in vals:
+                tv = type(v)
+                if isinstance(v, int) or tv is list or tv is tuple:  # (and one level down)
+                    for w in ((v,) if isinstance(v, int) else v):
+                        if isinstance(w, int) and int.bit_length(w) > _NP_INT_BITS:
+                            raise _bad_state(qualname or "numpy",
+                                             f"an int of {int.bit_length(w)} bits (at most "
+                                             f"{_NP_INT_BITS}: NumPy converts it in quadratic "
+                                             "time)")
                 if isinstance(v, str):
                     if len(v) > _MAX_PANDAS_STR:
                         raise _bad_state(qualname or "numpy",
@@ -1837,15 +1931,16 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             for v in vals:
                 # a constructor does work per item of the lists, tuples and dicts it is given
                 # (DataFrame of a 10,000-key dict: 80 ms): one unit per two beyond the first
-                # eight (pickled pandas objects give their helpers a few), and per 512 items of
-                # those one level down
+                # eight (pickled pandas objects give their helpers a few), and the same for those
+                # one level down (DataFrame of 8 lists of 511 Intervals, or of [511-key dict],
+                # repeated: 13-25 s when they counted one per 512)
                 tv = type(v)
                 if tv is list or tv is tuple or tv is dict:
                     units += max(0, len(v) - 8) // 2
                     if len(v) <= 4096:
                         for w in (v.values() if tv is dict else v):
                             if type(w) in (list, tuple, dict):
-                                units += len(w) // 512
+                                units += max(0, len(w) - 8) // 2
             count_units(func, units, "pandas")
             if pd_managers:
                 _pd_manager_call(pd, func, args)
