@@ -116,3 +116,13 @@ def test_new_index_of_an_interval_index_counts_as_one():
     s = _fill(head, get(253) + get(252) + b"}" + get(251) + get(250) + b"s\x86R0")
     assert_refused(run_child({"_new_Index(IntervalIndex)": ("loads", s, {"trusted": True})}),
                    LIMIT)
+
+
+def test_conversions_through_keywords_count():
+    # str(object=big) through NEWOBJ_EX's keyword dict
+    big = 10 ** 4299 + 1
+    s = _fill(b"\x80\x04" + glob("builtins", "str") + put(0) + b"0)" + put(1) + b"0}"
+              + b"\x8c\x06object" + _long(big) + b"s" + put(2) + b"0",
+              get(0) + get(1) + get(2) + b"\x920")
+    assert_refused(run_child({"str(object=4300-digit int)": ("loads", s, {"trusted": True})}),
+                   LIMIT)

@@ -1489,7 +1489,8 @@ def _may_hold_indexes(vals, fls):
 _STRINGIFY = (str, repr, format, ascii)
 _CONVERSIONS = _STRINGIFY + (int, float, complex)
 _CONVERTED = (str, int, float, complex)  # (classes whose calls convert: subclasses too)
-_RECONSTRUCTORS = (copyreg.__newobj__, copyreg.__newobj_ex__, copyreg._reconstructor)
+_RECONSTRUCTORS = tuple(getattr(copyreg, n) for n in ("__newobj__", "__newobj_ex__",
+                                                      "_reconstructor"))
 _BIG_INT_BITS = 2048
 
 
@@ -1665,9 +1666,11 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
     def before_call(func, args, kwargs):
         if func in _CONVERSIONS or (isinstance(func, type) and issubclass(func, _CONVERTED)) \
                 or func in _RECONSTRUCTORS:
-            func2, args2, _ = _effective_call(func, args, kwargs)
+            func2, args2, kwargs2 = _effective_call(func, args, kwargs)
             if func2 in _CONVERSIONS or (isinstance(func2, type) and issubclass(func2, _CONVERTED)):
-                count_units(func2, conversion_units(func2, args2), "builtins")
+                # (keyword arguments too: str(object=...))
+                count_units(func2, conversion_units(
+                    func2, (*args2, *kwargs2.values()) if kwargs2 else args2), "builtins")
         # The same call again (the same callable and argument objects through the memo: a
         # 4-6 byte REDUCE) gets the same answer when nothing it was given can have changed:
         # atoms, or (no memory-writing call or BUILD since: the epoch) objects that only those
