@@ -1486,7 +1486,7 @@ def _may_hold_indexes(vals, fls):
     return False
 
 
-_STRINGIFY = (str, repr, format, ascii)
+_STRINGIFY = (str, repr, format, ascii, collections.UserString)
 _CONVERSIONS = _STRINGIFY + (int, float, complex)
 _CONVERTED = (str, int, float, complex)  # (classes whose calls convert: subclasses too)
 _RECONSTRUCTORS = tuple(getattr(copyreg, n) for n in ("__newobj__", "__newobj_ex__",
@@ -1494,24 +1494,34 @@ _RECONSTRUCTORS = tuple(getattr(copyreg, n) for n in ("__newobj__", "__newobj_ex
 _BIG_INT_BITS = 2048
 
 
-def _holds_big_int(root):
-    """Whether a container (nested ones included, each looked at once) holds an int of more than
-    _BIG_INT_BITS bits (keys too)."""
+def _nested_problem(root, int_bits, deep_objects=True):
+    """Why the items of a container argument (nested ones included, keys too) may not be given
+    to the call, or None: an int of more than `int_bits` bits, or an object that is neither an
+    atom nor a container at item depth 3 or more (`deep_objects`: False refuses such objects at
+    any depth). Each container is looked at once per depth up to 3: linear in what the file
+    holds (the caller charges the expanded size)."""
     seen = set()
-    stack = [root]
+    stack = [(root, 0)]
     while stack:
-        x = stack.pop()
-        if id(x) in seen:
+        x, d = stack.pop()
+        key = (id(x), min(d, 3))
+        if key in seen:
             continue
-        seen.add(id(x))
+        seen.add(key)
         items = [*x, *x.values()] if type(x) in _DICT_TYPES else x
         for w in items:
-            if isinstance(w, int):
-                if int.bit_length(w) > _BIG_INT_BITS:
-                    return True
-            elif type(w) in _CONTAINER_SET:
-                stack.append(w)
-    return False
+            tw = type(w)
+            if tw in _ATOM_SET or w is None:
+                if tw is int and int.bit_length(w) > int_bits:
+                    return f"an int of {int.bit_length(w)} bits (at most {int_bits})"
+            elif tw in _CONTAINER_SET:
+                stack.append((w, d + 1))
+            elif isinstance(w, int) and int.bit_length(w) > int_bits:
+                return f"an int of {int.bit_length(w)} bits (at most {int_bits})"
+            elif not deep_objects or d + 1 >= 3:
+                return (f"a {tw.__name__} nested {d + 1} deep in an argument" if deep_objects
+                        else f"a {tw.__name__} inside a container made into text")
+    return None
 
 
 def _atoms_or_na(args):
@@ -1643,6 +1653,12 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                 if to_text:
                     b = int.bit_length(v)
                     units += 1 + b * b // 14_000_000  # (14,285 bits, 4300 digits: 15 units)
+            elif to_text and type(v) not in _ATOM_SET and type(v) not in _CONTAINER_SET:
+                # str() of an array, a frame or any object: its own repr, of any cost (an
+                # array of 1000 floats: 3-4 ms); pickles make only text and numbers into text
+                raise _bad_state(getattr(func, "__qualname__", "str"),
+                                 f"a {type(v).__name__} made into text (only text, numbers "
+                                 "and containers of them are under trusted=)")
             elif isinstance(v, (str, bytes, bytearray)):
                 n = len(v)
                 if to_text:
@@ -1657,10 +1673,11 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                 if size > _STRINGIFY_MAX:
                     continue  # (refused by dag_check, with its reason)
                 units += 1 + size // 128
-                if _holds_big_int(v):
+                why = _nested_problem(v, _BIG_INT_BITS, deep_objects=False)
+                if why is not None:
                     raise _bad_state(getattr(func, "__qualname__", "str"),
-                                     "a container holding an int of more than 2048 bits (its "
-                                     "text takes quadratic time at every use)")
+                                     f"{why} (made into text at every use: an int's text "
+                                     "takes quadratic time, an object's repr any time)")
         return units
 
     def before_call(func, args, kwargs):
@@ -1868,6 +1885,20 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             for w in inner[:64]:
                 if type(w) not in _ATOM_SET:
                     check_value(func, w, _flags_of(w), rechecked, now, pd)
+        if numpy_mod or pandas_mod:
+            # what a container argument holds at any depth: its expanded size counts one unit
+            # per 64 slots beyond the first 64 (a pandas error message prints all of it: the
+            # repr of [[[array] * 3000]] took 9 s), no object but atoms and containers sits
+            # three containers down, and NumPy gets no int of more than _NP_INT_BITS bits at
+            # any depth (SeedSequence([[n]]) cuts n into 32-bit words: 40 s for 2.9M bits)
+            for v in vals:
+                if type(v) in _CONTAINER_SET:
+                    hit = dag_checked.get(id(v)) if dag_objs.get(id(v)) is v else None
+                    size = hit[0] if hit is not None else _expanded_slots(v, known)[0]
+                    count_units(func, max(0, size - 64) // 64, "pandas" if pandas_mod else "numpy")
+                    why = _nested_problem(v, _NP_INT_BITS if numpy_mod else 1 << 62)
+                    if why is not None:
+                        raise _bad_state(qualname or "pandas", why)
         repeat = 0
         if (numpy_mod or pandas_mod) and len(vals) <= 8 \
                 and not _ATOM_SET.issuperset(map(type, vals)):
@@ -1889,14 +1920,10 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             count_units(func, units, "numpy")  # (before the walk below: it is linear too)
             units = 0
             for v in vals:
-                tv = type(v)
-                if isinstance(v, int) or tv is list or tv is tuple:  # (and one level down)
-                    for w in ((v,) if isinstance(v, int) else v):
-                        if isinstance(w, int) and int.bit_length(w) > _NP_INT_BITS:
-                            raise _bad_state(qualname or "numpy",
-                                             f"an int of {int.bit_length(w)} bits (at most "
-                                             f"{_NP_INT_BITS}: NumPy converts it in quadratic "
-                                             "time)")
+                if isinstance(v, int) and int.bit_length(v) > _NP_INT_BITS:
+                    raise _bad_state(qualname or "numpy",
+                                     f"an int of {int.bit_length(v)} bits (at most "
+                                     f"{_NP_INT_BITS}: NumPy converts it in quadratic time)")
                 if isinstance(v, str):
                     if len(v) > _MAX_PANDAS_STR:
                         raise _bad_state(qualname or "numpy",
