@@ -1917,7 +1917,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             for v in vals:  # (lists, tuples and dicts: as for pandas' calls, below)
                 if type(v) in (list, tuple, dict):
                     units += max(0, len(v) - 8) // 2
-            count_units(func, units, "numpy")  # (before the walk below: it is linear too)
+            count_units(func, units, "numpy")  # (then its text, below)
             units = 0
             for v in vals:
                 if isinstance(v, int) and int.bit_length(v) > _NP_INT_BITS:
