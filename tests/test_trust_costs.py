@@ -235,3 +235,61 @@ def test_lists_of_intervals_load():
     data = fastjoblib.dumps([pd.Interval(i, i + 1) for i in range(100_000)])
     out = fastjoblib.loads(data, trusted=True)
     assert len(out) == 100_000 and out[-1] == pd.Interval(99_999, 100_000)
+
+
+def _units_of(stream, monkeypatch):
+    """The units a restricted load of `stream` counts: the smallest limit it loads under."""
+    lo, hi = 0, 1 << 20
+    while lo < hi:
+        mid = (lo + hi) // 2
+        monkeypatch.setattr(_guard, "_pd_unit_limit", lambda budget, mid=mid: mid)
+        try:
+            fastjoblib.loads(stream, trusted=True)
+            hi = mid
+        except pickle.UnpicklingError as e:
+            assert "pandas constructor calls" in str(e)
+            lo = mid + 1
+    monkeypatch.undo()
+    return lo
+
+
+_RECONSTRUCT = __import__("numpy").ndarray(0).__reduce__()[0]
+_TUPLE_CALLS = {
+    # (the callable, the ops of one call's arguments): NumPy's _reconstruct as every pickled
+    # array calls it, with a fresh (0,) each time; pandas calls given small tuples; a nested
+    # tuple (checked in full each time)
+    "_reconstruct": (glob(_RECONSTRUCT.__module__, "_reconstruct"),
+                     glob("numpy", "ndarray") + b"K\x00\x85C\x01b"),
+    "Index": (glob("pandas", "Index"), b"(K\x01K\x02t"),
+    "Index-text": (glob("pandas", "Index"), b"(X\x01\x00\x00\x00aX\x01\x00\x00\x00bt"),
+    "Index-nested": (glob("pandas", "Index"), b"((K\x01K\x02t(K\x03K\x04tt"),
+}
+
+
+@pytest.mark.parametrize("name", list(_TUPLE_CALLS))
+@pytest.mark.parametrize("how", ["fresh", "repeated", "both"])
+def test_calls_of_small_tuples_count_as_their_full_check(name, how, monkeypatch):
+    # calls of atoms, classes and small tuples of small atoms have the first check's answer
+    # remembered by the tuples' values: each call counts what the full check would count (the
+    # repeat surcharge when the tuple is the same object again)
+    func, args = _TUPLE_CALLS[name]
+    if how == "fresh":
+        stream = _fresh(func, args, 40)
+    elif how == "repeated":
+        stream = _repeat(func, args, 40)
+    else:
+        stream = _fresh(func, args, 20)[:-2] + _repeat(func, args, 20)[2:]
+    cached = _units_of(stream, monkeypatch)
+    monkeypatch.setattr(_guard, "_small_tuple_key", lambda args: None)  # the full check
+    full = _units_of(stream, monkeypatch)
+    assert cached == full
+    assert full >= (40 if name != "_reconstruct" or how != "fresh" else 0)
+
+
+def test_calls_of_small_tuples_still_refuse_dateutil_zones():
+    zone = b"X\x0e\x00\x00\x00dateutil/x/y/z"
+    ok = (b"(X\x03\x00\x00\x00UTCt", )
+    for first in (b"", _fresh(glob("pandas", "Index"), ok[0], 3)[2:-2]):
+        stream = b"\x80\x02" + first + _fresh(glob("pandas", "Index"), b"(" + zone + b"t", 2)[2:]
+        with pytest.raises(fastjoblib.UntrustedGlobalError, match="dateutil"):
+            fastjoblib.loads(stream, trusted=True)

@@ -1529,6 +1529,35 @@ def _atoms_or_na(args):
     return all(type(a) in _ATOM_SET or a is na for a in args)
 
 
+_SMALL_ATOMS = frozenset((int, bool, type(None), str, bytes))
+
+
+def _small_tuple_key(args):
+    """For a call whose arguments are atoms, classes and small tuples of small atoms (NumPy's
+    _reconstruct(ndarray, (0,), b'b') in every pickled array, a fresh tuple each time): a key
+    naming the atoms and classes by id and the tuples by value, or None. What the full check of
+    such a call finds depends on those values alone: a tuple of up to 8 small ints, bools,
+    Nones and short strings or bytes is never made, pending, re-checked, hashed at any cost
+    (no tuple, frozenset or big-int item), flooded or deep."""
+    key = []
+    tup = False
+    for a in args:
+        ta = type(a)
+        if ta in _ATOM_SET or ta is type:  # (a class: the policy's, which no load changes)
+            key.append(id(a))
+        elif ta is tuple and len(a) <= 8:
+            for x in a:
+                tx = type(x)
+                if tx not in _SMALL_ATOMS or (tx is int and not -(1 << 62) <= x < 1 << 62) \
+                        or (tx in (str, bytes) and len(x) > 64):
+                    return None
+            key.append((ta, *[(type(x), x) for x in a]))
+            tup = True
+        else:
+            return None
+    return tuple(key) if tup else None
+
+
 def _flags_of(x):
     """_type_flags(x, numpy, pandas), the cached answer looked up inline."""
     t = type(x)
@@ -1577,6 +1606,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
     pd_hash_checked = {}  # arrays checked against pandas' hash-table flooding
     same_calls = {}  # (id(func), *ids of args) -> (func, args, epoch or None): checked calls
     atom_calls = {}  # numpy / pandas calls of atoms: (id(func), *ids) -> (func, args, units)
+    value_calls = {}  # ... of atoms and small tuples of atoms (_small_tuple_key) -> the same
     seen_calls = {}  # numpy / pandas calls of other objects: (id(func), *ids) -> arguments
     pd_units = [0]  # pandas constructor calls (and their text) so far
     dateutil_seen = {}  # containers _refuse_dateutil looked at
@@ -1724,6 +1754,30 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                         if type(a) is str and "dateutil/" in a:
                             _refuse_dateutil(a, 0)
                 return
+        if counted and not kwargs and type(args) is tuple and len(args) <= 8:
+            vkey = _small_tuple_key(args)
+            if vkey is not None:
+                # atoms and small tuples of small atoms: the first check's answer for the same
+                # callable, atom objects and tuple values, its units counted again, with the
+                # repeat surcharge when the tuples are the same objects too (the memo)
+                skey = (id(func), len(args), *map(id, args))
+                repeated = seen_calls.get(skey) is not None
+                vkey = (id(func), *vkey)
+                hit = value_calls.get(vkey)  # (it holds func and args: the ids are theirs)
+                if hit is not None:
+                    if not repeated:
+                        seen_calls[skey] = args
+                    count_units(func, hit[2] + (_PD_REPEAT_UNITS if repeated else 0),
+                                "pandas" if prof[3] else "numpy")
+                    if not prof[0]:
+                        epoch[0] += 1
+                    return
+                before = pd_units[0]
+                _check_call(func, args, kwargs)
+                if len(value_calls) < 4096:
+                    value_calls[vkey] = (func, args, pd_units[0] - before
+                                         - (_PD_REPEAT_UNITS if repeated else 0))
+                return
         if counted:  # numpy's and pandas' calls are counted: checked every time
             _check_call(func, args, kwargs)
             return
@@ -1751,8 +1805,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
         closures reference each other, so without this they would live until the next cyclic
         collection, and make it slower)."""
         for d in (rechecked_at, rechecked_ref, flood_checked, flood_objs, pd_hash_checked,
-                  same_calls, atom_calls, seen_calls, dateutil_seen, dag_checked, dag_objs,
-                  known, profiles):
+                  same_calls, atom_calls, value_calls, seen_calls, dateutil_seen, dag_checked,
+                  dag_objs, known, profiles):
             d.clear()
     before_call.clear = clear
 
