@@ -515,9 +515,11 @@ def _pd_state_keys(inst, state):
     dropped from the state: pandas recomputes them, and a check and pandas' own code must read
     the same thing. Offsets other than DateOffset take no state (they pickle through their
     constructor). Returns the state to apply."""
-    from pandas._libs.tslibs.offsets import BaseOffset
-    import pandas as pd
-    if isinstance(inst, BaseOffset) and type(inst) is not pd.DateOffset:
+    pd = sys.modules["pandas"]
+    offsets = sys.modules.get("pandas._libs.tslibs.offsets")  # (no import statement: 6,000
+    if offsets is None:                                        # small frames' states)
+        from pandas._libs.tslibs import offsets
+    if isinstance(inst, offsets.BaseOffset) and type(inst) is not pd.DateOffset:
         raise _bad_state(type(inst).__name__, "pandas offsets pickle through their constructor")
 
     def clean(part):
@@ -1570,7 +1572,8 @@ def _flags_of(x):
 def _call_profile(func):
     """What _check_call needs to know of a callable, worked out once per callable: (read_only,
     is_container, numpy_mod, pandas_mod, pd_units_base (numpy's calls: _NP_UNITS), pd_parser,
-    pd_managers, pd_internal, pd_indexes, pd_new_index, qualname, pd_converting)."""
+    pd_managers, pd_internal, pd_indexes, pd_new_index, qualname, pd_converting, special:
+    one of the callables checked last by name)."""
     fmod = getattr(func, "__module__", None)
     if type(fmod) is not str:
         fmod = ""
@@ -1587,7 +1590,9 @@ def _call_profile(func):
             fname in _PD_PARSERS, fmod == "pandas.core.internals.managers",
             fmod.startswith(("pandas.core.internals", "pandas._libs")), pd_indexes,
             pd_indexes and fname in _PD_NEW_INDEX, qualname if type(qualname) is str else None,
-            pandas_mod and fname in _PD_CONVERTING)
+            pandas_mod and fname in _PD_CONVERTING,
+            # numpy.ndarray (buffer=), torch.from_numpy, torch.Tensor.new_empty: checked last
+            fname in ("ndarray", "from_numpy", "new_empty"))
 
 
 def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
@@ -1733,7 +1738,9 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             # Arguments that are all atoms (and pandas.NA): none is made, pending, a container
             # or an array, so the full check reduces to what the values themselves decide
             # (numpy / pandas: units, text, refusals; others: charges and time-zone strings)
-            if _ATOM_SET.issuperset(map(type, args)) or (counted and _atoms_or_na(args)):
+            types = set(map(type, args))
+            if types <= _ATOM_SET or (counted and len(types - _ATOM_SET) == 1
+                                      and _atoms_or_na(args)):
                 if counted:
                     key = (id(func), *map(id, args))
                     hit = atom_calls.get(key)  # (it holds func and args: the ids are theirs)
@@ -1892,7 +1899,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
     def _check_call(func, args, kwargs):
         func, args, kwargs = _effective_call(func, args, kwargs)
         (read_only, is_container, numpy_mod, pandas_mod, pd_units_base, pd_parser, pd_managers,
-         pd_internal, pd_indexes, pd_new_index, qualname, pd_converting) = profile_of(func)
+         pd_internal, pd_indexes, pd_new_index, qualname, pd_converting, special) = \
+            profile_of(func)
         np = sys.modules.get("numpy")
         pd = sys.modules.get("pandas")
         vals = (*args, *kwargs.values()) if kwargs else args
@@ -2048,6 +2056,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                 _pd_index_parts(pd, np, func, args[0], args[1])
             elif pd_new_index:
                 raise _bad_state("pandas." + func.__name__, "only (class, dict) arguments")
+        if not special:
+            return
         if np is not None and func is np.ndarray and (len(args) > 2 or (kwargs and "buffer" in kwargs)):
             raise _bad_state("numpy.ndarray", "an array over another object's memory (buffer=)")
         torch = sys.modules.get("torch")
