@@ -293,3 +293,28 @@ def test_calls_of_small_tuples_still_refuse_dateutil_zones():
         stream = b"\x80\x02" + first + _fresh(glob("pandas", "Index"), b"(" + zone + b"t", 2)[2:]
         with pytest.raises(fastjoblib.UntrustedGlobalError, match="dateutil"):
             fastjoblib.loads(stream, trusted=True)
+
+
+@pytest.mark.parametrize("locs", [
+    [(0, 2), (2, 5)], [(2, 5), (0, 2)], [(0, 5)], [(0, 2), (3, 5)], [(0, 3), (2, 5)],
+    [(0, 2), (0, 2), (2, 5)], [(0, 2), (2, 4)], [(0, 5), (5, 5)], [(0, 5), (3, 3)],
+    [(0, 6)], [(1, 5)], [], [(0, 2), (2, 5), (4, 4)],
+])
+def test_block_placements_of_slices_as_their_arrays(locs):
+    # BlockManager placements that are step-1 slices (pandas' usual) are checked without NumPy:
+    # the verdict is the one the same placements as arrays get
+    np = pytest.importorskip("numpy")
+    axes = [pd.RangeIndex(5), pd.RangeIndex(3)]
+
+    def verdict(as_arrays):
+        blocks = [(np.zeros((b - a, 3)), np.arange(a, b) if as_arrays else slice(a, b, 1))
+                  for a, b in locs]
+        try:
+            _guard._check_blocks(axes, blocks)
+            return "ok"
+        except pickle.UnpicklingError as e:
+            return "refused" if "cover the items once" in str(e) or "outside" in str(e) \
+                else str(e)
+    assert verdict(False) == verdict(True)
+    ok = sorted(i for a, b in locs for i in range(a, b)) == list(range(5))
+    assert verdict(False) == ("ok" if ok else "refused")

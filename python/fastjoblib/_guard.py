@@ -753,15 +753,16 @@ def _pd_other_problem(pd, obj, kind):
 
 
 def _locs(loc, n):
-    """Indices of a block placement (BlockPlacement, slice, array, list), checked in 0..n-1."""
-    import numpy as np
+    """Indices of a block placement (BlockPlacement, slice, array, list), checked in 0..n-1: a
+    range for a slice, else an array."""
+    np = sys.modules["numpy"]
     ind = getattr(loc, "indexer", loc)
     if isinstance(ind, slice):
         start, stop, step = ind.start or 0, ind.stop, ind.step or 1
         if not (_is_int(start, 0) and _is_int(stop, 0) and _is_int(step, 1)
                 and start <= stop <= n):
             raise _bad_state("pandas block", f"placement {ind} outside 0..{n - 1}")
-        return np.arange(start, stop, step)
+        return range(start, stop, step)
     a = np.asarray(ind)
     if a.ndim != 1 or a.dtype.kind not in "iu":
         raise _bad_state("pandas block", "placement is not a 1-D integer array")
@@ -772,7 +773,7 @@ def _locs(loc, n):
 
 def _check_blocks(axes, blocks):
     """blocks: [(values, placement)] of a BlockManager (2 axes) / SingleBlockManager (1 axis)."""
-    import numpy as np
+    np = sys.modules["numpy"]
     if not isinstance(axes, (list, tuple)) or len(axes) not in (1, 2):
         raise _bad_state("pandas manager", "malformed axes")
     try:
@@ -796,7 +797,20 @@ def _check_blocks(axes, blocks):
                                              f"{len(locs)} items x {lens[1:]}")
         if len(axes) == 2:
             seen.append(locs)
-    if len(axes) == 2:
+    if len(axes) == 2 and all(type(r) is range and r.step == 1 for r in seen):
+        # (pandas' usual placements, slices of step 1: they cover each item once when, in
+        # order, each starts where the one before stopped and the last stops at n_items)
+        at = 0
+        for r in sorted(seen, key=lambda r: r.start):
+            if not r:
+                continue  # (empty: covers nothing, as in the array count below)
+            if r.start != at:
+                raise _bad_state("pandas manager", "block placements do not cover the items once")
+            at = r.stop
+        if at != n_items:
+            raise _bad_state("pandas manager", "block placements do not cover the items once")
+    elif len(axes) == 2:
+        seen = [np.arange(r.start, r.stop, r.step) if type(r) is range else r for r in seen]
         allp = np.concatenate(seen) if seen else np.zeros(0, dtype=np.intp)
         # (every placement is in 0..n_items-1 (_locs): n_items of them cover each item once
         # when each is counted once; np.unique hashes: 0.7 s for 1M placements)
@@ -1174,7 +1188,9 @@ def _pd_hash_flood_check(np, pd, func, vals, checked, indexes_only=False):
 
 
 def _pd_manager_call(pd, func, args):
-    from pandas.core.internals import managers
+    managers = sys.modules.get("pandas.core.internals.managers")
+    if managers is None:
+        from pandas.core.internals import managers
     if func is managers.BlockManager and len(args) >= 2:
         blocks, axes = args[0], args[1]
         _check_blocks(axes, [(getattr(b, "values", None), getattr(b, "mgr_locs", None))
@@ -1300,7 +1316,12 @@ def _refuse_dateutil(x, depth, seen=None):
                     (type(x) is tuple or hit[2] == len(x)):
                 return
         for v in (x.values() if type(x) is dict else x):
-            if type(v) is str or type(v) in (tuple, list, dict) or isinstance(v, str):
+            tv = type(v)
+            if tv is str:
+                if "dateutil/" in v:
+                    _refuse_dateutil(v, depth + 1)
+            elif tv is tuple or tv is list or tv is dict or (tv not in _ATOM_SET
+                                                             and isinstance(v, str)):
                 _refuse_dateutil(v, depth + 1, seen)
         if seen is not None and len(x) >= 16:
             seen[id(x)] = (x, depth, len(x))
