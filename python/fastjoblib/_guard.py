@@ -24,6 +24,7 @@ distinct dict keys / set items sharing one hash are capped, and the budget count
 """
 import collections
 import copyreg
+import itertools
 import pickle
 import sys
 import types
@@ -980,9 +981,13 @@ def _pd_text_units(np, func, vals, fls, parser, what, cheap=False):
     if not parses:
         for v, fl in zip(vals, fls):
             if type(v) is dict:
-                if any(_flags_of(w) & (_T_TEXT | _T_DTYPE) and _pd_dates(np, pd, w)
-                       for w in v.values()):
-                    parses = True
+                for w in v.values():
+                    tw = type(w)
+                    if (tw is str or tw not in _ATOM_SET) and _flags_of(w) & (_T_TEXT | _T_DTYPE) \
+                            and _pd_dates(np, pd, w):
+                        parses = True
+                        break
+                if parses:
                     break
             elif fl & (_T_TEXT | _T_DTYPE) and type(v) not in _NOT_DATES \
                     and _pd_dates(np, pd, v):
@@ -1058,6 +1063,23 @@ def _pd_hashing_call(pd, func, args, vals):
     return False
 
 
+def _pd_tuple_data(vals):
+    """Whether a pandas call is given more than _FLOOD_MAX tuples (a list or tuple of them, as
+    an argument or a dict value, or a dict's keys): pandas makes a MultiIndex of them and
+    hashes each level."""
+    for v in vals:
+        tv = type(v)
+        if tv is dict:
+            if len(v) > _FLOOD_MAX and isinstance(next(iter(v)), tuple):
+                return True
+            for w in v.values():  # (each value counts a unit per two beyond 8 anyway)
+                if type(w) in (list, tuple) and len(w) > _FLOOD_MAX and isinstance(w[0], tuple):
+                    return True
+        elif (tv is list or tv is tuple) and len(v) > _FLOOD_MAX and isinstance(v[0], tuple):
+            return True
+    return False
+
+
 def _pd_hash_values(np, pd, x):
     """The NumPy array pandas would hash for argument `x` (None: nothing to look at)."""
     if isinstance(x, np.ndarray):
@@ -1130,11 +1152,23 @@ def _pd_hash_flood_check(np, pd, func, vals, checked, indexes_only=False):
             todo.extend(w for w in v if not isinstance(w, (int, float, str)))
         elif type(v) is dict:
             todo.extend(v.values())
+            if len(v) > _FLOOD_MAX and isinstance(next(iter(v)), tuple):
+                todo.append(list(v))  # (tuple keys: Series(dict) indexes by a MultiIndex)
     arrays = []
+    columns = set()  # ids of the level lists made below (not looked into again)
     for v in todo:
         if isinstance(v, (list, tuple)):
             if len(v) <= _FLOOD_MAX:
                 continue
+            if id(v) not in columns and isinstance(v[0], tuple):
+                # pandas makes a MultiIndex of a list of tuples (Index(tuples), an index or
+                # keys of them) and hashes each level: each level's values are looked at too
+                # (their tuples' own hashes differ: 20,000 (k, i) with k of one hash, 4.8 s)
+                width = min(max(len(w) for w in v if isinstance(w, tuple)), _FLOOD_MAX)
+                for j in range(width):
+                    col = [w[j] if isinstance(w, tuple) and len(w) > j else None for w in v]
+                    columns.add(id(col))
+                    todo.append(col)
             # pandas turns a list into an object array, or an int64 / float64 one (ints with
             # None become floats): each reading is checked
             arrays.append((v, "O", v))
@@ -1301,11 +1335,22 @@ def _keys_of(x):
     return ()
 
 
+_TEXT_SEEN_MIN = 1024  # strings this long are looked at once a load (by _refuse_dateutil)
+
+
 def _refuse_dateutil(x, depth, seen=None):
     """pandas reads any file a 'dateutil/...' time-zone string names (dateutil.tz.gettz).
     `seen` (kept for a load): containers already looked at, at the depth they were (a memoised
-    100,000-item tuple handed to call after call is walked once)."""
+    100,000-item tuple handed to call after call is walked once), and long strings (one
+    200,000-character string handed to 114,000 7-byte calls: 11 s when each call read it)."""
     if isinstance(x, str):  # numpy.str_ too
+        if seen is not None and len(x) >= _TEXT_SEEN_MIN:
+            hit = seen.get(id(x))
+            if hit is not None and hit[0] is x:
+                return
+            if "dateutil/" not in x:
+                seen[id(x)] = (x, 0, len(x))  # (text does not change)
+                return
         if "dateutil/" in x:  # (also inside a dtype string: 'datetime64[ns, dateutil/...]')
             raise _refuse(("pandas tz", f"time-zone string {x[:80]!r}: dateutil zones are read "
                                         "from files the string names"))
@@ -1318,8 +1363,8 @@ def _refuse_dateutil(x, depth, seen=None):
         for v in (x.values() if type(x) is dict else x):
             tv = type(v)
             if tv is str:
-                if "dateutil/" in v:
-                    _refuse_dateutil(v, depth + 1)
+                if len(v) >= _TEXT_SEEN_MIN or "dateutil/" in v:
+                    _refuse_dateutil(v, depth + 1, seen)
             elif tv is tuple or tv is list or tv is dict or (tv not in _ATOM_SET
                                                              and isinstance(v, str)):
                 _refuse_dateutil(v, depth + 1, seen)
@@ -1552,6 +1597,9 @@ def _atoms_or_na(args):
     return all(type(a) in _ATOM_SET or a is na for a in args)
 
 
+# Arguments that a call of another callable may get again and again (the memo's class or
+# function), without the repeat surcharge
+_REPEATABLE = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
 _SMALL_ATOMS = frozenset((int, bool, type(None), str, bytes))
 
 
@@ -1641,6 +1689,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
     dag_checked = {}  # id(v) -> (slots, distinct slots)
     dag_objs = {}  # id(v) -> v
     known = {}  # big lists / tuples of atoms counted once (_expanded_slots)
+    text_uses = {}  # id -> long str / bytes already given to a call (charge_call)
 
     def dag_check(func, v):
         if type(v) not in _CONTAINER_SET:
@@ -1779,8 +1828,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                 if not prof[0]:
                     epoch[0] += 1
                     for a in args:
-                        if type(a) is str and "dateutil/" in a:
-                            _refuse_dateutil(a, 0)
+                        if type(a) is str and (len(a) >= _TEXT_SEEN_MIN or "dateutil/" in a):
+                            _refuse_dateutil(a, 0, dateutil_seen)
                 return
         if counted and not kwargs and type(args) is tuple and len(args) <= 8:
             vkey = _small_tuple_key(args)
@@ -1834,7 +1883,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
         collection, and make it slower)."""
         for d in (rechecked_at, rechecked_ref, flood_checked, flood_objs, pd_hash_checked,
                   same_calls, atom_calls, value_calls, seen_calls, dateutil_seen, dag_checked,
-                  dag_objs, known, profiles):
+                  dag_objs, known, text_uses, profiles):
             d.clear()
     before_call.clear = clear
 
@@ -1857,6 +1906,17 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
         pd_range = None
         vals = (*args, *kwargs.values()) if kwargs else args
         for v, fl in zip(vals, fls if fls is not None else map(_flags_of, vals)):
+            if fl & _T_TEXT or type(v) is bytes:
+                # a long text argument given again (the memo's), charged at each use after the
+                # first: the callee may copy it (pathlib joins its segments: PurePosixPath(s, s,
+                # ...) of one 60,000-character s, 200,000 times, was 14 s for 460 KB); its
+                # first use is the file's own text (_codecs.encode(data, 'latin1'))
+                if len(v) >= _TEXT_SEEN_MIN:
+                    if text_uses.get(id(v)) is v:
+                        budget.charge(len(v))
+                    else:
+                        text_uses[id(v)] = v
+                continue
             if not fl & _T_LAZY:
                 continue
             pd = sys.modules.get("pandas")
@@ -1948,8 +2008,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             if tv in _ATOM_SET:
                 # an exact str, int, float, ...: nothing to expand, hash-scan or re-check; only
                 # a time-zone string that pandas would read a file for
-                if tv is str and not read_only and "dateutil/" in v:
-                    _refuse_dateutil(v, 0)
+                if tv is str and not read_only and (len(v) >= _TEXT_SEEN_MIN or "dateutil/" in v):
+                    _refuse_dateutil(v, 0, dateutil_seen)
                 continue
             if read_only:
                 # a builtin constructor only references the items inside its argument (hashing
@@ -1960,14 +2020,19 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             else:
                 if tv is tuple or tv is list or tv is dict or fl & _T_TEXT:
                     _refuse_dateutil(v, 0, dateutil_seen)
+                # (a dict's first 64 values, not a copy of all: ChainMap(d) of one memoised
+                # 60,000-key dict, again and again, was 29 s a megabyte)
                 inner = v if tv is tuple or tv is list else (
-                    list(v.values()) if tv is dict else ())
+                    list(itertools.islice(v.values(), 64)) if tv is dict else ())
             if tv in _CONTAINER_SET:
                 dag_check(func, v)
             check_value(func, v, fl, rechecked, now, pd)
-            for w in inner[:64]:
-                if type(w) not in _ATOM_SET:
-                    check_value(func, w, _flags_of(w), rechecked, now, pd)
+            if inner:
+                inner = inner[:64]
+                if not _ATOM_SET.issuperset(map(type, inner)):  # (atoms: nothing to check)
+                    for w in inner:
+                        if type(w) not in _ATOM_SET:
+                            check_value(func, w, _flags_of(w), rechecked, now, pd)
         if numpy_mod or pandas_mod:
             # what a container argument holds at any depth: its expanded size counts one unit
             # per 64 slots beyond the first 64 (a pandas error message prints all of it: the
@@ -1983,14 +2048,20 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                     if why is not None:
                         raise _bad_state(qualname or "pandas", why)
         repeat = 0
-        if (numpy_mod or pandas_mod) and len(vals) <= 8 \
-                and not _ATOM_SET.issuperset(map(type, vals)):
+        if len(vals) <= 8 and not _ATOM_SET.issuperset(map(type, vals)) and (
+                numpy_mod or pandas_mod
+                or not all(type(v) in _ATOM_SET or isinstance(v, _REPEATABLE) for v in vals)):
             # the same call again with the same objects (BINGET, BINGET, REDUCE: 6 bytes),
             # which no pickler writes (it memoises what the call made): 3 units more
-            # (_reconstruct(ndarray, (0,), b'b') 174,000 times: 1 s)
+            # (_reconstruct(ndarray, (0,), b'b') 174,000 times: 1 s; ChainMap(d) of one
+            # 60,000-key dict, 114,000 times: 0.8 s of checks). Other callables' calls of
+            # atoms, classes and functions only (copyreg._reconstructor(cls, object, None)
+            # for each object of a class) are not counted.
             key = (id(func), len(args), *map(id, vals), *(kwargs or ()))
             if seen_calls.get(key) is not None:
                 repeat = _PD_REPEAT_UNITS
+                if not (numpy_mod or pandas_mod):
+                    count_units(func, repeat, "call")
             else:
                 seen_calls[key] = vals  # (holds them: the ids stay theirs)
         if numpy_mod:
@@ -2057,9 +2128,11 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             count_units(func, units, "pandas")
             if pd_managers:
                 _pd_manager_call(pd, func, args)
-            if np is not None and _pd_hashing_call(pd, func, args, vals):
+            hashing = np is not None and _pd_hashing_call(pd, func, args, vals)
+            if hashing or (np is not None and _pd_tuple_data(vals)):
                 _pd_hash_flood_check(np, pd, func, vals, pd_hash_checked)
-            elif np is not None and not pd_internal and _may_hold_indexes(vals, fls):
+            if not hashing and np is not None and not pd_internal \
+                    and _may_hold_indexes(vals, fls):
                 # any other pandas call may align or reindex the indexes it is given
                 _pd_hash_flood_check(np, pd, func, vals, pd_hash_checked, indexes_only=True)
             # boxing: a NumPy array turned into Python objects (dtype=object, or a string dtype:

@@ -1,0 +1,133 @@
+"""Red-team round 11 (given docs/SECURITY.md's claims and an interpreter, not these tests): time
+breaks of `trusted=` (the 1 s bound for a 1 MiB file) through callables that are neither NumPy's
+nor pandas', and one pandas hash flood:
+
+* ``ChainMap(s)`` of one memoised 200,000-character string, 114,000 times (7 bytes a call):
+  each call read the whole string for a ``dateutil/`` zone name (10.9 s for 1 MiB);
+* ``PurePosixPath(s, s, ...)`` with 400,000 references to one such string (the same look at
+  each: 35 s), or 200,000 to a 60,000-character one ending in ``/`` (pathlib's own joins and
+  copies, counted nowhere: 13.9 s for 460 KB);
+* ``Index([(k, 0), (k', 1), ...])`` of 20,000 tuples whose first items share one hash: pandas
+  makes a MultiIndex and hashes each level (4.8 s for 358 KB); the tuples' own hashes differ;
+* ``ChainMap(d)`` of one memoised 60,000-key dict, again and again: each call copied all of
+  the dict's values to look at the first 64 (29 s for 1 MiB), then 0.8 s of checks once it
+  did not.
+
+Each test fails on the guard before the round's fixes (the streams are small: the old guard
+loaded them, slowly); each runs in a child process under a 4 GiB address-space limit.
+"""
+import pickle
+import struct
+
+import pytest
+
+from test_trust_attacks import assert_refused, run_child
+from test_trust_keys import get, glob, put
+
+pd = pytest.importorskip("pandas")
+
+import fastjoblib  # noqa: E402
+
+
+def _text(n, end=b""):
+    body = b"a" * (n - len(end)) + end
+    return b"X" + struct.pack("<I", len(body)) + body
+
+
+def _calls(func_ops, arg_ops, calls):
+    """func (memo 0), the argument (memo 1), then `calls` x func(argument) (7 bytes each)."""
+    return (b"\x80\x04" + func_ops + put(0) + b"0" + arg_ops + put(1) + b"0"
+            + (get(0) + get(1) + b"\x85R0") * calls + b"N.")
+
+
+def _one_call(func_ops, arg_ops, refs):
+    """func(argument, argument, ...) with `refs` memo references to one argument."""
+    return (b"\x80\x04" + func_ops + arg_ops + put(1) + b"0(" + get(1) * refs + b"tR.")
+
+
+def test_a_long_string_given_again_and_again_is_charged():
+    # 2,000 calls of ChainMap(s), s 200,000 characters: 400 MB of text handed to calls, past a
+    # 64 MiB budget (the first use of a text is the file's own: not charged)
+    s = _text(200_000)
+    res = run_child({
+        "chainmap": ("loads", _calls(glob("collections", "ChainMap"), s, 2000),
+                     {"trusted": True, "max_bytes": 64 << 20}),
+        "path-segments": ("loads", _one_call(glob("pathlib", "PurePosixPath"), _text(60_000, b"/"),
+                                             2000), {"trusted": True, "max_bytes": 64 << 20}),
+    })
+    assert_refused(res, "max_bytes")
+    # once each: loads
+    once = fastjoblib.loads(_calls(glob("collections", "ChainMap"), s, 1), trusted=True,
+                            max_bytes=64 << 20)
+    assert once is None
+    path = fastjoblib.loads(_one_call(glob("pathlib", "PurePosixPath"), _text(2000), 1),
+                            trusted=True)
+    assert str(path) == "a" * 2000
+
+
+def test_a_long_dateutil_string_is_refused_at_every_use():
+    # long strings are looked at once a load; one naming a dateutil zone is still refused, at
+    # its first use and (a refused load) never remembered as clean
+    zone = _text(5000, b"dateutil/etc/passwd")
+    for calls in (1, 3):
+        for func in (("collections", "ChainMap"), ("pandas", "DatetimeTZDtype")):
+            with pytest.raises(fastjoblib.UntrustedGlobalError, match="dateutil"):
+                fastjoblib.loads(_calls(glob(*func), zone, calls), trusted=True)
+    # inside a fresh tuple at each call, after a clean long string was remembered
+    clean = _text(5000)
+    stream = (b"\x80\x04" + glob("collections", "ChainMap") + put(0) + b"0" + clean + put(1)
+              + b"0" + get(0) + get(1) + b"\x85R0" + get(0) + zone + b"\x85\x85R0N.")
+    with pytest.raises(fastjoblib.UntrustedGlobalError, match="dateutil"):
+        fastjoblib.loads(stream, trusted=True)
+
+
+def _one_hash_tuples(n):
+    """n tuples (k_i, i): the k_i = (i + 1) * (2**61 - 1) all have Python hash 0."""
+    return [((i + 1) * (2 ** 61 - 1), i) for i in range(n)]
+
+
+def test_tuples_whose_levels_flood_are_refused():
+    tuples = _one_hash_tuples(3000)
+    body = pickle.dumps(tuples, 4)[2:-1]
+    hashes = "pandas' hash-table hashes"
+    res = run_child({
+        "index": ("loads", b"\x80\x04" + glob("pandas", "Index") + body + b"\x85R.",
+                  {"trusted": True}),
+        "series-index": ("loads", b"\x80\x04" + glob("pandas", "Series")
+                         + pickle.dumps(list(range(3000)), 4)[2:-1] + body + b"\x86R.",
+                         {"trusted": True}),
+        "series-of-dict": ("loads", b"\x80\x04" + glob("pandas", "Series")
+                           + pickle.dumps(dict.fromkeys(tuples, 1), 4)[2:-1] + b"\x85R.",
+                           {"trusted": True}),
+    })
+    assert_refused(res, hashes)
+    # real tuples load, as a MultiIndex
+    ok = [(i % 7, f"x{i}") for i in range(3000)]
+    out = fastjoblib.loads(pickle.dumps(pd.Index(ok), 4), trusted=True)
+    assert isinstance(out, pd.MultiIndex) and list(out) == ok
+    idx = fastjoblib.loads(b"\x80\x04" + glob("pandas", "Index")
+                           + pickle.dumps(ok, 4)[2:-1] + b"\x85R.", trusted=True)
+    assert isinstance(idx, pd.MultiIndex) and len(idx) == 3000
+
+
+def test_a_big_dict_given_again_and_again_is_counted():
+    # ChainMap(d) of one 60,000-key dict, repeated: each repeat of a call with the same
+    # non-atom argument objects counts 3 units (here 20,000 repeats: past the 8192 + size/32)
+    d = pickle.dumps(dict.fromkeys(range(60_000)), 4)[2:-1]
+    stream = _calls(glob("collections", "ChainMap"), d, 20_000)
+    assert_refused(run_child({"chainmap-dict": ("loads", stream, {"trusted": True})}),
+                   "repeated calls")
+    # a few repeats load
+    assert fastjoblib.loads(_calls(glob("collections", "ChainMap"), d, 50), trusted=True) is None
+
+
+def test_objects_made_by_one_class_or_function_are_not_repeated_calls():
+    # defaultdict(list) is pickled as the call defaultdict(list) for every such dict: the same
+    # argument object each time, which is no repeated call (other callables' calls of classes,
+    # functions and atoms only are not counted)
+    import collections
+    dicts = [collections.defaultdict(list, {i: [i]}) for i in range(40_000)]
+    for proto in (2, 4):
+        out = fastjoblib.loads(pickle.dumps(dicts, proto), trusted=True)
+        assert len(out) == 40_000 and out[-1] == {39_999: [39_999]}
+        assert out[-1].default_factory is list
