@@ -114,7 +114,8 @@ run_in() {
     mount -t tmpfs -o mode=1777,size=4g tmpfs "$root/dev/shm" && mounted+=("$root/dev/shm")
     local rc=0
     chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        LANG=C.UTF-8 TERM=dumb "$@" || rc=$?
+        LANG=C.UTF-8 TERM=dumb ${FASTJOBLIB_TEST_SWEEP:+FASTJOBLIB_TEST_SWEEP=$FASTJOBLIB_TEST_SWEEP} \
+        "$@" || rc=$?
     umount_all
     trap - EXIT
     return $rc
