@@ -1642,7 +1642,7 @@ def _call_profile(func):
     """What _check_call needs to know of a callable, worked out once per callable: (read_only,
     is_container, numpy_mod, pandas_mod, pd_units_base (numpy's calls: _NP_UNITS), pd_parser,
     pd_managers, pd_internal, pd_indexes, pd_new_index, qualname, pd_converting, special:
-    one of the callables checked last by name)."""
+    one of the callables checked last by name, converts: see before_call)."""
     fmod = getattr(func, "__module__", None)
     if type(fmod) is not str:
         fmod = ""
@@ -1661,7 +1661,10 @@ def _call_profile(func):
             pd_indexes and fname in _PD_NEW_INDEX, qualname if type(qualname) is str else None,
             pandas_mod and fname in _PD_CONVERTING,
             # numpy.ndarray (buffer=), torch.from_numpy, torch.Tensor.new_empty: checked last
-            fname in ("ndarray", "from_numpy", "new_empty"))
+            fname in ("ndarray", "from_numpy", "new_empty"),
+            # a conversion between numbers and text, or a copyreg reconstructor (which may make one)
+            func in _CONVERSIONS or (isinstance(func, type) and issubclass(func, _CONVERTED))
+            or func in _RECONSTRUCTORS)
 
 
 def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
@@ -1786,8 +1789,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
         return units
 
     def before_call(func, args, kwargs):
-        if func in _CONVERSIONS or (isinstance(func, type) and issubclass(func, _CONVERTED)) \
-                or func in _RECONSTRUCTORS:
+        prof = profile_of(func)
+        if prof[13]:
             func2, args2, kwargs2 = _effective_call(func, args, kwargs)
             if func2 in _CONVERSIONS or (isinstance(func2, type) and issubclass(func2, _CONVERTED)):
                 # (keyword arguments too: str(object=...))
@@ -1802,7 +1805,6 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                 count_units(func, 1, "pyarrow")  # (170,000 6-byte calls: 1.5 s)
             return
         key = None
-        prof = profile_of(func)
         counted = prof[2] or prof[3]
         if not kwargs and type(args) is tuple and len(args) <= 8:
             # Arguments that are all atoms (and pandas.NA): none is made, pending, a container
@@ -1980,7 +1982,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
     def _check_call(func, args, kwargs):
         func, args, kwargs = _effective_call(func, args, kwargs)
         (read_only, is_container, numpy_mod, pandas_mod, pd_units_base, pd_parser, pd_managers,
-         pd_internal, pd_indexes, pd_new_index, qualname, pd_converting, special) = \
+         pd_internal, pd_indexes, pd_new_index, qualname, pd_converting, special, _) = \
             profile_of(func)
         np = sys.modules.get("numpy")
         pd = sys.modules.get("pandas")
