@@ -13,8 +13,19 @@ nor pandas', and one pandas hash flood:
   the dict's values to look at the first 64 (29 s for 1 MiB), then 0.8 s of checks once it
   did not.
 
+A second pass (11b) on those rules found 4 more:
+
+* ``DataFrame({k0: 0, ..., k63: 63, 'z': C})`` with ``C`` a Categorical made without its data:
+  only a dict argument's first 64 values were looked at, and pandas crashed on the 65th;
+* ``Series(None, [a, a])`` of int64 arrays of one pandas hash: a MultiIndex of arrays, whose
+  levels pandas hashes (3.6 s for 320 KB, quadratic);
+* ``ChainMap(L, L, ...)``: one call with 520,000 references to one list, each looked into again
+  (13.4 s for 1 MiB);
+* ``PurePosixPath(s)`` of one 60,000-character ``'a/' * 30000``, again and again: charged its
+  length, but pathlib's split costs 1.7 ms a call (3.2 s for 72 KB).
+
 Each test fails on the guard before the round's fixes (the streams are small: the old guard
-loaded them, slowly); each runs in a child process under a 4 GiB address-space limit.
+loaded them, slowly, or crashed); each runs in a child process under a 4 GiB address-space limit.
 """
 import pickle
 import struct
@@ -22,11 +33,12 @@ import struct
 import pytest
 
 from test_trust_attacks import assert_refused, run_child
-from test_trust_keys import get, glob, put
+from test_trust_keys import _int64_one_hash, get, glob, put
 
 pd = pytest.importorskip("pandas")
 
 import fastjoblib  # noqa: E402
+from fastjoblib import _guard  # noqa: E402
 
 
 def _text(n, end=b""):
@@ -47,7 +59,8 @@ def _one_call(func_ops, arg_ops, refs):
 
 def test_a_long_string_given_again_and_again_is_charged():
     # 2,000 calls of ChainMap(s), s 200,000 characters: 400 MB of text handed to calls, past a
-    # 64 MiB budget (the first use of a text is the file's own: not charged)
+    # 64 MiB budget, and a unit per 512 characters past the call limit (the first use of a
+    # text is the file's own: not charged)
     s = _text(200_000)
     res = run_child({
         "chainmap": ("loads", _calls(glob("collections", "ChainMap"), s, 2000),
@@ -55,7 +68,7 @@ def test_a_long_string_given_again_and_again_is_charged():
         "path-segments": ("loads", _one_call(glob("pathlib", "PurePosixPath"), _text(60_000, b"/"),
                                              2000), {"trusted": True, "max_bytes": 64 << 20}),
     })
-    assert_refused(res, "max_bytes")
+    assert_refused(res, "max_bytes", "pandas constructor calls")
     # once each: loads
     once = fastjoblib.loads(_calls(glob("collections", "ChainMap"), s, 1), trusted=True,
                             max_bytes=64 << 20)
@@ -131,3 +144,66 @@ def test_objects_made_by_one_class_or_function_are_not_repeated_calls():
         out = fastjoblib.loads(pickle.dumps(dicts, proto), trusted=True)
         assert len(out) == 40_000 and out[-1] == {39_999: [39_999]}
         assert out[-1].default_factory is list
+
+
+def _s(text):
+    b = text.encode()
+    return b"\x8c" + bytes([len(b)]) + b
+
+
+_PENDING = glob("pandas", "Categorical") + b")\x81"  # Categorical.__new__: no data yet
+
+
+def test_objects_without_their_data_anywhere_in_a_pandas_argument_are_refused():
+    keys = b"".join(_s(f"k{i}") + b"K" + bytes([i]) for i in range(64))
+    frame = b"\x80\x04" + glob("pandas", "DataFrame")
+    res = run_child({
+        "65th-dict-value": ("loads", frame + b"}(" + keys + _s("z") + _PENDING + b"u\x85R.",
+                            {"trusted": True}),
+        "71st-list-item": ("loads", frame + b"](" + b"K\x01" * 70 + _PENDING + b"e\x85R.",
+                           {"trusted": True}),
+        "in-a-dict-value-list": ("loads", frame + b"}(" + _s("z") + b"]" + _PENDING + b"au\x85R.",
+                                 {"trusted": True}),
+    })
+    assert_refused(res, "used before it got its data")
+
+
+def test_arrays_made_into_multiindex_levels_are_flood_checked():
+    a = _int64_one_hash(3000)
+    res = run_child({"series-index-of-arrays": (
+        "loads", b"\x80\x04" + glob("pandas", "Series") + b"N" + pickle.dumps([a, a], 4)[2:-1]
+        + b"\x86R.", {"trusted": True})})
+    assert_refused(res, "pandas' hash-table hashes")
+    ok = __import__("numpy").arange(3000)
+    out = fastjoblib.loads(b"\x80\x04" + glob("pandas", "Series") + b"N"
+                           + pickle.dumps([ok, ok], 4)[2:-1] + b"\x86R.", trusted=True)
+    assert isinstance(out.index, pd.MultiIndex) and len(out) == 3000
+
+
+def test_an_object_given_many_times_in_one_call_is_looked_at_once(monkeypatch):
+    # ChainMap(L, L, ..., L), L a list of 64 lists: the items of L are looked at once, not at
+    # each of the 10,000 references (counted: the calls of the guard's type lookup)
+    calls = [0]
+    flags_of = _guard._flags_of
+
+    def counting(x):
+        calls[0] += 1
+        return flags_of(x)
+    monkeypatch.setattr(_guard, "_flags_of", counting)
+    lst = b"](" + b"]" * 64 + b"e"
+    stream = (b"\x80\x04" + glob("collections", "ChainMap") + lst + put(1) + b"0("
+              + get(1) * 10_000 + b"tR.")
+    out = fastjoblib.loads(stream, trusted=True)
+    assert len(out.maps) == 10_000
+    assert calls[0] < 20_000 + 1000  # (the arguments' own lookups, and one look into L)
+
+
+def test_long_text_given_again_counts_its_work():
+    # PurePosixPath(s) of one 60,000-character 'a/' * 30000, 200 times: one unit per 512
+    # characters at each use after the first (117 a call), past the limit
+    s = b"X" + struct.pack("<I", 60_000) + b"a/" * 30_000
+    assert_refused(run_child({"path-again": (
+        "loads", _calls(glob("pathlib", "PurePosixPath"), s, 200), {"trusted": True})}),
+        "pandas constructor calls")
+    out = fastjoblib.loads(_calls(glob("pathlib", "PurePosixPath"), s, 3), trusted=True)
+    assert out is None

@@ -1080,6 +1080,20 @@ def _pd_tuple_data(vals):
     return False
 
 
+def _pd_level_data(np, pd, vals):
+    """Whether a pandas call is given a list or tuple holding arrays, indexes, Series or lists of
+    more than _FLOOD_MAX items (as an argument or a dict value): pandas makes a MultiIndex of
+    them (Series(None, [a, a])) and hashes each."""
+    for v in vals:
+        for w in ([v] if type(v) in (list, tuple) else
+                  [x for x in v.values() if type(x) in (list, tuple)] if type(v) is dict else ()):
+            for x in w[:64]:
+                if isinstance(x, (np.ndarray, pd.Index, pd.Series)) or (
+                        type(x) in (list, tuple) and len(x) > _FLOOD_MAX):
+                    return True
+    return False
+
+
 def _pd_hash_values(np, pd, x):
     """The NumPy array pandas would hash for argument `x` (None: nothing to look at)."""
     if isinstance(x, np.ndarray):
@@ -1915,7 +1929,10 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                 # first use is the file's own text (_codecs.encode(data, 'latin1'))
                 if len(v) >= _TEXT_SEEN_MIN:
                     if text_uses.get(id(v)) is v:
+                        # and its work: one unit per 512 characters (pathlib splits 'a/' * 30000
+                        # into 30,000 parts, 28 ns a character: 1.7 ms for 6 bytes)
                         budget.charge(len(v))
+                        count_units(func, len(v) // 512, "text")
                     else:
                         text_uses[id(v)] = v
                 continue
@@ -1955,6 +1972,24 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
         if len(profiles) < 4096:  # (getattr may hand out a new bound method at every call)
             profiles[id(func)] = (func, prof)
         return prof
+
+    def deep_pending(vals):
+        """Refuse a pandas object made without its data (BUILD to come) two containers down in
+        a NumPy or pandas call's argument (the deepest an object may be, _nested_problem):
+        pandas may use it. Each container once; linear in what the call counts."""
+        seen = set()
+        stack = [(v, 0) for v in vals if type(v) in _CONTAINER_SET]
+        while stack:
+            x, d = stack.pop()
+            if id(x) in seen:
+                continue
+            seen.add(id(x))
+            for w in ([*x, *x.values()] if type(x) in _DICT_TYPES else x):
+                ref = pending.get(id(w))
+                if ref is not None and ref() is w:
+                    raise _bad_state(type(w).__name__, "used before it got its data")
+                if d < 1 and type(w) in _CONTAINER_SET:
+                    stack.append((w, d + 1))
 
     def check_value(func, w, fl, rechecked, now, pd):
         """A call argument, or an item one level inside one (`fl`: its _type_flags): made
@@ -2005,6 +2040,10 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
         now = epoch[0]
         if not read_only:
             epoch[0] += 1  # this call may write memory: what it is given is re-checked first
+        # (an object given many times in one call is looked at once: ChainMap(L, L, ...) with
+        # 520,000 references to one list of 64 lists, 2 bytes each, was 13 s)
+        done = set() if len(vals) > 8 else None
+        counted = numpy_mod or pandas_mod
         for v, fl in zip(vals, fls):
             tv = type(v)
             if tv in _ATOM_SET:
@@ -2013,6 +2052,10 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                 if tv is str and not read_only and (len(v) >= _TEXT_SEEN_MIN or "dateutil/" in v):
                     _refuse_dateutil(v, 0, dateutil_seen)
                 continue
+            if done is not None:
+                if id(v) in done:
+                    continue
+                done.add(id(v))
             if read_only:
                 # a builtin constructor only references the items inside its argument (hashing
                 # and printing are bounded by flood_scan / dag_check on the argument itself):
@@ -2022,19 +2065,26 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             else:
                 if tv is tuple or tv is list or tv is dict or fl & _T_TEXT:
                     _refuse_dateutil(v, 0, dateutil_seen)
-                # (a dict's first 64 values, not a copy of all: ChainMap(d) of one memoised
-                # 60,000-key dict, again and again, was 29 s a megabyte)
+                # the items one level down: all of them for a NumPy or pandas call (which uses
+                # them, and counts a unit per two beyond eight: a pending Categorical as the 65th
+                # value of a DataFrame's dict crashed it), the first 64 for others (a dict's
+                # without a copy of all: ChainMap(d) of one memoised 60,000-key dict, again and
+                # again, was 29 s a megabyte)
                 inner = v if tv is tuple or tv is list else (
-                    list(itertools.islice(v.values(), 64)) if tv is dict else ())
+                    (list(v.values()) if counted else list(itertools.islice(v.values(), 64)))
+                    if tv is dict else ())
             if tv in _CONTAINER_SET:
                 dag_check(func, v)
             check_value(func, v, fl, rechecked, now, pd)
             if inner:
-                inner = inner[:64]
+                if not counted:
+                    inner = inner[:64]
                 if not _ATOM_SET.issuperset(map(type, inner)):  # (atoms: nothing to check)
                     for w in inner:
                         if type(w) not in _ATOM_SET:
                             check_value(func, w, _flags_of(w), rechecked, now, pd)
+        if counted and pending:
+            deep_pending(vals)
         if numpy_mod or pandas_mod:
             # what a container argument holds at any depth: its expanded size counts one unit
             # per 64 slots beyond the first 64 (a pandas error message prints all of it: the
@@ -2131,7 +2181,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             if pd_managers:
                 _pd_manager_call(pd, func, args)
             hashing = np is not None and _pd_hashing_call(pd, func, args, vals)
-            if hashing or (np is not None and _pd_tuple_data(vals)):
+            if hashing or (np is not None and (_pd_tuple_data(vals) or (
+                    not pd_internal and _pd_level_data(np, pd, vals)))):
                 _pd_hash_flood_check(np, pd, func, vals, pd_hash_checked)
             if not hashing and np is not None and not pd_internal \
                     and _may_hold_indexes(vals, fls):
