@@ -24,6 +24,10 @@ A second pass (11b) on those rules found 4 more:
 * ``PurePosixPath(s)`` of one 60,000-character ``'a/' * 30000``, again and again: charged its
   length, but pathlib's split costs 1.7 ms a call (3.2 s for 72 KB).
 
+A third, 25-minute pass (11c) found one crash: a Categorical without its data as the
+``categories`` of a ``CategoricalDtype``'s BUILD state; hashing the dtype (a dict key, a set
+item, 90 bytes) crashed pandas.
+
 Each test fails on the guard before the round's fixes (the streams are small: the old guard
 loaded them, slowly, or crashed); each runs in a child process under a 4 GiB address-space limit.
 """
@@ -207,3 +211,40 @@ def test_long_text_given_again_counts_its_work():
         "pandas constructor calls")
     out = fastjoblib.loads(_calls(glob("pathlib", "PurePosixPath"), s, 3), trusted=True)
     assert out is None
+
+
+def test_objects_without_their_data_in_a_pandas_state_are_refused():
+    # CategoricalDtype.__new__, then BUILD {'categories': <a Categorical without its data>}: the
+    # dtype, hashed as a dict key or a set item, made pandas read the missing codes (a crash)
+    dtype = (glob("pandas", "CategoricalDtype") + b")\x81}(" + _s("categories") + _PENDING
+             + _s("ordered") + b"Nub")
+    res = run_child({
+        "dict-key": ("loads", b"\x80\x04}(" + dtype + b"K\x01u.", {"trusted": True}),
+        "frozenset": ("loads", b"\x80\x04(" + dtype + b"\x91.", {"trusted": True}),
+        "set-call": ("loads", b"\x80\x04" + glob("builtins", "set") + b"]" + dtype + b"a\x85R.",
+                     {"trusted": True}),
+        "series-dtype": ("loads", b"\x80\x04" + glob("pandas", "Series") + b"]K\x01aN" + dtype
+                         + b"\x87R.", {"trusted": True}),
+    })
+    assert_refused(res, "used before it got its data")
+    # real categorical dtypes, as keys and in frames, still load
+    cat = pd.Categorical(["a", "b"])
+    out = fastjoblib.loads(pickle.dumps({cat.dtype: pd.DataFrame({"c": cat})}, 4), trusted=True)
+    (dt, df), = out.items()
+    assert list(dt.categories) == ["a", "b"] and list(df["c"]) == ["a", "b"]
+
+
+def test_multiindex_levels_given_in_lists_are_flood_checked():
+    # _new_Index(MultiIndex, {'levels': [L], ...}): the levels inside the dict's lists are looked
+    # at as pandas hashes them (found in pass 11c; pandas hashes them at the first lookup)
+    np = __import__("numpy")
+    d = {"levels": [pd.Index(_int64_one_hash(3000))], "codes": [np.zeros(1, np.int8)],
+         "names": [None], "sortorder": None}
+    stream = (b"\x80\x04" + glob("pandas.core.indexes.base", "_new_Index")
+              + glob("pandas", "MultiIndex") + pickle.dumps(d, 4)[2:-1] + b"\x86R.")
+    with pytest.raises(pickle.UnpicklingError, match="pandas' hash-table hashes"):
+        fastjoblib.loads(stream, trusted=True)
+    d["levels"] = [pd.Index(np.arange(3000))]
+    stream = (b"\x80\x04" + glob("pandas.core.indexes.base", "_new_Index")
+              + glob("pandas", "MultiIndex") + pickle.dumps(d, 4)[2:-1] + b"\x86R.")
+    assert len(fastjoblib.loads(stream, trusted=True).levels[0]) == 3000

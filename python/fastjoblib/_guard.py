@@ -1166,6 +1166,9 @@ def _pd_hash_flood_check(np, pd, func, vals, checked, indexes_only=False):
             todo.extend(w for w in v if not isinstance(w, (int, float, str)))
         elif type(v) is dict:
             todo.extend(v.values())
+            for w in v.values():  # (the items of its lists too: _new_Index(MultiIndex, {'levels':
+                if type(w) in (list, tuple):  # [L1, L2], ...}))
+                    todo.extend(x for x in w if not isinstance(x, (int, float, str)))
             if len(v) > _FLOOD_MAX and isinstance(next(iter(v)), tuple):
                 todo.append(list(v))  # (tuple keys: Series(dict) indexes by a MultiIndex)
     arrays = []
@@ -1614,6 +1617,7 @@ def _atoms_or_na(args):
 # Arguments that a call of another callable may get again and again (the memo's class or
 # function), without the repeat surcharge
 _REPEATABLE = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
+_VALUE_KEY_TYPES = _ATOM_SET | {tuple, type}  # (what _small_tuple_key may key a call by)
 _SMALL_ATOMS = frozenset((int, bool, type(None), str, bytes))
 
 
@@ -1819,6 +1823,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                 count_units(func, 1, "pyarrow")  # (170,000 6-byte calls: 1.5 s)
             return
         key = None
+        types = ()
         counted = prof[2] or prof[3]
         if not kwargs and type(args) is tuple and len(args) <= 8:
             # Arguments that are all atoms (and pandas.NA): none is made, pending, a container
@@ -1828,17 +1833,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             if types <= _ATOM_SET or (counted and len(types - _ATOM_SET) == 1
                                       and _atoms_or_na(args)):
                 if counted:
-                    key = (id(func), *map(id, args))
-                    hit = atom_calls.get(key)  # (it holds func and args: the ids are theirs)
-                    if hit is not None:
-                        count_units(func, hit[2], "pandas" if prof[3] else "numpy")
-                        if not prof[0]:
-                            epoch[0] += 1
-                        return
-                    before = pd_units[0]
-                    _check_call(func, args, kwargs)
-                    if len(atom_calls) < 4096:
-                        atom_calls[key] = (func, args, pd_units[0] - before)
+                    remembered(atom_calls, (id(func), *map(id, args)), func, args, kwargs, prof)
                     return
                 charge_call(sys.modules.get("numpy"), func, args)
                 if not prof[0]:
@@ -1847,7 +1842,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                         if type(a) is str and (len(a) >= _TEXT_SEEN_MIN or "dateutil/" in a):
                             _refuse_dateutil(a, 0, dateutil_seen)
                 return
-        if counted and not kwargs and type(args) is tuple and len(args) <= 8:
+        if counted and not kwargs and type(args) is tuple and len(args) <= 8 \
+                and tuple in types and types <= _VALUE_KEY_TYPES:
             vkey = _small_tuple_key(args)
             if vkey is not None:
                 # atoms and small tuples of small atoms: the first check's answer for the same
@@ -1856,20 +1852,10 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                 skey = (id(func), len(args), *map(id, args))
                 repeated = seen_calls.get(skey) is not None
                 vkey = (id(func), *vkey)
-                hit = value_calls.get(vkey)  # (it holds func and args: the ids are theirs)
-                if hit is not None:
-                    if not repeated:
-                        seen_calls[skey] = args
-                    count_units(func, hit[2] + (_PD_REPEAT_UNITS if repeated else 0),
-                                "pandas" if prof[3] else "numpy")
-                    if not prof[0]:
-                        epoch[0] += 1
-                    return
-                before = pd_units[0]
-                _check_call(func, args, kwargs)
-                if len(value_calls) < 4096:
-                    value_calls[vkey] = (func, args, pd_units[0] - before
-                                         - (_PD_REPEAT_UNITS if repeated else 0))
+                if not repeated and value_calls.get(vkey) is not None:
+                    seen_calls[skey] = args  # (a first check records it itself)
+                remembered(value_calls, vkey, func, args, kwargs, prof,
+                           _PD_REPEAT_UNITS if repeated else 0)
                 return
         if counted:  # numpy's and pandas' calls are counted: checked every time
             _check_call(func, args, kwargs)
@@ -1892,6 +1878,22 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                                                                       for b in a[:64]))
                     for a in args) and not any(type(a) is tuple and len(a) > 64 for a in args):
                 same_calls[key] = (func, args, epoch[0])
+
+    def remembered(cache, key, func, args, kwargs, prof, surcharge=0):
+        """A NumPy or pandas call whose check's answer is kept in `cache` under `key` (which
+        names its callable and arguments; the entry holds them, so their ids stay theirs): the
+        first is checked in full and its units (less `surcharge`) remembered, each later one
+        counts them again (plus `surcharge`)."""
+        hit = cache.get(key)
+        if hit is not None:
+            count_units(func, hit[2] + surcharge, "pandas" if prof[3] else "numpy")
+            if not prof[0]:
+                epoch[0] += 1
+            return
+        before = pd_units[0]
+        _check_call(func, args, kwargs)
+        if len(cache) < 4096:
+            cache[key] = (func, args, pd_units[0] - before - surcharge)
 
     def clear():
         """Drop what this load's checks remember (they hold the load's objects; the policy's
@@ -2257,6 +2259,30 @@ def reraise_budget(policy, exc):
             "the load if you trust this file to be that large") from exc
 
 
+def _refuse_pending(inst, state, pending):
+    """A pandas or NumPy object's BUILD state may not hold a pandas object made without its data
+    (but `inst` itself), three containers deep: a CategoricalDtype given such a Categorical as
+    its categories crashed pandas when the dtype was hashed (a dict key, a set item). Each
+    container once."""
+    seen = set()
+    stack = [(state, 0)] if type(state) in _STATE_CONTAINERS else []
+    while stack:
+        x, d = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        for w in ([*x, *x.values()] if isinstance(x, dict) else x):
+            ref = pending.get(id(w))
+            if ref is not None and ref() is w and w is not inst:
+                raise _bad_state(type(w).__name__, "used before it got its data (in the state "
+                                                   f"of a {type(inst).__name__})")
+            if d < 3 and type(w) in _STATE_CONTAINERS:
+                stack.append((w, d + 1))
+
+
+_STATE_CONTAINERS = frozenset((tuple, list, dict, set, frozenset, collections.OrderedDict))
+
+
 def attach(find_class, returned, max_bytes=None):
     """Give a policy (``make_find_class``'s find_class) the hooks the C engine looks up, and
     ``finish()``, which the caller runs on the loaded value."""
@@ -2273,6 +2299,10 @@ def attach(find_class, returned, max_bytes=None):
 
     def filter_state(inst, state):
         epoch[0] += 1
+        if pending:
+            mod = type(inst).__module__
+            if type(mod) is str and mod.startswith(("pandas", "numpy")):
+                _refuse_pending(inst, state, pending)
         return _filter_state(inst, state, arrow_made, fields_applied, dateutil_seen)
     find_class.filter_state = filter_state
     budget = Budget(max_bytes)
