@@ -28,6 +28,12 @@ A third, 25-minute pass (11c) found one crash: a Categorical without its data as
 ``categories`` of a ``CategoricalDtype``'s BUILD state; hashing the dtype (a dict key, a set
 item, 90 bytes) crashed pandas.
 
+A fourth, 30-minute pass (11d) found a crash and four slow repeats: ``DataFrame(UserList([...64
+rows, a Categorical without its data]))`` (the wrapper was not looked into; a crash, 227 bytes),
+and ``Counter(L)``, ``OrderedDict(P)``, ``dict(P)`` and ``frozenset(L)`` of one memoised
+8,000-item list, again and again (2-5 s for 1 MiB before the call limit refused them; the kept
+frozensets' memory went past the budget to a plain MemoryError).
+
 Each test fails on the guard before the round's fixes (the streams are small: the old guard
 loaded them, slowly, or crashed); each runs in a child process under a 4 GiB address-space limit.
 """
@@ -134,8 +140,8 @@ def test_a_big_dict_given_again_and_again_is_counted():
     stream = _calls(glob("collections", "ChainMap"), d, 20_000)
     assert_refused(run_child({"chainmap-dict": ("loads", stream, {"trusted": True})}),
                    "repeated calls")
-    # a few repeats load
-    assert fastjoblib.loads(_calls(glob("collections", "ChainMap"), d, 50), trusted=True) is None
+    # a few repeats load (each counts 3 units and one per 128 slots of the dict: 940)
+    assert fastjoblib.loads(_calls(glob("collections", "ChainMap"), d, 5), trusted=True) is None
 
 
 def test_objects_made_by_one_class_or_function_are_not_repeated_calls():
@@ -248,3 +254,37 @@ def test_multiindex_levels_given_in_lists_are_flood_checked():
     stream = (b"\x80\x04" + glob("pandas.core.indexes.base", "_new_Index")
               + glob("pandas", "MultiIndex") + pickle.dumps(d, 4)[2:-1] + b"\x86R.")
     assert len(fastjoblib.loads(stream, trusted=True).levels[0]) == 3000
+
+
+def test_objects_without_their_data_inside_collections_wrappers_are_refused():
+    rows = b"]" + put(5) + b"K\x01a0" + b"(" + get(5) * 64 + _PENDING + b"l"
+    stream = (b"\x80\x04" + glob("pandas", "DataFrame") + glob("collections", "UserList") + rows
+              + b"\x85R\x85R.")
+    assert_refused(run_child({"userlist-65th-row": ("loads", stream, {"trusted": True})}),
+                   "used before it got its data")
+
+
+@pytest.mark.parametrize("func,arg", [
+    (("collections", "Counter"), list(range(8000))),
+    (("collections", "OrderedDict"), [(i, i) for i in range(2000)]),
+    (("builtins", "dict"), [(i, i) for i in range(2000)]),
+    (("builtins", "frozenset"), list(range(8000))),
+])
+def test_a_container_call_repeated_counts_its_size(func, arg):
+    # the same call with the same container again: 3 units and one per 128 slots of the
+    # container's expanded size (Counter(L) of 8,000 ints: 65 units, 300 us a call)
+    stream = _calls(glob(*func), pickle.dumps(arg, 4)[2:-1], 400)
+    with pytest.raises(pickle.UnpicklingError, match="pandas constructor calls"):
+        fastjoblib.loads(stream, trusted=True)
+    assert fastjoblib.loads(_calls(glob(*func), pickle.dumps(arg, 4)[2:-1], 20),
+                            trusted=True) is None
+
+
+def test_hash_table_containers_are_charged_by_their_size():
+    # set(L) of 100,000 ints makes a hash table of about 4 MB: charged 64 bytes an item (6.4
+    # MB; the list's 100,000 opcodes 6.4 MB more), not 16 (1.6 MB, under the 10 MiB below)
+    stream = (b"\x80\x04" + glob("builtins", "set") + pickle.dumps(list(range(100_000)), 4)[2:-1]
+              + b"\x85R.")
+    with pytest.raises(fastjoblib.BudgetExceededError):
+        fastjoblib.loads(stream, trusted=True, max_bytes=10 << 20)
+    assert len(fastjoblib.loads(stream, trusted=True, max_bytes=16 << 20)) == 100_000

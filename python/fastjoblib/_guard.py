@@ -1955,7 +1955,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             elif type(a0) in _SIZED_ARGS:
                 # the new container's slots (and the work of filling them): a big list the memo
                 # hands to set() again and again reaches the budget, not minutes of hashing
-                budget.charge(16 * len(a0))
+                # (64 bytes an item for a hash table: set, frozenset, dict, Counter, ...)
+                budget.charge((64 if func in _HASHING_BUILTINS else 16) * len(a0))
             elif type(a0) in (bytes, bytearray, str) and (func is not bytes or
                                                             type(a0) is not bytes):
                 # list(b) / bytearray(b) / tuple(s) of one memoised 64 KiB string, again and
@@ -1980,7 +1981,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
         a NumPy or pandas call's argument (the deepest an object may be, _nested_problem):
         pandas may use it. Each container once; linear in what the call counts."""
         seen = set()
-        stack = [(v, 0) for v in vals if type(v) in _CONTAINER_SET]
+        stack = [(_unwrapped(v), 0) for v in vals if type(v) in _PENDING_WALK]
         while stack:
             x, d = stack.pop()
             if id(x) in seen:
@@ -1990,8 +1991,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                 ref = pending.get(id(w))
                 if ref is not None and ref() is w:
                     raise _bad_state(type(w).__name__, "used before it got its data")
-                if d < 1 and type(w) in _CONTAINER_SET:
-                    stack.append((w, d + 1))
+                if d < 1 and type(w) in _PENDING_WALK:
+                    stack.append((_unwrapped(w), d + 1))
 
     def check_value(func, w, fl, rechecked, now, pd):
         """A call argument, or an item one level inside one (`fl`: its _type_flags): made
@@ -2113,7 +2114,14 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             # for each object of a class) are not counted.
             key = (id(func), len(args), *map(id, vals), *(kwargs or ()))
             if seen_calls.get(key) is not None:
+                # and the work of its container arguments again: one unit per 128 slots of
+                # their expanded size (Counter(L) of one memoised 8,000-int list, 168,000
+                # times: 5 s before the call limit refused it)
                 repeat = _PD_REPEAT_UNITS
+                for v in (vals if func not in _NO_HASH_CALLS else ()):  # (list(L): a copy,
+                    if type(v) in _CONTAINER_SET:                        # charged 16 B an item)
+                        hit = dag_checked.get(id(v)) if dag_objs.get(id(v)) is v else None
+                        repeat += (hit[0] if hit is not None else len(v)) // 128
                 if not (numpy_mod or pandas_mod):
                     count_units(func, repeat, "call")
             else:
@@ -2278,6 +2286,22 @@ def _refuse_pending(inst, state, pending):
                                                    f"of a {type(inst).__name__})")
             if d < 3 and type(w) in _STATE_CONTAINERS:
                 stack.append((w, d + 1))
+
+
+# What deep_pending looks into: containers, and the collections wrappers pandas iterates like
+# them (DataFrame(UserList([... 64 rows, a Categorical without its data])) crashed pandas)
+_PENDING_WALK = frozenset(_CONTAINER_TYPES + (collections.UserList, collections.UserDict,
+                                             collections.ChainMap))
+
+
+def _unwrapped(x):
+    """A container, or what a collections wrapper holds (its items, as one container)."""
+    t = type(x)
+    if t is collections.UserList or t is collections.UserDict:
+        return x.data
+    if t is collections.ChainMap:
+        return tuple(x.maps)
+    return x
 
 
 _STATE_CONTAINERS = frozenset((tuple, list, dict, set, frozenset, collections.OrderedDict))
