@@ -38,6 +38,7 @@ Each test fails on the guard before the round's fixes (the streams are small: th
 loaded them, slowly, or crashed); each runs in a child process under a 4 GiB address-space limit.
 """
 import pickle
+import pickletools
 import struct
 
 import pytest
@@ -49,6 +50,12 @@ pd = pytest.importorskip("pandas")
 
 import fastjoblib  # noqa: E402
 from fastjoblib import _guard  # noqa: E402
+
+
+def _body(x):
+    """The opcodes that build x (protocol 2: no frames; no memo: the streams here use their own
+    memo indices)."""
+    return pickletools.optimize(pickle.dumps(x, 2))[2:-1]
 
 
 def _text(n, end=b""):
@@ -111,16 +118,16 @@ def _one_hash_tuples(n):
 
 def test_tuples_whose_levels_flood_are_refused():
     tuples = _one_hash_tuples(3000)
-    body = pickle.dumps(tuples, 4)[2:-1]
+    body = _body(tuples)
     hashes = "pandas' hash-table hashes"
     res = run_child({
         "index": ("loads", b"\x80\x04" + glob("pandas", "Index") + body + b"\x85R.",
                   {"trusted": True}),
         "series-index": ("loads", b"\x80\x04" + glob("pandas", "Series")
-                         + pickle.dumps(list(range(3000)), 4)[2:-1] + body + b"\x86R.",
+                         + _body(list(range(3000))) + body + b"\x86R.",
                          {"trusted": True}),
         "series-of-dict": ("loads", b"\x80\x04" + glob("pandas", "Series")
-                           + pickle.dumps(dict.fromkeys(tuples, 1), 4)[2:-1] + b"\x85R.",
+                           + _body(dict.fromkeys(tuples, 1)) + b"\x85R.",
                            {"trusted": True}),
     })
     assert_refused(res, hashes)
@@ -129,14 +136,14 @@ def test_tuples_whose_levels_flood_are_refused():
     out = fastjoblib.loads(pickle.dumps(pd.Index(ok), 4), trusted=True)
     assert isinstance(out, pd.MultiIndex) and list(out) == ok
     idx = fastjoblib.loads(b"\x80\x04" + glob("pandas", "Index")
-                           + pickle.dumps(ok, 4)[2:-1] + b"\x85R.", trusted=True)
+                           + _body(ok) + b"\x85R.", trusted=True)
     assert isinstance(idx, pd.MultiIndex) and len(idx) == 3000
 
 
 def test_a_big_dict_given_again_and_again_is_counted():
     # ChainMap(d) of one 60,000-key dict, repeated: each repeat of a call with the same
     # non-atom argument objects counts 3 units (here 20,000 repeats: past the 8192 + size/32)
-    d = pickle.dumps(dict.fromkeys(range(60_000)), 4)[2:-1]
+    d = _body(dict.fromkeys(range(60_000)))
     stream = _calls(glob("collections", "ChainMap"), d, 20_000)
     assert_refused(run_child({"chainmap-dict": ("loads", stream, {"trusted": True})}),
                    "repeated calls")
@@ -181,12 +188,12 @@ def test_objects_without_their_data_anywhere_in_a_pandas_argument_are_refused():
 def test_arrays_made_into_multiindex_levels_are_flood_checked():
     a = _int64_one_hash(3000)
     res = run_child({"series-index-of-arrays": (
-        "loads", b"\x80\x04" + glob("pandas", "Series") + b"N" + pickle.dumps([a, a], 4)[2:-1]
+        "loads", b"\x80\x04" + glob("pandas", "Series") + b"N" + _body([a, a])
         + b"\x86R.", {"trusted": True})})
     assert_refused(res, "pandas' hash-table hashes")
     ok = __import__("numpy").arange(3000)
     out = fastjoblib.loads(b"\x80\x04" + glob("pandas", "Series") + b"N"
-                           + pickle.dumps([ok, ok], 4)[2:-1] + b"\x86R.", trusted=True)
+                           + _body([ok, ok]) + b"\x86R.", trusted=True)
     assert isinstance(out.index, pd.MultiIndex) and len(out) == 3000
 
 
@@ -247,12 +254,12 @@ def test_multiindex_levels_given_in_lists_are_flood_checked():
     d = {"levels": [pd.Index(_int64_one_hash(3000))], "codes": [np.zeros(1, np.int8)],
          "names": [None], "sortorder": None}
     stream = (b"\x80\x04" + glob("pandas.core.indexes.base", "_new_Index")
-              + glob("pandas", "MultiIndex") + pickle.dumps(d, 4)[2:-1] + b"\x86R.")
+              + glob("pandas", "MultiIndex") + _body(d) + b"\x86R.")
     with pytest.raises(pickle.UnpicklingError, match="pandas' hash-table hashes"):
         fastjoblib.loads(stream, trusted=True)
     d["levels"] = [pd.Index(np.arange(3000))]
     stream = (b"\x80\x04" + glob("pandas.core.indexes.base", "_new_Index")
-              + glob("pandas", "MultiIndex") + pickle.dumps(d, 4)[2:-1] + b"\x86R.")
+              + glob("pandas", "MultiIndex") + _body(d) + b"\x86R.")
     assert len(fastjoblib.loads(stream, trusted=True).levels[0]) == 3000
 
 
@@ -273,17 +280,17 @@ def test_objects_without_their_data_inside_collections_wrappers_are_refused():
 def test_a_container_call_repeated_counts_its_size(func, arg):
     # the same call with the same container again: 3 units and one per 128 slots of the
     # container's expanded size (Counter(L) of 8,000 ints: 65 units, 300 us a call)
-    stream = _calls(glob(*func), pickle.dumps(arg, 4)[2:-1], 400)
+    stream = _calls(glob(*func), _body(arg), 400)
     with pytest.raises(pickle.UnpicklingError, match="pandas constructor calls"):
         fastjoblib.loads(stream, trusted=True)
-    assert fastjoblib.loads(_calls(glob(*func), pickle.dumps(arg, 4)[2:-1], 20),
+    assert fastjoblib.loads(_calls(glob(*func), _body(arg), 20),
                             trusted=True) is None
 
 
 def test_hash_table_containers_are_charged_by_their_size():
     # set(L) of 100,000 ints makes a hash table of about 4 MB: charged 64 bytes an item (6.4
     # MB; the list's 100,000 opcodes 6.4 MB more), not 16 (1.6 MB, under the 10 MiB below)
-    stream = (b"\x80\x04" + glob("builtins", "set") + pickle.dumps(list(range(100_000)), 4)[2:-1]
+    stream = (b"\x80\x04" + glob("builtins", "set") + _body(list(range(100_000)))
               + b"\x85R.")
     with pytest.raises(fastjoblib.BudgetExceededError):
         fastjoblib.loads(stream, trusted=True, max_bytes=10 << 20)
