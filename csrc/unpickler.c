@@ -1808,8 +1808,27 @@ fj_up_leave_frame(fj_up *u)
     return 0;
 }
 
+static PyObject *up_load_ops(fj_up *u);
+
+/* The cyclic collector is off while a load runs (and back on after, if it was on): a load
+ * makes objects that all stay alive, and each collection the allocations trigger would walk
+ * them all again for nothing (a 1 MB file of 2,000 small DataFrames: 0.17 s to load with the
+ * collector, 0.10 s without, measured with what the next allocations then collect). The
+ * unreachable cycles a load can make (a hostile stream's, a failed load's) wait for the next
+ * collection; under a policy the budget's per-opcode charge bounds them. */
 PyObject *
 fj_up_load(fj_up *u)
+{
+    int was_enabled = PyGC_Disable();
+    PyObject *res = up_load_ops(u);
+    if (was_enabled) {
+        PyGC_Enable();
+    }
+    return res;
+}
+
+static PyObject *
+up_load_ops(fj_up *u)
 {
     fj_source *s = u->src;
     const char *p;
