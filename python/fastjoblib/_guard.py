@@ -127,7 +127,7 @@ _PD_KINDS_MAX = 4096
 def _pd_kind(pd, obj):
     """Which of the checks below applies to `obj` (one isinstance chain per type, then a dict
     lookup): 'nab' (NDArrayBacked), 'offset', 'multi', 'sparse', 'sparse_index', 'masked',
-    'arrow', 'index', 'frame' (DataFrame / Series) or None."""
+    'arrow', 'interval', 'index', 'frame' (DataFrame / Series) or None."""
     t = type(obj)
     hit = _PD_KINDS.get(t)
     if hit is not None and hit[0] is pd and obj.__class__ is t:
@@ -152,6 +152,8 @@ def _pd_kind(pd, obj):
         kind = "masked"
     elif aea is not None and isinstance(obj, aea):
         kind = "arrow"
+    elif isinstance(obj, pd.arrays.IntervalArray):
+        kind = "interval"
     elif isinstance(obj, pd.Index):
         kind = "index"
     elif isinstance(obj, (pd.DataFrame, pd.Series)):
@@ -691,7 +693,33 @@ def _pd_other_problem(pd, obj, kind):
     """MultiIndex codes, SparseArray indexes, masked arrays' masks, indexes' backing arrays.
     `kind`: _pd_kind(pd, obj)."""
     import numpy as np
-    if kind not in ("multi", "sparse", "sparse_index", "masked", "arrow", "index"):
+    if kind not in ("multi", "sparse", "sparse_index", "masked", "arrow", "interval", "index"):
+        return None
+    if kind == "interval":
+        # (its BUILD state: the left and right ends, set without pandas' own checks; ends of
+        # different lengths or kinds only raised in the uses tried, but pandas' interval code
+        # indexes one by the other's positions)
+        d = getattr(obj, "__dict__", {})
+        if "_left" not in d or "_right" not in d or "_dtype" not in d:
+            return "pending"
+        left, right, dtype = d["_left"], d["_right"], d["_dtype"]
+        nab = getattr(getattr(pd, "_libs", None), "arrays", None)
+        for end in (left, right):
+            if not (type(end) is np.ndarray or (nab is not None and isinstance(end, nab.NDArrayBacked)
+                                                and _pd_kind(pd, end) == "nab")):
+                return "interval ends must be NumPy or datetime-like arrays"
+            if end.ndim != 1:
+                return "interval ends must be 1-D"
+            if type(end) is np.ndarray and end.dtype.kind not in "iuf":
+                return "interval ends must be numbers or datetime-like"
+        if len(left) != len(right):
+            return f"interval ends of different lengths ({len(left)} and {len(right)})"
+        if type(left) is not type(right) or left.dtype != right.dtype:
+            return "interval ends of different types"
+        if type(dtype) is not pd.IntervalDtype or dtype.subtype != left.dtype:
+            return "_dtype must be the IntervalDtype of the ends"
+        if type(left) is not np.ndarray:
+            return _pd_ndarray_backed_problem(pd, left) or _pd_ndarray_backed_problem(pd, right)
         return None
     if kind == "multi":
         levels, codes = obj.levels, obj.codes
