@@ -66,3 +66,31 @@ def test_inconsistent_interval_states_are_refused(name):
     data = pickle.dumps(make(), protocol=2)
     with pytest.raises(pickle.UnpicklingError, match=why):
         fastjoblib.loads(data, trusted=True)
+
+
+def _mi_build(state):
+    """A real MultiIndex's pickle (_new_Index), then a BUILD of `state` on it."""
+    mi = pd.MultiIndex.from_arrays([np.arange(1000), np.arange(1000)])
+    return pickle.dumps(mi, protocol=2)[:-1] + pickle.dumps(state, protocol=2)[2:-1] + b"b."
+
+
+@pytest.mark.parametrize("state, why", [
+    # shorter levels: the check after the BUILD read the levels pandas had cached before it
+    # (which still fitted the codes); pandas' own code derives them again from _levels
+    ({"_levels": [pd.Index([1]), pd.Index([2])]}, "codes outside"),
+    ({"_levels": [pd.Index(np.arange(1000))]}, "as many code arrays and names as levels"),
+    ({"_names": [None]}, "as many code arrays and names as levels"),
+    ({"_codes": [np.array([5000] * 1000, np.int16), np.arange(1000)]}, "codes outside"),
+])
+def test_multiindex_build_is_checked_against_what_pandas_derives(state, why):
+    with pytest.raises(pickle.UnpicklingError, match=why):
+        fastjoblib.loads(_mi_build(state), trusted=True)
+
+
+def test_a_build_drops_what_pandas_cached():
+    # a BUILD that keeps the MultiIndex consistent loads, and pandas then reads the new levels,
+    # not those it cached when the index was made
+    new = [pd.Index(np.arange(1000) * 2), pd.Index(np.arange(1000) * 3)]
+    got = fastjoblib.loads(_mi_build({"_levels": new}), trusted=True)
+    assert got[-1] == (1998, 2997)
+    assert list(got.levels[1][:2]) == [0, 3]

@@ -189,6 +189,8 @@ def _pd_recheck_cost(pd, obj):
     if not reads:
         return 0
     try:
+        if kind == "multi":  # (its codes: MultiIndex.nbytes adds up its levels' memory, 4% of
+            return sum(int(c.nbytes) for c in obj.codes)  # a load of small MultiIndex frames)
         return int(getattr(obj, "nbytes", 0) or 0)
     except Exception:
         return 0
@@ -524,6 +526,13 @@ def _pd_state_keys(inst, state):
         from pandas._libs.tslibs import offsets
     if isinstance(inst, offsets.BaseOffset) and type(inst) is not pd.DateOffset:
         raise _bad_state(type(inst).__name__, "pandas offsets pickle through their constructor")
+    # and what the object has cached so far (the checks of it read pandas' cached properties):
+    # BUILD on a MultiIndex made by _new_Index replaced its _levels with shorter ones, and the
+    # check after it read the levels cached before, which still fitted the codes
+    d = getattr(inst, "__dict__", None)
+    cache = d.get("_cache") if type(d) is dict else None
+    if type(cache) is dict and cache:
+        cache.clear()
 
     def clean(part):
         if type(part) is dict and "_cache" in part:
@@ -722,15 +731,25 @@ def _pd_other_problem(pd, obj, kind):
             return _pd_ndarray_backed_problem(pd, left) or _pd_ndarray_backed_problem(pd, right)
         return None
     if kind == "multi":
-        levels, codes = obj.levels, obj.codes
-        if len(levels) != len(codes):
-            return "as many code arrays as levels needed"
+        # (what pandas derives its levels, codes and names from; the public properties are
+        # cached copies of them)
+        d = getattr(obj, "__dict__", {})
+        levels, codes, names = d.get("_levels"), d.get("_codes"), d.get("_names")
+        if levels is None or codes is None or names is None:
+            levels, codes, names = obj.levels, obj.codes, obj.names
+        if not (len(levels) == len(codes) == len(names)):
+            return "as many code arrays and names as levels needed"
         n = None
         for lev, c in zip(levels, codes):
             c = np.asarray(c)
             if c.dtype.kind not in "iu" or c.ndim != 1:
                 return "codes must be 1-D integers"
-            if c.size and (int(c.min()) < -1 or int(c.max()) >= len(lev)):
+            if c.size <= 32:  # (a small array's min and max as Python ints: 5x quicker)
+                lo_hi = c.tolist()
+                lo, hi = (min(lo_hi), max(lo_hi)) if lo_hi else (0, 0)
+            else:
+                lo, hi = int(c.min()), int(c.max())
+            if c.size and (lo < -1 or hi >= len(lev)):
                 return f"codes outside -1..{len(lev) - 1}"
             if n is not None and c.size != n:
                 return "code arrays of different lengths"
