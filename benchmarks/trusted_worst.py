@@ -1,8 +1,9 @@
 """Worst-case time of ``load(path, trusted=True)`` on compressed files of at most 1 MiB.
 
 For each codec, writes a file of just under 1 MiB that expands as far as the default budget of a
-compressed file allows (64 MiB + 100 x its size: an array of zeros with a sprinkle of random bytes,
-sized so the file is ~1 MiB), and one that expands far beyond it (refused), then times
+compressed file allows (64 MiB + 100 x its size, bz2 8 MiB + 24 x: an array of zeros with a
+sprinkle of random bytes, sized so the file is ~1 MiB; for bz2 also its slowest data, random
+blocks repeated), and one that expands far beyond it (refused), then times
 ``fastjoblib.load(path, trusted=True)`` and ``fastjoblib.inspect(path)`` (median of 5) in
 /dev/shm (tmpfs).
 
@@ -20,6 +21,7 @@ import warnings
 import numpy as np
 
 import fastjoblib
+from fastjoblib._guard import default_max_bytes
 
 CODECS = ["zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"]
 
@@ -74,7 +76,7 @@ def main():
                         size = os.path.getsize(path)
                         if size > 1 << 20:
                             hi = dens
-                        elif (64 << 20) + 100 * size < n + (1 << 20):
+                        elif default_max_bytes(size, codec) < n + (1 << 20):
                             lo = dens
                         else:
                             break
@@ -96,6 +98,27 @@ def main():
                 os.unlink(path)
         except ImportError as exc:
             print(f"{codec:6} skipped: {exc}")
+    # bz2's slowest data (45-90 MB/s): random blocks repeated, as many 1 MiB arrays of them
+    # as a file of at most 1 MiB holds (session 12's red team: 2 s under the 64 MiB + 100 x rule)
+    rng = np.random.default_rng(1)
+    for k, alpha in ((2048, 256), (12288, 16), (16384, 16), (16384, 256)):
+        blk = rng.integers(0, alpha, k, dtype=np.uint8).tobytes()
+        one = np.frombuffer((blk * ((1 << 20) // k + 1))[:1 << 20], np.uint8)
+        path = os.path.join(d, f"periodic{k}.bz2")
+        n, best = 1, None
+        while n <= 400:
+            fastjoblib.dump([one.copy() for _ in range(n)], path, compress=("bz2", 9))
+            if os.path.getsize(path) > 1 << 20:
+                break
+            best, n = n, int(n * 1.15) + 1
+        fastjoblib.dump([one.copy() for _ in range(best)], path, compress=("bz2", 9))
+        size = os.path.getsize(path)
+        t, outcome = timed(path)
+        ti, iout = timed(path, inspect=True)
+        worst, worst_i = max(worst, t), max(worst_i, ti)
+        print(f"{'bz2':6} {size:>9} {best:>8} MiB {outcome:>8} {t:>7.3f}s {iout:>8} {ti:>7.3f}s"
+              f"  (random {k}-byte blocks of {alpha} values, repeated)")
+        os.unlink(path)
     print(f"# worst median: load(trusted=True) {worst:.3f} s, inspect {worst_i:.3f} s")
     # uncompressed 1 MiB files of one repeated opcode pattern each (the walk's and the
     # restricted load's per-opcode cost), and the same patterns zlib-compressed (the opcode cap)

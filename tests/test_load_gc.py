@@ -25,9 +25,14 @@ PROBE = pickle.dumps([Call(gc.isenabled), 1.5, Call(gc.isenabled)], protocol=4)
 
 @pytest.fixture(autouse=True)
 def _gc_on():
+    # (CPython's default thresholds: an earlier test in the process may have changed them, as
+    # mypy's in-process run does)
+    thresholds = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
     gc.enable()
     yield
     gc.enable()
+    gc.set_threshold(*thresholds)
 
 
 @pytest.mark.parametrize("how", ["loads", "load_pickle", "Unpickler"])

@@ -1,13 +1,36 @@
-"""Session 12's `trusted=` checks: an IntervalArray's BUILD state (its left and right ends, set
-without pandas' own checks) must hold ends of one length and kind that match its dtype.
-Round 11d made one whose ends differ in length: each use it tried raised, none crashed, but
-pandas' interval code indexes one end by the other's positions."""
+"""Session 12's `trusted=` checks.
+
+* An IntervalArray's BUILD state (its left and right ends, set without pandas' own checks) must
+  hold ends of one length and kind that match its dtype. Round 11d made one whose ends differ in
+  length: each use it tried raised, none crashed, but pandas' interval code indexes one end by
+  the other's positions.
+* A MultiIndex given shorter ``_levels`` by a BUILD passed the check after it, which read the
+  levels pandas had cached when the index was made.
+
+Red-team round 12 (given docs/SECURITY.md's claims and an interpreter, not these tests) found:
+
+* a crash (193 bytes): a Categorical made without its data as the ``data`` of a ``UserList`` or
+  ``UserDict`` through BUILD (only pandas' and NumPy's BUILD states were searched for such
+  objects), then ``bool(U)``, ``list(U)`` or ``Series(U)``;
+* memory past the budget with the torch names listed: ``Tensor.set_`` of an empty
+  ``new_empty`` storage to 900 MiB (torch grows the storage; 354 bytes);
+* a 1 MiB bz2 file of 150 MiB that took 2 s to decode (bz2 decodes at 45-120 MB/s, not the
+  250-400 MB/s the compressed budget assumed);
+* a false refusal: NumPy text arrays pickled at protocols 0-4 (the stdlib's and fastjoblib's
+  default), checked as if their dtype's flags said "pickled as a list" (0x08 is
+  NPY_NEEDS_INIT, which every 'U' dtype has; NPY_LIST_PICKLE is 0x02).
+"""
+import os
 import pickle
+import pickletools
 
 import numpy as np
 import pytest
 
 import fastjoblib
+from fastjoblib._guard import default_max_bytes
+from test_trust_attacks import assert_refused, run_child
+from test_trust_keys import get, glob, put
 
 pd = pytest.importorskip("pandas")
 
@@ -94,3 +117,123 @@ def test_a_build_drops_what_pandas_cached():
     got = fastjoblib.loads(_mi_build({"_levels": new}), trusted=True)
     assert got[-1] == (1998, 2997)
     assert list(got.levels[1][:2]) == [0, 3]
+
+
+def _pending_categorical():
+    """The opcodes of pandas' own Categorical pickle up to the object made without its data
+    (its first REDUCE), BUILD not yet applied; protocol 2, no memo."""
+    body = pickletools.optimize(pickle.dumps(pd.Categorical(["a", "b"]), 2))
+    end = next(pos for op, _, pos in pickletools.genops(body) if op.name == "REDUCE")
+    return body[2:end + 1]
+
+
+@pytest.mark.parametrize("wrapper", ["UserList", "UserDict"])
+def test_a_pending_object_in_any_build_state_is_refused(wrapper):
+    # U = copyreg._reconstructor(wrapper, object, None); BUILD U {'data': P}; then use U
+    head = (b"\x80\x02" + _pending_categorical() + put(0) + b"0"
+            + glob("copyreg", "_reconstructor") + glob("collections", wrapper)
+            + glob("builtins", "object") + b"N\x87R}" + b"X\x04\x00\x00\x00data" + get(0)
+            + b"sb" + put(1) + b"0")
+    cases = {f"{wrapper}-{use}": ("loads", head + glob(*fn) + get(1) + b"\x85R.", {"trusted": True})
+             for use, fn in (("bool", ("builtins", "bool")), ("list", ("builtins", "list")),
+                             ("series", ("pandas", "Series")))}
+    cases["nested"] = ("loads", head.replace(b"data" + get(0) + b"sb",
+                                             b"data" + get(0) + b"\x85]\x86sb") + b"N.",
+                       {"trusted": True})
+    assert_refused(run_child(cases), "used before it got its data")
+
+
+torch = None
+try:
+    import torch
+except ImportError:
+    pass
+
+_TORCH_NAMES = ["torch.from_numpy", "torch.Tensor.view", "torch.Tensor.new_empty",
+                "torch.Tensor.set_", "torch.Tensor.requires_grad_",
+                "torch.nn.parameter.Parameter"]
+
+
+def _set_call(src_ops, size, stride, offset=0):
+    """Tensor.set_(new_empty(base, (0,)), <src>, offset, size, stride), base a 16-byte array."""
+    arr = pickletools.optimize(pickle.dumps(np.zeros(16, np.uint8), 2))[2:-1]
+    base = b"c" + b"torch\nfrom_numpy\n" + arr + b"\x85R" + put(10) + b"0"
+    empty = glob("torch", "Tensor.new_empty") + get(10) + b"K\x00\x85\x86R"
+    ints = lambda t: b"(" + b"".join(b"J" + int(d).to_bytes(4, "little", signed=True)  # noqa
+                                     for d in t) + b"t"
+    src = {"empty": empty, "base": get(10)}[src_ops]
+    return (b"\x80\x02" + base + glob("torch", "Tensor.set_") + b"(" + empty + src
+            + b"J" + offset.to_bytes(4, "little", signed=True) + ints(size) + ints(stride)
+            + b"tR.")
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed")
+def test_set_may_not_grow_a_storage():
+    cases = {
+        "grow an empty storage": ("loads", _set_call("empty", (900 << 20,), (1,)),
+                                  {"trusted": _TORCH_NAMES}),
+        "past the end of a real one": ("loads", _set_call("base", (17,), (1,)),
+                                       {"trusted": _TORCH_NAMES}),
+        "offset past it": ("loads", _set_call("base", (8,), (1,), offset=9),
+                           {"trusted": _TORCH_NAMES}),
+        "strides past it": ("loads", _set_call("base", (4, 4), (4, 2)),
+                            {"trusted": _TORCH_NAMES}),
+        "negative stride": ("loads", _set_call("base", (4,), (-1,), offset=8),
+                            {"trusted": _TORCH_NAMES}),
+    }
+    assert_refused(run_child(cases), "torch would grow the storage", "negative")
+    # views inside the storage load
+    t = fastjoblib.loads(_set_call("base", (4, 4), (4, 1)), trusted=_TORCH_NAMES)
+    assert t.shape == (4, 4)
+    t = fastjoblib.loads(_set_call("base", (2, 3), (6, 2), offset=5), trusted=_TORCH_NAMES)
+    assert t.shape == (2, 3) and t.storage_offset() == 5
+    assert fastjoblib.loads(_set_call("empty", (0,), (1,)), trusted=_TORCH_NAMES).numel() == 0
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed")
+def test_fastjoblib_tensors_still_load_under_the_listed_names(tmp_path):
+    x = {"w": torch.arange(12.0).reshape(3, 4)[:, 1:], "p": torch.nn.Parameter(torch.ones(5)),
+         "b": torch.zeros(0, 3, dtype=torch.int16)}
+    path = tmp_path / "t.joblib"
+    fastjoblib.dump(x, path)
+    got = fastjoblib.load(path, trusted=_TORCH_NAMES + ["torch.float32", "torch.int16"])
+    for k in x:
+        assert torch.equal(got[k], x[k])
+
+
+def test_bz2_files_have_a_smaller_default_budget(tmp_path):
+    assert default_max_bytes(1 << 20, "bz2") == (8 << 20) + 24 * (1 << 20)
+    assert default_max_bytes(1 << 20, "zlib") == default_max_bytes(1 << 20, True) \
+        == (64 << 20) + 100 * (1 << 20)
+    arrays = [np.zeros(4 << 20, np.uint8) for _ in range(4)]  # 16 MiB: a file of a few KB
+    bz, zl = tmp_path / "a.joblib.bz2", tmp_path / "a.joblib.z"
+    fastjoblib.dump(arrays, bz, compress=("bz2", 9))
+    fastjoblib.dump(arrays, zl, compress=("zlib", 3))
+    with pytest.raises(fastjoblib.BudgetExceededError, match="bz2-compressed file is 8 MiB"):
+        fastjoblib.load(bz, trusted=True)
+    assert len(fastjoblib.load(zl, trusted=True)) == 4
+    assert len(fastjoblib.load(bz, trusted=True, max_bytes=64 << 20)) == 4
+    with pytest.raises(ValueError):  # inspect's expansion bound: the same rule for bz2
+        fastjoblib.inspect(bz)
+    assert fastjoblib.inspect(zl)["container"] is not None
+
+
+@pytest.mark.parametrize("proto", range(pickle.HIGHEST_PROTOCOL + 1))
+@pytest.mark.parametrize("dt", ["U3", "S3", [("a", "U3"), ("b", "i4")]], ids=["U", "S", "UV"])
+def test_text_arrays_load_at_every_protocol(dt, proto):
+    a = np.array([("ab", 1), ("c", 2)] if isinstance(dt, list) else ["ab", "c"], dtype=dt)
+    got = fastjoblib.loads(pickle.dumps(a, protocol=proto), trusted=True)
+    assert got.dtype == a.dtype and got.tolist() == a.tolist()
+    assert fastjoblib.loads(fastjoblib.dumps(a), trusted=True).tolist() == a.tolist()
+
+
+def test_a_model_fitted_on_text_labels_loads():
+    sklearn = pytest.importorskip("sklearn")  # noqa: F841
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import LabelEncoder
+    m = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], ["no", "no", "yes", "yes"])
+    enc = LabelEncoder().fit(["cat", "dog", "cat"])
+    got = fastjoblib.loads(pickle.dumps(m), trusted=["sklearn.linear_model._logistic.LogisticRegression"])
+    assert list(got.classes_) == ["no", "yes"] and list(got.predict([[3.0]])) == ["yes"]
+    got = fastjoblib.loads(pickle.dumps(enc), trusted=["sklearn.preprocessing._label.LabelEncoder"])
+    assert list(got.classes_) == ["cat", "dog"]

@@ -44,6 +44,11 @@ _PER_INPUT_BYTE = 1000
 # expand to 2 GiB (seconds); max_bytes= lifts it.
 _COMPRESSED_BASE = 64 << 20
 _COMPRESSED_PER_INPUT_BYTE = 100
+# ... but bz2 (Burrows-Wheeler) decodes at 45-120 MB/s, slowest (45-90 MB/s) on data that
+# compresses 20-150x: a 1 MiB bz2 file of 150 MiB took 2 s. Its default is 8 MiB + 24 x its
+# size (32 MiB for 1 MiB, at most 0.8 s of decoding over a sweep of such data, measured).
+_BZ2_BASE = 8 << 20
+_BZ2_PER_INPUT_BYTE = 24
 # Distinct items sharing one hash value that a container built by a call may hold.
 _FLOOD_MAX = 64
 # Elements one tuple or frozenset key may expand to, and that the keys' hashing and comparing
@@ -60,8 +65,10 @@ class BudgetExceededError(pickle.UnpicklingError, MemoryError):
 
 def default_max_bytes(input_size, compressed=False):
     """The budget of a restricted load of an input of ``input_size`` bytes (None: unknown),
-    ``compressed`` when those bytes are a compressed container."""
+    ``compressed`` when those bytes are a compressed container (True, or the codec's name)."""
     n = max(0, int(input_size or 0))
+    if compressed == "bz2":
+        return _BZ2_BASE + _BZ2_PER_INPUT_BYTE * n
     if compressed:
         return _COMPRESSED_BASE + _COMPRESSED_PER_INPUT_BYTE * n
     return _BASE + _PER_INPUT_BYTE * n
@@ -92,7 +99,7 @@ class Budget:
         when max_bytes was given)."""
         self.input_size = n
         if not self.explicit:
-            self.compressed = bool(compressed)
+            self.compressed = compressed if compressed == "bz2" else bool(compressed)
             _core._budget_set_limit(self.capsule, default_max_bytes(n, compressed))
 
     def charge(self, n):
@@ -425,7 +432,7 @@ def _count(shape):
 
 def _check_raw(np, dtype, shape, raw, kind="ndarray"):
     n = _count(shape)
-    if dtype.hasobject or dtype.flags & 0x08:  # NPY_LIST_PICKLE
+    if dtype.hasobject or dtype.flags & 0x02:  # NPY_LIST_PICKLE (0x08 is NPY_NEEDS_INIT)
         if type(raw) is not list or len(raw) != n:
             raise _bad_state(kind, f"an array of {n} objects needs a list of {n} items")
     else:
@@ -1726,7 +1733,7 @@ def _call_profile(func):
             pd_indexes and fname in _PD_NEW_INDEX, qualname if type(qualname) is str else None,
             pandas_mod and fname in _PD_CONVERTING,
             # numpy.ndarray (buffer=), torch.from_numpy, torch.Tensor.new_empty: checked last
-            fname in ("ndarray", "from_numpy", "new_empty"),
+            fname in ("ndarray", "from_numpy", "new_empty", "set_"),
             # a conversion between numbers and text, or a copyreg reconstructor (which may make one)
             func in _CONVERSIONS or (isinstance(func, type) and issubclass(func, _CONVERTED))
             or func in _RECONSTRUCTORS)
@@ -2271,6 +2278,8 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             raise _bad_state("torch.from_numpy", "a read-only array (torch would write into "
                                                  "memory that is not the load's, e.g. a shared "
                                                  "bytes object)")
+        if torch is not None and func is getattr(torch.Tensor, "set_", None):
+            _torch_set_check(torch, args, kwargs)
         if torch is not None and func is getattr(torch.Tensor, "new_empty", None) and len(args) >= 2:
             try:  # torch's allocations are not NumPy's: charge what new_empty is asked for
                 n = 1
@@ -2280,6 +2289,45 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
             except (TypeError, ValueError, AttributeError):
                 pass
     return before_call
+
+
+def _torch_set_check(torch, args, kwargs):
+    """Tensor.set_(t, source, offset, size, stride) may only view what `source`'s storage holds:
+    torch grows a resizable storage to fit (set_ of new_empty(base, (0,)) to 900 MiB, 354 bytes
+    of file, none of it charged to the budget)."""
+    a = list(args[1:]) + [kwargs[k] for k in ("source", "storage_offset", "size", "stride")
+                          if kwargs and k in kwargs]
+    if not a:
+        return  # (set_(): an empty tensor)
+    src = a[0]
+    try:
+        if isinstance(src, torch.Tensor):
+            have = src.untyped_storage().nbytes()
+            if len(a) == 1:
+                return  # (set_(t): t's own storage, offset and shape)
+        else:
+            have = src.nbytes()
+        esize = args[0].element_size()
+        offset = int(a[1]) if len(a) > 1 else 0
+        size = tuple(int(d) for d in a[2]) if len(a) > 2 else (have // max(esize, 1),)
+        stride = tuple(int(d) for d in a[3]) if len(a) > 3 else None
+    except Exception as exc:
+        raise _bad_state("torch.Tensor.set_", f"malformed arguments ({type(exc).__name__})") from None
+    if stride is None:
+        stride, step = [], 1
+        for d in reversed(size):
+            stride.insert(0, step)
+            step *= max(d, 1)
+    if offset < 0 or len(stride) != len(size) or any(d < 0 for d in size) \
+            or any(st < 0 for st in stride):
+        raise _bad_state("torch.Tensor.set_", "a negative offset, size or stride, or as many "
+                                              "strides as sizes needed")
+    if any(d == 0 for d in size):
+        return
+    need = (offset + sum((d - 1) * st for d, st in zip(size, stride)) + 1) * esize
+    if need > have:
+        raise _bad_state("torch.Tensor.set_", f"a view of {need} bytes of a storage of {have} "
+                                              "(torch would grow the storage, past the budget)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -2305,7 +2353,11 @@ def reraise_budget(policy, exc):
     used, peak, limit, refused = policy.budget_obj.state()
     if refused:
         why = ""
-        if policy.budget_obj.compressed:
+        if policy.budget_obj.compressed == "bz2":
+            why = (" (the default budget of a bz2-compressed file is 8 MiB + 24 x its size, so "
+                   "that a small file cannot take seconds to decompress: bz2 decodes at 45-120 "
+                   "MB/s)")
+        elif policy.budget_obj.compressed:
             why = (" (the default budget of a compressed file is 64 MiB + 100 x its size, "
                    "so that a small file cannot take seconds to decompress)")
         raise BudgetExceededError(
@@ -2315,10 +2367,10 @@ def reraise_budget(policy, exc):
 
 
 def _refuse_pending(inst, state, pending):
-    """A pandas or NumPy object's BUILD state may not hold a pandas object made without its data
-    (but `inst` itself), three containers deep: a CategoricalDtype given such a Categorical as
-    its categories crashed pandas when the dtype was hashed (a dict key, a set item). Each
-    container once."""
+    """A BUILD state may not hold a pandas object made without its data (but `inst` itself),
+    three containers deep: a CategoricalDtype given such a Categorical as its categories crashed
+    pandas when the dtype was hashed (a dict key, a set item), a UserList given one as its
+    'data' when it was counted or copied. Each container once."""
     seen = set()
     stack = [(state, 0)] if type(state) in _STATE_CONTAINERS else []
     while stack:
@@ -2370,10 +2422,8 @@ def attach(find_class, returned, max_bytes=None):
 
     def filter_state(inst, state):
         epoch[0] += 1
-        if pending:
-            mod = type(inst).__module__
-            if type(mod) is str and mod.startswith(("pandas", "numpy")):
-                _refuse_pending(inst, state, pending)
+        if pending:  # (any object's: UserList's {'data': P} crashed bool(), list(), Series())
+            _refuse_pending(inst, state, pending)
         return _filter_state(inst, state, arrow_made, fields_applied, dateutil_seen)
     find_class.filter_state = filter_state
     budget = Budget(max_bytes)

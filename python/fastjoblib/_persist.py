@@ -362,7 +362,7 @@ def _unpickle_core(source, extra, **kwargs):
     if policy is not None:
         from ._guard import input_size
         policy.budget_obj.set_input_size(input_size(source),
-                                         compressed=kwargs.get("codec") is not None)
+                                         compressed=kwargs.get("codec") or False)
     try:
         obj = _core().load(source, trailer=trailer, **kwargs, **extra)
     except MemoryError as exc:
