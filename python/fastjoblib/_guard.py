@@ -196,6 +196,9 @@ def _pd_recheck_cost(pd, obj):
     if not reads:
         return 0
     try:
+        if kind == "nab" or kind == "index":  # (the data it reads: Categorical.nbytes adds up
+            data = obj if kind == "nab" else obj._data  # its categories' memory too)
+            return int(data._ndarray.nbytes)
         if kind == "multi":  # (its codes: MultiIndex.nbytes adds up its levels' memory, 4% of
             return sum(int(c.nbytes) for c in obj.codes)  # a load of small MultiIndex frames)
         return int(getattr(obj, "nbytes", 0) or 0)
@@ -658,8 +661,10 @@ def _pd_ndarray_backed_problem(pd, obj):
         if arr.dtype.kind not in "iu":
             return f"codes of dtype {arr.dtype}"
         n = len(dtype.categories) if dtype.categories is not None else 0
-        if arr.size and (int(arr.min()) < -1 or int(arr.max()) >= n):
-            return f"codes outside -1..{n - 1}"
+        if arr.size:
+            lo, hi = _int_range(arr)
+            if lo < -1 or hi >= n:
+                return f"codes outside -1..{n - 1}"
         return None
     kinds = {"DatetimeArray": "M", "TimedeltaArray": "m", "PeriodArray": "i"}
     kind = kinds.get(type(obj).__name__)
@@ -671,6 +676,15 @@ def _pd_ndarray_backed_problem(pd, obj):
     if isinstance(dtype, np.dtype) and arr.dtype != dtype and kind is None:
         return f"{arr.dtype} data for dtype {dtype}"
     return None
+
+
+def _int_range(arr):
+    """(min, max) of a non-empty integer array, as Python ints (a small one's through a list:
+    5x quicker than two NumPy reductions, which are most of a check of small pandas objects)."""
+    if arr.size <= 32:
+        items = arr.ravel().tolist()
+        return min(items), max(items)
+    return int(arr.min()), int(arr.max())
 
 
 def _pd_sparse_index_problem(pd, np, idx):
@@ -751,13 +765,10 @@ def _pd_other_problem(pd, obj, kind):
             c = np.asarray(c)
             if c.dtype.kind not in "iu" or c.ndim != 1:
                 return "codes must be 1-D integers"
-            if c.size <= 32:  # (a small array's min and max as Python ints: 5x quicker)
-                lo_hi = c.tolist()
-                lo, hi = (min(lo_hi), max(lo_hi)) if lo_hi else (0, 0)
-            else:
-                lo, hi = int(c.min()), int(c.max())
-            if c.size and (lo < -1 or hi >= len(lev)):
-                return f"codes outside -1..{len(lev) - 1}"
+            if c.size:
+                lo, hi = _int_range(c)
+                if lo < -1 or hi >= len(lev):
+                    return f"codes outside -1..{len(lev) - 1}"
             if n is not None and c.size != n:
                 return "code arrays of different lengths"
             n = c.size

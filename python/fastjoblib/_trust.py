@@ -680,8 +680,12 @@ def _arrow_shims(budget_of):
             raise refuse(name, f"the offsets buffer ({offsets.size} bytes) is shorter than "
                                f"offset + length + 1 = {offset + length + 1} offsets")
         offs = np.frombuffer(offsets, dtype=f"<i{width}", count=length + 1, offset=offset * width)
-        if int(offs[0]) < 0 or int(offs[-1]) > values.size or (
-                length and bool((offs[1:] < offs[:-1]).any())):
+        if length <= 32:  # (a few strings: through a list, 5x quicker than NumPy's any())
+            o = offs.tolist()
+            unsorted = any(b < a for a, b in zip(o, o[1:]))
+        else:
+            unsorted = bool((offs[1:] < offs[:-1]).any())
+        if int(offs[0]) < 0 or int(offs[-1]) > values.size or unsorted:
             raise refuse(name, "offsets must be non-decreasing, from >= 0 to at most the values "
                                f"buffer's size ({values.size})")
         # The checks below and validate() scan these bytes: charged to the load's budget like an
