@@ -237,3 +237,98 @@ def test_a_model_fitted_on_text_labels_loads():
     assert list(got.classes_) == ["no", "yes"] and list(got.predict([[3.0]])) == ["yes"]
     got = fastjoblib.loads(pickle.dumps(enc), trusted=["sklearn.preprocessing._label.LabelEncoder"])
     assert list(got.classes_) == ["cat", "dog"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Round 12b (a second pass, given this session's diff)
+
+def test_a_pending_object_one_level_down_in_any_call_is_refused():
+    pairs = b"(" + b"".join(b"(K" + bytes([i]) + b"K\x00t" for i in range(64))
+    head = b"\x80\x02" + _pending_categorical() + put(0) + b"0"
+    cases = {
+        "dict": ("loads", head + glob("builtins", "dict") + b"(" + get(0) + b"l\x85R.",
+                 {"trusted": True}),
+        "OrderedDict": ("loads", head + glob("collections", "OrderedDict") + b"(" + get(0)
+                        + b"l\x85R.", {"trusted": True}),
+        "defaultdict, the 65th pair": ("loads", head + glob("collections", "defaultdict") + b"N"
+                                       + pairs + get(0) + b"l\x86R.", {"trusted": True}),
+    }
+    assert_refused(run_child(cases), "used before it got its data")
+
+
+def test_pending_walks_are_charged():
+    # a pending object kept alive, then one memoised state of a 100,000-item list BUILT again
+    # and again on fresh objects: each BUILD walked the list (7.7 s for 864 bytes at 1M items)
+    items = b"]q\x01(" + b"K\x01" * 100_000 + b"e"
+    state = b"}X\x01\x00\x00\x00a" + get(1) + b"sq\x02"
+    ns = glob("types", "SimpleNamespace") + b"q\x03"
+    builds = (get(3) + b")R" + get(2) + b"b0") * 100
+    data = (b"\x80\x02" + _pending_categorical() + put(0) + b"0" + items + b"0" + state + b"0"
+            + ns + b"0" + builds + b"N.")
+    assert_refused(run_child({"walks": ("loads", data, {"trusted": True,
+                                                         "max_bytes": 32 << 20})}), "max_bytes")
+
+
+def test_items_numpy_converts_are_checked():
+    from numpy.dtypes import StringDType
+    from fastjoblib import _guard
+    for raw in ([10 ** 5000, "x"], [["a"] * 3, "x"], [2.5j, "y"]):
+        with pytest.raises(pickle.UnpicklingError, match="text item"):
+            _guard._check_raw(np, np.dtype(StringDType()), (2,), raw)
+    _guard._check_raw(np, np.dtype(StringDType(na_object=None)), (3,), ["a", None, "b"])
+    _guard._check_raw(np, np.dtype(object), (2,), [10 ** 5000, ["a"] * 3])  # (kept as they are)
+    # a structured item's text field given an int; a masked array's text fill value a list
+    a = np.array([(None, "ab")], dtype=[("o", "O"), ("s", "U5")])
+    data = pickle.dumps(a, 2)
+    assert fastjoblib.loads(data, trusted=True).tolist() == a.tolist()
+    assert data.count(b"X\x02\x00\x00\x00ab") == 1
+    with pytest.raises(pickle.UnpicklingError, match="a int for a text item"):
+        fastjoblib.loads(data.replace(b"X\x02\x00\x00\x00ab", b"K\x05"), trusted=True)
+    m = np.ma.masked_array(["ab", "b"], mask=[0, 1], fill_value="zz")
+    assert str(fastjoblib.loads(pickle.dumps(m, 2), trusted=True)) == str(m)
+    state = m.__reduce__()[2]
+    assert len(state) == 7
+    _guard._ndarray_state(np, m, state)
+    for fill in ([5], [[10 ** 5000] * 2] * 2, 10 ** 5000):
+        with pytest.raises(pickle.UnpicklingError, match="fill value"):
+            _guard._ndarray_state(np, m, state[:6] + (fill,))
+
+
+def test_checks_of_objects_built_on_one_array_are_counted():
+    # 500 Categoricals BUILT on one memoised state over a 10M-code array: each check read all
+    # of it (5 GB read, 4.9 s with 1e8 codes and 1,000 Categoricals)
+    n = 10_000_000
+    arr = glob("numpy", "ndarray") + b"J" + n.to_bytes(4, "little") + b"\x85X\x02\x00\x00\x00i1" \
+        + b"\x86Rq\x01"
+    dtype = glob("pandas", "CategoricalDtype") + b"]X\x01\x00\x00\x00xa\x85Rq\x02"
+    body = _pending_categorical()
+    assert body.endswith(b"R")
+    func_args = body[:-1]  # (the callable and its argument tuple, then REDUCE at each use)
+    data = (b"\x80\x02" + arr + dtype + b"\x86q\x03" + b"0" + func_args + b"q\x05" + b"0"
+            + b"q\x04" + b"0" + b"](" + (get(4) + get(5) + b"R" + get(3) + b"b") * 500
+            + b"e.")
+    assert_refused(run_child({"shared codes": ("loads", data, {"trusted": True})}),
+                   "checked more data than the budget allows")
+
+
+def test_a_compressed_file_counts_calls_by_its_own_size(tmp_path):
+    path = tmp_path / "series.joblib.z"
+    series = [pd.Series([float(i), 2.0], index=["p", "q"]) for i in range(4000)]
+    fastjoblib.dump(series, path, compress=3)
+    size = os.path.getsize(path)
+    assert size < 300_000  # (a few units a Series: far more than 8192 + size / 32)
+    with pytest.raises(pickle.UnpicklingError, match="compressed file's size"):
+        fastjoblib.load(path, trusted=True)
+    got = fastjoblib.load(path, trusted=True, max_bytes=1 << 31)  # (the user's own bound)
+    assert len(got) == 4000 and got[-1].equals(series[-1])
+    plain = tmp_path / "series.joblib"
+    fastjoblib.dump(series, plain)
+    assert len(fastjoblib.load(plain, trusted=True)) == 4000
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed")
+def test_set_views_are_bounded_by_the_budget():
+    with pytest.raises(pickle.UnpicklingError, match="more than the budget"):
+        fastjoblib.loads(_set_call("base", ((1 << 31) - 1,), (0,)), trusted=_TORCH_NAMES)
+    t = fastjoblib.loads(_set_call("base", (1000,), (0,)), trusted=_TORCH_NAMES)  # (an expand)
+    assert t.shape == (1000,) and t.stride() == (0,)

@@ -23,6 +23,7 @@ distinct dict keys / set items sharing one hash are capped, and the budget count
 (a NumPy memory handler), long strings and a fixed cost per opcode.
 """
 import collections
+import datetime
 import copyreg
 import itertools
 import pickle
@@ -247,7 +248,21 @@ def _obj_kind(obj):
     return hit
 
 
-def _make_check_object(returned, pending, made):
+# the kinds of made pandas objects whose checks read their data (codes, indices, values)
+_READ_KINDS = frozenset(("nab", "multi", "sparse", "sparse_index", "index"))
+
+
+def _count_check_reads(budget, check_reads, pd, obj):
+    """Count what a check of a made pandas object reads (its codes or data): at most 4 x the
+    budget (at least 4 GiB) a load. 1,000 Categoricals BUILT on one memoised 1e8-code array, 8
+    bytes each, had the check read all of it each time: 4.9 s, 48.8 s with 1e9 codes."""
+    check_reads[0] += _pd_recheck_cost(pd, obj)
+    if check_reads[0] > 4 * max(budget.state()[2], 1 << 30):
+        raise _bad_state(type(obj).__name__, "checked more data than the budget allows (each "
+                                             "object built on an array has all of it checked)")
+
+
+def _make_check_object(returned, pending, made, budget=None, check_reads=None):
     weights = {}
 
     def check_object(obj, shared=False):
@@ -262,6 +277,8 @@ def _make_check_object(returned, pending, made):
                 except TypeError:
                     pass
                 kind = _pd_kind(pd, obj)
+                if budget is not None and kind in _READ_KINDS:
+                    _count_check_reads(budget, check_reads, pd, obj)
                 if kind == "nab":
                     why = _pd_ndarray_backed_problem(pd, obj)
                 elif kind == "offset":
@@ -433,11 +450,79 @@ def _count(shape):
     return n
 
 
+_CONVERTED_ATOMS = (int, float, bool, complex, type(None), datetime.datetime, datetime.date,
+                    datetime.timedelta)
+
+
+def _converted_problem(np, v, dt):
+    """Why NumPy storing `v` into an item (or field) of dtype `dt` could take time or memory the
+    file does not pay for, or None. NumPy converts what it stores into anything but a plain
+    object item: a text item (StringDType, 'U', 'S') gets str() of it, quadratic for a big int
+    and as long as the expanded structure for a list (a StringDType list state of one doubling
+    list: 1.8 GB from 702 bytes; 500,000 references to one 4,300-digit int: 116 s)."""
+    if dt.names is not None:
+        if type(v) is not tuple or len(v) != len(dt.names):
+            return (None if isinstance(v, np.void) and v.dtype == dt
+                    else f"a {type(v).__name__} for a structured item (a tuple of its fields)")
+        for name, w in zip(dt.names, v):
+            why = _converted_problem(np, w, dt.fields[name][0])
+            if why is not None:
+                return why
+        return None
+    if dt.subdtype is not None:
+        base, shp = dt.subdtype
+        if isinstance(v, np.ndarray):
+            return ("an object array for a sub-array of converted items"
+                    if v.dtype.hasobject and base.kind != "O" else None)
+        if type(v) in (list, tuple):
+            if base.kind == "O":
+                return None
+            size, _ = _expanded_slots(v)
+            if size > 4 * _count(shp) + 64:
+                return f"a sub-array item of {size} slots for {_count(shp)} elements"
+            stack = [v]
+            while stack:
+                x = stack.pop()
+                for w in x:
+                    if type(w) in (list, tuple):
+                        stack.append(w)
+                    else:
+                        why = _converted_problem(np, w, base)
+                        if why is not None:
+                            return why
+            return None
+        return _converted_problem(np, v, base)
+    if dt.kind == "O":
+        return None  # (an object item: stored as it is; StringDType has hasobject too)
+    tv = type(v)
+    if dt.kind in "TUS":
+        if tv is str or tv is bytes or (dt.kind == "T" and (tv is float or v is None
+                                                             or tv.__name__ == "NAType")):
+            return None
+        return f"a {tv.__name__} for a text item (NumPy makes it text with str())"
+    if tv in _CONVERTED_ATOMS or isinstance(v, np.generic):
+        if tv is int and int.bit_length(v) > 128:
+            return f"an int of {int.bit_length(v)} bits for a {dt} item"
+        return None
+    return f"a {tv.__name__} for a {dt} item (NumPy would convert it)"
+
+
 def _check_raw(np, dtype, shape, raw, kind="ndarray"):
     n = _count(shape)
     if dtype.hasobject or dtype.flags & 0x02:  # NPY_LIST_PICKLE (0x08 is NPY_NEEDS_INIT)
         if type(raw) is not list or len(raw) != n:
             raise _bad_state(kind, f"an array of {n} objects needs a list of {n} items")
+        if dtype.kind != "O":
+            # items NumPy converts (text dtypes, structured ones with other fields than objects)
+            # (a memoised item is looked at once: the list holds the same objects again)
+            seen = set()
+            for v in raw:
+                if id(v) in seen:
+                    continue
+                seen.add(id(v))
+                why = _converted_problem(np, v, dtype)
+                if why is not None:
+                    raise _bad_state(kind, why)
     else:
         if not isinstance(raw, (bytes, bytearray)) or len(raw) != n * dtype.itemsize:
             raise _bad_state(kind, f"{n} items of {dtype.itemsize} bytes need "
@@ -463,6 +548,17 @@ def _ndarray_state(np, inst, state):
             _check_raw(np, mdt, shape, mask, "masked array mask")
         else:
             raise _bad_state("masked array", "malformed mask")
+        # its fill_value, which NumPy converts to the array's dtype (np.asarray of a doubling
+        # list of one big int into '<U5': 2^k str() calls, 14 s from 2.3 KB)
+        fv = state[6]
+        if fv is not None:
+            why = _converted_problem(np, fv, dtype) if not isinstance(fv, np.ndarray) else (
+                None if fv.size <= 1 and (fv.dtype == dtype or not fv.dtype.hasobject)
+                else "an array fill value")
+            if why is None and type(fv) in (list, tuple) and _expanded_slots(fv)[0] > 64:
+                why = "a fill value of more than 64 items"
+            if why is not None:
+                raise _bad_state("masked array", f"fill value: {why}")
     return state
 
 
@@ -988,6 +1084,12 @@ def _pd_unit_limit(budget):
     Categorical([1]) made one per 6 bytes, 90 us each: 16 s for 1 MiB). For a compressed input
     or one of unknown size, the bytes of the stream read so far."""
     n = budget.input_size if not budget.compressed else None
+    if budget.compressed and budget.input_size is not None:
+        # a compressed file (with the default budget): its own size, like an uncompressed
+        # file's. Its decompressed bytes cost a file nothing: 5-byte Series() calls padded with
+        # strings of zeros made 250,000 calls from 3.7 KB of zstd (3.9 s), 600,000 from 1 MiB
+        # (9.7 s). With max_bytes= given, the decompressed bytes count (below).
+        return 8192 + budget.input_size // 32
     # (what the load has read of its stream: the decompressed bytes of a compressed file, the
     # bytes so far of a stream of unknown size)
     read = budget.read()
@@ -1980,7 +2082,9 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                                  f"more than {limit:,} pandas constructor calls (or their text) "
                                  "in one load, or NumPy calls, conversions and repeated calls "
                                  "counted with them: each costs 20-100 us (the limit follows "
-                                 "the bytes the load has read)")
+                                 + ("the compressed file's size; pass max_bytes= to the load "
+                                    "to count its decompressed bytes instead)"
+                                    if budget.compressed else "the bytes the load has read)"))
 
     def charge_call(np, func, args, kwargs=None, fls=None):
         """`fls`: the _type_flags of args and kwargs' values, when the caller has them."""
@@ -2043,15 +2147,21 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
 
     def deep_pending(vals):
         """Refuse a pandas object made without its data (BUILD to come) two containers down in
-        a NumPy or pandas call's argument (the deepest an object may be, _nested_problem):
-        pandas may use it. Each container once; linear in what the call counts."""
+        a call's argument (the deepest an object may be for NumPy and pandas, _nested_problem;
+        dict([P]) unpacks the pair P and crashed pandas): the callee may use it. Each container
+        once; the items looked at are charged (_PENDING_ITEM_COST a piece): a pending object
+        kept alive would otherwise have one big memoised list walked at every call."""
         seen = set()
         stack = [(_unwrapped(v), 0) for v in vals if type(v) in _PENDING_WALK]
+        walked = 0
         while stack:
             x, d = stack.pop()
             if id(x) in seen:
                 continue
             seen.add(id(x))
+            walked += len(x)
+            if walked > 4096:
+                budget.charge(_PENDING_ITEM_COST * len(x))
             for w in ([*x, *x.values()] if type(x) in _DICT_TYPES else x):
                 ref = pending.get(id(w))
                 if ref is not None and ref() is w:
@@ -2151,7 +2261,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                     for w in inner:
                         if type(w) not in _ATOM_SET:
                             check_value(func, w, _flags_of(w), rechecked, now, pd)
-        if counted and pending:
+        if pending:
             deep_pending(vals)
         if numpy_mod or pandas_mod:
             # what a container argument holds at any depth: its expanded size counts one unit
@@ -2290,7 +2400,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
                                                  "memory that is not the load's, e.g. a shared "
                                                  "bytes object)")
         if torch is not None and func is getattr(torch.Tensor, "set_", None):
-            _torch_set_check(torch, args, kwargs)
+            _torch_set_check(torch, args, kwargs, budget.state()[2])
         if torch is not None and func is getattr(torch.Tensor, "new_empty", None) and len(args) >= 2:
             try:  # torch's allocations are not NumPy's: charge what new_empty is asked for
                 n = 1
@@ -2302,7 +2412,7 @@ def _make_before_call(budget, pending, made, epoch=None, self_checked=None):
     return before_call
 
 
-def _torch_set_check(torch, args, kwargs):
+def _torch_set_check(torch, args, kwargs, limit):
     """Tensor.set_(t, source, offset, size, stride) may only view what `source`'s storage holds:
     torch grows a resizable storage to fit (set_ of new_empty(base, (0,)) to 900 MiB, 354 bytes
     of file, none of it charged to the budget)."""
@@ -2335,6 +2445,13 @@ def _torch_set_check(torch, args, kwargs):
                                               "strides as sizes needed")
     if any(d == 0 for d in size):
         return
+    numel = 1
+    for d in size:
+        numel *= d
+    if numel * esize > limit:
+        # (stride 0: 2**63 - 1 elements over 8 bytes; what uses it makes them all)
+        raise _bad_state("torch.Tensor.set_", f"a view of {numel} elements, more than the "
+                                              f"budget ({limit} bytes) holds")
     need = (offset + sum((d - 1) * st for d, st in zip(size, stride)) + 1) * esize
     if need > have:
         raise _bad_state("torch.Tensor.set_", f"a view of {need} bytes of a storage of {have} "
@@ -2377,18 +2494,24 @@ def reraise_budget(policy, exc):
             "the load if you trust this file to be that large") from exc
 
 
-def _refuse_pending(inst, state, pending):
+def _refuse_pending(inst, state, pending, budget):
     """A BUILD state may not hold a pandas object made without its data (but `inst` itself),
     three containers deep: a CategoricalDtype given such a Categorical as its categories crashed
     pandas when the dtype was hashed (a dict key, a set item), a UserList given one as its
-    'data' when it was counted or copied. Each container once."""
+    'data' when it was counted or copied. Each container once; past 4096 items, each item is
+    charged _PENDING_ITEM_COST (one memoised state of a 1M-item list, BUILT again and again
+    while a pending object was kept alive: 7.7 s for 864 bytes)."""
     seen = set()
     stack = [(state, 0)] if type(state) in _STATE_CONTAINERS else []
+    walked = 0
     while stack:
         x, d = stack.pop()
         if id(x) in seen:
             continue
         seen.add(id(x))
+        walked += len(x)
+        if walked > 4096:
+            budget.charge(_PENDING_ITEM_COST * len(x))
         for w in ([*x, *x.values()] if isinstance(x, dict) else x):
             ref = pending.get(id(w))
             if ref is not None and ref() is w and w is not inst:
@@ -2397,6 +2520,10 @@ def _refuse_pending(inst, state, pending):
             if d < 3 and type(w) in _STATE_CONTAINERS:
                 stack.append((w, d + 1))
 
+
+# Budget bytes charged for each item a pending-object walk looks at past its first 4096 (a
+# walk is ~60 ns an item: a 1 GiB budget then allows ~8M items, about 0.5 s, of repeated walks)
+_PENDING_ITEM_COST = 128
 
 # What deep_pending looks into: containers, and the collections wrappers pandas iterates like
 # them (DataFrame(UserList([... 64 rows, a Categorical without its data])) crashed pandas)
@@ -2422,7 +2549,9 @@ def attach(find_class, returned, max_bytes=None):
     ``finish()``, which the caller runs on the loaded value."""
     pending = {}  # pandas arrays made without their data (BUILD to come): id -> weakref
     made = {}  # pandas objects this load made: id -> weakref (checked again at use and at the end)
-    find_class.check_object = _make_check_object(returned, pending, made)
+    budget = Budget(max_bytes)
+    check_reads = [0]  # bytes of data the checks after BUILDs and at the end have read
+    find_class.check_object = _make_check_object(returned, pending, made, budget, check_reads)
     arrow_made = getattr(find_class, "arrow_made", {})
     fields_applied = [0]  # structured-dtype fields given to dtype BUILDs in this load
     # bumped before every BUILD and every call that may write memory (_READ_ONLY_CALLS are not):
@@ -2434,10 +2563,9 @@ def attach(find_class, returned, max_bytes=None):
     def filter_state(inst, state):
         epoch[0] += 1
         if pending:  # (any object's: UserList's {'data': P} crashed bool(), list(), Series())
-            _refuse_pending(inst, state, pending)
+            _refuse_pending(inst, state, pending, budget)
         return _filter_state(inst, state, arrow_made, fields_applied, dateutil_seen)
     find_class.filter_state = filter_state
-    budget = Budget(max_bytes)
     find_class.budget_obj = budget
     find_class.budget = budget.capsule
     before_call = _make_before_call(budget, pending, made, epoch,
@@ -2453,6 +2581,8 @@ def attach(find_class, returned, max_bytes=None):
         for ref in made.values():
             obj = ref()
             if obj is not None and pd is not None:
+                if _pd_kind(pd, obj) in _READ_KINDS:
+                    _count_check_reads(budget, check_reads, pd, obj)
                 why = _pd_recheck(pd, obj)
                 if why is not None:
                     raise _bad_state(type(obj).__name__, f"{why} at the end of the load")
