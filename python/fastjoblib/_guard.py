@@ -100,7 +100,7 @@ class Budget:
         when max_bytes was given)."""
         self.input_size = n
         if not self.explicit:
-            self.compressed = compressed if compressed == "bz2" else bool(compressed)
+            self.compressed = compressed or False  # (True, or the codec's name)
             _core._budget_set_limit(self.capsule, default_max_bytes(n, compressed))
 
     def charge(self, n):

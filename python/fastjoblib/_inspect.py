@@ -42,8 +42,6 @@ _DIM_LIMIT = 1 << 63   # a dimension, an array's or a tensor's byte size: as the
 _MAX_STACK = 2 << 20      # stack / mark-stack entries (a DUP flood would grow them without end)
 # What a compressed stream may expand to by default: 64 MiB + 16 x the compressed size.
 _EXPAND_BASE, _EXPAND_PER_BYTE = 64 << 20, 16
-# bz2 decodes at 45-120 MB/s (80 MiB took 0.88 s): the load's default budget for it instead
-_BZ2_EXPAND_BASE, _BZ2_EXPAND_PER_BYTE = 8 << 20, 24
 # ... and the opcodes it may hold: 1M (as many as an uncompressed 1 MiB file can), or 1 per byte
 # of a bigger compressed file (a walk step costs ~0.3-0.8 us: a file of at most 1 MiB is walked
 # within a second; max_bytes= lifts both bounds).
@@ -1360,7 +1358,9 @@ def inspect(source, max_bytes=None, _max_ops=None):
             container, dread, dsize = _container(read, size)
             limit = None
             if container != "raw":
-                base, per = (_BZ2_EXPAND_BASE, _BZ2_EXPAND_PER_BYTE) if container == "bz2" \
+                # (bz2 decodes at 45-120 MB/s, 80 MiB took 0.88 s: the load's default for it)
+                from ._guard import _BZ2_BASE, _BZ2_PER_INPUT_BYTE
+                base, per = (_BZ2_BASE, _BZ2_PER_INPUT_BYTE) if container == "bz2" \
                     else (_EXPAND_BASE, _EXPAND_PER_BYTE)
                 limit = max_bytes if max_bytes is not None else (
                     base + per * (size if size is not None else 1 << 20))
